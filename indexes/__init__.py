@@ -1,0 +1,1 @@
+"""Reference indexes: build, store, version, load and hot-swap."""

@@ -1,0 +1,1 @@
+"""Data sets and the one sample format they share."""

@@ -1,0 +1,1 @@
+"""Ray Serve deployments, HTTP schemas and generation backends."""
