@@ -1,0 +1,50 @@
+"""Mode finding (mean shift) in routing space: pull the routing toward the densest cluster of
+reference routings near it. Needs no model call, so it is the cheapest non-trivial strategy.
+"""
+from __future__ import annotations
+
+from torch import Tensor
+
+from r2t2.routing.config import RerouteConfig
+from r2t2.routing.neighbours import NoUsableNeighbours, WeightedNeighbours, select_knn, weigh
+from r2t2.routing.result import RerouteResult
+from r2t2.routing.simplex import project_to_simplex
+
+
+def mean_shift(r0: Tensor, config: RerouteConfig, pool_routings: Tensor) -> RerouteResult:
+    """Up to `config.steps` updates r <- a r + (1 - a) r_bar, r_bar the kernel-weighted mean of the k
+    routings of `pool_routings` [N, L, E] nearest to r (a = `meanshift_alpha`, distances on the
+    flattened [L * E] routings); stops once a step moves less than `meanshift_tol`.
+
+    `losses` holds the distance moved per step; neighbour ids are pool row numbers from the last step.
+    Raises NoUsableNeighbours for an empty pool or a zero-weight first step; a later zero-weight step
+    stops early and keeps the routing reached so far.
+    """
+    pool = pool_routings.reshape(pool_routings.shape[0], -1).to(r0.dtype)
+    if pool.shape[0] == 0:
+        raise NoUsableNeighbours("empty neighbourhood")
+    current = r0.reshape(-1)
+    moved: list[float] = []
+    chosen: WeightedNeighbours | None = None
+    fallback: str | None = None
+    for _ in range(config.steps):
+        try:
+            chosen = weigh(current, pool, select_knn(current, pool, config.k), config.kernel, config.bandwidth)
+        except NoUsableNeighbours as stop:
+            if not moved:
+                raise
+            fallback = stop.reason
+            break
+        r_bar = chosen.weights.to(pool.dtype) @ pool[chosen.indices]
+        updated = project_to_simplex(
+            (config.meanshift_alpha * current + (1 - config.meanshift_alpha) * r_bar).reshape(r0.shape)
+        ).reshape(-1)
+        moved.append(float((updated - current).norm()))
+        current = updated
+        if moved[-1] < config.meanshift_tol:
+            break
+    ids = [str(i) for i in range(pool.shape[0])]
+    return RerouteResult(strategy="meanshift", base_routing=r0, routing=current.reshape(r0.shape),
+                         neighbours=chosen.describe(ids) if chosen is not None else (), losses=tuple(moved),
+                         bandwidth=chosen.bandwidth if chosen is not None else None, steps=len(moved),
+                         fallback=fallback)

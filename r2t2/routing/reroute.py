@@ -1,0 +1,128 @@
+"""One entry point for every strategy: checks the inputs a strategy needs, runs it, times it.
+
+Every tensor handed to a strategy is detached and in r0's dtype, so no strategy can reach the graph
+of whatever produced its inputs; the model itself is only ever called, never modified.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from r2t2.routing.config import STRATEGIES, RerouteConfig
+from r2t2.routing.kernel_regression import kernel_regression
+from r2t2.routing.meanshift import mean_shift
+from r2t2.routing.neighbours import NoUsableNeighbours
+from r2t2.routing.ngd import neighbourhood_gradient_descent
+from r2t2.routing.oracle import oracle
+from r2t2.routing.protocol import Neighbourhood, ReferenceBatch, RoutedModel, is_valid_routing
+from r2t2.routing.result import RerouteResult
+
+
+def reroute(model: RoutedModel, r0: Tensor, config: RerouteConfig, *, query_embedding: Tensor | None = None,
+            neighbourhood: Neighbourhood | None = None, pool_routings: Tensor | None = None,
+            target: ReferenceBatch | None = None) -> RerouteResult:
+    """Re-route one request with `config.strategy`.
+
+    Needs `query_embedding` [D] and `neighbourhood` for "ngd" and "kernel", `pool_routings` [N, L, E]
+    (the reference set's routings) for "meanshift", `target` (the query with its label, a batch of one)
+    for "oracle"; inputs a strategy does not use are ignored. Raises ValueError on a missing input or a
+    shape/validity mismatch. A neighbourhood that cannot steer (empty, zero kernel weight) is not an
+    error: the result keeps r0 and says why in `fallback`.
+    """
+    started = time.perf_counter()
+    if not isinstance(config, RerouteConfig):
+        raise ValueError(f"config must be a RerouteConfig, got {type(config).__name__}")
+    if not isinstance(model, RoutedModel):
+        raise ValueError(f"model must implement RoutedModel (routing_shape, base_routing, routing_loss), "
+                         f"got {type(model).__name__}")
+    base = _checked_routing(r0, tuple(model.routing_shape))
+    try:
+        result = _run(model, base, config, query_embedding, neighbourhood, pool_routings, target)
+    except NoUsableNeighbours as empty:
+        result = RerouteResult(strategy=config.strategy, base_routing=base, routing=base.clone(),
+                               fallback=empty.reason)
+    routing = result.routing.detach()
+    if not is_valid_routing(routing):
+        raise RuntimeError(f"strategy {config.strategy!r} produced an invalid routing")  # a bug, not input
+    return dataclasses.replace(result, routing=routing, seconds=time.perf_counter() - started)
+
+
+def _run(model: RoutedModel, r0: Tensor, config: RerouteConfig, query_embedding: Tensor | None,
+         neighbourhood: Neighbourhood | None, pool_routings: Tensor | None,
+         target: ReferenceBatch | None) -> RerouteResult:
+    strategy = config.strategy
+    if strategy == "none":
+        return RerouteResult(strategy="none", base_routing=r0, routing=r0.clone())
+    if strategy in ("ngd", "kernel"):
+        query, checked = _checked_neighbourhood(query_embedding, neighbourhood, r0, strategy)
+        run = neighbourhood_gradient_descent if strategy == "ngd" else kernel_regression
+        return run(model, r0, config, query, checked)
+    if strategy == "meanshift":
+        return mean_shift(r0, config, _checked_pool(pool_routings, r0))
+    if strategy == "oracle":
+        return oracle(model, r0, config, _checked_target(target))
+    raise ValueError(f"unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
+
+
+def _checked_routing(r0: Any, shape: tuple[int, ...]) -> Tensor:
+    if not isinstance(r0, Tensor) or not r0.is_floating_point():
+        raise ValueError(f"r0 must be a floating-point tensor, got {type(r0).__name__}"
+                         + (f" of dtype {r0.dtype}" if isinstance(r0, Tensor) else ""))
+    if tuple(r0.shape) != shape:
+        raise ValueError(f"r0 must have the model's routing shape {list(shape)}, got {list(r0.shape)}")
+    if not is_valid_routing(r0):
+        raise ValueError("r0 is not a valid routing: every row must be finite, non-negative and sum to 1")
+    return r0.detach().clone()
+
+
+def _checked_neighbourhood(query_embedding: Tensor | None, neighbourhood: Neighbourhood | None, r0: Tensor,
+                           strategy: str) -> tuple[Tensor, Neighbourhood]:
+    if query_embedding is None or neighbourhood is None:
+        raise ValueError(f"strategy {strategy!r} needs query_embedding and neighbourhood")
+    if not isinstance(neighbourhood, Neighbourhood):
+        raise ValueError(f"neighbourhood must be a Neighbourhood, got {type(neighbourhood).__name__}")
+    embeddings = neighbourhood.embeddings
+    if not isinstance(query_embedding, Tensor) or query_embedding.ndim != 1:
+        raise ValueError(f"query_embedding must be a 1-D tensor [D], got "
+                         f"{list(query_embedding.shape) if isinstance(query_embedding, Tensor) else query_embedding!r}")
+    if query_embedding.shape[0] != embeddings.shape[1]:
+        raise ValueError(f"query_embedding has dimension {query_embedding.shape[0]} but the neighbourhood's "
+                         f"embeddings have {embeddings.shape[1]}")
+    if not embeddings.is_floating_point():
+        raise ValueError(f"neighbourhood embeddings must be floating-point, got {embeddings.dtype}")
+    if not torch.isfinite(query_embedding).all() or not torch.isfinite(embeddings).all():
+        raise ValueError("query_embedding and neighbourhood embeddings must be finite")
+    routings = neighbourhood.routings
+    if tuple(routings.shape[1:]) != tuple(r0.shape):
+        raise ValueError(f"neighbourhood routings must be [n, {r0.shape[0]}, {r0.shape[1]}], "
+                         f"got {list(routings.shape)}")
+    if routings.shape[0] and not is_valid_routing(routings):
+        raise ValueError("neighbourhood routings must be valid (finite, non-negative rows summing to 1)")
+    checked = Neighbourhood(ids=neighbourhood.ids, embeddings=embeddings.detach(),
+                            routings=routings.detach().to(r0.dtype), batch=neighbourhood.batch)
+    return query_embedding.detach().to(embeddings.dtype), checked
+
+
+def _checked_pool(pool_routings: Tensor | None, r0: Tensor) -> Tensor:
+    if pool_routings is None:
+        raise ValueError("strategy 'meanshift' needs pool_routings [N, L, E]")
+    if not isinstance(pool_routings, Tensor) or pool_routings.ndim != 3 \
+            or tuple(pool_routings.shape[1:]) != tuple(r0.shape):
+        shape = list(pool_routings.shape) if isinstance(pool_routings, Tensor) else type(pool_routings).__name__
+        raise ValueError(f"pool_routings must be [N, {r0.shape[0]}, {r0.shape[1]}], got {shape}")
+    if pool_routings.shape[0] and not is_valid_routing(pool_routings):
+        raise ValueError("pool_routings must be valid (finite, non-negative rows summing to 1)")
+    return pool_routings.detach().to(r0.dtype)
+
+
+def _checked_target(target: ReferenceBatch | None) -> ReferenceBatch:
+    if target is None:
+        raise ValueError("strategy 'oracle' needs target (the query with its label, a batch of one)")
+    if not isinstance(target, ReferenceBatch) or len(target) != 1:
+        raise ValueError(f"target must be a ReferenceBatch of exactly one sample, got "
+                         f"{len(target) if isinstance(target, ReferenceBatch) else type(target).__name__}")
+    return target
