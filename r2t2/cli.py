@@ -1,0 +1,72 @@
+"""`r2t2 <verb>`: each verb maps to one module (train, eval, index, serve)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _train(args: argparse.Namespace) -> None:
+    from r2t2.train import TrainConfig, train
+
+    train(Path(args.out), TrainConfig(seed=args.seed), limit=args.limit)
+
+
+def _eval(args: argparse.Namespace) -> None:
+    from r2t2.eval import evaluate, format_table, save_report
+    from r2t2.pipeline import load_pipeline
+
+    pipeline = load_pipeline({"index_dir": args.index_dir} if args.index_dir else None)
+    overrides = json.loads(args.options) if args.options else {}
+    report = evaluate(pipeline, args.strategies.split(","), args.split.split(","), limit=args.limit,
+                      seed=args.seed, overrides=overrides)
+    print(format_table(report))
+    if args.json:
+        save_report(report, Path(args.json))
+
+
+def _serve(args: argparse.Namespace) -> None:
+    from serving.main import run
+
+    run(args.config)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from indexes.commands import register as register_index_commands
+    from r2t2.model.checkpoint import DEFAULT_CHECKPOINT
+
+    parser = argparse.ArgumentParser(prog="r2t2", description=__doc__)
+    verbs = parser.add_subparsers(dest="verb", required=True)
+
+    train = verbs.add_parser("train", help="train the embedded multimodal MoE from scratch")
+    train.add_argument("--out", default=str(DEFAULT_CHECKPOINT), help="checkpoint directory")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--limit", type=int, default=None, help="train on a subset (smoke runs)")
+    train.set_defaults(func=_train)
+
+    ev = verbs.add_parser("eval", help="accuracy and latency of each strategy on the test splits")
+    ev.add_argument("--strategies", default="none,meanshift,kernel,ngd,oracle")
+    ev.add_argument("--split", default="test,paraphrase", help="comma-separated splits")
+    ev.add_argument("--limit", type=int, default=None, help="questions per split (balanced over tasks)")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--options", default=None, help='JSON of strategy options, e.g. \'{"k": 3}\'')
+    ev.add_argument("--index-dir", default=None)
+    ev.add_argument("--json", default=None, help="write the full report here")
+    ev.set_defaults(func=_eval)
+
+    serve = verbs.add_parser("serve", help="serve the OpenAI-compatible API with Ray Serve")
+    serve.add_argument("--config", default=None, help="server config YAML (defaults: embedded model)")
+    serve.set_defaults(func=_serve)
+
+    register_index_commands(verbs)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

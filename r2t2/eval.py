@@ -1,0 +1,131 @@
+"""Accuracy, oracle-gap share and latency of each R2-T2 strategy, measured side by side.
+
+Every query goes through the same `ReroutePipeline` the server uses, one query at a time (latency is
+per query, as a user sees it); answers are generated greedily with the torch model.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from r2t2.data import load_split
+from r2t2.pipeline import ReroutePipeline
+from r2t2.routing import RerouteConfig
+
+
+@dataclass
+class StrategyStats:
+    correct: list[bool] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    fallbacks: int = 0
+    routing_before: list[list[float]] = field(default_factory=list)
+    routing_after: list[list[float]] = field(default_factory=list)
+
+
+def evaluate(pipeline: ReroutePipeline, strategies: Sequence[str], splits: Sequence[str],
+             limit: int | None = None, seed: int = 0, overrides: dict | None = None,
+             progress: bool = True) -> dict:
+    """Run every strategy on every sample of the splits; returns the report as plain data."""
+    torch.manual_seed(seed)
+    configs = {s: pipeline.config_for({**(overrides or {}), "strategy": s}) for s in strategies}
+    report: dict = {"strategies": list(strategies), "splits": {}, "limit": limit, "seed": seed,
+                    "config": {s: vars(c) for s, c in configs.items()}}
+    for split in splits:
+        samples = load_split(split, limit=limit, seed=seed)
+        stats = {s: StrategyStats() for s in strategies}
+        tasks: list[str] = []
+        bar = tqdm(samples, desc=f"eval {split}", unit="q", disable=not progress)
+        for sample in bar:
+            tasks.append(sample.task)
+            for name, config in configs.items():
+                started = time.perf_counter()
+                done = pipeline.rerouted(sample.image, sample.question, config, answer=sample.answer)
+                answer = pipeline.model.generate(done.query, done.result.routing)[0]
+                stats[name].seconds.append(time.perf_counter() - started)
+                stats[name].correct.append(answer == sample.answer)
+                stats[name].fallbacks += done.result.fallback is not None
+                stats[name].routing_before.append(done.result.base_routing.flatten().tolist())
+                stats[name].routing_after.append(done.result.routing.flatten().tolist())
+        report["splits"][split] = summarise(stats, tasks)
+    return report
+
+
+def _accuracy(flags: Sequence[bool]) -> float:
+    return 100.0 * sum(flags) / max(len(flags), 1)
+
+
+def summarise(stats: dict[str, StrategyStats], tasks: Sequence[str]) -> dict:
+    """Accuracy (overall and per task), oracle-gap share, fixed/broken vs none, median latency."""
+    base = stats.get("none")
+    oracle = stats.get("oracle")
+    out: dict = {"samples": len(tasks), "strategies": {}}
+    for name, st in stats.items():
+        acc = _accuracy(st.correct)
+        entry = {
+            "accuracy": acc,
+            "per_task": {t: _accuracy([c for c, tt in zip(st.correct, tasks) if tt == t])
+                         for t in sorted(set(tasks))},
+            "median_ms": 1000 * statistics.median(st.seconds) if st.seconds else None,
+            "fallbacks": st.fallbacks,
+            "routing_before": st.routing_before,
+            "routing_after": st.routing_after,
+            "correct": st.correct,
+        }
+        if base is not None:
+            entry["fixed"] = sum(c and not b for c, b in zip(st.correct, base.correct))
+            entry["broken"] = sum(b and not c for c, b in zip(st.correct, base.correct))
+            if oracle is not None:
+                gap = _accuracy(oracle.correct) - _accuracy(base.correct)
+                entry["gap_closed"] = None if gap <= 0 else (acc - _accuracy(base.correct)) / gap
+        out["strategies"][name] = entry
+    if base is not None and base.seconds:
+        none_ms = out["strategies"]["none"]["median_ms"]
+        for entry in out["strategies"].values():
+            entry["latency_ratio"] = entry["median_ms"] / none_ms if none_ms else None
+    return out
+
+
+def format_table(report: dict) -> str:
+    """A Markdown table per split: the numbers BENCHMARKS.md records."""
+    lines = []
+    for split, data in report["splits"].items():
+        lines.append(f"\n**{split}** ({data['samples']} questions)\n")
+        lines.append("| strategy | accuracy % | gap closed | fixed | broken | fallbacks | median ms | x none |")
+        lines.append("|---|---|---|---|---|---|---|---|")
+        for name, e in data["strategies"].items():
+            gap = e.get("gap_closed")
+            lines.append(
+                f"| {name} | {e['accuracy']:.1f} | {'-' if gap is None else f'{100 * gap:.0f} %'} | "
+                f"{e.get('fixed', '-')} | {e.get('broken', '-')} | {e['fallbacks']} | "
+                f"{e['median_ms']:.1f} | {e.get('latency_ratio') or 0:.2f} |")
+        tasks = sorted(next(iter(data["strategies"].values()))["per_task"])
+        lines.append("\n| strategy | " + " | ".join(tasks) + " |")
+        lines.append("|---|" + "---|" * len(tasks))
+        for name, e in data["strategies"].items():
+            lines.append(f"| {name} | " + " | ".join(f"{e['per_task'][t]:.1f}" for t in tasks) + " |")
+    return "\n".join(lines)
+
+
+def save_report(report: dict, path: Path) -> None:
+    Path(path).write_text(json.dumps(report))
+
+
+def per_expert_shift(report: dict, split: str, strategy: str = "ngd") -> dict:
+    """Mean routing per expert before/after `strategy`, for initially wrong vs right samples (Fig. 4)."""
+    data = report["splits"][split]["strategies"]
+    base_correct = data["none"]["correct"]
+    st = data[strategy]
+    groups: dict = defaultdict(lambda: {"before": [], "after": []})
+    for right, before, after in zip(base_correct, st["routing_before"], st["routing_after"]):
+        group = groups["initially right" if right else "initially wrong"]
+        group["before"].append(before)
+        group["after"].append(after)
+    return {name: {k: torch.tensor(v).mean(0).tolist() for k, v in g.items()} for name, g in groups.items()}

@@ -1,0 +1,51 @@
+"""Tensor batches the model consumes: queries (no label) and labelled reference samples."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+def _index(index: Sequence[int] | Tensor) -> Tensor:
+    return index if isinstance(index, Tensor) else torch.as_tensor(list(index), dtype=torch.long)
+
+
+@dataclass(frozen=True)
+class LabelledBatch:
+    """Reference samples as the index caches them: expert features, question and answer tokens.
+
+    Holding expert *features* (not images) is what lets neighbour losses skip the vision experts.
+    """
+
+    features: Tensor  # [B, E, d] pooled expert features
+    question_ids: Tensor  # [B, Q] right-padded with the pad id
+    question_lengths: Tensor  # [B]
+    answer_ids: Tensor  # [B, A] answer word(s) followed by end-of-sequence, right-padded
+
+    def __len__(self) -> int:
+        return self.features.shape[0]
+
+    def __getitem__(self, index: Sequence[int] | Tensor) -> "LabelledBatch":
+        i = _index(index)
+        return LabelledBatch(self.features[i], self.question_ids[i], self.question_lengths[i],
+                             self.answer_ids[i])
+
+    def payload(self) -> dict:
+        """Plain arrays for an index to store."""
+        return {
+            "features": self.features.float().numpy(),
+            "question_ids": self.question_ids.numpy().astype("int32"),
+            "question_lengths": self.question_lengths.numpy().astype("int32"),
+            "answer_ids": self.answer_ids.numpy().astype("int32"),
+        }
+
+    @classmethod
+    def from_payload(cls, payload: dict) -> "LabelledBatch":
+        return cls(
+            torch.as_tensor(payload["features"], dtype=torch.float32),
+            torch.as_tensor(payload["question_ids"], dtype=torch.long),
+            torch.as_tensor(payload["question_lengths"], dtype=torch.long),
+            torch.as_tensor(payload["answer_ids"], dtype=torch.long),
+        )

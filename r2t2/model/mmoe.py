@@ -1,0 +1,187 @@
+"""The multimodal MoE: vision experts -> router -> projectors -> sparse-MoE language model.
+
+Implements the routing protocol of `r2t2.routing`: the base routing of a query, and a batched loss of
+labelled samples under any routing, differentiable with respect to the routing only.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pad_sequence
+from transformers import MixtralConfig, MixtralForCausalLM, PreTrainedTokenizerFast
+
+from indexes.protocols import EncodedBatch
+from r2t2.data.sample import Sample
+from r2t2.model.batches import LabelledBatch
+from r2t2.model.config import ModelConfig
+from r2t2.model.experts import ExpertBank
+from r2t2.model.projector import ExpertProjectors
+from r2t2.model.router import Router
+from r2t2.model.tokenizer import ANS, BOS, SEP
+
+IMAGE_SIZE = 64  # every image is brought to this size before the experts take their own view
+
+
+def images_to_pixels(images: Sequence[Image.Image]) -> Tensor:
+    """PIL images (any size/mode) -> [B, 3, 64, 64] float in [0, 1]."""
+    arrays = [
+        np.asarray(img.convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)
+                   if img.size != (IMAGE_SIZE, IMAGE_SIZE) or img.mode != "RGB" else img)
+        for img in images
+    ]
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+class MultimodalMoE(nn.Module):
+    """The whole model. Frozen at serving time: re-routing only ever changes routing tensors."""
+
+    def __init__(self, config: ModelConfig, tokenizer: PreTrainedTokenizerFast) -> None:
+        super().__init__()
+        self.config = config
+        self.tokenizer = tokenizer
+        num_experts, hidden = len(config.experts), config.lm["hidden_size"]
+        self.experts = ExpertBank(config.experts, config.feature_dim)
+        self.router = Router(len(tokenizer), num_experts, config.feature_dim, config.router_hidden,
+                             tokenizer.pad_token_id)
+        self.projectors = ExpertProjectors(num_experts, config.feature_dim, hidden, config.soft_tokens)
+        lm_config = MixtralConfig(
+            **config.lm, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        )
+        self.lm = MixtralForCausalLM(lm_config)
+        self._bos, self._sep, self._ans = (tokenizer.convert_tokens_to_ids(t) for t in (BOS, SEP, ANS))
+
+    # ---- routing protocol -------------------------------------------------------------------------
+    @property
+    def routing_shape(self) -> tuple[int, int]:
+        return (1, len(self.config.experts))
+
+    @property
+    def expert_names(self) -> list[str]:
+        return self.config.expert_names
+
+    def base_routing(self, query: LabelledBatch) -> Tensor:
+        """The router's routing [L, E] for a single query (its answer tokens are not used)."""
+        with torch.no_grad():
+            return self.router(query.question_ids[:1], query.features[:1])[0]
+
+    def routing_loss(self, batch: LabelledBatch, routing: Tensor) -> Tensor:
+        """Mean answer cross-entropy per sample [B] under `routing` ([L, E] or [B, L, E])."""
+        soft = self.projectors.mix(self.projectors.project(batch.features), routing)
+        return self._answer_loss(batch, soft)
+
+    # ---- building blocks --------------------------------------------------------------------------
+    def encode_images(self, images: Sequence[Image.Image]) -> Tensor:
+        """Pooled features of every expert [B, E, d]; what indexes cache for reference samples."""
+        with torch.no_grad():
+            return self.experts(images_to_pixels(images))
+
+    def tokenize_questions(self, questions: Sequence[str]) -> tuple[Tensor, Tensor]:
+        """Right-padded question ids [B, Q] (truncated to the configured maximum) and lengths [B]."""
+        limit = self.config.max_question_tokens
+        ids = [torch.as_tensor(self.tokenizer(q, add_special_tokens=False).input_ids[:limit] or
+                               [self.tokenizer.unk_token_id]) for q in questions]
+        lengths = torch.as_tensor([len(i) for i in ids])
+        return pad_sequence(ids, batch_first=True, padding_value=self.tokenizer.pad_token_id), lengths
+
+    def tokenize_answers(self, answers: Sequence[str]) -> Tensor:
+        """[B, A]: the answer's word ids then end-of-sequence, right-padded."""
+        limit = self.config.max_answer_tokens - 1
+        ids = [torch.as_tensor(self.tokenizer(a, add_special_tokens=False).input_ids[:limit]
+                               + [self.tokenizer.eos_token_id]) for a in answers]
+        return pad_sequence(ids, batch_first=True, padding_value=self.tokenizer.pad_token_id)
+
+    def labelled_batch(self, images: Sequence[Image.Image], questions: Sequence[str],
+                       answers: Sequence[str], features: Tensor | None = None) -> LabelledBatch:
+        question_ids, lengths = self.tokenize_questions(questions)
+        feats = self.encode_images(images) if features is None else features
+        return LabelledBatch(feats, question_ids, lengths, self.tokenize_answers(answers))
+
+    def route(self, batch: LabelledBatch) -> Tensor:
+        """Base routing for a whole batch, [B, L, E]."""
+        return self.router(batch.question_ids, batch.features)
+
+    def soft_tokens(self, features: Tensor, routing: Tensor) -> Tensor:
+        return self.projectors.mix(self.projectors.project(features), routing)
+
+    def _prompt_pieces(self, question_ids: Tensor, length: int, soft: Tensor) -> Tensor:
+        """[BOS] question [SEP] soft tokens [ANS] as embeddings [S, h]."""
+        embed = self.lm.get_input_embeddings()
+        head = torch.cat([torch.as_tensor([self._bos]), question_ids[:length], torch.as_tensor([self._sep])])
+        return torch.cat([embed(head), soft, embed(torch.as_tensor([self._ans]))])
+
+    def prompt_embeds(self, batch: LabelledBatch, routing: Tensor) -> list[Tensor]:
+        """Prompt embeddings per sample, exactly what a generation backend (vLLM) is fed."""
+        with torch.no_grad():
+            soft = self.soft_tokens(batch.features, routing)
+            return [self._prompt_pieces(batch.question_ids[b], int(batch.question_lengths[b]), soft[b])
+                    for b in range(len(batch))]
+
+    def _answer_loss(self, batch: LabelledBatch, soft: Tensor) -> Tensor:
+        embed = self.lm.get_input_embeddings()
+        pad = self.tokenizer.pad_token_id
+        sequences, targets = [], []
+        for b in range(len(batch)):
+            prompt = self._prompt_pieces(batch.question_ids[b], int(batch.question_lengths[b]), soft[b])
+            answer = batch.answer_ids[b][batch.answer_ids[b] != pad]
+            sequences.append(torch.cat([prompt, embed(answer[:-1])]))
+            labels = torch.full((len(prompt) + len(answer) - 1,), -100, dtype=torch.long)
+            labels[len(prompt) - 1:] = answer
+            targets.append(labels)
+        inputs = pad_sequence(sequences, batch_first=True)
+        labels = pad_sequence(targets, batch_first=True, padding_value=-100)
+        mask = pad_sequence([torch.ones(len(s), dtype=torch.long) for s in sequences], batch_first=True)
+        logits = self.lm(inputs_embeds=inputs, attention_mask=mask).logits
+        token_loss = F.cross_entropy(logits.transpose(1, 2), labels, reduction="none", ignore_index=-100)
+        counts = (labels != -100).sum(1).clamp_min(1)
+        return token_loss.sum(1) / counts
+
+    @torch.no_grad()
+    def generate(self, batch: LabelledBatch, routing: Tensor, max_new_tokens: int = 4) -> list[str]:
+        """Greedy answers under `routing` ([L, E] or [B, L, E]); the torch path, used by eval."""
+        prompts = self.prompt_embeds(batch, routing)
+        embed = self.lm.get_input_embeddings()
+        eos = self.tokenizer.eos_token_id
+        outputs: list[list[int]] = [[] for _ in prompts]
+        done = [False] * len(prompts)
+        for _ in range(max_new_tokens):
+            seqs = [torch.cat([p, embed(torch.as_tensor(o, dtype=torch.long))]) if o else p
+                    for p, o in zip(prompts, outputs)]
+            lengths = torch.as_tensor([len(s) for s in seqs])
+            mask = pad_sequence([torch.ones(len(s), dtype=torch.long) for s in seqs], batch_first=True)
+            logits = self.lm(inputs_embeds=pad_sequence(seqs, batch_first=True), attention_mask=mask).logits
+            next_ids = logits[torch.arange(len(seqs)), lengths - 1].argmax(-1).tolist()
+            for b, token in enumerate(next_ids):
+                if not done[b]:
+                    if token == eos:
+                        done[b] = True
+                    else:
+                        outputs[b].append(token)
+            if all(done):
+                break
+        return [self.tokenizer.decode(o, skip_special_tokens=True).strip() for o in outputs]
+
+    # ---- reference encoder (what an index build needs) ----------------------------------------------
+    def encode_references(self, samples: Sequence[Sample]) -> EncodedBatch:
+        """Answer reference samples with the base router; keep what NGD needs to skip the experts later."""
+        batch = self.labelled_batch([s.image for s in samples], [s.question for s in samples],
+                                    [s.answer for s in samples])
+        with torch.no_grad():
+            routing = self.route(batch)
+        answers = self.generate(batch, routing)
+        correct = np.asarray([a == s.answer for a, s in zip(answers, samples)], dtype=bool)
+        return EncodedBatch(payload=batch.payload(), routings=routing.float().numpy(), correct=correct)
+
+    def reference_batch(self, payload: dict) -> LabelledBatch:
+        """The inverse of what `encode_references` stored, for rows an index search returned."""
+        return LabelledBatch.from_payload(payload)
+
+    def image_embedding(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Concatenated, per-expert normalised pooled features: an image embedding for neighbour search."""
+        feats = F.normalize(self.encode_images(images), dim=-1).flatten(1)
+        return F.normalize(feats, dim=-1).numpy()

@@ -1,0 +1,172 @@
+"""Train the embedded multimodal MoE from scratch on 2 CPU cores.
+
+Two stages, as in mixture-of-vision-experts models:
+1. each vision expert is pre-trained alone on its own skills (so experts are specialists and routing
+   matters), with a throw-away answer head;
+2. experts are frozen; the router, projectors and the sparse-MoE LM are trained end to end on every
+   task. The router gets a per-sample entropy penalty (commit to experts, as sparse MoE routers do)
+   and a batch load-balancing bonus (do not collapse onto one expert).
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from r2t2.data import load_split
+from r2t2.data.sample import Sample
+from r2t2.model.batches import LabelledBatch
+from r2t2.model.checkpoint import save_model
+from r2t2.model.config import ModelConfig, embedded_config
+from r2t2.model.mmoe import MultimodalMoE, images_to_pixels
+from r2t2.model.tokenizer import build_tokenizer
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int = 0
+    expert_steps: int = 500
+    expert_batch: int = 128
+    expert_lr: float = 2e-3
+    mix_epochs: int = 3
+    mix_batch: int = 128
+    mix_lr: float = 2e-3
+    entropy_weight: float = 0.05
+    balance_weight: float = 0.05
+    threads: int = 2
+
+
+class _ImageTable:
+    """Unique images of a sample list as one uint8 tensor, so each is decoded and resized once."""
+
+    def __init__(self, samples: Sequence[Sample]) -> None:
+        index: dict[int, int] = {}
+        images = []
+        self.rows = []
+        for sample in samples:
+            key = id(sample.image)
+            if key not in index:
+                index[key] = len(images)
+                images.append(sample.image)
+            self.rows.append(index[key])
+        chunks = [(images_to_pixels(images[i:i + 512]) * 255).round().to(torch.uint8)
+                  for i in range(0, len(images), 512)]
+        self.pixels = torch.cat(chunks)
+
+    def batch(self, rows: Tensor) -> Tensor:
+        return self.pixels[rows].float().div_(255.0)
+
+
+def _pretrain_expert(expert: nn.Module, table: _ImageTable, rows: Tensor, question_ids: Tensor,
+                     answers: Tensor, num_answers: int, vocab: int, pad_id: int, cfg: TrainConfig,
+                     log: Callable) -> None:
+    """Train one expert (plus a throw-away head reading its features and the question) on its skills.
+
+    rows: image-table row of each training sample; question_ids/answers aligned with rows.
+    """
+    dim = expert.tower.output_dim
+    words = nn.EmbeddingBag(vocab, 64, mode="mean", padding_idx=pad_id)
+    head = nn.Sequential(nn.Linear(dim + 64, 256), nn.GELU(), nn.Linear(256, num_answers))
+    params = [*expert.parameters(), *words.parameters(), *head.parameters()]
+    opt = torch.optim.AdamW(params, lr=cfg.expert_lr, weight_decay=0.01)
+    rng = torch.Generator().manual_seed(cfg.seed)
+    expert.train()
+    correct = seen = 0
+    for step in range(cfg.expert_steps):
+        lr = cfg.expert_lr * 0.5 * (1 + math.cos(math.pi * step / cfg.expert_steps))
+        for group in opt.param_groups:
+            group["lr"] = lr
+        pick = torch.randint(len(rows), (cfg.expert_batch,), generator=rng)
+        logits = head(torch.cat([expert(table.batch(rows[pick])), words(question_ids[pick])], dim=-1))
+        loss = F.cross_entropy(logits, answers[pick])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step >= cfg.expert_steps - 50:
+            correct += int((logits.argmax(-1) == answers[pick]).sum())
+            seen += len(pick)
+    expert.eval()
+    log(f"  {expert.spec.name}: skills {expert.spec.skills}, last-50-step train accuracy {correct / seen:.3f}")
+
+
+def _entropy(p: Tensor) -> Tensor:
+    return -(p * p.clamp_min(1e-9).log()).sum(-1)
+
+
+def train(out_dir: Path, cfg: TrainConfig = TrainConfig(), model_config: ModelConfig | None = None,
+          limit: int | None = None, log: Callable[[str], None] = print) -> dict:
+    """Train from scratch and save a checkpoint to `out_dir`; returns a small report."""
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    started = time.perf_counter()
+    samples = load_split("train", limit=limit, seed=cfg.seed)
+    log(f"train samples: {len(samples)}")
+    tokenizer = build_tokenizer([s.question for s in samples] + [s.answer for s in samples])
+    model = MultimodalMoE(model_config or embedded_config(), tokenizer)
+    table = _ImageTable(samples)
+    question_ids, question_lengths = model.tokenize_questions([s.question for s in samples])
+    answer_ids = model.tokenize_answers([s.answer for s in samples])
+    log(f"vocabulary {len(tokenizer)} words, {len(table.pixels)} unique images "
+        f"({time.perf_counter() - started:.0f}s)")
+
+    # Stage 1: specialists.
+    answer_words = sorted({s.answer for s in samples})
+    answer_index = torch.as_tensor([answer_words.index(s.answer) for s in samples])
+    for expert in model.experts.experts:
+        chosen = torch.as_tensor([i for i, s in enumerate(samples) if s.task in expert.spec.skills],
+                                 dtype=torch.long)
+        if len(chosen) == 0:
+            raise ValueError(f"no training samples for expert {expert.spec.name}'s skills {expert.spec.skills}")
+        _pretrain_expert(expert, table, torch.as_tensor(table.rows)[chosen], question_ids[chosen],
+                         answer_index[chosen], len(answer_words), len(tokenizer), tokenizer.pad_token_id,
+                         cfg, log)
+    log(f"experts pre-trained ({time.perf_counter() - started:.0f}s)")
+
+    # Stage 2: frozen experts, cached features; router + projectors + LM end to end.
+    model.experts.requires_grad_(False)
+    with torch.no_grad():
+        unique = torch.cat([model.experts(table.batch(torch.arange(i, min(i + 256, len(table.pixels)))))
+                            for i in range(0, len(table.pixels), 256)])
+    features = unique[torch.as_tensor(table.rows)]
+    data = LabelledBatch(features, question_ids, question_lengths, answer_ids)
+    params = [*model.router.parameters(), *model.projectors.parameters(), *model.lm.parameters()]
+    opt = torch.optim.AdamW(params, lr=cfg.mix_lr, weight_decay=0.01)
+    steps = cfg.mix_epochs * math.ceil(len(samples) / cfg.mix_batch)
+    rng = torch.Generator().manual_seed(cfg.seed + 1)
+    model.train()
+    step = 0
+    for epoch in range(cfg.mix_epochs):
+        order = torch.randperm(len(samples), generator=rng)
+        total = 0.0
+        for start in range(0, len(samples), cfg.mix_batch):
+            lr = cfg.mix_lr * min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * step / steps))
+            for group in opt.param_groups:
+                group["lr"] = lr
+            batch = data[order[start:start + cfg.mix_batch]]
+            routing = model.route(batch)
+            answer_loss = model.routing_loss(batch, routing).mean()
+            per_sample = _entropy(routing.squeeze(1)).mean()
+            balance = _entropy(routing.squeeze(1).mean(0))
+            loss = answer_loss + cfg.entropy_weight * per_sample - cfg.balance_weight * balance
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            total += answer_loss.item() * len(batch)
+            step += 1
+        log(f"  epoch {epoch + 1}/{cfg.mix_epochs}: answer loss {total / len(samples):.4f} "
+            f"({time.perf_counter() - started:.0f}s)")
+    model.eval().requires_grad_(False)
+    save_model(model, out_dir)
+    seconds = time.perf_counter() - started
+    log(f"saved to {out_dir} in {seconds:.0f}s")
+    return {"seconds": seconds, "samples": len(samples), "vocabulary": len(tokenizer)}
+
