@@ -62,7 +62,7 @@ def projected_adam(objective: Callable[[Tensor], Tensor], start: Tensor, steps: 
         if not torch.isfinite(loss):
             return Descent(final, best, best_loss, tuple(losses), step, f"non-finite loss at step {step}")
         (gradient,) = torch.autograd.grad(loss, routing)
-        record(float(loss), routing)
+        record(float(loss.detach()), routing)
         if not torch.isfinite(gradient).all():
             return Descent(final, best, best_loss, tuple(losses), step, f"non-finite gradient at step {step}")
         for group in optimiser.param_groups:
