@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cache
 
-from r2t2.data import easyvqa
+from r2t2.data import digits, easyvqa, scenes
 from r2t2.data.paraphrase import paraphrase_sample
 from r2t2.data.sample import SPLITS, TASKS, Sample
 
@@ -19,6 +19,8 @@ class _Source:
 
 _SOURCES: tuple[_Source, ...] = (
     _Source(easyvqa.TASKS, easyvqa.load_easyvqa),
+    _Source(scenes.TASKS, scenes.load_scenes),
+    _Source(digits.TASKS, digits.load_digits),
 )
 
 
