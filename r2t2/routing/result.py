@@ -51,8 +51,8 @@ class RerouteResult:
         """Plain Python values only (lists, floats, strings, None), safe for json.dumps."""
         return {
             "strategy": self.strategy,
-            "base_routing": self.base_routing.detach().cpu().double().tolist(),
-            "routing": self.routing.detach().cpu().double().tolist(),
+            "base_routing": self.base_routing.detach().cpu().tolist(),
+            "routing": self.routing.detach().cpu().tolist(),
             "neighbours": [{"id": n.id, "weight": n.weight, "distance": n.distance} for n in self.neighbours],
             "losses": list(self.losses),
             "alpha": self.alpha,
