@@ -1,0 +1,87 @@
+"""Generation with vLLM's asynchronous engine, fed with prompt embeddings.
+
+vLLM batches concurrent requests continuously, which is why it is the default backend. Its engine
+core runs in a separate process; when that process dies, `check_health` raises and Ray Serve
+restarts the replica.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import torch
+
+from serving.backends.protocol import Delta, SamplingOptions, check_prompt_embeds
+from serving.config import VllmOptions
+
+_CHILD_SITE = Path(__file__).with_name("child_site")
+
+
+def _prepare_child_interpreters() -> None:
+    """Make the interpreters vLLM spawns apply the torchvision fix (see child_site/sitecustomize.py)."""
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if str(_CHILD_SITE) not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(_CHILD_SITE), *paths])
+
+
+class VllmBackend:
+    """An `AsyncLLM` engine with prompt embeddings enabled."""
+
+    def __init__(self, lm_path: str, options: VllmOptions, max_model_len: int) -> None:
+        # vLLM reads this when the engine is configured; its default is sized for a dedicated host.
+        os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(options.kv_cache_gib)
+        _prepare_child_interpreters()
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        args = AsyncEngineArgs(
+            model=lm_path,
+            enable_prompt_embeds=True,
+            dtype=options.dtype,
+            max_model_len=max_model_len,
+            enforce_eager=options.enforce_eager,
+            disable_log_stats=True,
+        )
+        self._engine: AsyncLLM | None = AsyncLLM.from_engine_args(args)
+        model_config = self._engine.model_config
+        self.hidden_size: int = model_config.get_hidden_size()
+        self.max_model_len: int = model_config.max_model_len
+        self._dtype = model_config.dtype
+
+    def _running_engine(self):  # noqa: ANN202 (vLLM type imported lazily)
+        if self._engine is None:
+            raise RuntimeError("the vLLM backend was shut down")
+        return self._engine
+
+    async def generate(self, prompt_embeds: torch.Tensor, options: SamplingOptions) -> AsyncIterator[Delta]:
+        """Stream deltas of one completion; the request is aborted if the caller stops iterating."""
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        engine = self._running_engine()
+        embeds = check_prompt_embeds(prompt_embeds, self.hidden_size, self.max_model_len, options)
+        params = SamplingParams(
+            max_tokens=options.max_tokens,
+            temperature=options.temperature,
+            top_p=1.0 if options.greedy else options.top_p,
+            output_kind=RequestOutputKind.DELTA,
+        )
+        prompt = {"prompt_embeds": embeds.to(self._dtype)}
+        async for output in engine.generate(prompt, params, request_id=f"r2t2-{uuid.uuid4().hex}"):
+            completion = output.outputs[0]
+            finish = completion.finish_reason if output.finished else None
+            if finish not in (None, "stop", "length"):
+                raise RuntimeError(f"vLLM ended the request with finish_reason={finish!r}")
+            yield Delta(completion.text, len(completion.token_ids), finish)
+
+    async def check_health(self) -> None:
+        """Raise when the engine process is dead or the engine was shut down."""
+        await self._running_engine().check_health()
+
+    def shutdown(self) -> None:
+        """Stop the engine core process; idempotent."""
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.shutdown()
