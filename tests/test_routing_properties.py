@@ -5,7 +5,7 @@ import hashlib
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from r2t2.routing import KERNELS, STRATEGIES, RerouteConfig, is_valid_routing, reroute
@@ -17,6 +17,8 @@ from routing_toys import (BestRoutingBatch, LabelledBatch, QuadraticModel, TinyM
 @given(seed=st.integers(0, 2**31 - 1), layers=st.integers(1, 3), experts=st.integers(1, 5),
        n=st.integers(0, 9), k=st.integers(1, 6), strategy=st.sampled_from(STRATEGIES),
        kernel=st.sampled_from(KERNELS), sharpness=st.floats(0.0, 20.0), use_epsilon=st.booleans())
+@example(seed=0, layers=1, experts=1, n=0, k=1, strategy="meanshift", kernel="gaussian", sharpness=0.0,
+         use_epsilon=False)  # an empty reference pool once crashed mean shift
 def test_every_strategy_returns_a_valid_routing(seed: int, layers: int, experts: int, n: int, k: int,
                                                 strategy: str, kernel: str, sharpness: float,
                                                 use_epsilon: bool) -> None:

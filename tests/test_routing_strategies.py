@@ -120,6 +120,13 @@ def test_mean_shift_stops_early_once_it_stops_moving() -> None:
     torch.testing.assert_close(result.routing, torch.tensor([[0.7, 0.3]]), atol=1e-4, rtol=0)
 
 
+def test_mean_shift_with_an_empty_pool_keeps_the_base_routing() -> None:
+    r0 = torch.tensor([[0.2, 0.8]])
+    result = reroute(QuadraticModel(1, 2), r0, RerouteConfig(strategy="meanshift"),
+                     pool_routings=torch.zeros(0, 1, 2))
+    assert result.fallback == "empty neighbourhood" and torch.equal(result.routing, r0)
+
+
 def test_oracle_reaches_the_targets_optimum() -> None:
     optimum = torch.tensor([[0.5, 0.3, 0.15, 0.05], [0.1, 0.2, 0.3, 0.4]])
     r0 = torch.tensor([[0.0, 0.0, 0.1, 0.9], [0.9, 0.1, 0.0, 0.0]])

@@ -20,9 +20,9 @@ def mean_shift(r0: Tensor, config: RerouteConfig, pool_routings: Tensor) -> Rero
     Raises NoUsableNeighbours for an empty pool or a zero-weight first step; a later zero-weight step
     stops early and keeps the routing reached so far.
     """
-    pool = pool_routings.reshape(pool_routings.shape[0], -1).to(r0.dtype)
-    if pool.shape[0] == 0:
+    if pool_routings.shape[0] == 0:
         raise NoUsableNeighbours("empty neighbourhood")
+    pool = pool_routings.reshape(pool_routings.shape[0], r0.numel()).to(r0.dtype)
     current = r0.reshape(-1)
     moved: list[float] = []
     chosen: WeightedNeighbours | None = None
