@@ -120,6 +120,15 @@ def test_mean_shift_stops_early_once_it_stops_moving() -> None:
     torch.testing.assert_close(result.routing, torch.tensor([[0.7, 0.3]]), atol=1e-4, rtol=0)
 
 
+def test_oracle_returns_the_best_routing_it_saw_not_the_last() -> None:
+    optimum = torch.tensor([[0.97, 0.03, 0.0, 0.0]])
+    model = QuadraticModel(1, E)
+    result = reroute(model, torch.full((1, E), 0.25), RerouteConfig(strategy="oracle", oracle_steps=1),
+                     target=BestRoutingBatch(optimum[None]))
+    assert min(result.losses) < result.losses[-1]  # Adam's first big step overshoots the near-vertex optimum
+    assert float(model.routing_loss(BestRoutingBatch(optimum[None]), result.routing)) == min(result.losses)
+
+
 def test_mean_shift_with_an_empty_pool_keeps_the_base_routing() -> None:
     r0 = torch.tensor([[0.2, 0.8]])
     result = reroute(QuadraticModel(1, 2), r0, RerouteConfig(strategy="meanshift"),
