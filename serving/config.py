@@ -89,7 +89,10 @@ class ServerConfig(_Strict):
     port: int = Field(8000, ge=1, le=65535)
     backend: Literal["vllm", "torch"] = "vllm"
     max_model_len: int = Field(512, ge=16)  # prompt positions + generated tokens, for either backend
-    pipeline: dict[str, Any] | None = None  # handed to r2t2.pipeline.load_pipeline
+    # "module:function" building the re-routing pipeline from `pipeline_config()`; swap it to serve
+    # another multimodal model with the same server.
+    pipeline_factory: str = Field("r2t2.pipeline:load_pipeline", pattern=r"^[\w.]+:\w+$")
+    pipeline: dict[str, Any] = Field(default_factory=dict)  # the factory's config, e.g. index_dir
     r2t2_defaults: dict[str, Any] = Field(default_factory=dict)  # request options fill in over these
     generation: GenerationDefaults = GenerationDefaults()
     images: ImageLimits = ImageLimits()
@@ -104,6 +107,16 @@ class ServerConfig(_Strict):
         if self.admin_token is None and os.environ.get(ADMIN_TOKEN_ENV):
             object.__setattr__(self, "admin_token", SecretStr(os.environ[ADMIN_TOKEN_ENV]))
         return self
+
+    @model_validator(mode="after")
+    def _one_place_for_r2t2_defaults(self) -> "ServerConfig":
+        if "r2t2" in self.pipeline:
+            raise ValueError("set default r2t2 options in r2t2_defaults, not in pipeline.r2t2")
+        return self
+
+    def pipeline_config(self) -> dict[str, Any]:
+        """The config handed to the pipeline factory."""
+        return {**self.pipeline, "r2t2": dict(self.r2t2_defaults)}
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> "ServerConfig":

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from serving.backends import Delta, SamplingOptions, check_prompt_embeds
+from serving.backends import Delta, PromptTooLong, SamplingOptions, check_prompt_embeds
 from serving.backends.torch_backend import TorchBackend
 from serving.config import VllmOptions
 
@@ -39,7 +39,7 @@ def test_check_prompt_embeds_rejects_bad_input() -> None:
         check_prompt_embeds(torch.zeros(3, HIDDEN, dtype=torch.long), HIDDEN, 64, options)
     with pytest.raises(ValueError, match="NaN"):
         check_prompt_embeds(torch.full((3, HIDDEN), float("nan")), HIDDEN, 64, options)
-    with pytest.raises(ValueError, match="exceeds"):
+    with pytest.raises(PromptTooLong, match="exceeds"):
         check_prompt_embeds(torch.zeros(62, HIDDEN), HIDDEN, 64, options)
 
 

@@ -1,10 +1,16 @@
 """Generation backends behind one protocol, chosen by `ServerConfig.backend`."""
 from __future__ import annotations
 
-from serving.backends.protocol import Delta, GenerationBackend, SamplingOptions, check_prompt_embeds
+from serving.backends.protocol import (
+    Delta,
+    GenerationBackend,
+    PromptTooLong,
+    SamplingOptions,
+    check_prompt_embeds,
+)
 from serving.config import ServerConfig
 
-__all__ = ["Delta", "GenerationBackend", "SamplingOptions", "check_prompt_embeds", "create_backend"]
+__all__ = ["Delta", "GenerationBackend", "PromptTooLong", "SamplingOptions", "check_prompt_embeds", "create_backend"]
 
 
 def create_backend(config: ServerConfig, lm_path: str) -> GenerationBackend:

@@ -66,6 +66,10 @@ class GenerationBackend(Protocol):
         ...
 
 
+class PromptTooLong(ValueError):
+    """The prompt plus the requested tokens do not fit the model: the client must ask for fewer."""
+
+
 def check_prompt_embeds(
     prompt_embeds: torch.Tensor, hidden_size: int, max_model_len: int, options: SamplingOptions
 ) -> torch.Tensor:
@@ -81,7 +85,7 @@ def check_prompt_embeds(
     if prompt_embeds.ndim != 2 or prompt_embeds.shape[1] != hidden_size or prompt_embeds.shape[0] < 1:
         raise ValueError(f"prompt_embeds must be [S >= 1, {hidden_size}], got {tuple(prompt_embeds.shape)}")
     if prompt_embeds.shape[0] + options.max_tokens > max_model_len:
-        raise ValueError(
+        raise PromptTooLong(
             f"prompt of {prompt_embeds.shape[0]} positions + max_tokens {options.max_tokens} exceeds the "
             f"model length {max_model_len}"
         )

@@ -1,0 +1,46 @@
+"""Generator deployment: the language model behind the backend chosen by the config."""
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import torch
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from serving.backends import Delta, GenerationBackend, PromptTooLong, SamplingOptions, create_backend
+from serving.config import ServerConfig
+from serving.errors import InvalidRequest, ServiceUnavailable
+
+
+@serve.deployment
+class Generator:
+    """Streams completions of prompt embeddings; Serve restarts it when its engine dies."""
+
+    async def __init__(self, config: ServerConfig, rerouter: DeploymentHandle) -> None:
+        # The re-router's pipeline decides which language model the prompts are built for.
+        info = await rerouter.model_info.remote()
+        self._backend: GenerationBackend = create_backend(config, info["lm_path"])
+
+    async def generate(self, prompt_embeds: torch.Tensor, options: SamplingOptions) -> AsyncIterator[Delta]:
+        """Deltas of one completion; too many tokens is a 400, a failure with a dead engine a 503."""
+        try:
+            async for delta in self._backend.generate(prompt_embeds, options):
+                yield delta
+        except PromptTooLong as err:
+            raise InvalidRequest(str(err), param="max_tokens", code="context_length_exceeded") from None
+        except Exception:
+            try:
+                await self._backend.check_health()
+            except Exception:
+                raise ServiceUnavailable("the generation engine is not healthy; retry shortly") from None
+            raise
+
+    async def check_health(self) -> None:
+        """Called by Serve periodically and by the ingress's /healthz."""
+        await self._backend.check_health()
+
+    def __del__(self) -> None:
+        # Serve calls this on replica shutdown: stop the engine's processes with the replica.
+        backend = getattr(self, "_backend", None)
+        if backend is not None:
+            backend.shutdown()

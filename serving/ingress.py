@@ -1,0 +1,135 @@
+"""Ingress deployment: the OpenAI-compatible HTTP API in front of the re-router and the generator.
+
+Every failure inside a handler is turned into the OpenAI error shape with its status here, so a
+bad request is answered and the replica carries on.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from ray import serve
+from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from serving.chat import ChatJob, parse_body, parse_chat_request
+from serving.config import ServerConfig
+from serving.errors import ApiError, InternalError, NotFound, ServiceUnavailable, to_api_error
+from serving.images import install_pil_bomb_guard, load_image
+from serving.metrics import CONTENT_TYPE, ServingMetrics
+from serving.responses import DONE_EVENT, Completion, sse_error, sse_event
+from serving.schemas import ChunkDelta, ModelCard, ModelList
+
+logger = logging.getLogger("ray.serve")
+api = FastAPI(title="r2t2", description="R2-T2 test-time re-routing behind an OpenAI-compatible API")
+
+
+@api.exception_handler(StarletteHTTPException)
+async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    # Unknown routes and wrong methods answer in the OpenAI shape like everything else.
+    error = NotFound(str(exc.detail)) if exc.status_code == 404 else ApiError(str(exc.detail))
+    error.status = exc.status_code
+    return JSONResponse(error.body(), status_code=exc.status_code)
+
+
+def _error_response(error: ApiError) -> JSONResponse:
+    return JSONResponse(error.body(), status_code=error.status)
+
+
+@serve.deployment
+@serve.ingress(api)
+class Ingress:
+    """Parses requests, checks images, and chains the re-router and the generator."""
+
+    async def __init__(self, config: ServerConfig, rerouter: DeploymentHandle, generator: DeploymentHandle) -> None:
+        self._config = config
+        self._rerouter = rerouter
+        self._generator = generator
+        self._metrics = ServingMetrics()
+        install_pil_bomb_guard(config.images.max_pixels)
+        info = await rerouter.model_info.remote()
+        self._model_name: str = info["model_name"]
+        self._created = int(time.time())
+
+    @api.get("/v1/models")
+    async def models(self) -> ModelList:
+        return ModelList(data=[ModelCard(id=self._model_name, created=self._created)])
+
+    @api.get("/healthz")
+    async def healthz(self) -> JSONResponse:
+        try:
+            await self._rerouter.check_health.remote()
+            await self._generator.check_health.remote()
+        except Exception as err:  # noqa: BLE001 (any failure means unhealthy)
+            logger.warning("health check failed: %r", err)
+            return _error_response(ServiceUnavailable(f"unhealthy: {type(err).__name__}"))
+        return JSONResponse({"status": "ok", "model": self._model_name})
+
+    @api.get("/metrics")
+    async def metrics(self) -> Response:
+        return Response(self._metrics.render(), media_type=CONTENT_TYPE)
+
+    @api.post("/v1/chat/completions", response_model=None)
+    async def chat_completions(self, request: Request) -> Response:
+        started = time.perf_counter()
+        strategy = "unknown"
+        try:
+            job = parse_chat_request(parse_body(await request.body()), self._model_name, self._config.generation)
+            strategy = job.strategy_label
+            image = await load_image(job.image_url, self._config.images)
+            # Server-wide r2t2 defaults are already the pipeline's defaults (ServerConfig.pipeline_config).
+            prepared = await self._rerouter.prepare.remote(image, job.question, job.overrides, job.index)
+            record: dict[str, Any] = prepared["record"]
+            strategy = str(record.get("strategy", strategy))
+            completion = Completion(model=self._model_name, prompt_tokens=int(prepared["prompt_embeds"].shape[0]))
+            deltas = self._generator.options(stream=True).generate.remote(prepared["prompt_embeds"], job.sampling)
+            if job.stream:
+                events = self._stream(job, completion, deltas, record, strategy, started)
+                return StreamingResponse(events, media_type="text/event-stream")
+            generate_started = time.perf_counter()
+            async for delta in deltas:
+                completion.text += delta.text
+                completion.completion_tokens += delta.num_tokens
+                completion.finish_reason = delta.finish_reason or completion.finish_reason
+            self._finish(record, strategy, started, generate_started)
+            return JSONResponse(completion.response(record).model_dump(mode="json"))
+        except Exception as err:  # noqa: BLE001 (every failure is answered, none kills the replica)
+            return _error_response(self._failed(err, strategy))
+
+    async def _stream(self, job: ChatJob, completion: Completion, deltas: DeploymentResponseGenerator,
+                      record: dict[str, Any], strategy: str, started: float) -> AsyncIterator[str]:
+        """SSE events: a role chunk, content chunks, a final chunk with the record, then [DONE]."""
+        generate_started = time.perf_counter()
+        try:
+            yield sse_event(completion.chunk(ChunkDelta(role="assistant", content="")))
+            async for delta in deltas:
+                completion.completion_tokens += delta.num_tokens
+                completion.finish_reason = delta.finish_reason or completion.finish_reason
+                if delta.text:
+                    yield sse_event(completion.chunk(ChunkDelta(content=delta.text)))
+            if completion.finish_reason is None:
+                raise InternalError("the generator ended without a finish reason")
+            self._finish(record, strategy, started, generate_started)
+            yield sse_event(completion.chunk(ChunkDelta(), completion.finish_reason, record,
+                                             with_usage=job.include_usage))
+        except Exception as err:  # noqa: BLE001 (the status is sent; report in-band)
+            yield sse_error(self._failed(err, strategy))
+        yield DONE_EVENT
+
+    def _finish(self, record: dict[str, Any], strategy: str, started: float, generate_started: float) -> None:
+        now = time.perf_counter()
+        timings = record.setdefault("timings", {})
+        timings["generate"] = now - generate_started
+        timings["total"] = now - started
+        self._metrics.observe_success(strategy, timings["total"], timings, bool(record.get("fallback")))
+
+    def _failed(self, err: BaseException, strategy: str) -> ApiError:
+        error = to_api_error(err)
+        if error.status >= 500:
+            logger.error("request failed: %r", err, exc_info=err)
+        self._metrics.observe_error(strategy, error.status, type(error).__name__)
+        return error
