@@ -79,6 +79,9 @@ class TinyMixtureNet(nn.Module):
         generator = torch.Generator().manual_seed(seed)
         self.experts = nn.Parameter(torch.randn(layers, experts, features, features, generator=generator) / 2)
         self.head = nn.Linear(features, classes)
+        with torch.no_grad():  # seeded, so tests do not depend on the global RNG or on test order
+            self.head.weight.copy_(torch.randn(classes, features, generator=generator) / features**0.5)
+            self.head.bias.copy_(torch.randn(classes, generator=generator) / 10)
         self._shape = (layers, experts)
 
     @property

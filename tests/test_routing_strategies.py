@@ -60,6 +60,23 @@ def test_ngd_lowers_the_neighbour_loss_with_one_batched_call_per_step() -> None:
     assert abs(sum(n.weight for n in result.neighbours) - 1) < 1e-6
 
 
+class TiltedQuadraticModel(QuadraticModel):
+    """Adds 10 * sum(r): constant on the simplex, but every gradient entry shifts by the same +10."""
+
+    def routing_loss(self, batch: BestRoutingBatch, routing: torch.Tensor) -> torch.Tensor:
+        return super().routing_loss(batch, routing) + 10 * routing.sum((-2, -1))
+
+
+def test_ngd_moves_even_when_the_gradient_has_a_shared_offset() -> None:
+    r0, query, neighbourhood = scene()
+    plain = reroute(QuadraticModel(L, E), r0, RerouteConfig(lr=0.05), query_embedding=query,
+                    neighbourhood=neighbourhood)
+    tilted = reroute(TiltedQuadraticModel(L, E), r0, RerouteConfig(lr=0.05), query_embedding=query,
+                     neighbourhood=neighbourhood)
+    assert tilted.losses[-1] < tilted.losses[0] - 0.1
+    torch.testing.assert_close(tilted.routing, plain.routing)
+
+
 def test_kernel_regression_with_alpha_zero_is_the_weighted_mean() -> None:
     r0, query, neighbourhood = scene()
     result = reroute(QuadraticModel(L, E), r0, RerouteConfig(strategy="kernel", alpha=0.0, k=4),

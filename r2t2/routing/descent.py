@@ -40,8 +40,8 @@ def projected_adam(objective: Callable[[Tensor], Tensor], start: Tensor, steps: 
                    lr_min: float) -> Descent:
     """Minimise a scalar `objective(routing)` over valid routings, starting from valid `start`.
 
-    Each step: loss and gradient at the current iterate, one Adam update at the cosine learning rate,
-    projection of every row back onto the simplex. A non-finite loss or gradient ends the loop; the
+    Each step: loss and gradient at the current iterate, one Adam update at the cosine learning rate on
+    the gradient's within-simplex part (row mean removed), projection of every row back onto the simplex. A non-finite loss or gradient ends the loop; the
     result then keeps the last iterate with a finite loss and names the cause in `fallback`.
     """
     routing = start.detach().clone().requires_grad_(True)
@@ -67,7 +67,10 @@ def projected_adam(objective: Callable[[Tensor], Tensor], start: Tensor, steps: 
             return Descent(final, best, best_loss, tuple(losses), step, f"non-finite gradient at step {step}")
         for group in optimiser.param_groups:
             group["lr"] = cosine_lr(step, steps, lr, lr_min)
-        routing.grad = gradient
+        # Only the part of the gradient within each row's simplex plane can move the routing: a shared
+        # offset is undone by the projection, yet Adam's per-coordinate scaling would turn it into an
+        # equal step on every expert, which the projection then cancels entirely.
+        routing.grad = gradient - gradient.mean(-1, keepdim=True)
         optimiser.step()
         with torch.no_grad():
             routing.copy_(project_to_simplex(routing))
