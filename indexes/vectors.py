@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Literal
 
 import faiss
 import numpy as np
 
-IndexType = Literal["flat", "hnsw", "ivf"]
 INDEX_TYPES: tuple[str, ...] = ("flat", "hnsw", "ivf")
 FLAT_THRESHOLD = 100_000  # below this many vectors exact search is chosen by "auto"
 HNSW_NEIGHBOURS = 32  # graph degree M
@@ -89,6 +87,20 @@ class VectorIndex:
 
     def write(self, path: Path) -> None:
         faiss.write_index(self._index, str(path))
+
+    def serialized_bytes(self) -> int:
+        """Size of the index file, counted without writing it (memory per vector in benchmarks)."""
+        total = 0
+
+        def count(chunk: bytes) -> int:
+            nonlocal total
+            total += len(chunk)
+            return len(chunk)
+
+        writer = faiss.PyCallbackIOWriter(count)
+        faiss.write_index(self._index, writer)
+        del writer  # flushes the last buffered chunk
+        return total
 
     @property
     def size(self) -> int:

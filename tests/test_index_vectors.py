@@ -28,6 +28,7 @@ def test_search_ranks_by_cosine(kind: str) -> None:
     queries = unit_vectors(50, 32, seed=2)
     index = VectorIndex.build(base, kind)
     assert index.kind == kind and index.size == 3000 and index.dim == 32
+    assert index.serialized_bytes() >= 3000 * 32 * 4
     similarities, rows = index.search(queries, 5)
     exact = np.argsort(-(queries @ base.T), axis=1)[:, :5]
     recall = np.mean([len(set(r) & set(e)) / 5 for r, e in zip(rows, exact)])
