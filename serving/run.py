@@ -35,9 +35,12 @@ def run_server(config: ServerConfig, num_cpus: int | None = None) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", help="YAML server config (defaults apply when left out)")
+    parser.add_argument("--host", help="override the config's host (a container needs 0.0.0.0)")
+    parser.add_argument("--port", type=int, help="override the config's port")
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs Ray may use (default: all)")
     args = parser.parse_args(argv)
-    config = ServerConfig.from_yaml(args.config) if args.config else ServerConfig()
+    overrides = {key: value for key, value in (("host", args.host), ("port", args.port)) if value is not None}
+    config = ServerConfig.from_yaml(args.config, **overrides) if args.config else ServerConfig(**overrides)
     run_server(config, args.num_cpus)
 
 
