@@ -247,3 +247,12 @@ def test_unknown_route_health_and_metrics(server: str) -> None:
     assert 'r2t2_requests_total{status="200",strategy="none"}' in text
     assert 'r2t2_errors_total{type="NotFound"}' in text
     assert 'r2t2_stage_latency_seconds_count{stage="generate",strategy="none"}' in text
+
+
+def test_bench_reports_every_level(server: str) -> None:
+    from bench.serving_bench import percentile, run
+
+    assert (percentile(list(range(1, 11)), 50), percentile(list(range(1, 101)), 99)) == (5, 99)
+    results = asyncio.run(run(server, 3, [1, 2], ["none", "ngd"], max_tokens=2, timeout_s=60))
+    assert [(r.strategy, r.concurrency) for r in results] == [("none", 1), ("none", 2), ("ngd", 1), ("ngd", 2)]
+    assert all(r.errors == 0 and r.requests_per_s > 0 and 0 < r.p50_s <= r.p99_s for r in results)

@@ -1,0 +1,137 @@
+"""Throughput and latency of a running r2t2 server, per strategy and concurrency level.
+
+    .venv/bin/python -m bench.serving_bench http://127.0.0.1:8000 --requests 32
+
+Sends easy-VQA test questions (with their images) as OpenAI chat requests and reports requests/s,
+p50 and p99 latency and errors at concurrency 1, 4 and 16 for strategies none and ngd. Loopback
+servers only: this is a load generator.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import ipaddress
+import json
+import math
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from urllib.parse import urlparse
+
+import httpx
+
+MAX_REQUESTS = 1000
+
+
+@dataclass(frozen=True)
+class LevelResult:
+    strategy: str
+    concurrency: int
+    requests: int
+    errors: int
+    requests_per_s: float
+    p50_s: float
+    p99_s: float
+
+
+def require_loopback(url: str) -> str:
+    """The base URL without a trailing slash; refuses anything but a loopback host."""
+    host = urlparse(url).hostname or ""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise SystemExit(f"refusing to load-test {host!r}: only loopback servers (127.0.0.1, ::1, localhost)")
+    return url.rstrip("/")
+
+
+def easy_vqa_requests(count: int) -> list[tuple[str, str]]:
+    """(question, PNG data URL) pairs from the easy-VQA test split, deterministic order."""
+    import easy_vqa
+
+    questions, _, image_ids = easy_vqa.get_test_questions()
+    paths = easy_vqa.get_test_image_paths()
+    pairs = []
+    for question, image_id in list(zip(questions, image_ids))[:count]:
+        with open(paths[image_id], "rb") as handle:
+            pairs.append((question, "data:image/png;base64," + base64.b64encode(handle.read()).decode()))
+    return pairs
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in [0, 100])."""
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, math.ceil(q / 100 * len(ordered)) - 1))
+    return ordered[rank]
+
+
+async def run_level(client: httpx.AsyncClient, base: str, model: str, pairs: list[tuple[str, str]],
+                    strategy: str, concurrency: int, max_tokens: int) -> LevelResult:
+    """Send every pair once with at most `concurrency` in flight."""
+    gate = asyncio.Semaphore(concurrency)
+    latencies: list[float] = []
+    errors = 0
+
+    async def one(question: str, url: str) -> None:
+        nonlocal errors
+        body = {"model": model, "max_tokens": max_tokens, "temperature": 0, "r2t2": {"strategy": strategy},
+                "messages": [{"role": "user", "content": [{"type": "text", "text": question},
+                                                          {"type": "image_url", "image_url": {"url": url}}]}]}
+        async with gate:
+            started = time.perf_counter()
+            reply = await client.post(f"{base}/v1/chat/completions", json=body)
+            if reply.status_code == 200:
+                latencies.append(time.perf_counter() - started)
+            else:
+                errors += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(q, u) for q, u in pairs))
+    elapsed = time.perf_counter() - started
+    if not latencies:
+        raise SystemExit(f"every {strategy} request failed at concurrency {concurrency}")
+    return LevelResult(strategy, concurrency, len(pairs), errors, len(latencies) / elapsed,
+                       statistics.median(latencies), percentile(latencies, 99))
+
+
+async def run(base: str, requests: int, concurrency: list[int], strategies: list[str], max_tokens: int,
+              timeout_s: float) -> list[LevelResult]:
+    pairs = easy_vqa_requests(requests)
+    async with httpx.AsyncClient(timeout=timeout_s) as client:
+        models = (await client.get(f"{base}/v1/models")).json()["data"]
+        model = models[0]["id"]
+        await run_level(client, base, model, pairs[:1], strategies[0], 1, max_tokens)  # warm-up
+        return [await run_level(client, base, model, pairs, strategy, level, max_tokens)
+                for strategy in strategies for level in concurrency]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("url", help="server base URL, e.g. http://127.0.0.1:8000")
+    parser.add_argument("--requests", type=int, default=32, help=f"requests per level (1..{MAX_REQUESTS})")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--strategies", nargs="+", default=["none", "ngd"])
+    parser.add_argument("--max-tokens", type=int, default=4)
+    parser.add_argument("--timeout", type=float, default=300.0, help="per-request timeout in seconds")
+    parser.add_argument("--json", help="also write the results to this file")
+    args = parser.parse_args(argv)
+    if not 1 <= args.requests <= MAX_REQUESTS:
+        parser.error(f"--requests must be in 1..{MAX_REQUESTS}")
+    if any(c < 1 or c > 64 for c in args.concurrency):
+        parser.error("--concurrency levels must be in 1..64")
+    base = require_loopback(args.url)
+    results = asyncio.run(run(base, args.requests, args.concurrency, args.strategies, args.max_tokens,
+                              args.timeout))
+    print(f"{'strategy':<10}{'conc':>6}{'reqs':>6}{'errors':>8}{'req/s':>9}{'p50 s':>9}{'p99 s':>9}")
+    for r in results:
+        print(f"{r.strategy:<10}{r.concurrency:>6}{r.requests:>6}{r.errors:>8}{r.requests_per_s:>9.2f}"
+              f"{r.p50_s:>9.3f}{r.p99_s:>9.3f}")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump([asdict(r) for r in results], handle, indent=2)
+
+
+if __name__ == "__main__":
+    main()
