@@ -225,3 +225,19 @@ def test_metrics_render_counts() -> None:
     assert 'r2t2_stage_latency_seconds_count{stage="reroute",strategy="ngd"} 1.0' in text
     assert 'stage="total"' not in text
     assert "strategy=" not in ServingMetrics().render().decode()  # each ingress replica counts on its own
+
+
+# --- admin auth -------------------------------------------------------------------------------------
+def test_require_admin(monkeypatch: pytest.MonkeyPatch) -> None:
+    from serving.auth import require_admin
+    from serving.errors import Unauthorized
+
+    monkeypatch.delenv(ADMIN_TOKEN_ENV, raising=False)
+    with pytest.raises(Unauthorized, match="disabled"):
+        require_admin(ServerConfig(), "Bearer anything")
+    config = ServerConfig(admin_token="tok-123")
+    require_admin(config, "Bearer tok-123")
+    for header in (None, "", "Bearer tok-12", "Basic tok-123", "tok-123"):
+        with pytest.raises(Unauthorized) as caught:
+            require_admin(config, header)
+        assert caught.value.status == 401
