@@ -28,7 +28,7 @@ test: install
 	$(PY) -m pytest
 
 bench: install
-	$(PY) -m bench.serving
+	$(PY) -m bench.serving_bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -10,12 +10,15 @@ which nothing in r2t2 uses.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+from pathlib import Path
 
 import torch
 
 _MISSING_OPS = ("nms", "qnms")
 _library: torch.library.Library | None = None  # kept alive: dropping it unregisters the schemas
+_CHILD_SITE = Path(__file__).with_name("child_site")  # a sitecustomize that imports r2t2
 
 
 def _native_ops_loaded() -> bool:
@@ -47,4 +50,12 @@ def ensure_torchvision() -> bool:
         _library.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
         _library.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
     importlib.import_module("torchvision")
+    _propagate_to_children()
     return True
+
+
+def _propagate_to_children() -> None:
+    """Child interpreters (vLLM's engine core, Ray workers) need the fix before their first import."""
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if str(_CHILD_SITE) not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(_CHILD_SITE), *paths])

@@ -29,3 +29,13 @@ def test_fix_is_idempotent() -> None:
 
     first = ensure_torchvision()
     assert ensure_torchvision() == first
+
+
+def test_child_interpreters_get_the_fix() -> None:
+    """vLLM and Ray start fresh interpreters; they must import transformers' Mixtral without help."""
+    import subprocess
+    import sys
+
+    code = "import torchvision, transformers; from transformers import MixtralForCausalLM; print('ok')"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

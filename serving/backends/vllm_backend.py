@@ -9,21 +9,11 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import torch
 
 from serving.backends.protocol import Delta, SamplingOptions, check_prompt_embeds
 from serving.config import VllmOptions
-
-_CHILD_SITE = Path(__file__).with_name("child_site")
-
-
-def _prepare_child_interpreters() -> None:
-    """Make the interpreters vLLM spawns apply the torchvision fix (see child_site/sitecustomize.py)."""
-    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    if str(_CHILD_SITE) not in paths:
-        os.environ["PYTHONPATH"] = os.pathsep.join([str(_CHILD_SITE), *paths])
 
 
 class VllmBackend:
@@ -32,7 +22,6 @@ class VllmBackend:
     def __init__(self, lm_path: str, options: VllmOptions, max_model_len: int) -> None:
         # vLLM reads this when the engine is configured; its default is sized for a dedicated host.
         os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(options.kv_cache_gib)
-        _prepare_child_interpreters()
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
