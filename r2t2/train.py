@@ -89,6 +89,8 @@ def _pretrain_expert(expert: nn.Module, table: _ImageTable, rows: Tensor, questi
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if (step + 1) % 100 == 0:
+            log(f"    {expert.spec.name} step {step + 1}/{cfg.expert_steps}: loss {loss.item():.3f}")
         if step >= cfg.expert_steps - 50:
             correct += int((logits.argmax(-1) == answers[pick]).sum())
             seen += len(pick)
@@ -152,7 +154,7 @@ def train(out_dir: Path, cfg: TrainConfig = TrainConfig(), model_config: ModelCo
                 group["lr"] = lr
             batch = data[order[start:start + cfg.mix_batch]]
             routing = model.route(batch)
-            answer_loss = model.routing_loss(batch, routing).mean()
+            answer_loss = model.answer_loss(batch, routing).mean()
             per_sample = _entropy(routing.squeeze(1)).mean()
             balance = _entropy(routing.squeeze(1).mean(0))
             loss = answer_loss + cfg.entropy_weight * per_sample - cfg.balance_weight * balance

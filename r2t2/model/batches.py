@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -23,6 +24,9 @@ class LabelledBatch:
     question_ids: Tensor  # [B, Q] right-padded with the pad id
     question_lengths: Tensor  # [B]
     answer_ids: Tensor  # [B, A] answer word(s) followed by end-of-sequence, right-padded
+    # Routing-independent work (projected expert tokens, the question prefix's keys/values) computed
+    # once per batch. A batch belongs to one request, so this never crosses requests.
+    _memo: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __len__(self) -> int:
         return self.features.shape[0]
@@ -31,6 +35,11 @@ class LabelledBatch:
         i = _index(index)
         return LabelledBatch(self.features[i], self.question_ids[i], self.question_lengths[i],
                              self.answer_ids[i])
+
+    def memo(self, key: str, compute: Callable[[], Any]) -> Any:
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
 
     def payload(self) -> dict:
         """Plain arrays for an index to store."""

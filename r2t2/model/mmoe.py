@@ -18,6 +18,7 @@ from transformers import MixtralConfig, MixtralForCausalLM, PreTrainedTokenizerF
 from indexes.protocols import EncodedBatch
 from r2t2.data.sample import Sample
 from r2t2.model.batches import LabelledBatch
+from r2t2.model.cached_lm import CachedLM
 from r2t2.model.config import ModelConfig
 from r2t2.model.experts import ExpertBank
 from r2t2.model.projector import ExpertProjectors
@@ -71,9 +72,31 @@ class MultimodalMoE(nn.Module):
             return self.router(query.question_ids[:1], query.features[:1])[0]
 
     def routing_loss(self, batch: LabelledBatch, routing: Tensor) -> Tensor:
-        """Mean answer cross-entropy per sample [B] under `routing` ([L, E] or [B, L, E])."""
-        soft = self.projectors.mix(self.projectors.project(batch.features), routing)
-        return self._answer_loss(batch, soft)
+        """Mean answer cross-entropy per sample [B] under `routing` ([L, E] or [B, L, E]).
+
+        The re-routing path: experts' tokens and the question prefix are computed once per batch, each
+        call runs only soft tokens + answer through the LM. Same value as `answer_loss`.
+        """
+        lm = batch.memo("lm", lambda: CachedLM(self.lm))
+        projected = batch.memo("projected", lambda: self.projectors.project(batch.features).detach())
+        cache = batch.memo("prefix", lambda: lm.prefix(*self._prefix_embeds(batch)))
+        embed = self.lm.get_input_embeddings()
+        answers = batch.answer_ids
+        tail = batch.memo("tail", lambda: embed(torch.cat(
+            [torch.full((len(batch), 1), self._ans), answers[:, :-1]], dim=1)).detach())
+        soft = self.projectors.mix(projected, routing)
+        logits = lm.logits(cache, torch.cat([soft, tail], dim=1))[:, soft.shape[1]:]
+        targets = answers.masked_fill(answers == self.tokenizer.pad_token_id, -100)
+        token_loss = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none", ignore_index=-100)
+        return token_loss.sum(1) / (targets != -100).sum(1).clamp_min(1)
+
+    def _prefix_embeds(self, batch: LabelledBatch) -> tuple[Tensor, Tensor]:
+        """[BOS] question [SEP], right-padded [B, P, h], and the real lengths [B]."""
+        ids = [torch.cat([torch.as_tensor([self._bos]), batch.question_ids[b, :int(n)],
+                          torch.as_tensor([self._sep])]) for b, n in enumerate(batch.question_lengths)]
+        padded = pad_sequence(ids, batch_first=True, padding_value=self.tokenizer.pad_token_id)
+        with torch.no_grad():
+            return self.lm.get_input_embeddings()(padded), batch.question_lengths + 2
 
     # ---- building blocks --------------------------------------------------------------------------
     def encode_images(self, images: Sequence[Image.Image]) -> Tensor:
@@ -122,7 +145,12 @@ class MultimodalMoE(nn.Module):
             return [self._prompt_pieces(batch.question_ids[b], int(batch.question_lengths[b]), soft[b])
                     for b in range(len(batch))]
 
-    def _answer_loss(self, batch: LabelledBatch, soft: Tensor) -> Tensor:
+    def answer_loss(self, batch: LabelledBatch, routing: Tensor) -> Tensor:
+        """Mean answer cross-entropy per sample [B] through the full transformers forward.
+
+        Differentiable with respect to everything (training uses it); `routing_loss` is the fast path.
+        """
+        soft = self.projectors.mix(self.projectors.project(batch.features), routing)
         embed = self.lm.get_input_embeddings()
         pad = self.tokenizer.pad_token_id
         sequences, targets = [], []

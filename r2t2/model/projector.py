@@ -26,4 +26,5 @@ class ExpertProjectors(nn.Module):
     def mix(projected: Tensor, routing: Tensor) -> Tensor:
         """Weighted sum of the experts' tokens. routing: [B, 1, E] or [1, E] -> [B, T, h]."""
         weights = routing.reshape(-1, routing.shape[-1]) if routing.dim() == 3 else routing
-        return torch.einsum("be,beth->bth", weights.expand(projected.shape[0], -1), projected)
+        weights = weights.expand(projected.shape[0], -1)
+        return torch.bmm(weights.unsqueeze(1), projected.flatten(2)).view(projected.shape[0], *projected.shape[2:])

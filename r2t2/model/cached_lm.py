@@ -1,0 +1,107 @@
+"""A lean forward of the frozen Mixtral LM for re-routing losses, with the question prefix cached.
+
+Routing only changes the soft visual tokens, which come *after* the question in the prompt. So the
+question prefix ([BOS] question [SEP]) is run once per request (no grad) and its keys/values are
+reused at every optimisation step; each step runs only the soft tokens and the answer. The math is
+Mixtral's (RMSNorm, rotary attention, top-2 sparse MoE) on the same weights; the experts are evaluated
+densely and masked to the top 2, which on tiny batches is cheaper than dispatching tokens, and gives
+the same numbers (a test holds this path to the transformers forward).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from transformers import MixtralForCausalLM
+
+
+@dataclass(frozen=True)
+class PrefixCache:
+    keys: tuple[Tensor, ...]  # per layer [B, kv_heads, P, head_dim], rotary applied
+    values: tuple[Tensor, ...]
+    lengths: Tensor  # [B] real prefix length per sample (the rest is right padding)
+
+
+def _rms(x: Tensor, weight: Tensor, eps: float) -> Tensor:
+    return weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
+
+
+def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+class CachedLM:
+    """Functional view of a frozen MixtralForCausalLM's weights."""
+
+    def __init__(self, lm: MixtralForCausalLM) -> None:
+        cfg = lm.config
+        self.lm = lm
+        self.heads, self.kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        self.top_k, self.eps = cfg.num_experts_per_tok, cfg.rms_norm_eps
+        self.inv_freq = lm.model.rotary_emb.inv_freq.float()
+        self.scaling = lm.model.rotary_emb.attention_scaling
+
+    def _rope(self, positions: Tensor) -> tuple[Tensor, Tensor]:
+        freqs = positions[..., None].float() * self.inv_freq
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return (emb.cos() * self.scaling).unsqueeze(1), (emb.sin() * self.scaling).unsqueeze(1)
+
+    def _moe(self, layer, x: Tensor) -> Tensor:
+        moe = layer.mlp
+        probs = torch.softmax(F.linear(x, moe.gate.weight).float(), dim=-1)
+        top, index = probs.topk(self.top_k, dim=-1)
+        weights = torch.zeros_like(probs).scatter(-1, index, top / top.sum(-1, keepdim=True))
+        flat = x.reshape(1, -1, x.shape[-1])  # [1, N, h], every token through every expert
+        gate, up = torch.matmul(flat, moe.experts.gate_up_proj.transpose(1, 2)).chunk(2, dim=-1)
+        out = torch.matmul(F.silu(gate) * up, moe.experts.down_proj.transpose(1, 2))  # [E, N, h]
+        mixed = torch.bmm(weights.reshape(-1, 1, weights.shape[-1]).to(out.dtype), out.transpose(0, 1))
+        return mixed.view_as(x)
+
+    def _layers(self, x: Tensor, positions: Tensor, mask: Tensor | None,
+                cache: PrefixCache | None) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+        cos, sin = self._rope(positions)
+        keys, values = [], []
+        b, s, _ = x.shape
+        for i, layer in enumerate(self.lm.model.layers):
+            attn = layer.self_attn
+            h = _rms(x, layer.input_layernorm.weight, self.eps)
+            q = F.linear(h, attn.q_proj.weight).view(b, s, self.heads, self.head_dim).transpose(1, 2)
+            k = F.linear(h, attn.k_proj.weight).view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
+            v = F.linear(h, attn.v_proj.weight).view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
+            q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+            keys.append(k)
+            values.append(v)
+            if cache is not None:
+                k = torch.cat([cache.keys[i], k], dim=2)
+                v = torch.cat([cache.values[i], v], dim=2)
+            if self.kv_heads != self.heads:
+                k = k.repeat_interleave(self.heads // self.kv_heads, dim=1)
+                v = v.repeat_interleave(self.heads // self.kv_heads, dim=1)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
+            x = x + F.linear(out.transpose(1, 2).reshape(b, s, -1), attn.o_proj.weight)
+            x = x + self._moe(layer, _rms(x, layer.post_attention_layernorm.weight, self.eps))
+        return x, keys, values
+
+    @torch.no_grad()
+    def prefix(self, embeds: Tensor, lengths: Tensor) -> PrefixCache:
+        """Run right-padded prefixes [B, P, h]; causal attention keeps real tokens off the padding."""
+        positions = torch.arange(embeds.shape[1]).expand(embeds.shape[0], -1)
+        _, keys, values = self._layers(embeds, positions, None, None)
+        return PrefixCache(tuple(keys), tuple(values), lengths)
+
+    def logits(self, cache: PrefixCache, suffix: Tensor) -> Tensor:
+        """Logits [B, S, V] of the suffix tokens [B, S, h] that follow each cached prefix."""
+        b, s, _ = suffix.shape
+        width = cache.keys[0].shape[2]
+        positions = cache.lengths[:, None] + torch.arange(s)[None, :]
+        prefix_ok = torch.arange(width)[None, :] < cache.lengths[:, None]  # [B, P]
+        causal = torch.ones(s, s, dtype=torch.bool).tril()
+        mask = torch.cat([prefix_ok[:, None, :].expand(b, s, width), causal.expand(b, s, s)], dim=-1)
+        x, _, _ = self._layers(suffix, positions, mask.unsqueeze(1), cache)
+        x = _rms(x, self.lm.model.norm.weight, self.eps)
+        return F.linear(x, self.lm.lm_head.weight)
