@@ -14,12 +14,11 @@ from typing import Any
 import torch
 from PIL import Image
 
-from indexes.build import build_index
 from indexes.embedders import Embedder, MiniLMEmbedder
 from indexes.reference_index import ReferenceIndex
 from indexes.registry import IndexRegistry
+from indexes.specs import build_from_spec
 from indexes.store import IndexStore
-from r2t2.data import load_split
 from r2t2.model import MultimodalMoE, load_default_model
 from r2t2.model.batches import LabelledBatch
 from r2t2.routing import Neighbourhood, RerouteConfig, RerouteResult, reroute
@@ -156,6 +155,4 @@ def ensure_default_index(model: MultimodalMoE, embedder: Embedder, store: IndexS
     current = store.current_version(name) if name in store.names() else None
     if current is not None and store.manifest(name, current).model_fingerprint == model.fingerprint:
         return
-    spec = DEFAULT_INDEX_SPEC
-    samples = load_split(spec["split"], limit=spec["limit"], seed=spec["seed"])
-    build_index(name, samples, model, embedder, store, dataset_spec=dict(spec))
+    build_from_spec(name, DEFAULT_INDEX_SPEC, model, embedder, store)
