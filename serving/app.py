@@ -1,4 +1,4 @@
-"""Assemble the Ray Serve application: Ingress -> ReRouter -> Generator."""
+"""Assemble the Ray Serve application: Ingress -> ReRouter -> Generator, and Ingress -> IndexManager."""
 from __future__ import annotations
 
 from typing import Any
@@ -7,15 +7,17 @@ from ray.serve import Application
 
 from serving.config import ServerConfig
 from serving.generator import Generator
+from serving.index_manager import IndexManager
 from serving.ingress import Ingress
 from serving.rerouter import ReRouter
 
 
 def build_app(config: ServerConfig) -> Application:
-    """The three deployments, each scaled and sized by its own section of the config."""
+    """The deployments, each sized by its own section of the config (the index manager is one replica)."""
     rerouter = ReRouter.options(**config.rerouter.ray_options()).bind(config)
     generator = Generator.options(**config.generator.ray_options()).bind(config, rerouter)
-    return Ingress.options(**config.ingress.ray_options()).bind(config, rerouter, generator)
+    indexes = IndexManager.options(ray_actor_options={"num_cpus": config.indexes.num_cpus}).bind(config)
+    return Ingress.options(**config.ingress.ray_options()).bind(config, rerouter, generator, indexes)
 
 
 def app_builder(args: dict[str, Any]) -> Application:

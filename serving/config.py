@@ -82,6 +82,15 @@ class GenerationDefaults(_Strict):
     top_p: float = Field(1.0, gt=0, le=1)
 
 
+class IndexOptions(_Strict):
+    """Reference-index management over HTTP and hot swap in the re-routers."""
+
+    refresh_interval_s: float = Field(1.0, gt=0)  # how often every re-router re-reads each index's CURRENT
+    # JSONL rebuild specs may only name files under this directory; unset refuses JSONL specs over HTTP.
+    data_dir: str | None = None
+    num_cpus: float = Field(0.25, ge=0)  # the IndexManager's single replica (builds run in it)
+
+
 class ServerConfig(_Strict):
     """Everything the server needs to start; see deploy/serve.yaml for a commented example."""
 
@@ -100,6 +109,7 @@ class ServerConfig(_Strict):
     ingress: DeploymentOptions = DeploymentOptions(num_cpus=0.25, max_ongoing_requests=64)
     rerouter: DeploymentOptions = DeploymentOptions(num_cpus=0.5)
     generator: DeploymentOptions = DeploymentOptions(num_cpus=0.5, max_ongoing_requests=64)
+    indexes: IndexOptions = IndexOptions()
     admin_token: SecretStr | None = None
 
     @model_validator(mode="after")
@@ -113,6 +123,11 @@ class ServerConfig(_Strict):
         if "r2t2" in self.pipeline:
             raise ValueError("set default r2t2 options in r2t2_defaults, not in pipeline.r2t2")
         return self
+
+    @property
+    def index_dir(self) -> str | None:
+        """Where reference indexes live: `pipeline.index_dir`, read by the pipeline and the index manager alike."""
+        return self.pipeline.get("index_dir")
 
     def pipeline_config(self) -> dict[str, Any]:
         """The config handed to the pipeline factory."""

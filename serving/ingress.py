@@ -5,24 +5,29 @@ bad request is answered and the replica carries on.
 """
 from __future__ import annotations
 
+import functools
 import logging
+import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Header, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import ValidationError
 from ray import serve
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from serving.auth import require_admin
 from serving.chat import ChatJob, parse_body, parse_chat_request
 from serving.config import ServerConfig
-from serving.errors import ApiError, InternalError, NotFound, ServiceUnavailable, to_api_error
+from serving.errors import ApiError, InternalError, InvalidRequest, NotFound, ServiceUnavailable, to_api_error
 from serving.images import install_pil_bomb_guard, load_image
 from serving.metrics import CONTENT_TYPE, ServingMetrics
 from serving.responses import DONE_EVENT, Completion, sse_error, sse_event
-from serving.schemas import ChunkDelta, ModelCard, ModelList
+from serving.schemas import (ChunkDelta, DeletedVersion, IndexDetail, IndexJob, IndexList, IndexSummary, ModelCard,
+                             ModelList, RebuildRequest)
 
 logger = logging.getLogger("ray.serve")
 api = FastAPI(title="r2t2", description="R2-T2 test-time re-routing behind an OpenAI-compatible API")
@@ -40,15 +45,57 @@ def _error_response(error: ApiError) -> JSONResponse:
     return JSONResponse(error.body(), status_code=error.status)
 
 
+def _answered(handler: Callable[..., Awaitable[Response]]) -> Callable[..., Awaitable[Response]]:
+    """Index endpoints: any failure is answered in the OpenAI error shape with its status."""
+
+    @functools.wraps(handler)  # keeps the signature FastAPI reads parameters from
+    async def run(*args: Any, **kwargs: Any) -> Response:
+        try:
+            return await handler(*args, **kwargs)
+        except Exception as err:  # noqa: BLE001 (every failure is answered, none kills the replica)
+            error = to_api_error(err)
+            if error.status >= 500:
+                logger.error("index request failed: %r", err, exc_info=err)
+            return _error_response(error)
+
+    return run
+
+
+def _parse_rebuild(body: bytes) -> RebuildRequest:
+    try:
+        return RebuildRequest.model_validate_json(body or b"{}")
+    except ValidationError as err:
+        first = err.errors(include_url=False)[0]
+        param = ".".join(str(part) for part in first["loc"]) or None
+        raise InvalidRequest(f"invalid rebuild request{f' at {param}' if param else ''}: {first['msg']}",
+                             param=param) from None
+
+
+def _parse_version(text: str) -> int:
+    """'3', 'v3' and 'v0003' all name version 3."""
+    match = re.fullmatch(r"v?(\d{1,9})", text)
+    if match is None:
+        raise InvalidRequest(f"version must look like 3 or v0003, got {text!r}", param="version")
+    return int(match.group(1))
+
+
+def _parse_force(text: str) -> bool:
+    if text.lower() not in ("true", "false", "1", "0"):
+        raise InvalidRequest(f"force must be true or false, got {text!r}", param="force")
+    return text.lower() in ("true", "1")
+
+
 @serve.deployment
 @serve.ingress(api)
 class Ingress:
     """Parses requests, checks images, and chains the re-router and the generator."""
 
-    async def __init__(self, config: ServerConfig, rerouter: DeploymentHandle, generator: DeploymentHandle) -> None:
+    async def __init__(self, config: ServerConfig, rerouter: DeploymentHandle, generator: DeploymentHandle,
+                       indexes: DeploymentHandle) -> None:
         self._config = config
         self._rerouter = rerouter
         self._generator = generator
+        self._indexes = indexes
         self._metrics = ServingMetrics()
         install_pil_bomb_guard(config.images.max_pixels)
         info = await rerouter.model_info.remote()
@@ -72,6 +119,40 @@ class Ingress:
     @api.get("/metrics")
     async def metrics(self) -> Response:
         return Response(self._metrics.render(), media_type=CONTENT_TYPE)
+
+    @api.get("/v1/indexes", response_model=None)
+    @_answered
+    async def list_indexes(self) -> Response:
+        summaries = await self._indexes.list_indexes.remote()
+        return JSONResponse(IndexList(data=[IndexSummary(**s) for s in summaries]).model_dump(mode="json"))
+
+    @api.get("/v1/indexes/{name}", response_model=None)
+    @_answered
+    async def describe_index(self, name: str) -> Response:
+        return JSONResponse(IndexDetail(**await self._indexes.describe.remote(name)).model_dump(mode="json"))
+
+    @api.post("/v1/indexes/{name}/rebuild", response_model=None)
+    @_answered
+    async def rebuild_index(self, name: str, request: Request, authorization: str | None = Header(None)) -> Response:
+        """Admin only. 202 with the job to poll at `Location`; the new version is served once it succeeds."""
+        require_admin(self._config, authorization)
+        body = _parse_rebuild(await request.body())
+        job = IndexJob(**await self._indexes.start_rebuild.remote(name, body.dataset, body.cap, body.index_type))
+        return JSONResponse(job.model_dump(mode="json"), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
+
+    @api.get("/v1/jobs/{job_id}", response_model=None)
+    @_answered
+    async def job(self, job_id: str) -> Response:
+        return JSONResponse(IndexJob(**await self._indexes.job.remote(job_id)).model_dump(mode="json"))
+
+    @api.delete("/v1/indexes/{name}/versions/{version}", response_model=None)
+    @_answered
+    async def delete_version(self, name: str, version: str, force: str = "false",
+                             authorization: str | None = Header(None)) -> Response:
+        """Admin only. Deleting the CURRENT version needs `?force=true` (the index then serves nothing)."""
+        require_admin(self._config, authorization)
+        deleted = await self._indexes.delete_version.remote(name, _parse_version(version), _parse_force(force))
+        return JSONResponse(DeletedVersion(**deleted).model_dump(mode="json"))
 
     @api.post("/v1/chat/completions", response_model=None)
     async def chat_completions(self, request: Request) -> Response:

@@ -8,6 +8,7 @@ from typing import Any
 from PIL import Image
 from ray import serve
 
+from indexes.registry import IndexRegistry
 from serving.config import ServerConfig
 from serving.errors import from_pipeline_error
 
@@ -22,6 +23,11 @@ class ReRouter:
         module_name, function_name = config.pipeline_factory.split(":")
         factory = getattr(importlib.import_module(module_name), function_name)
         self._pipeline = factory(config.pipeline_config())
+        # Hot swap: follow each index's CURRENT pointer. A request keeps the snapshot it started with.
+        # Pipelines without reference indexes (no IndexRegistry) have nothing to follow.
+        self._registry = getattr(self._pipeline, "registry", None)
+        if isinstance(self._registry, IndexRegistry):
+            self._registry.start_auto_refresh(config.indexes.refresh_interval_s)
 
     def model_info(self) -> dict[str, str]:
         """The served model's name and the language-model checkpoint the generator must load."""
@@ -42,3 +48,9 @@ class ReRouter:
 
     async def check_health(self) -> None:
         """The pipeline lives in this process; a live replica is a healthy one."""
+
+    def __del__(self) -> None:
+        # Serve calls this on replica shutdown: stop the refresh thread with the replica.
+        registry = getattr(self, "_registry", None)
+        if isinstance(registry, IndexRegistry):
+            registry.close()

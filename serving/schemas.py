@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from indexes.vectors import INDEX_TYPES
 
 
 class _Request(BaseModel):
@@ -153,3 +155,66 @@ class ErrorResponse(BaseModel):
     """The OpenAI error body: clients read `error.message` and `error.type`."""
 
     error: ErrorDetail
+
+
+class RebuildRequest(_Request):
+    """Body of POST /v1/indexes/{name}/rebuild; `dataset` is checked by indexes.specs."""
+
+    dataset: dict[str, Any]
+    cap: int = Field(5000, ge=1, le=1_000_000)  # most correctly answered samples kept
+    index_type: str = "auto"
+
+    @field_validator("index_type")
+    @classmethod
+    def _known_index_type(cls, value: str) -> str:
+        if value != "auto" and value not in INDEX_TYPES:
+            raise ValueError(f"must be 'auto' or one of {list(INDEX_TYPES)}")
+        return value
+
+
+class IndexVersion(BaseModel):
+    version: int
+    size: int  # references kept
+    created_at: str
+    dataset: dict[str, Any]
+
+
+class IndexSummary(BaseModel):
+    object: Literal["index"] = "index"
+    name: str
+    current_version: int | None  # None: nothing is served (never built, or CURRENT was force-deleted)
+    versions: list[int]
+    size: int | None  # references in the current version
+
+
+class IndexList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[IndexSummary]
+
+
+class IndexDetail(IndexSummary):
+    manifest: dict[str, Any] | None  # the current version's manifest
+    version_details: list[IndexVersion]
+
+
+class IndexJob(BaseModel):
+    """A rebuild job; poll GET /v1/jobs/{id} until `state` is succeeded or failed."""
+
+    object: Literal["index.job"] = "index.job"
+    id: str
+    index: str
+    state: Literal["queued", "running", "succeeded", "failed"]
+    progress: float
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: str | None = None
+    version: int | None = None  # the version the job produced (now CURRENT)
+
+
+class DeletedVersion(BaseModel):
+    object: Literal["index.version.deleted"] = "index.version.deleted"
+    name: str
+    version: int
+    deleted: bool = True
+    current_version: int | None
