@@ -1,13 +1,104 @@
 """Shared fixtures for the serving tests."""
 from __future__ import annotations
 
+import base64
+import functools
+import socket
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 import r2t2  # noqa: F401  (torchvision fix before transformers)
 
 TINY_WORDS = [f"w{i}" for i in range(60)]
+REAL_SERVER = "real_server"
+Cases = Callable[[int], list[tuple[str, str, str]]]  # n -> (question, answer, PNG data URL) of easy-VQA test
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests on the shared real server run last: its Ray cluster lives until the session ends, so it must
+    start after every other test module has shut its own cluster down."""
+    items.sort(key=lambda item: REAL_SERVER in getattr(item, "fixturenames", ()))
+
+
+@dataclass(frozen=True)
+class RealServer:
+    base: str  # the vLLM app; the torch-backend app is under base + "/torch"
+    model: str
+    admin_token: str
+    data_dir: Path  # where JSONL rebuild specs may point
+    refresh_interval_s: float
+
+
+@pytest.fixture(scope="session")
+def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealServer]:
+    """The real embedded pipeline served twice (vLLM at /, torch at /torch), started once per session.
+
+    Indexes live in a temporary directory, so rebuilds and deletions never touch a developer's indexes.
+    Skips until the trained checkpoint ships.
+    """
+    from r2t2.model import DEFAULT_CHECKPOINT
+
+    if not (Path(DEFAULT_CHECKPOINT) / "config.json").exists():
+        pytest.skip("the embedded checkpoint is not shipped yet")
+    import ray
+    from ray import serve
+
+    from indexes.embedders import MiniLMEmbedder
+    from indexes.store import IndexStore
+    from r2t2.model import load_default_model
+    from r2t2.pipeline import ensure_default_index
+    from serving.app import build_app
+    from serving.config import ServerConfig
+
+    index_dir, data_dir = tmp_path_factory.mktemp("indexes"), tmp_path_factory.mktemp("data")
+    # Built here once, rather than by both apps' re-routers racing at start-up.
+    ensure_default_index(load_default_model(), MiniLMEmbedder(), IndexStore(index_dir))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    small = {"num_cpus": 0.1, "max_ongoing_requests": 32}
+    token, interval = "test-admin-token", 1.0
+
+    def config(backend: str) -> ServerConfig:
+        return ServerConfig.model_validate({
+            "backend": backend, "vllm": {"kv_cache_gib": 1, "dtype": "float32"}, "admin_token": token,
+            "pipeline": {"index_dir": str(index_dir)}, "ingress": small, "rerouter": small, "generator": small,
+            "indexes": {"refresh_interval_s": interval, "data_dir": str(data_dir), "num_cpus": 0.1},
+        })
+
+    ray.init(num_cpus=2, include_dashboard=False)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(build_app(config("vllm")), name="vllm", route_prefix="/")
+        serve.run(build_app(config("torch")), name="torch", route_prefix="/torch")
+        base = f"http://127.0.0.1:{port}"
+        model = httpx.get(base + "/v1/models", timeout=30).json()["data"][0]["id"]
+        yield RealServer(base, model, token, data_dir, interval)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def easy_vqa_cases() -> Cases:
+    """`cases(n)`: the first n (question, answer, PNG data URL) of the easy-VQA test split."""
+    import easy_vqa
+
+    @functools.cache
+    def cases(count: int) -> list[tuple[str, str, str]]:
+        questions, answers, image_ids = easy_vqa.get_test_questions()
+        paths = easy_vqa.get_test_image_paths()
+        found = []
+        for question, answer, image_id in list(zip(questions, answers, image_ids))[:count]:
+            with open(paths[image_id], "rb") as handle:
+                found.append((question, answer, "data:image/png;base64," + base64.b64encode(handle.read()).decode()))
+        return found
+
+    return cases
 
 
 @pytest.fixture(scope="session")

@@ -1,76 +1,22 @@
 """The server with the real embedded R2-T2 pipeline and the vLLM CPU engine, through the OpenAI client.
 
-Skips until the pipeline and its shipped checkpoint exist; tests/test_serving_app_tiny.py covers every
-serving path on a small deterministic pipeline meanwhile.
+The server is the session's shared `real_server` (tests/conftest.py). It skips until the shipped
+checkpoint exists; tests/test_serving_app_tiny.py covers every serving path on a small deterministic
+pipeline meanwhile.
 """
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
-import socket
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 
-pipeline = pytest.importorskip("r2t2.pipeline")
+if TYPE_CHECKING:
+    from conftest import Cases, RealServer
+
 pytestmark = pytest.mark.slow
-
-
-def _checkpoint_present() -> bool:
-    from r2t2.model import DEFAULT_CHECKPOINT
-
-    return Path(DEFAULT_CHECKPOINT).exists()
-
-
-if not _checkpoint_present():
-    pytest.skip("the embedded checkpoint is not shipped yet", allow_module_level=True)
-
-
-def easy_vqa_cases(count: int) -> list[tuple[str, str, str]]:
-    """(question, answer, PNG data URL) from the easy-VQA test split."""
-    import easy_vqa
-
-    questions, answers, image_ids = easy_vqa.get_test_questions()
-    paths = easy_vqa.get_test_image_paths()
-    cases = []
-    for question, answer, image_id in list(zip(questions, answers, image_ids))[:count]:
-        with open(paths[image_id], "rb") as handle:
-            cases.append((question, answer, "data:image/png;base64," + base64.b64encode(handle.read()).decode()))
-    return cases
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[tuple[str, str]]:
-    """(base URL, model name) of the vLLM app at / and the torch app at /torch."""
-    import ray
-    from ray import serve
-
-    from serving.app import build_app
-    from serving.config import ServerConfig
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    small = {"num_cpus": 0.1, "max_ongoing_requests": 32}
-
-    def config(backend: str) -> ServerConfig:
-        return ServerConfig.model_validate({"backend": backend, "vllm": {"kv_cache_gib": 1, "dtype": "float32"},
-                                            "ingress": small, "rerouter": small, "generator": small})
-
-    ray.init(num_cpus=2, include_dashboard=False)
-    try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(build_app(config("vllm")), name="vllm", route_prefix="/")
-        serve.run(build_app(config("torch")), name="torch", route_prefix="/torch")
-        base = f"http://127.0.0.1:{port}"
-        yield base, httpx.get(base + "/v1/models", timeout=30).json()["data"][0]["id"]
-    finally:
-        serve.shutdown()
-        ray.shutdown()
 
 
 def ask(base: str, model: str, question: str, url: str, path: str = "/v1/chat/completions", **r2t2: Any) -> dict:
@@ -82,10 +28,10 @@ def ask(base: str, model: str, question: str, url: str, path: str = "/v1/chat/co
     return reply.json()
 
 
-def test_openai_client_answers_easy_vqa(server: tuple[str, str]) -> None:
+def test_openai_client_answers_easy_vqa(real_server: RealServer, easy_vqa_cases: Cases) -> None:
     import openai
 
-    base, model = server
+    base, model = real_server.base, real_server.model
     client = openai.OpenAI(base_url=base + "/v1", api_key="unused")
     cases = easy_vqa_cases(8)
     correct = 0
@@ -100,8 +46,8 @@ def test_openai_client_answers_easy_vqa(server: tuple[str, str]) -> None:
     assert correct >= len(cases) // 2, f"only {correct}/{len(cases)} easy-VQA answers right"
 
 
-def test_none_keeps_routing_and_ngd_changes_it(server: tuple[str, str]) -> None:
-    base, model = server
+def test_none_keeps_routing_and_ngd_changes_it(real_server: RealServer, easy_vqa_cases: Cases) -> None:
+    base, model = real_server.base, real_server.model
     question, _, url = easy_vqa_cases(1)[0]
     none = ask(base, model, question, url, strategy="none")["r2t2"]
     assert none["base_routing"] == none["routing"]
@@ -109,8 +55,8 @@ def test_none_keeps_routing_and_ngd_changes_it(server: tuple[str, str]) -> None:
     assert ngd["routing"] != ngd["base_routing"] or ngd["fallback"]
 
 
-def test_concurrent_mixed_strategies_match_solo(server: tuple[str, str]) -> None:
-    base, model = server
+def test_concurrent_mixed_strategies_match_solo(real_server: RealServer, easy_vqa_cases: Cases) -> None:
+    base, model = real_server.base, real_server.model
     strategies = ["none", "ngd", "kernel", "meanshift"]
     jobs = [(q, u, strategies[i % 4]) for i, (q, _, u) in enumerate(easy_vqa_cases(16))]
     solo = [ask(base, model, q, u, strategy=s) for q, u, s in jobs]
@@ -130,8 +76,8 @@ def test_concurrent_mixed_strategies_match_solo(server: tuple[str, str]) -> None
     assert [essence(r) for r in asyncio.run(together())] == [essence(r) for r in solo]
 
 
-def test_torch_backend_and_streaming_agree(server: tuple[str, str]) -> None:
-    base, model = server
+def test_torch_backend_and_streaming_agree(real_server: RealServer, easy_vqa_cases: Cases) -> None:
+    base, model = real_server.base, real_server.model
     question, _, url = easy_vqa_cases(1)[0]
     vllm_text = ask(base, model, question, url, strategy="none")["choices"][0]["message"]["content"]
     torch_text = ask(base, model, question, url, "/torch/v1/chat/completions", strategy="none")
@@ -145,8 +91,8 @@ def test_torch_backend_and_streaming_agree(server: tuple[str, str]) -> None:
     assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) == vllm_text
 
 
-def test_bad_input_then_server_still_answers(server: tuple[str, str]) -> None:
-    base, model = server
+def test_bad_input_then_server_still_answers(real_server: RealServer, easy_vqa_cases: Cases) -> None:
+    base, model = real_server.base, real_server.model
     question, _, url = easy_vqa_cases(1)[0]
     bad = httpx.post(base + "/v1/chat/completions", json={
         "model": model, "r2t2": {"index": "no-such-index", "strategy": "ngd"},
