@@ -7,6 +7,7 @@ on the first rebuild only, so a server that never rebuilds never pays for a seco
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from pathlib import Path
@@ -45,6 +46,7 @@ def _api_error(err: Exception) -> ApiError | None:
 def _mapped(method: Any) -> Any:
     """Raise documented errors as ApiErrors so the ingress answers them with their 4xx status."""
 
+    @functools.wraps(method)
     def call(self: "IndexManager", *args: Any) -> Any:
         try:
             return method(self, *args)
@@ -54,7 +56,6 @@ def _mapped(method: Any) -> Any:
                 raise
             raise api_error from None
 
-    call.__name__, call.__doc__ = method.__name__, method.__doc__
     return call
 
 
