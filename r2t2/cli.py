@@ -27,9 +27,9 @@ def _eval(args: argparse.Namespace) -> None:
 
 
 def _serve(args: argparse.Namespace) -> None:
-    from serving.main import run
+    from serving.run import main as run_server
 
-    run(args.config)
+    run_server(args.args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,8 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", default=None, help="write the full report here")
     ev.set_defaults(func=_eval)
 
-    serve = verbs.add_parser("serve", help="serve the OpenAI-compatible API with Ray Serve")
-    serve.add_argument("--config", default=None, help="server config YAML (defaults: embedded model)")
+    serve = verbs.add_parser("serve", help="serve the OpenAI-compatible API with Ray Serve",
+                             description="Options as `python -m serving.run --help`: --config, --host, --port, "
+                                         "--num-cpus.")
+    serve.add_argument("args", nargs=argparse.REMAINDER, help="passed to serving.run")
     serve.set_defaults(func=_serve)
 
     register_index_commands(verbs)

@@ -5,6 +5,7 @@ per query, as a user sees it); answers are generated greedily with the torch mod
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 import time
@@ -30,14 +31,32 @@ class StrategyStats:
     routing_after: list[list[float]] = field(default_factory=list)
 
 
+def parse_variant(text: str) -> dict:
+    """`ngd` or `ngd:lr=0.2:steps=20` -> request options (values read as JSON scalars when they parse)."""
+    strategy, *pairs = text.split(":")
+    options: dict = {"strategy": strategy}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ValueError(f"strategy variant {text!r}: expected key=value, got {pair!r}")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
 def evaluate(pipeline: ReroutePipeline, strategies: Sequence[str], splits: Sequence[str],
              limit: int | None = None, seed: int = 0, overrides: dict | None = None,
              progress: bool = True) -> dict:
-    """Run every strategy on every sample of the splits; returns the report as plain data."""
+    """Run every strategy (or variant, see `parse_variant`) on every sample of the splits.
+
+    Returns the report as plain data; "none" and "oracle" are the references for fixed/broken and gap.
+    """
     torch.manual_seed(seed)
-    configs = {s: pipeline.config_for({**(overrides or {}), "strategy": s}) for s in strategies}
+    configs = {s: pipeline.config_for({**(overrides or {}), **parse_variant(s)}) for s in strategies}
     report: dict = {"strategies": list(strategies), "splits": {}, "limit": limit, "seed": seed,
-                    "config": {s: vars(c) for s, c in configs.items()}}
+                    "config": {s: dataclasses.asdict(c) for s, c in configs.items()}}
     for split in splits:
         samples = load_split(split, limit=limit, seed=seed)
         stats = {s: StrategyStats() for s in strategies}

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from indexes.embedders import Embedder, MiniLMEmbedder
+from indexes.embedders import MINILM_NAME, Embedder, MiniLMEmbedder
 from indexes.reference_index import ReferenceIndex
 from indexes.registry import IndexRegistry
 from indexes.specs import build_from_spec
@@ -71,7 +71,10 @@ class ReroutePipeline:
         """Encode the query and re-route it. `answer` is the label, needed only by the oracle."""
         timings: dict[str, float] = {}
         started = time.perf_counter()
-        query = self.model.labelled_batch([image], [question], [answer or ""])
+        sentence = self.model.embed_questions([question])  # the LM reads it; MiniLM search reuses it
+        timings["embed"] = time.perf_counter() - started
+        started = time.perf_counter()
+        query = self.model.labelled_batch([image], [question], [answer or ""], question_embeddings=sentence)
         r0 = self.model.base_routing(query)
         timings["encode"] = time.perf_counter() - started
         snapshot, neighbourhood, pool = None, None, None
@@ -81,9 +84,12 @@ class ReroutePipeline:
         if config.strategy in NEEDS_NEIGHBOURS or config.strategy == "meanshift":
             snapshot = self.registry.get(index or self.default_index)
         if config.strategy in NEEDS_NEIGHBOURS:
-            tick = time.perf_counter()
-            embedding = self.embedder.embed([SimpleNamespace(image=image, question=question)])[0]
-            timings["embed"] = time.perf_counter() - tick
+            if self.embedder.name == MINILM_NAME:
+                embedding = sentence[0].numpy()
+            else:
+                tick = time.perf_counter()
+                embedding = self.embedder.embed([SimpleNamespace(image=image, question=question)])[0]
+                timings["embed"] += time.perf_counter() - tick
             tick = time.perf_counter()
             wanted = config.k if config.neighbourhood == "knn" else max(config.k, EPSILON_CANDIDATES)
             found = snapshot.search(embedding, wanted)

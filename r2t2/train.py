@@ -3,9 +3,11 @@
 Two stages, as in mixture-of-vision-experts models:
 1. each vision expert is pre-trained alone on its own skills (so experts are specialists and routing
    matters), with a throw-away answer head;
-2. experts are frozen; the router, projectors and the sparse-MoE LM are trained end to end on every
-   task. The router gets a per-sample entropy penalty (commit to experts, as sparse MoE routers do)
-   and a batch load-balancing bonus (do not collapse onto one expert).
+2. experts are frozen; the router, projectors and the sparse-MoE LM are trained together on every
+   task. The LM learns from the router's mixture; the router learns from the answer loss and from a
+   target that says under which single expert the current LM answers best (a soft-min over the
+   per-expert losses). That target keeps every expert in play early (all losses alike: a soft target)
+   and makes the router commit once the LM can read the experts, instead of collapsing onto one.
 """
 from __future__ import annotations
 
@@ -35,11 +37,11 @@ class TrainConfig:
     expert_steps: int = 500
     expert_batch: int = 128
     expert_lr: float = 2e-3
-    mix_epochs: int = 3
+    mix_epochs: int = 4
     mix_batch: int = 128
     mix_lr: float = 2e-3
-    entropy_weight: float = 0.05
-    balance_weight: float = 0.05
+    router_weight: float = 1.0
+    router_temperature: float = 0.2  # nats: how sharply the router target prefers the best expert
     threads: int = 2
 
 
@@ -98,10 +100,6 @@ def _pretrain_expert(expert: nn.Module, table: _ImageTable, rows: Tensor, questi
     log(f"  {expert.spec.name}: skills {expert.spec.skills}, last-50-step train accuracy {correct / seen:.3f}")
 
 
-def _entropy(p: Tensor) -> Tensor:
-    return -(p * p.clamp_min(1e-9).log()).sum(-1)
-
-
 def train(out_dir: Path, cfg: TrainConfig = TrainConfig(), model_config: ModelConfig | None = None,
           limit: int | None = None, log: Callable[[str], None] = print) -> dict:
     """Train from scratch and save a checkpoint to `out_dir`; returns a small report."""
@@ -138,10 +136,17 @@ def train(out_dir: Path, cfg: TrainConfig = TrainConfig(), model_config: ModelCo
         unique = torch.cat([model.experts(table.batch(torch.arange(i, min(i + 256, len(table.pixels)))))
                             for i in range(0, len(table.pixels), 256)])
     features = unique[torch.as_tensor(table.rows)]
-    data = LabelledBatch(features, question_ids, question_lengths, answer_ids)
-    params = [*model.router.parameters(), *model.projectors.parameters(), *model.lm.parameters()]
+    unique_questions = sorted({s.question for s in samples})
+    sentence = model.embed_questions(unique_questions)
+    row = {q: i for i, q in enumerate(unique_questions)}
+    sentences = sentence[torch.as_tensor([row[s.question] for s in samples])]
+    data = LabelledBatch(features, question_ids, question_lengths, answer_ids, sentences)
+    params = [*model.router.parameters(), *model.projectors.parameters(), *model.question_proj.parameters(),
+              *model.lm.parameters()]
+    steps_per_epoch = math.ceil(len(samples) / cfg.mix_batch)
+    vertices = torch.eye(len(model.expert_names)).unsqueeze(1)  # [E, L=1, E]: one expert at a time
     opt = torch.optim.AdamW(params, lr=cfg.mix_lr, weight_decay=0.01)
-    steps = cfg.mix_epochs * math.ceil(len(samples) / cfg.mix_batch)
+    steps = cfg.mix_epochs * steps_per_epoch
     rng = torch.Generator().manual_seed(cfg.seed + 1)
     model.train()
     step = 0
@@ -155,9 +160,11 @@ def train(out_dir: Path, cfg: TrainConfig = TrainConfig(), model_config: ModelCo
             batch = data[order[start:start + cfg.mix_batch]]
             routing = model.route(batch)
             answer_loss = model.answer_loss(batch, routing).mean()
-            per_sample = _entropy(routing.squeeze(1)).mean()
-            balance = _entropy(routing.squeeze(1).mean(0))
-            loss = answer_loss + cfg.entropy_weight * per_sample - cfg.balance_weight * balance
+            with torch.no_grad():
+                per_expert = torch.stack([model.routing_loss(batch, vertex) for vertex in vertices], dim=-1)
+                target = torch.softmax(-per_expert / cfg.router_temperature, dim=-1)
+            router_loss = -(target * routing.squeeze(1).clamp_min(1e-9).log()).sum(-1).mean()
+            loss = answer_loss + cfg.router_weight * router_loss
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -24,6 +24,7 @@ class LabelledBatch:
     question_ids: Tensor  # [B, Q] right-padded with the pad id
     question_lengths: Tensor  # [B]
     answer_ids: Tensor  # [B, A] answer word(s) followed by end-of-sequence, right-padded
+    question_embeddings: Tensor  # [B, D] frozen sentence embedding of the question
     # Routing-independent work (projected expert tokens, the question prefix's keys/values) computed
     # once per batch. A batch belongs to one request, so this never crosses requests.
     _memo: dict = field(default_factory=dict, compare=False, repr=False)
@@ -34,7 +35,7 @@ class LabelledBatch:
     def __getitem__(self, index: Sequence[int] | Tensor) -> "LabelledBatch":
         i = _index(index)
         return LabelledBatch(self.features[i], self.question_ids[i], self.question_lengths[i],
-                             self.answer_ids[i])
+                             self.answer_ids[i], self.question_embeddings[i])
 
     def memo(self, key: str, compute: Callable[[], Any]) -> Any:
         if key not in self._memo:
@@ -48,6 +49,7 @@ class LabelledBatch:
             "question_ids": self.question_ids.numpy().astype("int32"),
             "question_lengths": self.question_lengths.numpy().astype("int32"),
             "answer_ids": self.answer_ids.numpy().astype("int32"),
+            "question_embeddings": self.question_embeddings.float().numpy(),
         }
 
     @classmethod
@@ -57,4 +59,5 @@ class LabelledBatch:
             torch.as_tensor(payload["question_ids"], dtype=torch.long),
             torch.as_tensor(payload["question_lengths"], dtype=torch.long),
             torch.as_tensor(payload["answer_ids"], dtype=torch.long),
+            torch.as_tensor(payload["question_embeddings"], dtype=torch.float32),
         )

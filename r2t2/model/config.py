@@ -21,6 +21,7 @@ class ModelConfig:
     feature_dim: int = 128  # pooled output of every expert tower
     soft_tokens: int = 4  # visual tokens handed to the language model
     router_hidden: int = 128
+    question_embedding_dim: int = 384  # the frozen sentence embedder the LM reads the question through
     lm: dict = field(default_factory=dict)  # MixtralConfig fields (vocab_size filled in from the tokenizer)
     max_question_tokens: int = 24
     max_answer_tokens: int = 2  # one word + end of sequence
@@ -39,7 +40,8 @@ class ModelConfig:
 
 
 def embedded_config() -> ModelConfig:
-    """The small model r2t2 ships: three heterogeneous specialists and a 2-layer top-2-of-4 Mixtral."""
+    """The small model r2t2 ships: three heterogeneous specialists (a colour ViT at 32 px, an RGB ResNet and
+    a luminance-only ResNet at 64 px) and a 2-layer top-2-of-4 Mixtral."""
     return ModelConfig(
         experts=(
             ExpertSpec(
@@ -53,8 +55,8 @@ def embedded_config() -> ModelConfig:
                 image_size=64, grayscale=False, skills=("shape", "spatial"),
             ),
             ExpertSpec(
-                name="vit-gray64",
-                tower={"layers": 3, "width": 96, "head_width": 48, "patch_size": 8, "image_size": 64},
+                name="resnet-gray64",
+                tower={"layers": (1, 1, 1, 1), "width": 16, "head_width": 64, "image_size": 64},
                 image_size=64, grayscale=True, skills=("count", "digit"),
             ),
         ),

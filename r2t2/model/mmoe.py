@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pad_sequence
 from transformers import MixtralConfig, MixtralForCausalLM, PreTrainedTokenizerFast
 
+from indexes.embedders import MiniLMEmbedder
 from indexes.protocols import EncodedBatch
 from r2t2.data.sample import Sample
 from r2t2.model.batches import LabelledBatch
@@ -50,6 +51,10 @@ class MultimodalMoE(nn.Module):
         self.router = Router(len(tokenizer), num_experts, config.feature_dim, config.router_hidden,
                              tokenizer.pad_token_id)
         self.projectors = ExpertProjectors(num_experts, config.feature_dim, hidden, config.soft_tokens)
+        # The LM also reads the question through a frozen pretrained sentence embedder, one soft token:
+        # like a pretrained LLM it then copes with rewording; the router sees only its own vocabulary.
+        self.question_encoder = MiniLMEmbedder()
+        self.question_proj = nn.Linear(config.question_embedding_dim, hidden)
         lm_config = MixtralConfig(
             **config.lm, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
@@ -91,12 +96,10 @@ class MultimodalMoE(nn.Module):
         return token_loss.sum(1) / (targets != -100).sum(1).clamp_min(1)
 
     def _prefix_embeds(self, batch: LabelledBatch) -> tuple[Tensor, Tensor]:
-        """[BOS] question [SEP], right-padded [B, P, h], and the real lengths [B]."""
-        ids = [torch.cat([torch.as_tensor([self._bos]), batch.question_ids[b, :int(n)],
-                          torch.as_tensor([self._sep])]) for b, n in enumerate(batch.question_lengths)]
-        padded = pad_sequence(ids, batch_first=True, padding_value=self.tokenizer.pad_token_id)
+        """Every sample's prefix, right-padded [B, P, h], and the real lengths [B]."""
         with torch.no_grad():
-            return self.lm.get_input_embeddings()(padded), batch.question_lengths + 2
+            prefixes = [self._prefix(batch, b) for b in range(len(batch))]
+        return pad_sequence(prefixes, batch_first=True), torch.as_tensor([len(p) for p in prefixes])
 
     # ---- building blocks --------------------------------------------------------------------------
     def encode_images(self, images: Sequence[Image.Image]) -> Tensor:
@@ -119,11 +122,16 @@ class MultimodalMoE(nn.Module):
                                + [self.tokenizer.eos_token_id]) for a in answers]
         return pad_sequence(ids, batch_first=True, padding_value=self.tokenizer.pad_token_id)
 
+    def embed_questions(self, questions: Sequence[str]) -> Tensor:
+        return torch.from_numpy(self.question_encoder.embed_texts(list(questions)))
+
     def labelled_batch(self, images: Sequence[Image.Image], questions: Sequence[str],
-                       answers: Sequence[str], features: Tensor | None = None) -> LabelledBatch:
+                       answers: Sequence[str], features: Tensor | None = None,
+                       question_embeddings: Tensor | None = None) -> LabelledBatch:
         question_ids, lengths = self.tokenize_questions(questions)
         feats = self.encode_images(images) if features is None else features
-        return LabelledBatch(feats, question_ids, lengths, self.tokenize_answers(answers))
+        sentence = self.embed_questions(questions) if question_embeddings is None else question_embeddings
+        return LabelledBatch(feats, question_ids, lengths, self.tokenize_answers(answers), sentence)
 
     def route(self, batch: LabelledBatch) -> Tensor:
         """Base routing for a whole batch, [B, L, E]."""
@@ -132,18 +140,23 @@ class MultimodalMoE(nn.Module):
     def soft_tokens(self, features: Tensor, routing: Tensor) -> Tensor:
         return self.projectors.mix(self.projectors.project(features), routing)
 
-    def _prompt_pieces(self, question_ids: Tensor, length: int, soft: Tensor) -> Tensor:
-        """[BOS] question [SEP] soft tokens [ANS] as embeddings [S, h]."""
+    def _prefix(self, batch: LabelledBatch, b: int) -> Tensor:
+        """[BOS] (sentence token) question [SEP] as embeddings [P, h]: everything routing cannot change."""
         embed = self.lm.get_input_embeddings()
-        head = torch.cat([torch.as_tensor([self._bos]), question_ids[:length], torch.as_tensor([self._sep])])
-        return torch.cat([embed(head), soft, embed(torch.as_tensor([self._ans]))])
+        words = torch.cat([batch.question_ids[b, :int(batch.question_lengths[b])], torch.as_tensor([self._sep])])
+        sentence = self.question_proj(batch.question_embeddings[b]).unsqueeze(0)
+        return torch.cat([embed(torch.as_tensor([self._bos])), sentence, embed(words)])
+
+    def _prompt(self, batch: LabelledBatch, b: int, soft: Tensor) -> Tensor:
+        """The full prompt [S, h]: prefix, soft visual tokens, [ANS]."""
+        ans = self.lm.get_input_embeddings()(torch.as_tensor([self._ans]))
+        return torch.cat([self._prefix(batch, b), soft, ans])
 
     def prompt_embeds(self, batch: LabelledBatch, routing: Tensor) -> list[Tensor]:
         """Prompt embeddings per sample, exactly what a generation backend (vLLM) is fed."""
         with torch.no_grad():
             soft = self.soft_tokens(batch.features, routing)
-            return [self._prompt_pieces(batch.question_ids[b], int(batch.question_lengths[b]), soft[b])
-                    for b in range(len(batch))]
+            return [self._prompt(batch, b, soft[b]) for b in range(len(batch))]
 
     def answer_loss(self, batch: LabelledBatch, routing: Tensor) -> Tensor:
         """Mean answer cross-entropy per sample [B] through the full transformers forward.
@@ -155,7 +168,7 @@ class MultimodalMoE(nn.Module):
         pad = self.tokenizer.pad_token_id
         sequences, targets = [], []
         for b in range(len(batch)):
-            prompt = self._prompt_pieces(batch.question_ids[b], int(batch.question_lengths[b]), soft[b])
+            prompt = self._prompt(batch, b, soft[b])
             answer = batch.answer_ids[b][batch.answer_ids[b] != pad]
             sequences.append(torch.cat([prompt, embed(answer[:-1])]))
             labels = torch.full((len(prompt) + len(answer) - 1,), -100, dtype=torch.long)

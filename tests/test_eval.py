@@ -1,0 +1,84 @@
+"""A small `r2t2 eval` run through the real pipeline: real model, MiniLM, FAISS index, all strategies."""
+import math
+
+import pytest
+import torch
+
+import r2t2  # noqa: F401
+from indexes.build import build_index
+from indexes.embedders import MiniLMEmbedder
+from indexes.registry import IndexRegistry
+from indexes.store import IndexStore
+from r2t2.data import load_split
+from r2t2.eval import evaluate, format_table, per_expert_shift
+from r2t2.model import load_default_model
+from r2t2.pipeline import ReroutePipeline
+
+STRATEGIES = ["none", "meanshift", "kernel", "ngd", "oracle"]
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory) -> ReroutePipeline:
+    model = load_default_model()
+    embedder = MiniLMEmbedder()
+    store = IndexStore(tmp_path_factory.mktemp("indexes"))
+    spec = {"source": "builtin", "split": "reference", "limit": 400, "seed": 0}
+    build_index("embedded", load_split("reference", limit=400), model, embedder, store, dataset_spec=spec,
+                progress=False)
+    return ReroutePipeline(model, embedder, IndexRegistry(store, model.fingerprint, embedder.name))
+
+
+@pytest.fixture(scope="module")
+def report(pipeline) -> dict:
+    return evaluate(pipeline, STRATEGIES, ["test", "paraphrase"], limit=12, progress=False)
+
+
+def test_report_has_every_strategy_and_split(report) -> None:
+    for split in ("test", "paraphrase"):
+        data = report["splits"][split]
+        assert data["samples"] == 12
+        assert list(data["strategies"]) == STRATEGIES
+        for name, entry in data["strategies"].items():
+            assert 0.0 <= entry["accuracy"] <= 100.0
+            assert entry["median_ms"] > 0 and math.isfinite(entry["median_ms"])
+            assert len(entry["correct"]) == 12
+            assert entry["fixed"] >= 0 and entry["broken"] >= 0
+        none = data["strategies"]["none"]
+        assert none["routing_before"] == none["routing_after"]
+        assert none["fixed"] == none["broken"] == 0
+
+
+def test_reroutes_move_the_routing(report) -> None:
+    ngd = report["splits"]["paraphrase"]["strategies"]["ngd"]
+    moved = [torch.tensor(a).sub(torch.tensor(b)).abs().sum() > 1e-4
+             for a, b in zip(ngd["routing_after"], ngd["routing_before"])]
+    assert any(moved)
+
+
+def test_table_and_routing_shift(report) -> None:
+    table = format_table(report)
+    assert "| ngd |" in table and "**paraphrase**" in table
+    shift = per_expert_shift(report, "paraphrase")
+    for group in shift.values():
+        assert len(group["before"]) == 3 and abs(sum(group["after"]) - 1) < 1e-4
+
+
+def test_prepare_gives_prompt_and_named_record(pipeline) -> None:
+    sample = load_split("paraphrase", limit=1, seed=2)[0]
+    prepared = pipeline.prepare(sample.image, sample.question, {"strategy": "kernel", "k": 3}, None)
+    assert prepared.prompt_embeds.ndim == 2 and prepared.prompt_embeds.shape[1] == 128
+    record = prepared.record
+    assert set(record["routing"]) == set(pipeline.model.expert_names)
+    assert abs(sum(record["routing"].values()) - 1) < 1e-4
+    assert len(record["neighbours"]) == 3
+    assert all(n["answer"] and -1.0 <= n["similarity"] <= 1.0 for n in record["neighbours"])
+    assert record["index"] == {"name": "embedded", "version": 1}
+    assert {"embed", "encode", "search", "reroute"} <= set(record["timings"])
+
+
+def test_bad_options_are_refused(pipeline) -> None:
+    sample = load_split("test", limit=1)[0]
+    for bad in ({"strategy": "magic"}, {"k": 0}, {"steps": -1}, {"kernel": "cubic"}, {"colour": 1},
+                {"strategy": "oracle"}):
+        with pytest.raises(ValueError):
+            pipeline.prepare(sample.image, sample.question, bad, None)
