@@ -62,6 +62,7 @@ def _answered(handler: Callable[..., Awaitable[Response]]) -> Callable[..., Awai
 
 
 def _parse_rebuild(body: bytes) -> RebuildRequest:
+    """A 400 naming the first bad field; the dataset spec itself is checked by the index manager."""
     try:
         return RebuildRequest.model_validate_json(body or b"{}")
     except ValidationError as err:
@@ -80,6 +81,7 @@ def _parse_version(text: str) -> int:
 
 
 def _parse_force(text: str) -> bool:
+    """Only explicit booleans: a typo must not delete the served version."""
     if text.lower() not in ("true", "false", "1", "0"):
         raise InvalidRequest(f"force must be true or false, got {text!r}", param="force")
     return text.lower() in ("true", "1")
