@@ -64,8 +64,13 @@ def _on_ray(encoder: ReferenceEncoder, embedder: Embedder, batches: list[list[An
 
 
 def _ray_ready() -> bool:
+    """Ray is running *and* has a CPU free for a task.
+
+    Inside a Serve replica on a small machine every CPU can be reserved by deployments; tasks would
+    then queue forever, so the build runs in-process instead.
+    """
     ray = sys.modules.get("ray")  # never imported means never initialised: no import cost here
-    return ray is not None and ray.is_initialized()
+    return ray is not None and ray.is_initialized() and ray.available_resources().get("CPU", 0) >= 1
 
 
 def _check_result(result: _BatchResult, size: int, dim: int) -> None:

@@ -102,7 +102,7 @@ class ReroutePipeline:
             similarities = {i: float(s) for i, s in zip(found.ids, found.similarities)}
             timings["search"] = time.perf_counter() - tick
         elif config.strategy == "meanshift":
-            pool = torch.from_numpy(snapshot.all_routings).float()
+            pool = torch.tensor(snapshot.all_routings, dtype=torch.float32)
         tick = time.perf_counter()
         result = reroute(self.model, r0, config,
                          query_embedding=None if embedding is None else torch.from_numpy(embedding).float(),

@@ -48,6 +48,20 @@ class Unauthorized(ApiError):
     type = "authentication_error"
 
 
+class Forbidden(ApiError):
+    """The endpoint is disabled on this server (403)."""
+
+    status = 403
+    type = "permission_error"
+
+
+class Conflict(ApiError):
+    """The request conflicts with the server's state, e.g. deleting the serving version (409)."""
+
+    status = 409
+    type = "conflict_error"
+
+
 class NotFound(ApiError):
     """An unknown model, index or other named thing (404)."""
 

@@ -21,7 +21,7 @@ from indexes.manifest import Manifest
 from indexes.specs import DatasetSpecError, build_from_spec, validate_spec
 from indexes.store import IndexStore, validate_name
 from serving.config import ServerConfig
-from serving.errors import ApiError, InvalidRequest, NotFound
+from serving.errors import ApiError, Conflict, InvalidRequest, NotFound
 
 logger = logging.getLogger("ray.serve")
 
@@ -35,7 +35,7 @@ def _api_error(err: Exception) -> ApiError | None:
     if isinstance(err, UnknownIndexError):
         return NotFound(str(err), param="name", code="index_not_found")
     if isinstance(err, IndexInUseError):
-        return InvalidRequest(str(err), param="force", code="index_in_use")
+        return Conflict(str(err), param="force", code="index_in_use")
     if isinstance(err, DatasetSpecError):
         return InvalidRequest(str(err), param=err.field)
     if isinstance(err, InvalidIndexNameError):

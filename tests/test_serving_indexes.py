@@ -260,7 +260,7 @@ def test_delete_versions(real_server: RealServer) -> None:
     assert first["state"] == second["state"] == "succeeded"
     url = f"{real_server.base}/v1/indexes/{name}/versions"
     refused = httpx.delete(f"{url}/{second['version']}", headers=admin(real_server), timeout=30)
-    assert refused.status_code == 400 and refused.json()["error"]["code"] == "index_in_use"
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "index_in_use"
     assert httpx.delete(f"{url}/{first['version']}", timeout=30).status_code == 401
     deleted = httpx.delete(f"{url}/v{first['version']:04d}", headers=admin(real_server), timeout=30)
     assert deleted.status_code == 200 and deleted.json()["current_version"] == second["version"]

@@ -230,11 +230,12 @@ def test_metrics_render_counts() -> None:
 # --- admin auth -------------------------------------------------------------------------------------
 def test_require_admin(monkeypatch: pytest.MonkeyPatch) -> None:
     from serving.auth import require_admin
-    from serving.errors import Unauthorized
+    from serving.errors import Forbidden, Unauthorized
 
     monkeypatch.delenv(ADMIN_TOKEN_ENV, raising=False)
-    with pytest.raises(Unauthorized, match="disabled"):
+    with pytest.raises(Forbidden, match="disabled") as disabled:
         require_admin(ServerConfig(), "Bearer anything")
+    assert disabled.value.status == 403
     config = ServerConfig(admin_token="tok-123")
     require_admin(config, "Bearer tok-123")
     for header in (None, "", "Bearer tok-12", "Basic tok-123", "tok-123"):

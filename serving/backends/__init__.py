@@ -1,6 +1,9 @@
 """Generation backends behind one protocol, chosen by `ServerConfig.backend`."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from serving.backends.protocol import (
     Delta,
     GenerationBackend,
@@ -13,12 +16,19 @@ from serving.config import ServerConfig
 __all__ = ["Delta", "GenerationBackend", "PromptTooLong", "SamplingOptions", "check_prompt_embeds", "create_backend"]
 
 
+def model_length(config: ServerConfig, lm_path: str) -> int:
+    """The configured context length, capped at the checkpoint's positions (vLLM refuses more)."""
+    positions = json.loads((Path(lm_path) / "config.json").read_text()).get("max_position_embeddings")
+    return min(config.max_model_len, positions) if positions else config.max_model_len
+
+
 def create_backend(config: ServerConfig, lm_path: str) -> GenerationBackend:
     """Start the backend the config names for the checkpoint at `lm_path`."""
+    length = model_length(config, lm_path)
     if config.backend == "vllm":
         from serving.backends.vllm_backend import VllmBackend
 
-        return VllmBackend(lm_path, config.vllm, config.max_model_len)
+        return VllmBackend(lm_path, config.vllm, length)
     from serving.backends.torch_backend import TorchBackend
 
-    return TorchBackend(lm_path, config.max_model_len)
+    return TorchBackend(lm_path, length)

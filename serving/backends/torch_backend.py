@@ -24,7 +24,7 @@ class TorchBackend:
         self._model = AutoModelForCausalLM.from_pretrained(lm_path, dtype=torch.float32).eval()
         self._tokenizer = AutoTokenizer.from_pretrained(lm_path)
         self.hidden_size: int = self._model.config.hidden_size
-        self.max_model_len: int = min(max_model_len, self._model.config.max_position_embeddings)
+        self.max_model_len: int = max_model_len
         eos = self._model.generation_config.eos_token_id
         self._eos_ids: set[int] = set() if eos is None else set(eos if isinstance(eos, list) else [eos])
         # One generation at a time: two would only split the same cores and both run slower.
