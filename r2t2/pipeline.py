@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
+import faiss
 import torch
 from PIL import Image
 
@@ -27,6 +28,11 @@ DEFAULT_INDEX = "embedded"
 DEFAULT_INDEX_SPEC = {"source": "builtin", "split": "reference", "limit": 8000, "seed": 0}
 EPSILON_CANDIDATES = 64  # an epsilon-ball is cut from this many nearest candidates
 NEEDS_NEIGHBOURS = ("ngd", "kernel")
+# The embedded model's routing lives on the simplex of 3 experts and its router is confident (near a
+# vertex). METHOD.md's NGD learning rate (1e-2, cosine to 1e-5) moves each weight by at most ~0.06 in
+# 10 Adam steps, which cannot leave a vertex; 0.2 makes the cosine schedule's total step ~1, the
+# simplex's own scale. Measured side by side in BENCHMARKS.md; requests can still ask for lr=0.01.
+EMBEDDED_DEFAULTS = {"lr": 0.2}
 
 
 @dataclass
@@ -146,12 +152,13 @@ def load_pipeline(config: dict | None = None) -> ReroutePipeline:
     Builds the default index on first use when the index directory has none for this model.
     """
     config = config or {}
+    faiss.omp_set_num_threads(1)  # one query per search: FAISS's threads only contend with torch's
     model = load_default_model()
     embedder = MiniLMEmbedder()
     store = IndexStore(config.get("index_dir"))
     ensure_default_index(model, embedder, store, DEFAULT_INDEX)
     registry = IndexRegistry(store, expected_fingerprint=model.fingerprint, expected_embedder=embedder.name)
-    defaults = RerouteConfig().replace(**config.get("r2t2", {}))
+    defaults = RerouteConfig().replace(**{**EMBEDDED_DEFAULTS, **config.get("r2t2", {})})
     return ReroutePipeline(model, embedder, registry, defaults=defaults)
 
 
