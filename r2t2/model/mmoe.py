@@ -163,7 +163,7 @@ class MultimodalMoE(nn.Module):
 
         Differentiable with respect to everything (training uses it); `routing_loss` is the fast path.
         """
-        soft = self.projectors.mix(self.projectors.project(batch.features), routing)
+        soft = self.soft_tokens(batch.features, routing)
         embed = self.lm.get_input_embeddings()
         pad = self.tokenizer.pad_token_id
         sequences, targets = [], []
