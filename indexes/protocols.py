@@ -5,35 +5,11 @@ with, whether the answer was right, and opaque per-sample arrays the model wants
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class EncodedBatch:
-    """What a model answered for a batch of reference samples."""
-
-    payload: dict[str, np.ndarray]  # model-specific arrays, first dim = batch
-    routings: np.ndarray  # [B, L, E] float32, the routing the model answered with
-    correct: np.ndarray  # [B] bool, whether the model answered the sample correctly
-
-    def validate(self, batch_size: int) -> None:
-        """Refuse a malformed batch before it can reach disk, where it would be much harder to trace."""
-        if self.routings.ndim != 3 or self.routings.shape[0] != batch_size:
-            raise ValueError(f"routings must be [B={batch_size}, L, E], got {self.routings.shape}")
-        if not np.isfinite(self.routings).all():
-            raise ValueError("routings contain non-finite values")
-        if self.correct.shape != (batch_size,) or self.correct.dtype != np.bool_:
-            raise ValueError(f"correct must be bool [B={batch_size}], got {self.correct.dtype} {self.correct.shape}")
-        for field, array in self.payload.items():
-            if not field.isidentifier():
-                raise ValueError(f"payload field name {field!r} must be a Python identifier")
-            if not isinstance(array, np.ndarray) or array.ndim == 0 or array.shape[0] != batch_size:
-                raise ValueError(f"payload[{field!r}] must be an array with first dim {batch_size}")
-            if array.dtype == object:
-                raise ValueError(f"payload[{field!r}] has dtype object; only plain numeric arrays can be stored")
+from r2t2.model.protocol import EncodedBatch
 
 
 @runtime_checkable

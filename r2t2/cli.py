@@ -8,16 +8,21 @@ from pathlib import Path
 
 
 def _train(args: argparse.Namespace) -> None:
+    from r2t2.model.checkpoint import ASSETS
+    from r2t2.model.config import load_config
     from r2t2.train import TrainConfig, train
 
-    train(Path(args.out), TrainConfig(seed=args.seed), limit=args.limit)
+    config = load_config(args.config)
+    config_dir = Path(args.config).parent if Path(args.config).is_file() else None
+    out = Path(args.out) if args.out else ASSETS / config.name
+    train(out, TrainConfig(seed=args.seed), model_config=config, limit=args.limit, config_dir=config_dir)
 
 
 def _eval(args: argparse.Namespace) -> None:
     from r2t2.eval import evaluate, format_table, save_report
     from r2t2.pipeline import load_pipeline
 
-    pipeline = load_pipeline({"index_dir": args.index_dir} if args.index_dir else None)
+    pipeline = load_pipeline({"checkpoint": args.model, "index_dir": args.index_dir})
     overrides = json.loads(args.options) if args.options else {}
     report = evaluate(pipeline, args.strategies.split(","), args.split.split(","), limit=args.limit,
                       seed=args.seed, overrides=overrides)
@@ -34,18 +39,19 @@ def _serve(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from indexes.commands import register as register_index_commands
-    from r2t2.model.checkpoint import DEFAULT_CHECKPOINT
-
     parser = argparse.ArgumentParser(prog="r2t2", description=__doc__)
     verbs = parser.add_subparsers(dest="verb", required=True)
 
-    train = verbs.add_parser("train", help="train the embedded multimodal MoE from scratch")
-    train.add_argument("--out", default=str(DEFAULT_CHECKPOINT), help="checkpoint directory")
+    train = verbs.add_parser("train", help="train a multimodal MoE family from its config, from scratch")
+    train.add_argument("--config", default="embedded",
+                       help="a family config file (JSON) or a shipped family name: embedded, quartet")
+    train.add_argument("--out", default=None, help="checkpoint directory (default: the shipped family's)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--limit", type=int, default=None, help="train on a subset (smoke runs)")
     train.set_defaults(func=_train)
 
     ev = verbs.add_parser("eval", help="accuracy and latency of each strategy on the test splits")
+    ev.add_argument("--model", default="embedded", help="checkpoint directory or shipped family name")
     ev.add_argument("--strategies", default="none,meanshift,kernel,ngd,oracle")
     ev.add_argument("--split", default="test,paraphrase", help="comma-separated splits")
     ev.add_argument("--limit", type=int, default=None, help="questions per split (balanced over tasks)")

@@ -67,7 +67,7 @@ def evaluate(pipeline: ReroutePipeline, strategies: Sequence[str], splits: Seque
             for name, config in configs.items():
                 started = time.perf_counter()
                 done = pipeline.rerouted(sample.image, sample.question, config, answer=sample.answer)
-                answer = pipeline.model.generate(done.query, done.result.routing)[0]
+                answer = pipeline.model.answer(done.query, done.result.routing)[0]
                 stats[name].seconds.append(time.perf_counter() - started)
                 stats[name].correct.append(answer == sample.answer)
                 stats[name].fallbacks += done.result.fallback is not None

@@ -15,24 +15,25 @@ import faiss
 import torch
 from PIL import Image
 
-from indexes.embedders import MINILM_NAME, Embedder, MiniLMEmbedder
+from indexes.embedders import Embedder, MiniLMEmbedder
+from indexes.errors import IndexMismatchError
 from indexes.reference_index import ReferenceIndex
 from indexes.registry import IndexRegistry
 from indexes.specs import build_from_spec
 from indexes.store import IndexStore
-from r2t2.model import MultimodalMoE, load_default_model
-from r2t2.model.batches import LabelledBatch
+from r2t2.model import ServableModel, load_model, resolve_checkpoint
 from r2t2.routing import Neighbourhood, RerouteConfig, RerouteResult, reroute
+from r2t2.routing.protocol import ReferenceBatch
 
-DEFAULT_INDEX = "embedded"
+DEFAULT_INDEX = "embedded"  # the embedded family's default index (every family's is named after it)
 DEFAULT_INDEX_SPEC = {"source": "builtin", "split": "reference", "limit": 8000, "seed": 0}
 EPSILON_CANDIDATES = 64  # an epsilon-ball is cut from this many nearest candidates
 NEEDS_NEIGHBOURS = ("ngd", "kernel")
-# The embedded model's routing lives on the simplex of 3 experts and its router is confident (near a
-# vertex). METHOD.md's NGD learning rate (1e-2, cosine to 1e-5) moves each weight by at most ~0.06 in
+# Shipped families route on the simplex of their experts and their routers are confident (near a
+# vertex). The paper's NGD learning rate (1e-2, cosine to 1e-5) moves each weight by at most ~0.06 in
 # 10 Adam steps, which cannot leave a vertex; 0.2 makes the cosine schedule's total step ~1, the
 # simplex's own scale. Measured side by side in BENCHMARKS.md; requests can still ask for lr=0.01.
-EMBEDDED_DEFAULTS = {"lr": 0.2}
+FAMILY_DEFAULTS = {"lr": 0.2}
 
 
 @dataclass
@@ -45,7 +46,7 @@ class Prepared:
 class Rerouted:
     """A query after re-routing, with the evidence needed to explain it."""
 
-    query: LabelledBatch
+    query: ReferenceBatch
     result: RerouteResult
     index: ReferenceIndex | None
     neighbour_answers: dict[str, str]
@@ -54,16 +55,27 @@ class Rerouted:
 
 
 class ReroutePipeline:
-    def __init__(self, model: MultimodalMoE, embedder: Embedder, registry: IndexRegistry,
+    """One served model with its neighbour embedder, reference indexes and re-routing defaults."""
+
+    def __init__(self, model: ServableModel, embedder: Embedder, registry: IndexRegistry,
                  defaults: RerouteConfig = RerouteConfig(), default_index: str = DEFAULT_INDEX,
-                 model_name: str = "r2t2-embedded") -> None:
+                 model_name: str = "r2t2-embedded", family: str = "embedded") -> None:
         self.model = model
         self.embedder = embedder
         self.registry = registry
         self.defaults = defaults
         self.default_index = default_index
         self.model_name = model_name
-        self.lm_path = str(model.checkpoint_dir / "lm")
+        self.family = family
+        self.lm_path = str(model.lm_path)
+
+    def info(self) -> dict[str, Any]:
+        """What a client or the server needs to know about the served model (JSON-ready)."""
+        return {"model_name": self.model_name, "family": self.family, "fingerprint": self.model.fingerprint,
+                "lm_path": self.lm_path, "routing_shape": list(self.model.routing_shape),
+                "experts": list(self.model.expert_names), "routing_rows": list(self.model.routing_rows),
+                "default_index": self.default_index, "max_positions": self.model.max_positions,
+                "embedder": self.embedder.name}
 
     def config_for(self, overrides: dict[str, Any]) -> RerouteConfig:
         """Server defaults with the request's options on top; ValueError names a bad or unknown field."""
@@ -74,12 +86,11 @@ class ReroutePipeline:
         """Encode the query and re-route it. `answer` is the label, needed only by the oracle."""
         timings: dict[str, float] = {}
         started = time.perf_counter()
-        sentence = self.model.embed_questions([question])  # the LM reads it; MiniLM search reuses it
-        timings["embed"] = time.perf_counter() - started
-        started = time.perf_counter()
-        query = self.model.labelled_batch([image], [question], [answer or ""], question_embeddings=sentence)
+        encoded = self.model.encode_query(image, question, answer)
+        query = encoded.batch
         r0 = self.model.base_routing(query)
         timings["encode"] = time.perf_counter() - started
+        timings["embed"] = 0.0
         snapshot, neighbourhood, pool = None, None, None
         embedding = None
         answers: dict[str, str] = {}
@@ -87,8 +98,8 @@ class ReroutePipeline:
         if config.strategy in NEEDS_NEIGHBOURS or config.strategy == "meanshift":
             snapshot = self.registry.get(index or self.default_index)
         if config.strategy in NEEDS_NEIGHBOURS:
-            if self.embedder.name == MINILM_NAME:
-                embedding = sentence[0].numpy()
+            if encoded.question_embedder == self.embedder.name:  # the model already embedded the question
+                embedding = encoded.question_embedding
             else:
                 tick = time.perf_counter()
                 embedding = self.embedder.embed([SimpleNamespace(image=image, question=question)])[0]
@@ -125,12 +136,13 @@ class ReroutePipeline:
         return Prepared(prompt_embeds=prompt, record=self.record(done))
 
     def record(self, done: Rerouted) -> dict:
-        names = self.model.expert_names
+        names, row_names = self.model.expert_names, self.model.routing_rows
         result = done.result.to_dict()
 
-        def named(rows: list[list[float]]) -> list[dict[str, float]] | dict[str, float]:
-            per_layer = [dict(zip(names, row)) for row in rows]
-            return per_layer[0] if len(per_layer) == 1 else per_layer
+        def named(rows: list[list[float]]) -> dict[str, Any]:
+            """{expert: weight} for one routing row; {row: {expert: weight}} for several."""
+            per_row = {row: dict(zip(names, weights)) for row, weights in zip(row_names, rows)}
+            return next(iter(per_row.values())) if len(per_row) == 1 else per_row
 
         result["base_routing"] = named(result["base_routing"])
         result["routing"] = named(result["routing"])
@@ -143,26 +155,58 @@ class ReroutePipeline:
         return result
 
 
-def load_pipeline(config: dict | None = None) -> ReroutePipeline:
-    """The embedded default: shipped checkpoint, MiniLM question embedder, default reference index.
+def load_pipeline(config: dict[str, Any] | None = None) -> ReroutePipeline:
+    """The server's default factory: a config-described checkpoint with its default reference index.
 
-    Builds the default index on first use when the index directory has none for this model.
+    `config["checkpoint"]` is a checkpoint directory or a shipped family name (default "embedded"); the
+    other keys are `serve_model`'s. Builds the default index on first use when the store has none for
+    this model.
     """
-    config = config or {}
+    options = dict(config or {})
+    model = load_model(resolve_checkpoint(options.pop("checkpoint", "embedded")))
+    options["r2t2"] = {**FAMILY_DEFAULTS, **options.get("r2t2", {})}
+    return serve_model(model, model.config.name, options)
+
+
+_SERVE_OPTIONS = ("model_name", "index_dir", "default_index", "build_default_index", "r2t2")
+
+
+def serve_model(model: ServableModel, family: str, options: dict[str, Any] | None = None) -> ReroutePipeline:
+    """A pipeline for any `ServableModel` (a config-described family or a user's adapter).
+
+    Options: `model_name` (default "r2t2-<family>"), `index_dir`, `default_index` (default: the family
+    name), `build_default_index` (default True), `r2t2` (default strategy settings). Unknown options are
+    a ValueError naming them.
+    """
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(_SERVE_OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown pipeline option(s) {', '.join(unknown)}; allowed: {', '.join(_SERVE_OPTIONS)}")
     faiss.omp_set_num_threads(1)  # one query per search: FAISS's threads only contend with torch's
-    model = load_default_model()
     embedder = MiniLMEmbedder()
-    store = IndexStore(config.get("index_dir"))
-    ensure_default_index(model, embedder, store, DEFAULT_INDEX)
+    store = IndexStore(options.get("index_dir"))
+    default_index = options.get("default_index") or family
+    if options.get("build_default_index", True):
+        ensure_default_index(model, embedder, store, default_index)
     registry = IndexRegistry(store, expected_fingerprint=model.fingerprint, expected_embedder=embedder.name)
-    defaults = RerouteConfig().replace(**{**EMBEDDED_DEFAULTS, **config.get("r2t2", {})})
-    return ReroutePipeline(model, embedder, registry, defaults=defaults)
+    defaults = RerouteConfig().replace(**options.get("r2t2", {}))
+    return ReroutePipeline(model, embedder, registry, defaults=defaults, default_index=default_index,
+                           model_name=options.get("model_name") or f"r2t2-{family}", family=family)
 
 
-def ensure_default_index(model: MultimodalMoE, embedder: Embedder, store: IndexStore,
+def ensure_default_index(model: ServableModel, embedder: Embedder, store: IndexStore,
                          name: str = DEFAULT_INDEX) -> None:
-    """Build the default reference index (reference split, correct answers only) unless one exists."""
+    """Build the default reference index (reference split, correct answers only) unless one exists.
+
+    An index of that name built for another model is never overwritten: several models share one store,
+    so it may be another served model's. That is a start-up error naming the index and both fingerprints.
+    """
     current = store.current_version(name) if name in store.names() else None
-    if current is not None and store.manifest(name, current).model_fingerprint == model.fingerprint:
+    if current is None:
+        build_from_spec(name, DEFAULT_INDEX_SPEC, model, embedder, store)
         return
-    build_from_spec(name, DEFAULT_INDEX_SPEC, model, embedder, store)
+    built_for = store.manifest(name, current).model_fingerprint
+    if built_for != model.fingerprint:
+        raise IndexMismatchError(f"default_index {name!r} in {store.root} was built for model {built_for}, not "
+                                 f"this model ({model.fingerprint}): name another default_index, or remove that "
+                                 f"index (`r2t2 index rm {name}`) if its model is gone")

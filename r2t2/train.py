@@ -1,13 +1,15 @@
-"""Train the embedded multimodal MoE from scratch on 2 CPU cores.
+"""Train a multimodal MoE family from its config, from scratch, on 2 CPU cores.
 
 Two stages, as in mixture-of-vision-experts models:
 1. each vision expert is pre-trained alone on its own skills (so experts are specialists and routing
-   matters), with a throw-away answer head;
+   matters), with a throw-away answer head; an expert whose config names a weights file starts from
+   those weights and skips this stage, like a pretrained tower;
 2. experts are frozen; the router, projectors and the sparse-MoE LM are trained together on every
    task. The LM learns from the router's mixture; the router learns from the answer loss and from a
-   target that says under which single expert the current LM answers best (a soft-min over the
-   per-expert losses). That target keeps every expert in play early (all losses alike: a soft target)
-   and makes the router commit once the LM can read the experts, instead of collapsing onto one.
+   target per routing row that says under which single expert the current LM answers best when only
+   that row changes (a soft-min over the per-expert losses, the other rows kept at the router's own
+   output). That target keeps every expert in play early (all losses alike: a soft target) and makes
+   the router commit once the LM can read the experts, instead of collapsing onto one.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ from r2t2.data import load_split
 from r2t2.data.sample import Sample
 from r2t2.model.batches import LabelledBatch
 from r2t2.model.checkpoint import save_model
-from r2t2.model.config import ModelConfig, embedded_config
+from r2t2.model.config import ModelConfig, load_config
 from r2t2.model.mmoe import MultimodalMoE, images_to_pixels
 from r2t2.model.tokenizer import build_tokenizer
 
@@ -67,15 +69,14 @@ class _ImageTable:
 
 
 def _pretrain_expert(expert: nn.Module, table: _ImageTable, rows: Tensor, question_ids: Tensor,
-                     answers: Tensor, num_answers: int, vocab: int, pad_id: int, cfg: TrainConfig,
-                     log: Callable) -> None:
+                     answers: Tensor, num_answers: int, vocab: int, pad_id: int, feature_dim: int,
+                     cfg: TrainConfig, log: Callable) -> None:
     """Train one expert (plus a throw-away head reading its features and the question) on its skills.
 
     rows: image-table row of each training sample; question_ids/answers aligned with rows.
     """
-    dim = expert.tower.output_dim
     words = nn.EmbeddingBag(vocab, 64, mode="mean", padding_idx=pad_id)
-    head = nn.Sequential(nn.Linear(dim + 64, 256), nn.GELU(), nn.Linear(256, num_answers))
+    head = nn.Sequential(nn.Linear(feature_dim + 64, 256), nn.GELU(), nn.Linear(256, num_answers))
     params = [*expert.parameters(), *words.parameters(), *head.parameters()]
     opt = torch.optim.AdamW(params, lr=cfg.expert_lr, weight_decay=0.01)
     rng = torch.Generator().manual_seed(cfg.seed)
@@ -100,9 +101,29 @@ def _pretrain_expert(expert: nn.Module, table: _ImageTable, rows: Tensor, questi
     log(f"  {expert.spec.name}: skills {expert.spec.skills}, last-50-step train accuracy {correct / seen:.3f}")
 
 
+def router_targets(model: MultimodalMoE, batch: LabelledBatch, routing: Tensor, temperature: float) -> Tensor:
+    """[B, L, E]: per row, a soft-min over the answer losses with that row set to each single expert and
+    the other rows left at the router's own (detached) output."""
+    current = routing.detach()
+    rows, experts = current.shape[1:]
+    losses = torch.empty_like(current)
+    with torch.no_grad():
+        for row in range(rows):
+            for expert in range(experts):
+                probe = current.clone()
+                probe[:, row] = F.one_hot(torch.tensor(expert), experts).to(current.dtype)
+                losses[:, row, expert] = model.routing_loss(batch, probe)
+    return torch.softmax(-losses / temperature, dim=-1)
+
+
 def train(out_dir: Path, cfg: TrainConfig = TrainConfig(), model_config: ModelConfig | None = None,
-          limit: int | None = None, log: Callable[[str], None] = print) -> dict:
-    """Train from scratch and save a checkpoint to `out_dir`; returns a small report."""
+          limit: int | None = None, log: Callable[[str], None] = print,
+          config_dir: Path | None = None) -> dict:
+    """Train from scratch and save a checkpoint to `out_dir`; returns a small report.
+
+    `model_config` defaults to the embedded family; `config_dir` is where relative expert weight files
+    are looked up (the config file's directory).
+    """
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
@@ -110,7 +131,8 @@ def train(out_dir: Path, cfg: TrainConfig = TrainConfig(), model_config: ModelCo
     samples = load_split("train", limit=limit, seed=cfg.seed)
     log(f"train samples: {len(samples)}")
     tokenizer = build_tokenizer([s.question for s in samples] + [s.answer for s in samples])
-    model = MultimodalMoE(model_config or embedded_config(), tokenizer)
+    model_config = model_config or load_config("embedded")
+    model = MultimodalMoE(model_config, tokenizer, root=config_dir)
     table = _ImageTable(samples)
     question_ids, question_lengths = model.tokenize_questions([s.question for s in samples])
     answer_ids = model.tokenize_answers([s.answer for s in samples])
@@ -121,13 +143,16 @@ def train(out_dir: Path, cfg: TrainConfig = TrainConfig(), model_config: ModelCo
     answer_words = sorted({s.answer for s in samples})
     answer_index = torch.as_tensor([answer_words.index(s.answer) for s in samples])
     for expert in model.experts.experts:
+        if expert.spec.weights is not None:
+            log(f"  {expert.spec.name}: starts from {expert.spec.weights}, not pre-trained here")
+            continue
         chosen = torch.as_tensor([i for i, s in enumerate(samples) if s.task in expert.spec.skills],
                                  dtype=torch.long)
         if len(chosen) == 0:
             raise ValueError(f"no training samples for expert {expert.spec.name}'s skills {expert.spec.skills}")
         _pretrain_expert(expert, table, torch.as_tensor(table.rows)[chosen], question_ids[chosen],
                          answer_index[chosen], len(answer_words), len(tokenizer), tokenizer.pad_token_id,
-                         cfg, log)
+                         model_config.feature_dim, cfg, log)
     log(f"experts pre-trained ({time.perf_counter() - started:.0f}s)")
 
     # Stage 2: frozen experts, cached features; router + projectors + LM end to end.
@@ -144,7 +169,6 @@ def train(out_dir: Path, cfg: TrainConfig = TrainConfig(), model_config: ModelCo
     params = [*model.router.parameters(), *model.projectors.parameters(), *model.question_proj.parameters(),
               *model.lm.parameters()]
     steps_per_epoch = math.ceil(len(samples) / cfg.mix_batch)
-    vertices = torch.eye(len(model.expert_names)).unsqueeze(1)  # [E, L=1, E]: one expert at a time
     opt = torch.optim.AdamW(params, lr=cfg.mix_lr, weight_decay=0.01)
     steps = cfg.mix_epochs * steps_per_epoch
     rng = torch.Generator().manual_seed(cfg.seed + 1)
@@ -160,10 +184,8 @@ def train(out_dir: Path, cfg: TrainConfig = TrainConfig(), model_config: ModelCo
             batch = data[order[start:start + cfg.mix_batch]]
             routing = model.route(batch)
             answer_loss = model.answer_loss(batch, routing).mean()
-            with torch.no_grad():
-                per_expert = torch.stack([model.routing_loss(batch, vertex) for vertex in vertices], dim=-1)
-                target = torch.softmax(-per_expert / cfg.router_temperature, dim=-1)
-            router_loss = -(target * routing.squeeze(1).clamp_min(1e-9).log()).sum(-1).mean()
+            target = router_targets(model, batch, routing, cfg.router_temperature)
+            router_loss = -(target * routing.clamp_min(1e-9).log()).sum(-1).mean()
             loss = answer_loss + cfg.router_weight * router_loss
             opt.zero_grad()
             loss.backward()
@@ -174,8 +196,28 @@ def train(out_dir: Path, cfg: TrainConfig = TrainConfig(), model_config: ModelCo
         log(f"  epoch {epoch + 1}/{cfg.mix_epochs}: answer loss {total / len(samples):.4f} "
             f"({time.perf_counter() - started:.0f}s)")
     model.eval().requires_grad_(False)
-    save_model(model, out_dir)
     seconds = time.perf_counter() - started
-    log(f"saved to {out_dir} in {seconds:.0f}s")
-    return {"seconds": seconds, "samples": len(samples), "vocabulary": len(tokenizer)}
+    report = {"seconds": seconds, "samples": len(samples), "vocabulary": len(tokenizer)}
+    report["fingerprint"] = save_model(model, out_dir, card=model_card(model_config, cfg, report))
+    log(f"saved to {out_dir} in {seconds:.0f}s (fingerprint {report['fingerprint']})")
+    return report
+
+
+def model_card(config: ModelConfig, cfg: TrainConfig, report: dict) -> str:
+    """A checkpoint's card as training leaves it; benchmark figures are added by hand after `r2t2 eval`."""
+    rows, experts = config.routing_shape
+    lines = [f"# r2t2 model card: {config.name}", "",
+             f"A multimodal MoE trained by `r2t2 train` from its family config (seed {cfg.seed}) on "
+             f"{report['samples']} training questions in {report['seconds'] / 60:.1f} minutes.", "",
+             "| part | what |", "|---|---|"]
+    for spec in config.experts:
+        tower = spec.tower.get("timm_model_name") or spec.architecture or "open_clip tower"
+        lines.append(f"| expert `{spec.name}` | {tower}, {spec.image_size} px {spec.color}, "
+                     f"pre-trained on {', '.join(spec.skills) or 'nothing'} |")
+    lines += [f"| router | inputs {', '.join(config.router.inputs)}; routing [{rows}, {experts}]: "
+              + "; ".join(f"row `{r.name}` mixes {r.tokens} soft tokens" for r in config.router.rows) + " |",
+              f"| question encoder | {config.question_encoder} (frozen), one soft token |",
+              f"| language model | {config.lm_architecture}, hidden {config.lm['hidden_size']}, "
+              f"{config.lm['num_hidden_layers']} layers, vocabulary {report['vocabulary']} words |", ""]
+    return "\n".join(lines)
 

@@ -1,7 +1,10 @@
-"""The embedded multimodal MoE: vision experts, router, projectors, and the MoE language model."""
+"""Multimodal MoE models: family configs, the model they build, checkpoints, and the adapter protocol."""
 
-from r2t2.model.checkpoint import DEFAULT_CHECKPOINT, load_model, save_model
+from r2t2.model.checkpoint import (DEFAULT_CHECKPOINT, load_model, read_config, resolve_checkpoint, save_model,
+                                   shipped_families)
+from r2t2.model.config import ModelConfig, ModelConfigError, load_config
 from r2t2.model.mmoe import MultimodalMoE
+from r2t2.model.protocol import EncodedBatch, EncodedQuery, ServableModel
 
 
 def load_default_model() -> MultimodalMoE:
@@ -9,4 +12,6 @@ def load_default_model() -> MultimodalMoE:
     return load_model(DEFAULT_CHECKPOINT)
 
 
-__all__ = ["DEFAULT_CHECKPOINT", "MultimodalMoE", "load_default_model", "load_model", "save_model"]
+__all__ = ["DEFAULT_CHECKPOINT", "EncodedBatch", "EncodedQuery", "ModelConfig", "ModelConfigError", "MultimodalMoE",
+           "ServableModel", "load_config", "load_default_model", "load_model", "read_config", "resolve_checkpoint",
+           "save_model", "shipped_families"]

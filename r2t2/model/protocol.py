@@ -1,0 +1,102 @@
+"""The adapter protocol: every method r2t2 calls on a model, declared in one place.
+
+A model that implements `ServableModel` can be re-routed (the strategies need `RoutedModel`), indexed
+(`encode_references`, `reference_batch`), served (`encode_query`, `prompt_embeds`, `lm_path`) and
+evaluated (`answer`). Models built from a family config (`r2t2.model.MultimodalMoE`) implement it; so
+can a user's own torch module, see docs/models.md. Nothing here imports the index or serving layers:
+they import this.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+from PIL import Image
+from torch import Tensor
+
+from r2t2.routing.protocol import ReferenceBatch, RoutedModel
+
+
+@dataclass(frozen=True)
+class EncodedBatch:
+    """What a model answered for a batch of reference samples: what an index stores per sample."""
+
+    payload: dict[str, np.ndarray]  # model-specific arrays, first dim = batch; handed back by reference_batch
+    routings: np.ndarray  # [B, L, E] float32, the routing the model answered with
+    correct: np.ndarray  # [B] bool, whether the model answered the sample correctly
+
+    def validate(self, batch_size: int) -> None:
+        """Refuse a malformed batch before it can reach disk, where it would be much harder to trace."""
+        if self.routings.ndim != 3 or self.routings.shape[0] != batch_size:
+            raise ValueError(f"routings must be [B={batch_size}, L, E], got {self.routings.shape}")
+        if not np.isfinite(self.routings).all():
+            raise ValueError("routings contain non-finite values")
+        if self.correct.shape != (batch_size,) or self.correct.dtype != np.bool_:
+            raise ValueError(f"correct must be bool [B={batch_size}], got {self.correct.dtype} {self.correct.shape}")
+        for field, array in self.payload.items():
+            if not field.isidentifier():
+                raise ValueError(f"payload field name {field!r} must be a Python identifier")
+            if not isinstance(array, np.ndarray) or array.ndim == 0 or array.shape[0] != batch_size:
+                raise ValueError(f"payload[{field!r}] must be an array with first dim {batch_size}")
+            if array.dtype == object:
+                raise ValueError(f"payload[{field!r}] has dtype object; only plain numeric arrays can be stored")
+
+
+@dataclass(frozen=True)
+class EncodedQuery:
+    """One incoming question, encoded once and used by every later step of its request.
+
+    `question_embedding` is the model's own sentence embedding of the question when it has one, named
+    by `question_embedder` (the embedder name an index records); the pipeline reuses it for neighbour
+    search when the index was built with that embedder, instead of embedding the question twice.
+    """
+
+    batch: ReferenceBatch  # a batch of one; carries the label when one was given (the oracle needs it)
+    question_embedding: np.ndarray | None = None  # [D] float32, unit length
+    question_embedder: str | None = None
+
+
+@runtime_checkable
+class ServableModel(RoutedModel, Protocol):
+    """A frozen multimodal MoE that r2t2 can re-route, index, serve and evaluate.
+
+    Inherited from `RoutedModel`: `routing_shape` (L, E), `base_routing(query.batch)` -> [L, E] and
+    `routing_loss(batch, routing)` -> [B], differentiable in the routing only.
+    """
+
+    fingerprint: str  # hash of the weights: reference indexes are tied to it
+    lm_path: Path  # Hugging Face-format language model directory: what the generation backend loads
+    max_positions: int  # the language model's context length (prompt + generated tokens)
+
+    @property
+    def expert_names(self) -> list[str]:
+        """The E experts, in routing column order."""
+        ...
+
+    @property
+    def routing_rows(self) -> list[str]:
+        """The L routing rows, in order: what each row of the routing mixes (e.g. a soft-token group)."""
+        ...
+
+    def encode_query(self, image: Image.Image, question: str, answer: str | None = None) -> EncodedQuery:
+        """Encode one request; `answer` (the label) only for evaluation."""
+        ...
+
+    def prompt_embeds(self, query: ReferenceBatch, routing: Tensor) -> list[Tensor]:
+        """The language model's prompt [S, hidden] per sample under `routing`: what the generator is fed."""
+        ...
+
+    def answer(self, query: ReferenceBatch, routing: Tensor) -> list[str]:
+        """Greedy answers under `routing` with the torch model (evaluation; the server uses vLLM)."""
+        ...
+
+    def encode_references(self, samples: Sequence[Any]) -> EncodedBatch:
+        """Answer reference samples with the base router: routings, correctness and what to cache."""
+        ...
+
+    def reference_batch(self, payload: dict[str, np.ndarray]) -> ReferenceBatch:
+        """The inverse of `encode_references`' payload, for the rows an index search returned."""
+        ...
