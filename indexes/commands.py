@@ -24,6 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     build = verbs.add_parser("build", parents=[common], help="build a new version from a data set")
     build.add_argument("--name", required=True)
+    build.add_argument("--model", default="embedded", help="checkpoint directory or shipped family name")
     source = build.add_mutually_exclusive_group()
     source.add_argument("--split", default=None, help="built-in split (default: reference)")
     source.add_argument("--jsonl", default=None, metavar="PATH", help="samples from a JSONL file")
@@ -75,13 +76,13 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
 
 def _build(args: argparse.Namespace) -> None:
     from indexes.build import build_index
-    from r2t2.model import load_default_model
+    from r2t2.model import load_model
 
     validate_name(args.name)  # before the slow part: loading data and model
     if args.jsonl and (args.tasks or args.limit):
         raise ValueError("--tasks and --limit apply to built-in splits, not to --jsonl")
     samples, spec = _samples(args)
-    model = load_default_model()
+    model = load_model(args.model)
     embedder = _embedder(args.embedder, model, samples)
     manifest = build_index(args.name, samples, model, embedder, IndexStore(args.index_dir), spec,
                            index_type=args.index_type, batch_size=args.batch_size, cap=args.cap)
