@@ -211,8 +211,9 @@ def model_card(config: ModelConfig, cfg: TrainConfig, report: dict) -> str:
              f"{report['samples']} training questions in {report['seconds'] / 60:.1f} minutes.", "",
              "| part | what |", "|---|---|"]
     for spec in config.experts:
-        tower = spec.tower.get("timm_model_name") or spec.architecture or "open_clip tower"
-        lines.append(f"| expert `{spec.name}` | {tower}, {spec.image_size} px {spec.color}, "
+        base = f"open_clip `{spec.architecture}` tower" if spec.architecture else "open_clip tower"
+        tower = ", ".join(f"{k}={v}" for k, v in spec.tower.items())
+        lines.append(f"| expert `{spec.name}` | {base} with {tower}; {spec.image_size} px {spec.color}, "
                      f"pre-trained on {', '.join(spec.skills) or 'nothing'} |")
     lines += [f"| router | inputs {', '.join(config.router.inputs)}; routing [{rows}, {experts}]: "
               + "; ".join(f"row `{r.name}` mixes {r.tokens} soft tokens" for r in config.router.rows) + " |",
