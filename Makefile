@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PROFILE ?= cpu
 STAMP := $(VENV)/.installed-$(PROFILE)
 
-.PHONY: install serve test bench clean
+.PHONY: install serve test bench clean browser
 
 install: $(STAMP)
 
@@ -24,8 +24,12 @@ $(STAMP): pyproject.toml
 serve: install
 	$(PY) -m r2t2.cli serve
 
-test: install
+test: install browser
 	$(PY) -m pytest
+
+# The playground's browser test drives Debian's headless Chromium and its driver (never a downloaded browser).
+browser:
+	test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver; }
 
 # Self-contained benchmarks; the serving one needs a running server: see BENCHMARKS.md.
 bench: install

@@ -1,0 +1,82 @@
+// Routing bars, the timing breakdown and the loss curve: hand-made HTML/SVG, no library.
+import { el, fixed, millis, svg } from "./dom.js";
+
+// A record's routing as [[rowName, {expert: weight}], ...]: one row is {expert: weight}, several are
+// {row: {expert: weight}} (see docs/models.md).
+export function routingRows(routing, card) {
+  const values = Object.values(routing || {});
+  if (values.length && values.every((v) => typeof v === "number")) {
+    return [[card && card.routing_rows.length === 1 ? card.routing_rows[0] : "routing", routing]];
+  }
+  return Object.entries(routing || {});
+}
+
+function bar(kind, expert, weight) {
+  const width = Math.max(0, Math.min(1, weight || 0)) * 100;
+  return el("div", { class: `bar-line ${kind}` }, [
+    el("span", { class: "bar-kind", text: kind }),
+    el("span", { class: "bar-track" }, el("span", {
+      class: `bar ${kind}`, role: "img", style: { width: `${width}%` },
+      "aria-label": `${expert} ${kind}: ${fixed(weight)}`,
+    })),
+    el("span", { class: "bar-value", text: fixed(weight) }),
+  ]);
+}
+
+// One group per routing row; per expert a "before" (hatched) and an "after" (solid) bar, each labelled.
+export function routingChart(record, card) {
+  const before = new Map(routingRows(record.base_routing, card));
+  const rows = routingRows(record.routing, card);
+  return el("div", { class: "routing" }, rows.map(([row, weights]) => {
+    const base = before.get(row) || {};
+    const known = card ? card.experts.filter((e) => e in weights) : [];
+    const experts = known.length ? known : Object.keys(weights);
+    return el("figure", { class: "routing-row" }, [
+      el("figcaption", { text: rows.length > 1 ? `row ${row}` : "experts" }),
+      ...experts.map((expert) => el("div", { class: "expert" }, [
+        el("div", { class: "expert-name", text: expert }),
+        bar("before", expert, base[expert]),
+        bar("after", expert, weights[expert]),
+      ])),
+    ]);
+  }));
+}
+
+const STAGES = ["encode", "embed", "search", "reroute", "generate"];
+
+// Seconds per stage as a stacked bar plus a list; stages the strategy skipped are left out.
+export function timingChart(timings) {
+  const stages = STAGES.filter((s) => typeof (timings || {})[s] === "number" && timings[s] > 0);
+  const sum = stages.reduce((acc, s) => acc + timings[s], 0) || 1;
+  return el("div", { class: "timings" }, [
+    el("div", { class: "stack", role: "img", "aria-label": stages.map((s) => `${s} ${millis(timings[s])}`).join(", ") },
+      stages.map((s) => el("span", { class: `seg seg-${s}`, style: { width: `${(timings[s] / sum) * 100}%` }, title: s }))),
+    el("dl", { class: "stage-list" }, [
+      ...stages.flatMap((s) => [el("dt", {}, [el("span", { class: `key seg-${s}` }), s]), el("dd", { text: millis(timings[s]) })]),
+      el("dt", { class: "total", text: "total" }), el("dd", { class: "total", text: millis((timings || {}).total) }),
+    ]),
+  ]);
+}
+
+// A per-step trace (NGD's loss) as a small SVG line chart with its extremes and step range written out.
+export function lossChart(losses, quantity) {
+  const width = 280, height = 120, pad = { left: 44, right: 10, top: 10, bottom: 26 };
+  const low = Math.min(...losses), high = Math.max(...losses);
+  const span = high - low || 1;
+  const digits = Math.min(6, Math.max(3, Math.ceil(-Math.log10(span)) + 1));  // the ends must read differently
+  const x = (i) => pad.left + (losses.length === 1 ? 0 : (i / (losses.length - 1)) * (width - pad.left - pad.right));
+  const y = (v) => pad.top + (1 - (v - low) / span) * (height - pad.top - pad.bottom);
+  const points = losses.map((v, i) => `${x(i).toFixed(1)},${y(v).toFixed(1)}`).join(" ");
+  const label = `${quantity} over ${losses.length - 1} steps: from ${fixed(losses[0], digits)} to ${fixed(losses[losses.length - 1], digits)}`;
+  return svg("svg", { class: "loss", viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": label }, [
+    svg("title", { text: label }),
+    svg("line", { x1: pad.left, y1: height - pad.bottom, x2: width - pad.right, y2: height - pad.bottom, class: "axis" }),
+    svg("line", { x1: pad.left, y1: pad.top, x2: pad.left, y2: height - pad.bottom, class: "axis" }),
+    svg("text", { x: pad.left - 4, y: pad.top + 8, "text-anchor": "end", text: fixed(high, digits) }),
+    svg("text", { x: pad.left - 4, y: height - pad.bottom, "text-anchor": "end", text: fixed(low, digits) }),
+    svg("text", { x: pad.left, y: height - 8, text: "step 0" }),
+    svg("text", { x: width - pad.right, y: height - 8, "text-anchor": "end", text: `step ${losses.length - 1}` }),
+    svg("polyline", { points, class: "line" }),
+    ...losses.map((v, i) => svg("circle", { cx: x(i).toFixed(1), cy: y(v).toFixed(1), r: 2.5, class: "dot" })),
+  ]);
+}
