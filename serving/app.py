@@ -1,4 +1,5 @@
-"""Assemble the Ray Serve application: Ingress -> ReRouter -> Generator, and Ingress -> IndexManager."""
+"""Assemble the Ray Serve application: per served model a ReRouter -> Generator pair, one Ingress in front of
+all of them, and one IndexManager for the shared reference-index store."""
 from __future__ import annotations
 
 from typing import Any
@@ -12,12 +13,23 @@ from serving.ingress import Ingress
 from serving.rerouter import ReRouter
 
 
+def deployment_name(kind: str, model: str) -> str:
+    """Deployments are per model, so their names carry the model id (unique by config validation)."""
+    return f"{kind}-{model}"
+
+
 def build_app(config: ServerConfig) -> Application:
     """The deployments, each sized by its own section of the config (the index manager is one replica)."""
-    rerouter = ReRouter.options(**config.rerouter.ray_options()).bind(config)
-    generator = Generator.options(**config.generator.ray_options()).bind(config, rerouter)
-    indexes = IndexManager.options(ray_actor_options={"num_cpus": config.indexes.num_cpus}).bind(config)
-    return Ingress.options(**config.ingress.ray_options()).bind(config, rerouter, generator, indexes)
+    models: dict[str, tuple[Application, Application]] = {}
+    for entry in config.models:
+        rerouter = ReRouter.options(name=deployment_name("ReRouter", entry.name),
+                                    **config.rerouter_options(entry).ray_options()).bind(config, entry.name)
+        generator = Generator.options(name=deployment_name("Generator", entry.name),
+                                      **config.generator_options(entry).ray_options()).bind(config, entry.name, rerouter)
+        models[entry.name] = (rerouter, generator)
+    rerouters = {name: rerouter for name, (rerouter, _) in models.items()}
+    indexes = IndexManager.options(ray_actor_options={"num_cpus": config.indexes.num_cpus}).bind(config, rerouters)
+    return Ingress.options(**config.ingress.ray_options()).bind(config, models, indexes)
 
 
 def app_builder(args: dict[str, Any]) -> Application:

@@ -1,10 +1,11 @@
 """From an OpenAI chat request to what the re-router and generator need.
 
-The served model answers one question about one image, so a request is one user message holding
-exactly one image and some text. Anything else is refused with a message saying what to send.
+A served model answers one question about one image, so a request names one of the served models and
+holds one user message with exactly one image and some text. Anything else is refused with a message saying what to send.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ from serving.schemas import ChatCompletionRequest, ImagePart, TextPart
 class ChatJob:
     """One validated request; built fresh for every request and never shared."""
 
+    model: str  # one of the served model ids
     question: str
     image_url: str
     overrides: dict[str, Any]  # r2t2 options the request set, without `index`
@@ -68,11 +70,11 @@ def parse_body(body: bytes) -> ChatCompletionRequest:
         raise InvalidRequest(f"invalid request{where}: {_message(worst)}", param=param) from None
 
 
-def parse_chat_request(request: ChatCompletionRequest, model_name: str, defaults: GenerationDefaults) -> ChatJob:
-    """Check the request against the served model and pick out the question, image and options."""
-    if request.model != model_name:
-        raise NotFound(f"model {request.model!r} is not served here; use {model_name!r}", param="model",
-                       code="model_not_found")
+def parse_chat_request(request: ChatCompletionRequest, served: Sequence[str], defaults: GenerationDefaults) -> ChatJob:
+    """Check the request against the served models and pick out the model, question, image and options."""
+    if request.model not in served:
+        raise NotFound(f"model {request.model!r} is not served here; served models: {', '.join(served)}",
+                       param="model", code="model_not_found")
     if len(request.messages) != 1 or request.messages[0].role != "user":
         raise InvalidRequest(
             "send exactly one message with role 'user' holding the image and the question", param="messages"
@@ -98,4 +100,4 @@ def parse_chat_request(request: ChatCompletionRequest, model_name: str, defaults
     except ValueError as err:
         raise InvalidRequest(str(err)) from None
     include_usage = request.stream_options is not None and request.stream_options.include_usage
-    return ChatJob(question, images[0], options, index, sampling, request.stream, include_usage)
+    return ChatJob(request.model, question, images[0], options, index, sampling, request.stream, include_usage)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 ADMIN_TOKEN_ENV = "R2T2_ADMIN_TOKEN"
 
@@ -69,7 +69,9 @@ class ImageLimits(_Strict):
 class VllmOptions(_Strict):
     """Engine arguments that matter for serving; the rest keep vLLM's defaults."""
 
-    kv_cache_gib: int = Field(1, ge=1)  # vLLM reads whole GiB
+    kv_cache_gib: int = Field(1, ge=1)  # CPU only: KV cache per engine; vLLM reads whole GiB
+    # GPU only: the share of the card's memory this engine may take; lower it when engines share a GPU.
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "bfloat16"
     enforce_eager: bool = True
 
@@ -91,18 +93,46 @@ class IndexOptions(_Strict):
     num_cpus: float = Field(0.25, ge=0)  # the IndexManager's single replica (builds run in it)
 
 
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # also part of deployment names ('#' is not allowed)
+DEFAULT_FACTORY = "r2t2.pipeline:load_pipeline"
+
+
+class ModelEntry(_Strict):
+    """One served model: the id clients name in `model`, how its pipeline is built, its defaults and sizes."""
+
+    name: str = Field(pattern=MODEL_NAME_PATTERN)
+    # "module:function" building the re-routing pipeline from `ServerConfig.pipeline_config(entry)`; swap it to
+    # serve a model that no family config describes (an adapter, see docs/models.md).
+    pipeline_factory: str = Field(DEFAULT_FACTORY, pattern=r"^[\w.]+:\w+$")
+    pipeline: dict[str, Any] = Field(default_factory=dict)  # the factory's config, e.g. {"checkpoint": "quartet"}
+    r2t2_defaults: dict[str, Any] = Field(default_factory=dict)  # request options fill in over these
+    rerouter: DeploymentOptions | None = None  # None: the server-wide `rerouter` section
+    generator: DeploymentOptions | None = None  # None: the server-wide `generator` section
+    vllm: VllmOptions | None = None  # None: the server-wide `vllm` section
+
+    @model_validator(mode="after")
+    def _one_place_for_each_setting(self) -> "ModelEntry":
+        # These have one home each: the entry's name, r2t2_defaults, and the server-wide index_dir.
+        for key, home in (("model_name", "name"), ("r2t2", "r2t2_defaults"), ("index_dir", "index_dir (top level)")):
+            if key in self.pipeline:
+                raise ValueError(f"model {self.name!r}: set {home} instead of pipeline.{key}")
+        return self
+
+
+EMBEDDED_DEFAULT = ModelEntry(name="r2t2-embedded", pipeline={"checkpoint": "embedded"})
+
+
 class ServerConfig(_Strict):
     """Everything the server needs to start; see deploy/serve.yaml for a commented example."""
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     backend: Literal["vllm", "torch"] = "vllm"
-    max_model_len: int = Field(512, ge=16)  # prompt positions + generated tokens, for either backend
-    # "module:function" building the re-routing pipeline from `pipeline_config()`; swap it to serve
-    # another multimodal model with the same server.
-    pipeline_factory: str = Field("r2t2.pipeline:load_pipeline", pattern=r"^[\w.]+:\w+$")
-    pipeline: dict[str, Any] = Field(default_factory=dict)  # the factory's config, e.g. index_dir
-    r2t2_defaults: dict[str, Any] = Field(default_factory=dict)  # request options fill in over these
+    max_model_len: int = Field(512, ge=16)  # prompt positions + generated tokens, capped at each LM's positions
+    models: list[ModelEntry] = Field(default_factory=lambda: [EMBEDDED_DEFAULT], min_length=1)
+    # One reference-index store shared by every model (each index records the model it was built for);
+    # None: $R2T2_INDEX_DIR, else var/indexes in the repository.
+    index_dir: str | None = None
     generation: GenerationDefaults = GenerationDefaults()
     images: ImageLimits = ImageLimits()
     vllm: VllmOptions = VllmOptions()
@@ -119,25 +149,64 @@ class ServerConfig(_Strict):
         return self
 
     @model_validator(mode="after")
-    def _one_place_for_r2t2_defaults(self) -> "ServerConfig":
-        if "r2t2" in self.pipeline:
-            raise ValueError("set default r2t2 options in r2t2_defaults, not in pipeline.r2t2")
+    def _unique_model_names(self) -> "ServerConfig":
+        names = [entry.name for entry in self.models]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"models: each name must be unique, {', '.join(map(repr, repeated))} appears twice")
         return self
 
     @property
-    def index_dir(self) -> str | None:
-        """Where reference indexes live: `pipeline.index_dir`, read by the pipeline and the index manager alike."""
-        return self.pipeline.get("index_dir")
+    def model_names(self) -> list[str]:
+        """The served model ids, in config order."""
+        return [entry.name for entry in self.models]
 
-    def pipeline_config(self) -> dict[str, Any]:
-        """The config handed to the pipeline factory."""
-        return {**self.pipeline, "r2t2": dict(self.r2t2_defaults)}
+    def model(self, name: str) -> ModelEntry:
+        """The entry of one served model (KeyError for a name that is not served)."""
+        for entry in self.models:
+            if entry.name == name:
+                return entry
+        raise KeyError(name)
+
+    def pipeline_config(self, entry: ModelEntry) -> dict[str, Any]:
+        """The config handed to `entry`'s pipeline factory: its own keys plus the server-wide ones."""
+        return {**entry.pipeline, "model_name": entry.name, "index_dir": self.index_dir,
+                "r2t2": dict(entry.r2t2_defaults)}
+
+    def rerouter_options(self, entry: ModelEntry) -> DeploymentOptions:
+        return entry.rerouter or self.rerouter
+
+    def generator_options(self, entry: ModelEntry) -> DeploymentOptions:
+        return entry.generator or self.generator
+
+    def vllm_options(self, entry: ModelEntry) -> VllmOptions:
+        return entry.vllm or self.vllm
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> "ServerConfig":
-        """Load a YAML mapping; keyword overrides replace top-level keys of the file."""
+        """Load a YAML mapping; keyword overrides replace top-level keys of the file.
+
+        A ValidationError's title is the file, so every error names the file as well as the field.
+        """
         text = Path(path).read_text()
         data = yaml.safe_load(text) or {}
         if not isinstance(data, dict):
             raise ValueError(f"{path}: expected a YAML mapping at the top level, got {type(data).__name__}")
-        return cls.model_validate({**data, **overrides})
+        try:
+            return cls.model_validate({**data, **overrides})
+        except ValidationError as err:
+            raise ConfigFileError(path, err) from None
+
+
+class ConfigFileError(ValueError):
+    """A server config file that does not validate: one line per problem, each naming the file and field."""
+
+    def __init__(self, path: str | Path, error: ValidationError) -> None:
+        lines = []
+        for problem in error.errors(include_url=False):
+            field = ".".join(str(part) for part in problem["loc"])
+            message = "unknown field" if problem["type"] == "extra_forbidden" else problem["msg"]
+            message = message.removeprefix("Value error, ")
+            lines.append(f"{path}: {field}: {message}" if field else f"{path}: {message}")
+        super().__init__("\n".join(lines))
+        self.path = str(path)

@@ -81,6 +81,26 @@ class UnsupportedMediaType(ApiError):
     status = 415
 
 
+class IndexOfAnotherModel(InvalidRequest):
+    """A request named an index built for another model (400). The re-router knows only the owner's
+    fingerprint; the ingress, which knows every served model, names it with `naming`."""
+
+    def __init__(self, index: str, fingerprint: str, model: str) -> None:
+        super().__init__(f"index {index!r} belongs to another model (fingerprint {fingerprint}), not {model!r}",
+                         param="r2t2.index", code="index_model_mismatch")
+        self.index, self.fingerprint, self.model = index, fingerprint, model
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.index, self.fingerprint, self.model))
+
+    def naming(self, owners: dict[str, str]) -> InvalidRequest:
+        """The same 400 naming the owner among `owners` (fingerprint -> served model id)."""
+        owner = owners.get(self.fingerprint)
+        whose = f"model {owner!r}" if owner else f"a model that is not served here (fingerprint {self.fingerprint})"
+        return InvalidRequest(f"index {self.index!r} belongs to {whose}, not to {self.model!r}",
+                              param=self.param, code=self.code)
+
+
 class ServiceUnavailable(ApiError):
     """The generation engine is not healthy (503); clients should retry elsewhere."""
 

@@ -1,4 +1,4 @@
-"""Generator deployment: the language model behind the backend chosen by the config."""
+"""Generator deployment: one served model's language model behind the backend chosen by the config."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
@@ -12,14 +12,24 @@ from serving.config import ServerConfig
 from serving.errors import InvalidRequest, ServiceUnavailable
 
 
+class EngineStartError(RuntimeError):
+    """The generation engine could not start for a model's language model."""
+
+
 @serve.deployment
 class Generator:
-    """Streams completions of prompt embeddings; Serve restarts it when its engine dies."""
+    """Streams completions of prompt embeddings with its own engine; Serve restarts it when the engine dies."""
 
-    async def __init__(self, config: ServerConfig, rerouter: DeploymentHandle) -> None:
-        # The re-router's pipeline decides which language model the prompts are built for.
+    async def __init__(self, config: ServerConfig, model_name: str, rerouter: DeploymentHandle) -> None:
+        # The model's re-router (its pipeline) decides which language model the prompts are built for.
         info = await rerouter.model_info.remote()
-        self._backend: GenerationBackend = create_backend(config, info["lm_path"])
+        try:
+            self._backend: GenerationBackend = create_backend(config, config.model(model_name), info["lm_path"])
+        except Exception as err:
+            # One line for the start-up report (serving.run): engines raise multi-line, very long errors.
+            summary = " ".join(str(err).split())
+            raise EngineStartError(f"model {model_name!r}: the {config.backend} backend cannot load "
+                                   f"{info['lm_path']}: {summary[:400]}") from None
 
     async def generate(self, prompt_embeds: torch.Tensor, options: SamplingOptions) -> AsyncIterator[Delta]:
         """Deltas of one completion; too many tokens is a 400, a failure with a dead engine a 503."""
@@ -34,6 +44,10 @@ class Generator:
             except Exception:
                 raise ServiceUnavailable("the generation engine is not healthy; retry shortly") from None
             raise
+
+    def max_model_len(self) -> int:
+        """The context length the engine serves (the config's, capped at the LM's positions)."""
+        return self._backend.max_model_len
 
     async def check_health(self) -> None:
         """Called by Serve periodically and by the ingress's /healthz."""

@@ -2,8 +2,11 @@
 
 Exactly one replica, because rebuild jobs live in its memory (a job id must always reach the replica
 that runs it). It never serves chat requests: a build only moves the store's CURRENT pointer, and every
-re-router replica swaps to the new version on its own next refresh. The model and embedder are loaded
-on the first rebuild only, so a server that never rebuilds never pays for a second copy.
+re-router replica swaps to the new version on its own next refresh.
+
+The store is shared by every served model; an index belongs to the model whose fingerprint its CURRENT
+manifest records. A rebuild builds with its model's own pipeline (model and embedder), loaded on the first
+rebuild for that model only, so a server that never rebuilds never pays for a second copy.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ray import serve
+from ray.serve.handle import DeploymentHandle
 
 from indexes.errors import IndexInUseError, InvalidIndexNameError, UnknownIndexError, UnknownJobError, UnknownVersionError
 from indexes.jobs import JobRunner, ProgressCallback
@@ -22,6 +26,7 @@ from indexes.specs import DatasetSpecError, build_from_spec, validate_spec
 from indexes.store import IndexStore, validate_name
 from serving.config import ServerConfig
 from serving.errors import ApiError, Conflict, InvalidRequest, NotFound
+from serving.pipelines import build_pipeline
 
 logger = logging.getLogger("ray.serve")
 
@@ -63,17 +68,21 @@ def _mapped(method: Any) -> Any:
 class IndexManager:
     """Owns the index store and the rebuild jobs of this server."""
 
-    def __init__(self, config: ServerConfig) -> None:
+    async def __init__(self, config: ServerConfig, rerouters: dict[str, DeploymentHandle]) -> None:
         import r2t2  # noqa: F401  (torchvision fix before the model imports open_clip/transformers)
 
+        self._config = config
         self._store = IndexStore(config.index_dir)
         self._data_dir = None if config.indexes.data_dir is None else Path(config.indexes.data_dir)
-        self._jobs = JobRunner(max_workers=1)  # one build at a time; also serialises the lazy load below
-        self._encoders: tuple[Any, Any] | None = None  # (model, embedder), touched by the job thread only
+        self._jobs = JobRunner(max_workers=1)  # one build at a time; also serialises the lazy loads below
+        self._owners: dict[str, str] = {}  # fingerprint -> served model id: which model an index belongs to
+        for name, handle in rerouters.items():
+            self._owners.setdefault((await handle.model_info.remote())["fingerprint"], name)
+        self._pipelines: dict[str, Any] = {}  # model id -> its pipeline, touched by the job thread only
 
     @_mapped
     def list_indexes(self) -> list[dict[str, Any]]:
-        """Every index: name, CURRENT version, versions and the current version's size."""
+        """Every index: name, CURRENT version, versions, the current version's size and model."""
         return [self._summary(name) for name in self._store.names()]
 
     @_mapped
@@ -87,18 +96,20 @@ class IndexManager:
                                      "dataset": m.dataset} for m in manifests]}
 
     @_mapped
-    def start_rebuild(self, name: str, dataset: dict[str, Any], cap: int, index_type: str) -> dict[str, Any]:
-        """Validate now (a bad spec is a 400), build in the job thread; returns the queued job."""
+    def start_rebuild(self, name: str, model: str | None, dataset: dict[str, Any], cap: int,
+                      index_type: str) -> dict[str, Any]:
+        """Validate now (a bad spec or model is a 4xx), build in the job thread; returns the queued job."""
         validate_name(name)
+        model = self._rebuild_model(name, model)
         spec = validate_spec(dataset, self._data_dir)
 
         def rebuild(progress: ProgressCallback) -> Manifest:
-            model, embedder = self._load_encoders()
-            return build_from_spec(name, spec, model, embedder, self._store, data_dir=self._data_dir, cap=cap,
-                                   index_type=index_type, on_progress=progress)
+            pipeline = self._pipeline(model)
+            return build_from_spec(name, spec, pipeline.model, pipeline.embedder, self._store, data_dir=self._data_dir,
+                                   cap=cap, index_type=index_type, on_progress=progress)
 
         job_id = self._jobs.submit(name, rebuild)
-        logger.info("index %s: rebuild job %s queued (%s)", name, job_id, spec)
+        logger.info("index %s: rebuild job %s for model %s queued (%s)", name, job_id, model, spec)
         return self._jobs.status(job_id).to_dict()
 
     @_mapped
@@ -116,18 +127,40 @@ class IndexManager:
     async def check_health(self) -> None:
         """The store is a directory; a live replica is a healthy one."""
 
+    def _owner(self, name: str, current: int | None) -> str | None:
+        """The served model the current version was built for, or None."""
+        return None if current is None else self._owners.get(self._store.manifest(name, current).model_fingerprint)
+
     def _summary(self, name: str) -> dict[str, Any]:
         current = self._store.current_version(name)
         size = None if current is None else self._store.manifest(name, current).kept
-        return {"name": name, "current_version": current, "versions": self._store.versions(name), "size": size}
+        return {"name": name, "current_version": current, "versions": self._store.versions(name), "size": size,
+                "model": self._owner(name, current)}
 
-    def _load_encoders(self) -> tuple[Any, Any]:
-        if self._encoders is None:
-            from indexes.embedders import MiniLMEmbedder
-            from r2t2.model import load_default_model
+    def _rebuild_model(self, name: str, asked: str | None) -> str:
+        """The model a rebuild builds for: the one asked, else the index's owner, else the only one served.
 
-            self._encoders = (load_default_model(), MiniLMEmbedder())
-        return self._encoders
+        An index that serves one model is never rebuilt for another: that model would lose it silently.
+        """
+        served = self._config.model_names
+        if asked is not None and asked not in served:
+            raise NotFound(f"model {asked!r} is not served here; served models: {', '.join(served)}",
+                           param="model", code="model_not_found")
+        current = self._store.current_version(name) if name in self._store.names() else None
+        owner = self._owner(name, current)
+        if owner is not None and asked not in (None, owner):
+            raise Conflict(f"index {name!r} belongs to model {owner!r}; rebuild it for {owner!r} or choose "
+                           f"another index name for {asked!r}", param="model", code="index_model_mismatch")
+        chosen = asked or owner or (served[0] if len(served) == 1 else None)
+        if chosen is None:
+            raise InvalidRequest(f"say which model to build index {name!r} for: set `model` to one of "
+                                 f"{', '.join(served)}", param="model")
+        return chosen
+
+    def _pipeline(self, model: str) -> Any:
+        if model not in self._pipelines:
+            self._pipelines[model] = build_pipeline(self._config, self._config.model(model), build_default_index=False)
+        return self._pipelines[model]
 
     def __del__(self) -> None:
         # Serve calls this on replica shutdown; a running build is abandoned (its temp dir is cleaned later).

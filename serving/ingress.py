@@ -1,4 +1,4 @@
-"""Ingress deployment: the OpenAI-compatible HTTP API in front of the re-router and the generator.
+"""Ingress deployment: the OpenAI-compatible HTTP API in front of every served model's re-router and generator.
 
 Every failure inside a handler is turned into the OpenAI error shape with its status here, so a
 bad request is answered and the replica carries on.
@@ -10,6 +10,7 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Header, Request
@@ -22,7 +23,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from serving.auth import require_admin
 from serving.chat import ChatJob, parse_body, parse_chat_request
 from serving.config import ServerConfig
-from serving.errors import ApiError, InternalError, InvalidRequest, NotFound, ServiceUnavailable, to_api_error
+from serving.errors import (ApiError, IndexOfAnotherModel, InternalError, InvalidRequest, NotFound,
+                            ServiceUnavailable, to_api_error)
 from serving.images import install_pil_bomb_guard, load_image
 from serving.metrics import CONTENT_TYPE, ServingMetrics
 from serving.responses import DONE_EVENT, Completion, sse_error, sse_event
@@ -87,36 +89,51 @@ def _parse_force(text: str) -> bool:
     return text.lower() in ("true", "1")
 
 
+@dataclass(frozen=True)
+class ServedModel:
+    """One served model's deployments and its card for /v1/models; fixed at start-up, shared read-only."""
+
+    rerouter: DeploymentHandle
+    generator: DeploymentHandle
+    card: ModelCard
+
+
 @serve.deployment
 @serve.ingress(api)
 class Ingress:
-    """Parses requests, checks images, and chains the re-router and the generator."""
+    """Parses requests, checks images, and chains the named model's re-router and generator."""
 
-    async def __init__(self, config: ServerConfig, rerouter: DeploymentHandle, generator: DeploymentHandle,
+    async def __init__(self, config: ServerConfig, models: dict[str, tuple[DeploymentHandle, DeploymentHandle]],
                        indexes: DeploymentHandle) -> None:
         self._config = config
-        self._rerouter = rerouter
-        self._generator = generator
         self._indexes = indexes
         self._metrics = ServingMetrics()
         install_pil_bomb_guard(config.images.max_pixels)
-        info = await rerouter.model_info.remote()
-        self._model_name: str = info["model_name"]
-        self._created = int(time.time())
+        created = int(time.time())
+        self._models: dict[str, ServedModel] = {}
+        self._owners: dict[str, str] = {}  # fingerprint -> model id, to say whose an index is
+        for name, (rerouter, generator) in models.items():
+            info = await rerouter.model_info.remote()
+            card = ModelCard(id=name, created=created, routing_shape=info["routing_shape"], experts=info["experts"],
+                             routing_rows=info["routing_rows"], default_index=info["default_index"],
+                             max_model_len=await generator.max_model_len.remote(), fingerprint=info["fingerprint"])
+            self._models[name] = ServedModel(rerouter, generator, card)
+            self._owners.setdefault(info["fingerprint"], name)
 
     @api.get("/v1/models")
     async def models(self) -> ModelList:
-        return ModelList(data=[ModelCard(id=self._model_name, created=self._created)])
+        return ModelList(data=[served.card for served in self._models.values()])
 
     @api.get("/healthz")
     async def healthz(self) -> JSONResponse:
-        try:
-            await self._rerouter.check_health.remote()
-            await self._generator.check_health.remote()
-        except Exception as err:  # noqa: BLE001 (any failure means unhealthy)
-            logger.warning("health check failed: %r", err)
-            return _error_response(ServiceUnavailable(f"unhealthy: {type(err).__name__}"))
-        return JSONResponse({"status": "ok", "model": self._model_name})
+        for name, served in self._models.items():
+            for component, handle in (("re-router", served.rerouter), ("generator", served.generator)):
+                try:
+                    await handle.check_health.remote()
+                except Exception as err:  # noqa: BLE001 (any failure means unhealthy)
+                    logger.warning("health check of %s's %s failed: %r", name, component, err)
+                    return _error_response(ServiceUnavailable(f"unhealthy: {name} {component}: {type(err).__name__}"))
+        return JSONResponse({"status": "ok", "models": list(self._models)})
 
     @api.get("/metrics")
     async def metrics(self) -> Response:
@@ -136,10 +153,15 @@ class Ingress:
     @api.post("/v1/indexes/{name}/rebuild", response_model=None)
     @_answered
     async def rebuild_index(self, name: str, request: Request, authorization: str | None = Header(None)) -> Response:
-        """Admin only. 202 with the job to poll at `Location`; the new version is served once it succeeds."""
+        """Admin only. 202 with the job to poll at `Location`; the new version is served once it succeeds.
+
+        The body's `model` picks the served model to build for; by default the index's owner, or the only
+        served model (with several, a new index needs `model`).
+        """
         require_admin(self._config, authorization)
         body = _parse_rebuild(await request.body())
-        job = IndexJob(**await self._indexes.start_rebuild.remote(name, body.dataset, body.cap, body.index_type))
+        job = IndexJob(**await self._indexes.start_rebuild.remote(name, body.model, body.dataset, body.cap,
+                                                                  body.index_type))
         return JSONResponse(job.model_dump(mode="json"), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
 
     @api.get("/v1/jobs/{job_id}", response_model=None)
@@ -161,15 +183,16 @@ class Ingress:
         started = time.perf_counter()
         strategy = "unknown"
         try:
-            job = parse_chat_request(parse_body(await request.body()), self._model_name, self._config.generation)
+            job = parse_chat_request(parse_body(await request.body()), list(self._models), self._config.generation)
+            served = self._models[job.model]
             strategy = job.strategy_label
             image = await load_image(job.image_url, self._config.images)
-            # Server-wide r2t2 defaults are already the pipeline's defaults (ServerConfig.pipeline_config).
-            prepared = await self._rerouter.prepare.remote(image, job.question, job.overrides, job.index)
+            # The model's r2t2_defaults are already its pipeline's defaults (ServerConfig.pipeline_config).
+            prepared = await served.rerouter.prepare.remote(image, job.question, job.overrides, job.index)
             record: dict[str, Any] = prepared["record"]
             strategy = str(record.get("strategy", strategy))
-            completion = Completion(model=self._model_name, prompt_tokens=int(prepared["prompt_embeds"].shape[0]))
-            deltas = self._generator.options(stream=True).generate.remote(prepared["prompt_embeds"], job.sampling)
+            completion = Completion(model=job.model, prompt_tokens=int(prepared["prompt_embeds"].shape[0]))
+            deltas = served.generator.options(stream=True).generate.remote(prepared["prompt_embeds"], job.sampling)
             if job.stream:
                 events = self._stream(job, completion, deltas, record, strategy, started)
                 return StreamingResponse(events, media_type="text/event-stream")
@@ -212,6 +235,8 @@ class Ingress:
 
     def _failed(self, err: BaseException, strategy: str) -> ApiError:
         error = to_api_error(err)
+        if isinstance(error, IndexOfAnotherModel):
+            error = error.naming(self._owners)
         if error.status >= 500:
             logger.error("request failed: %r", err, exc_info=err)
         self._metrics.observe_error(strategy, error.status, type(error).__name__)

@@ -1,25 +1,65 @@
-"""Start the server on this machine: `python -m serving.run [--config server.yaml]`."""
+"""Start the server on this machine: `python -m serving.run [--config server.yaml]`.
+
+Start-up either completes or exits non-zero with one error line per problem: the config is validated,
+every model's pipeline is built once in this process (preflight), and a deployment that still fails to
+start (e.g. an LM that vLLM cannot load) makes Serve report the application failed, never a silent retry.
+"""
 from __future__ import annotations
 
 import argparse
+import re
 import signal
+import sys
 import threading
 
 import r2t2  # noqa: F401  (torchvision fix before anything imports transformers)
 
 from serving.app import build_app
-from serving.config import ServerConfig
+from serving.config import ConfigFileError, ServerConfig
+from serving.preflight import StartupError, check_models
+
+APP_NAME = "r2t2"
+_EXCEPTION_LINE = re.compile(r"^[\w.]*(Error|Exception): ")
+
+
+def deploy(config: ServerConfig, name: str = APP_NAME, route_prefix: str = "/") -> None:
+    """`serve.run` the app; StartupError naming each deployment that failed to start (Serve is left running)."""
+    from ray import serve
+
+    try:
+        serve.run(build_app(config), name=name, route_prefix=route_prefix)
+    except RuntimeError as err:
+        raise StartupError(_failed_deployments(name) or str(err).strip().splitlines()[-1]) from None
+
+
+def _failed_deployments(app: str) -> str:
+    """'Deployment: last line of its error' for every deployment Serve marks failed or unhealthy."""
+    from ray import serve
+
+    application = serve.status().applications.get(app)
+    if application is None:
+        return ""
+    failed = []
+    for name, deployment in application.deployments.items():
+        if deployment.status in ("DEPLOY_FAILED", "UNHEALTHY"):
+            # Serve's message ends with the constructor's traceback: report its last exception line.
+            lines = [line.strip() for line in (deployment.message or "").splitlines() if line.strip()]
+            raised = [line for line in lines if _EXCEPTION_LINE.match(line)]
+            failed.append(f"deployment {name} failed to start: {(raised or lines or [deployment.status])[-1]}")
+    return "; ".join(failed)
 
 
 def run_server(config: ServerConfig, num_cpus: int | None = None) -> None:
-    """Run until SIGINT/SIGTERM, then shut the deployments (and their engines) down."""
+    """Check the models, start, and run until SIGINT/SIGTERM; then shut the deployments (and engines) down."""
     import ray
     from ray import serve
 
+    check_models(config)
     ray.init(num_cpus=num_cpus)
     try:
         serve.start(http_options={"host": config.host, "port": config.port})
-        serve.run(build_app(config), name="r2t2", route_prefix="/")
+        deploy(config)
+        print(f"r2t2 models: {', '.join(config.model_names)}", flush=True)
         print(f"r2t2 serving on http://{config.host}:{config.port}/v1", flush=True)
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -40,8 +80,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs Ray may use (default: all)")
     args = parser.parse_args(argv)
     overrides = {key: value for key, value in (("host", args.host), ("port", args.port)) if value is not None}
-    config = ServerConfig.from_yaml(args.config, **overrides) if args.config else ServerConfig(**overrides)
-    run_server(config, args.num_cpus)
+    source = args.config or "the default config"
+    try:
+        config = ServerConfig.from_yaml(args.config, **overrides) if args.config else ServerConfig(**overrides)
+        run_server(config, args.num_cpus)
+    except ConfigFileError as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+    except StartupError as err:
+        print(f"error: {source}: {err}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -133,10 +133,18 @@ class ChatCompletionChunk(BaseModel):
 
 
 class ModelCard(BaseModel):
+    """OpenAI's model object plus what a client needs to read the r2t2 record of this model."""
+
     id: str
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "r2t2"
+    routing_shape: list[int]  # [L, E]: L routing rows, each a mixture over E experts
+    experts: list[str]
+    routing_rows: list[str]
+    default_index: str
+    max_model_len: int  # the served context length: prompt positions + generated tokens
+    fingerprint: str  # the weights' hash; indexes built for this model record it
 
 
 class ModelList(BaseModel):
@@ -161,6 +169,7 @@ class RebuildRequest(_Request):
     """Body of POST /v1/indexes/{name}/rebuild; `dataset` is checked by indexes.specs."""
 
     dataset: dict[str, Any]
+    model: str | None = Field(None, min_length=1)  # the served model to build for; see Ingress.rebuild_index
     cap: int = Field(5000, ge=1, le=1_000_000)  # most correctly answered samples kept
     index_type: str = "auto"
 
@@ -185,6 +194,7 @@ class IndexSummary(BaseModel):
     current_version: int | None  # None: nothing is served (never built, or CURRENT was force-deleted)
     versions: list[int]
     size: int | None  # references in the current version
+    model: str | None  # the served model the current version was built for; None: no served model's
 
 
 class IndexList(BaseModel):

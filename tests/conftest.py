@@ -8,7 +8,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
 import r2t2  # noqa: F401  (torchvision fix before transformers)
@@ -24,65 +23,74 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: REAL_SERVER in getattr(item, "fixturenames", ()))
 
 
+EMBEDDED, QUARTET = "r2t2-embedded", "r2t2-quartet"  # the served ids of the two shipped families
+
+
+def quartet_shipped() -> bool:
+    """Whether the second shipped family's checkpoint exists yet (tests that need it skip until then)."""
+    from r2t2.model import shipped_families
+
+    return "quartet" in shipped_families()
+
+
 @dataclass(frozen=True)
 class RealServer:
-    base: str  # the vLLM app; the torch-backend app is under base + "/torch"
-    model: str
+    base: str  # the vLLM app (every served model); the torch-backend app (embedded only) is under base + "/torch"
+    model: str  # the embedded model's id, which every single-model test uses
+    models: tuple[str, ...]  # every model the vLLM app serves, in config order
     admin_token: str
     data_dir: Path  # where JSONL rebuild specs may point
+    index_dir: Path  # the store every model shares
     refresh_interval_s: float
 
 
 @pytest.fixture(scope="session")
 def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealServer]:
-    """The real embedded pipeline served twice (vLLM at /, torch at /torch), started once per session.
+    """The real shipped models served by vLLM at / (embedded, and quartet once it ships) and the embedded one by
+    the torch backend at /torch, started once per session.
 
     Indexes live in a temporary directory, so rebuilds and deletions never touch a developer's indexes.
-    Skips until the trained checkpoint ships.
     """
-    from r2t2.model import DEFAULT_CHECKPOINT
-
-    if not (Path(DEFAULT_CHECKPOINT) / "config.json").exists():
-        pytest.skip("the embedded checkpoint is not shipped yet")
     import ray
     from ray import serve
 
     from indexes.embedders import MiniLMEmbedder
     from indexes.specs import build_from_spec
     from indexes.store import IndexStore
-    from r2t2.model import load_default_model
-    from r2t2.pipeline import DEFAULT_INDEX
-    from serving.app import build_app
+    from r2t2.model import load_model
     from serving.config import ServerConfig
+    from serving.run import deploy
 
+    families = ["embedded", "quartet"] if quartet_shipped() else ["embedded"]
     index_dir, data_dir = tmp_path_factory.mktemp("indexes"), tmp_path_factory.mktemp("data")
-    # The default index, built once here rather than by both apps' re-routers racing at start-up, and
-    # from 1000 reference samples instead of the production 8000, which take minutes on two CPU cores.
-    build_from_spec(DEFAULT_INDEX, {"source": "builtin", "split": "reference", "limit": 1000},
-                    load_default_model(), MiniLMEmbedder(), IndexStore(index_dir))
+    # Each family's default index (named after it), built once here rather than by the apps' re-routers at
+    # start-up, and from 1000 reference samples instead of the production 8000, which take minutes on 2 cores.
+    for family in families:
+        build_from_spec(family, {"source": "builtin", "split": "reference", "limit": 1000}, load_model(family),
+                        MiniLMEmbedder(), IndexStore(index_dir))
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     small = {"num_cpus": 0.1, "max_ongoing_requests": 32}
     token, interval = "test-admin-token", 1.0
 
-    def config(backend: str) -> ServerConfig:
+    def config(backend: str, served: list[str]) -> ServerConfig:
         return ServerConfig.model_validate({
-            # max_model_len: the embedded LM has 128 positions, and vLLM refuses a longer limit.
+            # max_model_len: both shipped LMs have 128 positions (the backends cap the limit there anyway).
             "backend": backend, "max_model_len": 128, "vllm": {"kv_cache_gib": 1, "dtype": "float32"},
-            "admin_token": token,
-            "pipeline": {"index_dir": str(index_dir)}, "ingress": small, "rerouter": small, "generator": small,
+            "admin_token": token, "index_dir": str(index_dir),
+            "models": [{"name": f"r2t2-{family}", "pipeline": {"checkpoint": family}} for family in served],
+            "ingress": small, "rerouter": small, "generator": small,
             "indexes": {"refresh_interval_s": interval, "data_dir": str(data_dir), "num_cpus": 0.1},
         })
 
     ray.init(num_cpus=2, include_dashboard=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(build_app(config("vllm")), name="vllm", route_prefix="/")
-        serve.run(build_app(config("torch")), name="torch", route_prefix="/torch")
-        base = f"http://127.0.0.1:{port}"
-        model = httpx.get(base + "/v1/models", timeout=30).json()["data"][0]["id"]
-        yield RealServer(base, model, token, data_dir, interval)
+        deploy(config("vllm", families), name="vllm", route_prefix="/")
+        deploy(config("torch", ["embedded"]), name="torch", route_prefix="/torch")
+        yield RealServer(f"http://127.0.0.1:{port}", EMBEDDED, tuple(f"r2t2-{f}" for f in families), token, data_dir,
+                         index_dir, interval)
     finally:
         serve.shutdown()
         ray.shutdown()

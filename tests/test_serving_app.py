@@ -32,7 +32,7 @@ def test_openai_client_answers_easy_vqa(real_server: RealServer, easy_vqa_cases:
 
     base, model = real_server.base, real_server.model
     client = openai.OpenAI(base_url=base + "/v1", api_key="unused")
-    assert [m.id for m in client.models.list().data] == [model]
+    assert [m.id for m in client.models.list().data] == list(real_server.models)
     cases = easy_vqa_cases(8)
     correct = 0
     for question, answer, url in cases:

@@ -30,15 +30,26 @@ def test_serve_configs_are_valid_and_build(serve_config: dict) -> None:
 
 def test_container_config_and_config_path_argument() -> None:
     path = DEPLOY / "container.yaml"
-    assert ServerConfig.from_yaml(path).pipeline["index_dir"] == "/data/indexes"
+    assert ServerConfig.from_yaml(path).index_dir == "/data/indexes"
     assert app_builder({"config_path": str(path), "backend": "torch"}) is not None
+
+
+def test_two_models_config_serves_both_families_on_two_cores() -> None:
+    config = ServerConfig.from_yaml(DEPLOY / "two-models.yaml")
+    assert [(m.name, m.pipeline["checkpoint"]) for m in config.models] == [
+        ("r2t2-embedded", "embedded"), ("r2t2-quartet", "quartet")]
+    cpus = config.ingress.num_cpus + config.indexes.num_cpus + sum(
+        config.rerouter_options(m).num_cpus + config.generator_options(m).num_cpus for m in config.models)
+    assert cpus <= 2 and all(config.vllm_options(m).kv_cache_gib == 1 for m in config.models)
+    assert app_builder({"config_path": str(DEPLOY / "two-models.yaml")}) is not None
 
 
 def test_rayservice_puts_generators_on_gpus() -> None:
     docs = list(yaml.safe_load_all((DEPLOY / "rayservice.yaml").read_text()))
     service = next(d for d in docs if d["kind"] == "RayService")
     args = yaml.safe_load(service["spec"]["serveConfigV2"])["applications"][0]["args"]
-    assert ServerConfig.model_validate(args).generator.num_gpus == 1
+    config = ServerConfig.model_validate(args)
+    assert [config.generator_options(m).num_gpus for m in config.models] == [1, 0.5]  # a GPU each, or a shared one
     groups = {g["groupName"]: g for g in service["spec"]["rayClusterConfig"]["workerGroupSpecs"]}
     gpu_limits = groups["gpu"]["template"]["spec"]["containers"][0]["resources"]["limits"]
     assert gpu_limits["nvidia.com/gpu"] == "1"

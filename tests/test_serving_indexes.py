@@ -99,9 +99,9 @@ def wait_for_job(server: RealServer, job_id: str) -> dict[str, Any]:
 
 
 def rebuild(server: RealServer, name: str, spec: dict[str, Any]) -> dict[str, Any]:
-    """Start a rebuild and wait for it; returns the finished job."""
-    reply = httpx.post(f"{server.base}/v1/indexes/{name}/rebuild", json={"dataset": spec}, headers=admin(server),
-                       timeout=30)
+    """Start a rebuild for the embedded model and wait for it; returns the finished job."""
+    reply = httpx.post(f"{server.base}/v1/indexes/{name}/rebuild", json={"dataset": spec, "model": server.model},
+                       headers=admin(server), timeout=30)
     assert reply.status_code == 202, reply.text
     assert reply.headers["location"] == f"/v1/jobs/{reply.json()['id']}"
     return wait_for_job(server, reply.json()["id"])

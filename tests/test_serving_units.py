@@ -49,14 +49,16 @@ def test_config_defaults_yaml_and_env(tmp_path: Path, monkeypatch: pytest.Monkey
     assert (default.host, default.port, default.backend, default.admin_token) == ("127.0.0.1", 8000, "vllm", None)
     assert not default.images.allow_remote_urls
     path = tmp_path / "server.yaml"
-    path.write_text("backend: torch\nport: 9000\nr2t2_defaults: {strategy: none}\n"
+    path.write_text("backend: torch\nport: 9000\n"
                     "generator: {autoscaling: {min_replicas: 1, max_replicas: 3}}\n")
     monkeypatch.setenv(ADMIN_TOKEN_ENV, "s3cret")
     config = ServerConfig.from_yaml(path, port=9100)
     assert (config.backend, config.port) == ("torch", 9100)
     assert config.admin_token is not None and config.admin_token.get_secret_value() == "s3cret"
     assert "s3cret" not in repr(config)
-    assert config.pipeline_config() == {"r2t2": {"strategy": "none"}}
+    (entry,) = config.models
+    assert config.pipeline_config(entry) == {"checkpoint": "embedded", "model_name": "r2t2-embedded",
+                                             "index_dir": None, "r2t2": {}}
     options = config.generator.ray_options()
     assert options["autoscaling_config"]["max_replicas"] == 3 and "num_replicas" not in options
     assert pickle.loads(pickle.dumps(config)) == config
@@ -64,7 +66,7 @@ def test_config_defaults_yaml_and_env(tmp_path: Path, monkeypatch: pytest.Monkey
 
 @pytest.mark.parametrize("text", ["bakend: torch\n", "backend: tensorflow\n", "- a list\n",
                                   "generator: {autoscaling: {min_replicas: 4, max_replicas: 2}}\n",
-                                  "pipeline: {r2t2: {strategy: none}}\n"])
+                                  "models: [{name: m, pipeline: {r2t2: {strategy: none}}}]\n"])
 def test_config_rejects_bad_files(tmp_path: Path, text: str) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(text)
@@ -76,11 +78,12 @@ def test_config_rejects_bad_files(tmp_path: Path, text: str) -> None:
 def test_parse_picks_question_image_options_and_sampling() -> None:
     request = parse_body(body(r2t2={"strategy": "ngd", "k": 3, "index": "mine"}, max_completion_tokens=5,
                               stream=True, stream_options={"include_usage": True}))
-    job = parse_chat_request(request, "m", GenerationDefaults(temperature=0.0))
+    job = parse_chat_request(request, ["m"], GenerationDefaults(temperature=0.0))
     assert job.question == "what shape?" and job.image_url.startswith("data:image/png")
     assert job.overrides == {"strategy": "ngd", "k": 3} and job.index == "mine"
     assert (job.sampling.max_tokens, job.sampling.temperature, job.stream, job.include_usage) == (5, 0.0, True, True)
-    assert parse_chat_request(parse_body(body()), "m", GenerationDefaults()).strategy_label == "default"
+    assert job.model == "m"
+    assert parse_chat_request(parse_body(body()), ["m"], GenerationDefaults()).strategy_label == "default"
 
 
 @pytest.mark.parametrize("raw,param,fragment", [
@@ -114,12 +117,13 @@ def test_parse_body_errors_name_the_field(raw: bytes, param: str | None, fragmen
 def test_chat_shape_errors(messages: list, fragment: str) -> None:
     request = parse_body(json.dumps({"model": "m", "messages": messages}).encode())
     with pytest.raises(InvalidRequest, match=fragment):
-        parse_chat_request(request, "m", GenerationDefaults())
+        parse_chat_request(request, ["m"], GenerationDefaults())
 
 
-def test_unknown_model_is_404() -> None:
+def test_unknown_model_is_404_listing_the_served_models() -> None:
     with pytest.raises(NotFound) as caught:
-        parse_chat_request(parse_body(body()), "other", GenerationDefaults())
+        parse_chat_request(parse_body(body()), ["first", "second"], GenerationDefaults())
+    assert caught.value.message == "model 'm' is not served here; served models: first, second"
     assert caught.value.body()["error"] == {"message": caught.value.message, "type": "not_found_error",
                                              "param": "model", "code": "model_not_found"}
 

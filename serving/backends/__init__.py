@@ -11,7 +11,7 @@ from serving.backends.protocol import (
     SamplingOptions,
     check_prompt_embeds,
 )
-from serving.config import ServerConfig
+from serving.config import ModelEntry, ServerConfig
 
 __all__ = ["Delta", "GenerationBackend", "PromptTooLong", "SamplingOptions", "check_prompt_embeds", "create_backend"]
 
@@ -22,13 +22,13 @@ def model_length(config: ServerConfig, lm_path: str) -> int:
     return min(config.max_model_len, positions) if positions else config.max_model_len
 
 
-def create_backend(config: ServerConfig, lm_path: str) -> GenerationBackend:
-    """Start the backend the config names for the checkpoint at `lm_path`."""
+def create_backend(config: ServerConfig, entry: ModelEntry, lm_path: str) -> GenerationBackend:
+    """Start the backend the config names for `entry`'s language model at `lm_path`."""
     length = model_length(config, lm_path)
     if config.backend == "vllm":
         from serving.backends.vllm_backend import VllmBackend
 
-        return VllmBackend(lm_path, config.vllm, length)
+        return VllmBackend(lm_path, config.vllm_options(entry), length)
     from serving.backends.torch_backend import TorchBackend
 
     return TorchBackend(lm_path, length)

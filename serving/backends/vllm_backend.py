@@ -31,6 +31,7 @@ class VllmBackend:
             dtype=options.dtype,
             max_model_len=max_model_len,
             enforce_eager=options.enforce_eager,
+            gpu_memory_utilization=options.gpu_memory_utilization,
             disable_log_stats=True,
         )
         self._engine: AsyncLLM | None = AsyncLLM.from_engine_args(args)
