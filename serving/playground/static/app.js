@@ -5,7 +5,8 @@ import { initIndexes, refreshIndexes, setRebuildModels } from "./indexes.js";
 import { STRATEGIES, strategyCard } from "./results.js";
 
 const $ = (id) => document.getElementById(id);
-const state = { cards: new Map(), indexes: [], image: null, sample: null, states: {} };
+// cards: model id -> its /v1/models entry; states: strategy -> its card's state in the last run.
+const state = { cards: new Map(), indexes: [], image: null, sample: null, states: {}, cardOfRun: null, expectedOfRun: null };
 
 function banner(message) {
   const box = $("banner");
@@ -46,7 +47,7 @@ function setImage(url, name, sample = null) {
   const preview = $("preview");
   preview.src = url;
   preview.alt = `chosen image: ${name}`;
-  preview.hidden = false;
+  preview.hidden = !url.startsWith("data:image/");  // anything else is still sent: the API says what is wrong
   $("image-name").textContent = `Image: ${name}`;
   if (sample) $("question-text").value = sample.question;
   showExpected();

@@ -60,20 +60,22 @@ export function timingChart(timings) {
 
 // A per-step trace (NGD's loss) as a small SVG line chart with its extremes and step range written out.
 export function lossChart(losses, quantity) {
-  const width = 280, height = 120, pad = { left: 44, right: 10, top: 10, bottom: 26 };
+  const width = 280, height = 120, pad = { left: 54, right: 10, top: 10, bottom: 26 };
   const low = Math.min(...losses), high = Math.max(...losses);
   const span = high - low || 1;
-  const digits = Math.min(6, Math.max(3, Math.ceil(-Math.log10(span)) + 1));  // the ends must read differently
+  let digits = 3;  // significant digits: as few as make the two ends read differently
+  while (digits < 8 && high.toPrecision(digits) === low.toPrecision(digits)) digits += 1;
+  const tick = (v) => v.toPrecision(digits);
   const x = (i) => pad.left + (losses.length === 1 ? 0 : (i / (losses.length - 1)) * (width - pad.left - pad.right));
   const y = (v) => pad.top + (1 - (v - low) / span) * (height - pad.top - pad.bottom);
   const points = losses.map((v, i) => `${x(i).toFixed(1)},${y(v).toFixed(1)}`).join(" ");
-  const label = `${quantity} over ${losses.length - 1} steps: from ${fixed(losses[0], digits)} to ${fixed(losses[losses.length - 1], digits)}`;
+  const label = `${quantity} over ${losses.length - 1} steps: from ${tick(losses[0])} to ${tick(losses[losses.length - 1])}`;
   return svg("svg", { class: "loss", viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": label }, [
     svg("title", { text: label }),
     svg("line", { x1: pad.left, y1: height - pad.bottom, x2: width - pad.right, y2: height - pad.bottom, class: "axis" }),
     svg("line", { x1: pad.left, y1: pad.top, x2: pad.left, y2: height - pad.bottom, class: "axis" }),
-    svg("text", { x: pad.left - 4, y: pad.top + 8, "text-anchor": "end", text: fixed(high, digits) }),
-    svg("text", { x: pad.left - 4, y: height - pad.bottom, "text-anchor": "end", text: fixed(low, digits) }),
+    svg("text", { x: pad.left - 4, y: pad.top + 8, "text-anchor": "end", text: tick(high) }),
+    svg("text", { x: pad.left - 4, y: height - pad.bottom, "text-anchor": "end", text: tick(low) }),
     svg("text", { x: pad.left, y: height - 8, text: "step 0" }),
     svg("text", { x: width - pad.right, y: height - 8, "text-anchor": "end", text: `step ${losses.length - 1}` }),
     svg("polyline", { points, class: "line" }),
