@@ -20,6 +20,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from serving import playground
 from serving.auth import require_admin
 from serving.chat import ChatJob, parse_body, parse_chat_request
 from serving.config import ServerConfig
@@ -33,6 +34,7 @@ from serving.schemas import (ChunkDelta, DeletedVersion, IndexDetail, IndexJob, 
 
 logger = logging.getLogger("ray.serve")
 api = FastAPI(title="r2t2", description="R2-T2 test-time re-routing behind an OpenAI-compatible API")
+api.include_router(playground.router)  # the page at /playground/ (serving/playground)
 
 
 @api.exception_handler(StarletteHTTPException)
