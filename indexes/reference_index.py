@@ -27,6 +27,8 @@ class Candidates:
     embeddings: np.ndarray  # [n, D]
     routings: np.ndarray  # [n, L, E]
     answers: tuple[str, ...]
+    questions: tuple[str, ...]
+    tasks: tuple[str, ...]
     payload: Mapping[str, np.ndarray]  # each [n, ...]
 
     def __len__(self) -> int:
@@ -104,6 +106,8 @@ class ReferenceIndex:
             embeddings=self._data.embeddings[rows],
             routings=self._data.routings[rows],
             answers=tuple(r["answer"] for r in records),
+            questions=tuple(r["question"] for r in records),
+            tasks=tuple(r["task"] for r in records),
             payload=MappingProxyType({k: v[rows] for k, v in self._data.payload.items()}),
         )
 

@@ -12,12 +12,13 @@ from types import SimpleNamespace
 from typing import Any
 
 import faiss
+import numpy as np
 import torch
 from PIL import Image
 
 from indexes.embedders import Embedder, MiniLMEmbedder
 from indexes.errors import IndexMismatchError
-from indexes.reference_index import ReferenceIndex
+from indexes.reference_index import Candidates, ReferenceIndex
 from indexes.registry import IndexRegistry
 from indexes.specs import build_from_spec
 from indexes.store import IndexStore
@@ -49,8 +50,7 @@ class Rerouted:
     query: ReferenceBatch
     result: RerouteResult
     index: ReferenceIndex | None
-    neighbour_answers: dict[str, str]
-    neighbour_similarities: dict[str, float]
+    neighbours: dict[str, dict[str, Any]]  # the strategy's neighbour id -> the reference sample it names
     timings: dict[str, float]
 
 
@@ -93,8 +93,7 @@ class ReroutePipeline:
         timings["embed"] = 0.0
         snapshot, neighbourhood, pool = None, None, None
         embedding = None
-        answers: dict[str, str] = {}
-        similarities: dict[str, float] = {}
+        described: dict[str, dict[str, Any]] = {}
         if config.strategy in NEEDS_NEIGHBOURS or config.strategy == "meanshift":
             snapshot = self.registry.get(index or self.default_index)
         if config.strategy in NEEDS_NEIGHBOURS:
@@ -112,8 +111,7 @@ class ReroutePipeline:
                 routings=torch.from_numpy(found.routings).float(),
                 batch=self.model.reference_batch(found.payload),
             )
-            answers = dict(zip(found.ids, found.answers))
-            similarities = {i: float(s) for i, s in zip(found.ids, found.similarities)}
+            described = _described(list(found.ids), found)
             timings["search"] = time.perf_counter() - tick
         elif config.strategy == "meanshift":
             pool = torch.tensor(snapshot.all_routings, dtype=torch.float32)
@@ -123,7 +121,10 @@ class ReroutePipeline:
                          neighbourhood=neighbourhood, pool_routings=pool,
                          target=query if config.strategy == "oracle" else None)
         timings["reroute"] = time.perf_counter() - tick
-        return Rerouted(query, result, snapshot, answers, similarities, timings)
+        if config.strategy == "meanshift":  # its neighbours are rows of the routing pool, found without a search
+            rows = [n.id for n in result.neighbours]
+            described = _described(rows, snapshot.take(np.asarray([int(r) for r in rows], dtype=np.int64)))
+        return Rerouted(query, result, snapshot, described, timings)
 
     def prepare(self, image: Image.Image, question: str, overrides: dict[str, Any],
                 index: str | None = None) -> Prepared:
@@ -147,12 +148,20 @@ class ReroutePipeline:
         result["base_routing"] = named(result["base_routing"])
         result["routing"] = named(result["routing"])
         for neighbour in result["neighbours"]:
-            neighbour["answer"] = done.neighbour_answers.get(neighbour["id"])
-            neighbour["similarity"] = done.neighbour_similarities.get(neighbour["id"])
+            neighbour.update(done.neighbours.get(neighbour["id"], {}))
         result["index"] = None if done.index is None else {"name": done.index.name,
                                                            "version": done.index.version}
         result["timings"] = done.timings
         return result
+
+
+def _described(keys: list[str], found: Candidates) -> dict[str, dict[str, Any]]:
+    """What a response says of each neighbour: the reference sample's id, question, answer and task, and
+    its question-embedding similarity (None for rows chosen in routing space)."""
+    return {key: {"id": found.ids[i], "question": found.questions[i], "answer": found.answers[i],
+                  "task": found.tasks[i],
+                  "similarity": None if np.isnan(found.similarities[i]) else float(found.similarities[i])}
+            for i, key in enumerate(keys)}
 
 
 def load_pipeline(config: dict[str, Any] | None = None) -> ReroutePipeline:

@@ -20,6 +20,7 @@ function neighbourList(neighbours) {
   if (!neighbours || !neighbours.length) return el("p", { class: "hint", text: "No neighbours used by this strategy." });
   return el("ol", { class: "neighbours" }, neighbours.map((n) => el("li", {}, [
     el("div", { class: "mono neighbour-id", text: n.id }),
+    ...(n.question == null ? [] : [el("div", { class: "neighbour-question", text: `“${n.question}” (${n.task})` })]),
     el("div", { class: "neighbour-stats" }, [
       ...(n.answer == null ? [] : ["answer ", el("strong", { text: n.answer }), " · "]),
       n.similarity == null ? "" : `similarity ${fixed(n.similarity)} · `,
@@ -50,7 +51,7 @@ function finished(reply, card, expected) {
     ...extras,
     section("routing before → after", routingChart(record, card)),
     section("timings", timingChart(record.timings)),
-    section(meanshift ? "neighbours in routing space (pool rows)" : "neighbours", neighbourList(record.neighbours)),
+    section(meanshift ? "neighbours in routing space" : "neighbours", neighbourList(record.neighbours)),
     section(meanshift ? "distance moved per step" : "loss curve",
       trace.length > 1 ? lossChart(trace, quantity) : el("p", { class: "hint", text: "No per-step trace for this strategy." })),
   ];
