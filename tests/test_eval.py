@@ -72,8 +72,21 @@ def test_prepare_gives_prompt_and_named_record(pipeline) -> None:
     assert abs(sum(record["routing"].values()) - 1) < 1e-4
     assert len(record["neighbours"]) == 3
     assert all(n["answer"] and -1.0 <= n["similarity"] <= 1.0 for n in record["neighbours"])
+    references = {s.id: s for s in load_split("reference", limit=400)}
+    for neighbour in record["neighbours"]:  # each names the reference sample it is
+        sample = references[neighbour["id"]]
+        assert (neighbour["question"], neighbour["answer"], neighbour["task"]) == (sample.question, sample.answer,
+                                                                                  sample.task)
     assert record["index"] == {"name": "embedded", "version": 1}
     assert {"embed", "encode", "search", "reroute"} <= set(record["timings"])
+
+
+def test_meanshift_neighbours_are_described_like_the_others(pipeline) -> None:
+    sample = load_split("paraphrase", limit=1, seed=2)[0]
+    record = pipeline.prepare(sample.image, sample.question, {"strategy": "meanshift", "k": 3}, None).record
+    references = {s.id for s in load_split("reference", limit=400)}
+    assert record["neighbours"] and all(n["id"] in references and n["question"] and n["answer"] and
+                                        n["similarity"] is None for n in record["neighbours"])
 
 
 def test_bad_options_are_refused(pipeline) -> None:
