@@ -77,6 +77,17 @@ def test_missing_checkpoint_exits_with_one_line_naming_file_and_entry(tmp_path: 
     assert lines[0].startswith(f"error: {path}: models.0 (r2t2-bad): checkpoint: 'nope' is neither"), lines[0]
 
 
+def test_checkpoint_that_does_not_load_names_its_file(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "broken"
+    checkpoint.mkdir()
+    (checkpoint / "config.json").write_text("{not json")
+    config = ServerConfig(index_dir=str(tmp_path), models=[{"name": "r2t2-broken",
+                                                            "pipeline": {"checkpoint": str(checkpoint)}}])
+    with pytest.raises(StartupError) as caught:
+        check_models(config)
+    assert str(caught.value).startswith(f"models.0 (r2t2-broken): {checkpoint / 'config.json'}: config: not valid JSON")
+
+
 def test_bad_config_file_exits_with_its_problems(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     path = write(tmp_path, "models: [{name: a}, {name: a}]\n")
     with pytest.raises(SystemExit) as caught:
