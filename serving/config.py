@@ -186,27 +186,34 @@ class ServerConfig(_Strict):
     def from_yaml(cls, path: str | Path, **overrides: Any) -> "ServerConfig":
         """Load a YAML mapping; keyword overrides replace top-level keys of the file.
 
-        A ValidationError's title is the file, so every error names the file as well as the field.
+        Every problem (unreadable file, bad YAML, invalid field) is a ConfigFileError naming the file.
         """
-        text = Path(path).read_text()
-        data = yaml.safe_load(text) or {}
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise ConfigFileError(path, [" ".join(str(err).split())]) from None
         if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a YAML mapping at the top level, got {type(data).__name__}")
+            raise ConfigFileError(path, [f"expected a YAML mapping at the top level, got {type(data).__name__}"])
         try:
             return cls.model_validate({**data, **overrides})
         except ValidationError as err:
-            raise ConfigFileError(path, err) from None
+            raise ConfigFileError(path, _problems(err)) from None
+
+
+def _problems(error: ValidationError) -> list[str]:
+    """'field: message' for each problem pydantic found."""
+    problems = []
+    for problem in error.errors(include_url=False):
+        field = ".".join(str(part) for part in problem["loc"])
+        message = "unknown field" if problem["type"] == "extra_forbidden" else problem["msg"]
+        message = message.removeprefix("Value error, ")
+        problems.append(f"{field}: {message}" if field else message)
+    return problems
 
 
 class ConfigFileError(ValueError):
-    """A server config file that does not validate: one line per problem, each naming the file and field."""
+    """A server config file that cannot be used: one line per problem, each naming the file (and field)."""
 
-    def __init__(self, path: str | Path, error: ValidationError) -> None:
-        lines = []
-        for problem in error.errors(include_url=False):
-            field = ".".join(str(part) for part in problem["loc"])
-            message = "unknown field" if problem["type"] == "extra_forbidden" else problem["msg"]
-            message = message.removeprefix("Value error, ")
-            lines.append(f"{path}: {field}: {message}" if field else f"{path}: {message}")
-        super().__init__("\n".join(lines))
+    def __init__(self, path: str | Path, problems: list[str]) -> None:
+        super().__init__("\n".join(f"{path}: {problem}" for problem in problems))
         self.path = str(path)

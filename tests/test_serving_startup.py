@@ -96,6 +96,16 @@ def test_bad_config_file_exits_with_its_problems(tmp_path: Path, capsys: pytest.
     assert capsys.readouterr().err.strip() == f"error: {path}: models: each name must be unique, 'a' appears twice"
 
 
+@pytest.mark.parametrize("text", [None, "models: [a\n"])  # missing file, broken YAML
+def test_unreadable_config_file_exits_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                    text: str | None) -> None:
+    path = tmp_path / "server.yaml" if text is None else write(tmp_path, text)
+    with pytest.raises(SystemExit) as caught:
+        main(["--config", str(path)])
+    error = capsys.readouterr().err.strip()
+    assert caught.value.code == 2 and error.startswith(f"error: {path}: ") and "\n" not in error, error
+
+
 def test_default_index_of_another_model_is_refused(tmp_path: Path) -> None:
     store = IndexStore(tmp_path)
     build_index("embedded", toy_samples(20), ToyEncoder(), ToyEmbedder(), store, {"toy": 20}, progress=False)
