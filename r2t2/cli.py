@@ -31,10 +31,10 @@ def _eval(args: argparse.Namespace) -> None:
         save_report(report, Path(args.json))
 
 
-def _serve(args: argparse.Namespace) -> None:
+def _serve(argv: list[str]) -> None:
     from serving.run import main as run_server
 
-    run_server(args.args)
+    run_server(argv)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,7 +65,6 @@ def build_parser() -> argparse.ArgumentParser:
                              description="Options as `python -m serving.run --help`: --config, --host, --port, "
                                          "--num-cpus.")
     serve.add_argument("args", nargs=argparse.REMAINDER, help="passed to serving.run")
-    serve.set_defaults(func=_serve)
 
     register_index_commands(verbs)
     return parser
@@ -74,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     from r2t2.model.config import ModelConfigError
 
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["serve"]:  # everything after the verb is serving.run's (argparse cannot pass on --options)
+        _serve(argv[1:])
+        return
     args = build_parser().parse_args(argv)
     try:
         args.func(args)

@@ -61,6 +61,7 @@ def run_server(config: ServerConfig, num_cpus: int | None = None) -> None:
         deploy(config)
         print(f"r2t2 models: {', '.join(config.model_names)}", flush=True)
         print(f"r2t2 serving on http://{config.host}:{config.port}/v1", flush=True)
+        print(f"r2t2 playground on http://{config.host}:{config.port}/playground/", flush=True)
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         try:

@@ -48,6 +48,7 @@ class R2T2Options(_Request):
     kernel: str | None = None
     steps: int | None = Field(None, ge=0, le=1000)
     lr: float | None = Field(None, gt=0)
+    neighbourhood: Literal["knn", "epsilon"] | None = None  # "epsilon" needs `epsilon`
     epsilon: float | None = Field(None, gt=0)
     index: str | None = Field(None, min_length=1)
 

@@ -1,0 +1,79 @@
+"""A model class defined in the test suite (tests/adapter_model.py) served through the real Ray Serve app.
+
+It implements only the adapter protocol, so this proves the pipeline, the index builder and the server
+need nothing more. Generation uses the torch backend to keep this server cheap; vLLM is covered by the
+shared real server.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+import r2t2  # noqa: F401
+
+pytestmark = pytest.mark.slow
+TESTS = Path(__file__).resolve().parent
+MODEL = "per-token"
+
+
+@pytest.fixture(scope="module")
+def adapter_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    import ray
+    from ray import serve
+
+    from adapter_model import PerTokenRouting
+    from indexes.embedders import MiniLMEmbedder
+    from indexes.specs import build_from_spec
+    from indexes.store import IndexStore
+    from r2t2.model import load_model
+    from serving.app import build_app
+    from serving.config import ServerConfig
+
+    index_dir = tmp_path_factory.mktemp("adapter-indexes")
+    build_from_spec(MODEL, {"source": "builtin", "split": "reference", "limit": 300},
+                    PerTokenRouting(load_model("embedded")), MiniLMEmbedder(), IndexStore(index_dir))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    small = {"num_cpus": 0.1, "max_ongoing_requests": 8}
+    config = ServerConfig.model_validate({
+        "backend": "torch", "index_dir": str(index_dir), "ingress": small, "rerouter": small, "generator": small,
+        "indexes": {"num_cpus": 0.1},
+        "models": [{"name": MODEL, "pipeline_factory": "adapter_model:load_pipeline",
+                    "pipeline": {"build_default_index": False}, "r2t2_defaults": {"lr": 0.2}}],
+    })
+    # Ray's workers import the factory's module: they inherit the environment of this process.
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])
+    ray.init(num_cpus=2, include_dashboard=False)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(build_app(config), name="adapter", route_prefix="/")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def test_adapter_model_is_listed_answers_and_is_rerouted(adapter_server: str, easy_vqa_cases) -> None:
+    models = httpx.get(adapter_server + "/v1/models", timeout=30).json()["data"]
+    assert [m["id"] for m in models] == [MODEL]
+    assert models[0]["routing_shape"] == [4, 3]
+    question, _, url = easy_vqa_cases(1)[0]
+    body = {"model": MODEL, "max_tokens": 4, "r2t2": {"strategy": "ngd", "k": 5},
+            "messages": [{"role": "user", "content": [{"type": "text", "text": question},
+                                                      {"type": "image_url", "image_url": {"url": url}}]}]}
+    reply = httpx.post(adapter_server + "/v1/chat/completions", json=body, timeout=300)
+    assert reply.status_code == 200, reply.text
+    record = reply.json()["r2t2"]
+    assert list(record["routing"]) == ["token-1", "token-2", "token-3", "token-4"]
+    for row in record["routing"].values():
+        assert list(row) == ["vit-rgb32", "resnet-rgb64", "resnet-gray64"]
+        assert abs(sum(row.values()) - 1) < 1e-4
+    assert len(record["neighbours"]) == 5 and record["index"]["name"] == MODEL
+    assert record["routing"] != record["base_routing"]  # NGD moved the rows
+    assert reply.json()["choices"][0]["message"]["content"].strip()
