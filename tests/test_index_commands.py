@@ -25,7 +25,7 @@ def _run(*argv: str) -> None:
 def root(tmp_path, monkeypatch) -> str:
     """The toy model and toy samples in place of the real ones; MiniLM's output replaced by hashed
     unit vectors of its dimension so the test does not spend seconds loading it."""
-    monkeypatch.setattr(r2t2.model, "load_default_model", ToyEncoder)
+    monkeypatch.setattr(r2t2.model, "load_model", lambda checkpoint: ToyEncoder())
     monkeypatch.setattr(r2t2.data, "load_split", lambda split, tasks=None, limit=None: toy_samples(limit or 30))
     monkeypatch.setattr(MiniLMEmbedder, "embed", lambda self, samples: unit_vectors(len(samples), self.dim))
     return str(tmp_path)
