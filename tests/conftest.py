@@ -44,6 +44,33 @@ class RealServer:
     refresh_interval_s: float
 
 
+JOB_TIMEOUT_S = 600
+
+
+def wait_for_job(server: RealServer, job_id: str) -> dict:
+    """Poll an index job until it succeeds or fails."""
+    import time
+
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while time.monotonic() < deadline:
+        job = httpx.get(f"{server.base}/v1/jobs/{job_id}", timeout=30).json()
+        if job["state"] in ("succeeded", "failed"):
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} did not finish in {JOB_TIMEOUT_S}s")
+
+
+def param_hash(model) -> str:  # noqa: ANN001 (any torch module)
+    """Hash of every parameter and buffer: equal before and after means nothing was modified."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().numpy().tobytes())
+    return digest.hexdigest()
+
+
 @pytest.fixture(scope="session")
 def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealServer]:
     """The real shipped models served by vLLM at / (embedded, and quartet once it ships) and the embedded one by

@@ -1,10 +1,10 @@
 """The shipped multimodal MoE: loading, the routing protocol, and the fast loss path."""
-import hashlib
 
 import pytest
 import torch
 
 import r2t2  # noqa: F401
+from conftest import param_hash
 from r2t2.data import load_split
 from r2t2.model import DEFAULT_CHECKPOINT, load_default_model
 from r2t2.routing import RerouteConfig, RoutedModel, is_valid_routing, reroute
@@ -20,14 +20,6 @@ def batch(model):
     samples = load_split("reference", limit=12, seed=3)
     return model.labelled_batch([s.image for s in samples], [s.question for s in samples],
                                 [s.answer for s in samples]), samples
-
-
-def _param_hash(model) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def test_checkpoint_is_small_frozen_and_fingerprinted(model) -> None:
@@ -65,19 +57,19 @@ def test_fast_routing_loss_equals_transformers_forward(model, batch) -> None:
 
 def test_routing_loss_is_differentiable_in_routing_only(model, batch) -> None:
     data, _ = batch
-    before = _param_hash(model)
+    before = param_hash(model)
     routing = torch.full((1, 3), 1 / 3, requires_grad=True)
     model.routing_loss(data, routing).mean().backward()
     assert routing.grad is not None and torch.isfinite(routing.grad).all()
     assert routing.grad.abs().sum() > 0
     assert all(p.grad is None for p in model.parameters())
-    assert _param_hash(model) == before
+    assert param_hash(model) == before
 
 
 @pytest.mark.parametrize("strategy", ["ngd", "oracle"])
 def test_strategies_never_touch_weights(model, batch, strategy) -> None:
     data, _ = batch
-    before = _param_hash(model)
+    before = param_hash(model)
     query = data[[0]]
     neighbours = data[[1, 2, 3, 4, 5]]
     from r2t2.routing import Neighbourhood
@@ -87,7 +79,7 @@ def test_strategies_never_touch_weights(model, batch, strategy) -> None:
     result = reroute(model, model.base_routing(query), RerouteConfig(strategy=strategy, steps=3, oracle_steps=3),
                      query_embedding=torch.eye(8)[0], neighbourhood=hood, target=query)
     assert is_valid_routing(result.routing)
-    assert _param_hash(model) == before
+    assert param_hash(model) == before
 
 
 def test_oracle_lowers_the_query_loss(model, batch) -> None:

@@ -1,7 +1,6 @@
 """Model families from configs: round trips, refusals naming the field, a tiny trained family with a
 multi-row routing, the OLMoE prefix-cached loss, local expert weights, and the model layer's isolation."""
 import dataclasses
-import hashlib
 import json
 import subprocess
 import sys
@@ -12,6 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 import r2t2  # noqa: F401
+from conftest import param_hash
 from r2t2.data import load_split
 from r2t2.model import ModelConfig, ModelConfigError, load_config, load_model, read_config, resolve_checkpoint
 from r2t2.model.checkpoint import shipped_families
@@ -64,14 +64,6 @@ def _batch(model, samples):
     return model.labelled_batch([s.image for s in samples], [s.question for s in samples], [s.answer for s in samples])
 
 
-def _param_hash(model) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().numpy().tobytes())
-    return digest.hexdigest()
-
-
 @pytest.mark.parametrize("family", ["embedded", "quartet"])
 def test_shipped_config_round_trips_and_matches_its_checkpoint(family: str) -> None:
     config = load_config(family)
@@ -103,7 +95,7 @@ def test_prefix_cached_loss_equals_the_full_forward_for_olmoe(tiny, samples) -> 
 @pytest.mark.parametrize("strategy", ["ngd", "kernel", "meanshift", "oracle"])
 def test_every_strategy_keeps_each_row_on_the_simplex_and_weights_unchanged(tiny, samples, strategy) -> None:
     batch = _batch(tiny, samples)
-    before = _param_hash(tiny)
+    before = param_hash(tiny)
     neighbours = batch[[1, 2, 3, 4, 5, 6]]
     hood = Neighbourhood(ids=[str(i) for i in range(6)], embeddings=torch.eye(6, 8),
                          routings=torch.softmax(torch.randn(6, 3, 3, generator=torch.Generator().manual_seed(0)), -1),
@@ -114,7 +106,7 @@ def test_every_strategy_keeps_each_row_on_the_simplex_and_weights_unchanged(tiny
                      pool_routings=hood.routings, target=batch[[0]])
     assert result.routing.shape == (3, 3) and is_valid_routing(result.routing)
     assert result.fallback is None
-    assert _param_hash(tiny) == before
+    assert param_hash(tiny) == before
 
 
 def test_expert_starts_from_a_local_weights_file(tmp_path) -> None:

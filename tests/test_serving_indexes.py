@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
+from conftest import JOB_TIMEOUT_S, wait_for_job
 from indexes.specs import DatasetSpecError, validate_spec
 from r2t2.pipeline import DEFAULT_INDEX
 
@@ -25,7 +26,6 @@ LOAD_REQUESTS = 200
 LOAD_CONCURRENCY = 8
 AFTER_SWAP_WANTED = 16  # the load goes on until this many requests started after the swap
 SWAP_SLACK_S = 2.0  # loading and verifying a small new version, beyond the refresh interval
-JOB_TIMEOUT_S = 600
 
 
 # Dataset specs (no server) ---------------------------------------------------------------------------
@@ -86,16 +86,6 @@ def describe(server: RealServer, name: str) -> dict[str, Any]:
     reply = httpx.get(f"{server.base}/v1/indexes/{name}", timeout=30)
     assert reply.status_code == 200, reply.text
     return reply.json()
-
-
-def wait_for_job(server: RealServer, job_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + JOB_TIMEOUT_S
-    while time.monotonic() < deadline:
-        job = httpx.get(f"{server.base}/v1/jobs/{job_id}", timeout=30).json()
-        if job["state"] in ("succeeded", "failed"):
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} did not finish in {JOB_TIMEOUT_S}s")
 
 
 def rebuild(server: RealServer, name: str, spec: dict[str, Any]) -> dict[str, Any]:

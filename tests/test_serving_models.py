@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
-from conftest import EMBEDDED, QUARTET, quartet_shipped
+from conftest import EMBEDDED, QUARTET, quartet_shipped, wait_for_job
 
 if TYPE_CHECKING:
     from conftest import Cases, RealServer
@@ -20,7 +20,6 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.slow
 needs_quartet = pytest.mark.skipif(not quartet_shipped(), reason="the quartet checkpoint is not shipped yet")
 TOY_INDEX = "toy-foreign"  # built in the shared store for a model no app serves
-JOB_TIMEOUT_S = 600
 
 
 def cards(server: RealServer) -> dict[str, dict[str, Any]]:
@@ -61,16 +60,6 @@ def assert_answers_with_its_shape(server: RealServer, model: str, case: tuple[st
 def rebuild(server: RealServer, name: str, body: dict[str, Any]) -> httpx.Response:
     return httpx.post(f"{server.base}/v1/indexes/{name}/rebuild", json=body, timeout=30,
                       headers={"Authorization": f"Bearer {server.admin_token}"})
-
-
-def wait_for_job(server: RealServer, job_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + JOB_TIMEOUT_S
-    while time.monotonic() < deadline:
-        job = httpx.get(f"{server.base}/v1/jobs/{job_id}", timeout=30).json()
-        if job["state"] in ("succeeded", "failed"):
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} did not finish in {JOB_TIMEOUT_S}s")
 
 
 def indexes(server: RealServer) -> dict[str, dict[str, Any]]:
