@@ -22,7 +22,7 @@ from indexes.reference_index import Candidates, ReferenceIndex
 from indexes.registry import IndexRegistry
 from indexes.specs import build_from_spec
 from indexes.store import IndexStore
-from r2t2.model import ServableModel, load_model, resolve_checkpoint
+from r2t2.model import ServableModel, load_model
 from r2t2.routing import Neighbourhood, RerouteConfig, RerouteResult, reroute
 from r2t2.routing.protocol import ReferenceBatch
 
@@ -172,7 +172,7 @@ def load_pipeline(config: dict[str, Any] | None = None) -> ReroutePipeline:
     this model.
     """
     options = dict(config or {})
-    model = load_model(resolve_checkpoint(options.pop("checkpoint", "embedded")))
+    model = load_model(options.pop("checkpoint", "embedded"))
     options["r2t2"] = {**FAMILY_DEFAULTS, **options.get("r2t2", {})}
     return serve_model(model, model.config.name, options)
 
