@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import base64
 import functools
+import hashlib
 import socket
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 import r2t2  # noqa: F401  (torchvision fix before transformers)
@@ -49,8 +52,6 @@ JOB_TIMEOUT_S = 600
 
 def wait_for_job(server: RealServer, job_id: str) -> dict:
     """Poll an index job until it succeeds or fails."""
-    import time
-
     deadline = time.monotonic() + JOB_TIMEOUT_S
     while time.monotonic() < deadline:
         job = httpx.get(f"{server.base}/v1/jobs/{job_id}", timeout=30).json()
@@ -62,8 +63,6 @@ def wait_for_job(server: RealServer, job_id: str) -> dict:
 
 def param_hash(model) -> str:  # noqa: ANN001 (any torch module)
     """Hash of every parameter and buffer: equal before and after means nothing was modified."""
-    import hashlib
-
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())
