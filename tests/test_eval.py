@@ -11,7 +11,7 @@ from indexes.registry import IndexRegistry
 from indexes.store import IndexStore
 from r2t2.data import load_split
 from r2t2.eval import evaluate, format_table, per_expert_shift
-from r2t2.model import load_default_model
+from r2t2.model import load_model
 from r2t2.pipeline import ReroutePipeline
 
 STRATEGIES = ["none", "meanshift", "kernel", "ngd", "oracle"]
@@ -19,7 +19,7 @@ STRATEGIES = ["none", "meanshift", "kernel", "ngd", "oracle"]
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory) -> ReroutePipeline:
-    model = load_default_model()
+    model = load_model("embedded")
     embedder = MiniLMEmbedder()
     store = IndexStore(tmp_path_factory.mktemp("indexes"))
     spec = {"source": "builtin", "split": "reference", "limit": 400, "seed": 0}

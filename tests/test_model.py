@@ -6,13 +6,13 @@ import torch
 import r2t2  # noqa: F401
 from conftest import param_hash
 from r2t2.data import load_split
-from r2t2.model import DEFAULT_CHECKPOINT, load_default_model
+from r2t2.model import DEFAULT_CHECKPOINT, load_model
 from r2t2.routing import RerouteConfig, RoutedModel, is_valid_routing, reroute
 
 
 @pytest.fixture(scope="module")
 def model():
-    return load_default_model()
+    return load_model("embedded")
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def test_checkpoint_is_small_frozen_and_fingerprinted(model) -> None:
     assert not any(p.requires_grad for p in model.parameters())
     assert isinstance(model, RoutedModel)
     assert model.routing_shape == (1, 3) and len(model.expert_names) == 3
-    assert model.fingerprint == load_default_model().fingerprint
+    assert model.fingerprint == load_model("embedded").fingerprint
 
 
 def test_model_answers_reference_questions(model, batch) -> None:

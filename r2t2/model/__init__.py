@@ -6,12 +6,6 @@ from r2t2.model.config import ModelConfig, ModelConfigError, load_config
 from r2t2.model.mmoe import MultimodalMoE
 from r2t2.model.protocol import EncodedBatch, EncodedQuery, ServableModel
 
-
-def load_default_model() -> MultimodalMoE:
-    """The checkpoint shipped inside the package (r2t2/assets/embedded)."""
-    return load_model(DEFAULT_CHECKPOINT)
-
-
 __all__ = ["DEFAULT_CHECKPOINT", "EncodedBatch", "EncodedQuery", "ModelConfig", "ModelConfigError", "MultimodalMoE",
-           "ServableModel", "load_config", "load_default_model", "load_model", "read_config", "resolve_checkpoint",
+           "ServableModel", "load_config", "load_model", "read_config", "resolve_checkpoint",
            "save_model", "shipped_families"]
