@@ -77,10 +77,6 @@ class ModelConfig:
         return [r.name for r in self.router.rows]
 
     @property
-    def soft_tokens(self) -> int:
-        return sum(r.tokens for r in self.router.rows)
-
-    @property
     def routing_shape(self) -> tuple[int, int]:
         return (len(self.router.rows), len(self.experts))
 
