@@ -18,7 +18,7 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer
 
-from r2t2.model.config import ModelConfig, ModelConfigError
+from r2t2.model.config import ModelConfig, ModelConfigError, load_config
 from r2t2.model.language_model import load_lm
 from r2t2.model.mmoe import MultimodalMoE
 
@@ -76,11 +76,7 @@ def read_config(directory: Path) -> ModelConfig:
     if not path.is_file():
         raise ModelConfigError("checkpoint", f"no r2t2 checkpoint at {directory} (expected config.json); "
                                              f"train one with `r2t2 train --config FILE --out DIR`")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ModelConfigError("config", f"not valid JSON: {err}", path) from None
-    return ModelConfig.from_dict(data, path)
+    return load_config(path)
 
 
 def load_model(directory: str | Path = DEFAULT_CHECKPOINT) -> MultimodalMoE:
