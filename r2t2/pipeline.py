@@ -147,10 +147,14 @@ class ReroutePipeline:
 
         result["base_routing"] = named(result["base_routing"])
         result["routing"] = named(result["routing"])
-        for neighbour in result["neighbours"]:
-            neighbour.update(done.neighbours.get(neighbour["id"], {}))
+        # Every neighbour is named by its reference sample (id, question, answer, task) before its numbers.
+        result["neighbours"] = [{"id": n["id"], **done.neighbours.get(n["id"], {}), "weight": n["weight"],
+                                 "distance": n["distance"]} for n in result["neighbours"]]
         result["index"] = None if done.index is None else {"name": done.index.name,
                                                            "version": done.index.version}
+        # Known without a comparison only when the routing did not move: the prompt, hence the answer, is the
+        # router's own. The server fills it in when the request asks to compare with strategy "none".
+        result["changed_answer"] = False if result["moved"] == 0 else None
         result["timings"] = done.timings
         return result
 

@@ -68,12 +68,27 @@ def test_result_is_json_ready_and_timed() -> None:
     result = reroute(MODEL, R0, RerouteConfig(strategy="kernel", k=3), query_embedding=QUERY,
                      neighbourhood=NEIGHBOURHOOD)
     payload = json.loads(json.dumps(result.to_dict()))
-    assert payload["strategy"] == "kernel" and payload["fallback"] is None and payload["seconds"] > 0
+    assert payload["strategy"] == "kernel" and payload["fallback"] is None and result.seconds > 0
     assert torch.equal(torch.tensor(payload["base_routing"]), R0)
     assert len(payload["neighbours"]) == 3 and set(payload["neighbours"][0]) == {"id", "weight", "distance"}
     assert sum(n["weight"] for n in payload["neighbours"]) == pytest.approx(1.0)
-    assert len(payload["line_search"]) == 10 and payload["alpha"] is not None
+    assert len(payload["line_search"]) == 10 and payload["toward_neighbours"] == 1 - result.alpha
     assert torch.tensor(payload["routing"]).shape == (2, 3)
+    # Kernel regression takes no steps: no step count and no per-step trace, unlike NGD.
+    assert payload["neighbour_space"] == "question" and "steps_taken" not in payload
+    assert not {"losses", "alpha", "steps", "seconds"} & set(payload)
+
+
+def test_record_names_each_strategy_s_own_work() -> None:
+    ngd = reroute(MODEL, R0, RerouteConfig(steps=4, lr=0.1), query_embedding=QUERY, neighbourhood=NEIGHBOURHOOD)
+    shift = reroute(MODEL, R0, RerouteConfig(strategy="meanshift", k=3), pool_routings=ROUTINGS)
+    none = reroute(MODEL, R0, RerouteConfig(strategy="none")).to_dict()
+    assert ngd.to_dict()["steps_taken"] == 4 and len(ngd.to_dict()["neighbour_loss"]) == 5
+    assert shift.to_dict()["neighbour_space"] == "routing"
+    assert len(shift.to_dict()["distance_moved"]) == shift.to_dict()["steps_taken"] >= 1
+    assert none["moved"] == 0 and none["neighbours"] == [] and none["neighbour_space"] is None
+    assert set(none) == {"strategy", "base_routing", "routing", "moved", "fallback", "neighbour_space", "neighbours"}
+    assert 0 < ngd.to_dict()["moved"] <= 1
 
 
 def test_inputs_are_not_modified_and_results_do_not_share_state() -> None:

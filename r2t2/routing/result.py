@@ -48,17 +48,42 @@ class RerouteResult:
     seconds: float = field(default=0.0)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain Python values only (lists, floats, strings, None), safe for json.dumps."""
-        return {
+        """The re-routing part of the r2t2 record (docs/record.md), in plain Python values.
+
+        Every strategy reports the same core (routings, `moved`, `fallback`, `neighbours`); the fields
+        of one strategy's own work appear for that strategy only, named for what they hold.
+        """
+        record: dict[str, Any] = {
             "strategy": self.strategy,
             "base_routing": self.base_routing.detach().cpu().tolist(),
             "routing": self.routing.detach().cpu().tolist(),
-            "neighbours": [{"id": n.id, "weight": n.weight, "distance": n.distance} for n in self.neighbours],
-            "losses": list(self.losses),
-            "alpha": self.alpha,
-            "line_search": [{"alpha": p.alpha, "loss": p.loss} for p in self.line_search],
-            "bandwidth": self.bandwidth,
-            "steps": self.steps,
+            "moved": moved(self.base_routing, self.routing),
             "fallback": self.fallback,
-            "seconds": self.seconds,
+            "neighbour_space": NEIGHBOUR_SPACES.get(self.strategy),
+            "neighbours": [{"id": n.id, "weight": n.weight, "distance": n.distance} for n in self.neighbours],
         }
+        if self.strategy in NEIGHBOUR_SPACES:
+            record["kernel_bandwidth"] = self.bandwidth
+        if self.strategy in STEP_TRACES:
+            record["steps_taken"] = self.steps
+            record[STEP_TRACES[self.strategy]] = list(self.losses)
+        if self.strategy == "kernel":
+            record["toward_neighbours"] = None if self.alpha is None else 1.0 - self.alpha
+            record["line_search"] = [{"toward_neighbours": 1.0 - p.alpha, "neighbour_loss": p.loss}
+                                     for p in self.line_search]
+        return record
+
+
+# Where each strategy finds its neighbours: by the question's embedding, or among reference routings.
+NEIGHBOUR_SPACES = {"ngd": "question", "kernel": "question", "meanshift": "routing"}
+# What each iterative strategy's `losses` hold, under the name the record gives them.
+STEP_TRACES = {"ngd": "neighbour_loss", "meanshift": "distance_moved", "oracle": "target_loss"}
+
+
+def moved(base: Tensor, routing: Tensor) -> float:
+    """How much routing weight changed experts: half the L1 distance per routing row, the largest row's.
+
+    0 means the routing stayed where the router put it; 1 means all of one row's weight moved.
+    """
+    change = (routing.detach().double() - base.detach().double()).abs().sum(-1) / 2
+    return float(change.max()) if change.numel() else 0.0

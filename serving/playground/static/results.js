@@ -40,11 +40,13 @@ function finished(reply, card, expected) {
   const answer = reply.choices[0].message.content;
   const extras = [];
   if (record.fallback) extras.push(el("p", { class: "note", text: `fallback: ${record.fallback}` }));
-  if (typeof record.alpha === "number") extras.push(el("p", { class: "hint", text: `line search chose alpha = ${fixed(record.alpha)}` }));
+  if (typeof record.moved === "number") extras.push(el("p", { class: "hint", text: `moved ${fixed(record.moved)} of the routing weight` }));
+  if (typeof record.toward_neighbours === "number") extras.push(el("p", { class: "hint", text: `line search went ${fixed(record.toward_neighbours)} of the way to the neighbours' routing` }));
+  if (typeof record.changed_answer === "boolean") extras.push(el("p", { class: "hint", text: record.changed_answer ? "re-routing changed the answer" : "re-routing did not change the answer" }));
   if (record.index) extras.push(el("p", { class: "hint", text: `index ${record.index.name} v${record.index.version}` }));
-  const trace = (record.losses || []).filter((v) => typeof v === "number");
-  // Mean shift records the distance moved per step and neighbours from the routing pool; the others a loss.
-  const meanshift = record.strategy === "meanshift";
+  // Mean shift records the distance moved per step and neighbours from the routing pool; NGD a loss per step.
+  const meanshift = record.neighbour_space === "routing";
+  const trace = ((meanshift ? record.distance_moved : record.neighbour_loss) || []).filter((v) => typeof v === "number");
   const quantity = meanshift ? "distance moved" : "neighbour loss";
   return [
     el("p", { class: "answer" }, [el("span", { class: "answer-label", text: "answer" }), el("strong", { class: "answer-text", text: answer }), verdict(answer, expected)]),
