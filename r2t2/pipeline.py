@@ -7,7 +7,7 @@ the pipeline: every call builds its own config, batch, neighbourhood and result.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from types import SimpleNamespace
 from typing import Any
 
@@ -75,7 +75,9 @@ class ReroutePipeline:
                 "lm_path": self.lm_path, "routing_shape": list(self.model.routing_shape),
                 "experts": list(self.model.expert_names), "routing_rows": list(self.model.routing_rows),
                 "default_index": self.default_index, "max_positions": self.model.max_positions,
-                "embedder": self.embedder.name}
+                # An adapter model may read questions of any length (None); the shipped families cap them.
+                "max_question_tokens": getattr(self.model, "max_question_tokens", None),
+                "r2t2_defaults": asdict(self.defaults), "embedder": self.embedder.name}
 
     def config_for(self, overrides: dict[str, Any]) -> RerouteConfig:
         """Server defaults with the request's options on top; ValueError names a bad or unknown field."""

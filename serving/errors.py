@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from r2t2.errors import NotFoundError
+from r2t2.errors import NotFoundError, QuestionTooLong
 from serving.schemas import ErrorDetail, ErrorResponse
 
 
@@ -138,10 +138,13 @@ def to_api_error(error: BaseException) -> ApiError:
 def from_pipeline_error(error: Exception) -> ApiError | None:
     """The ApiError for an error the re-routing pipeline documents, or None for any other error.
 
-    The pipeline's contract: ValueError means a bad option value, NotFoundError an unknown index.
+    The pipeline's contract: ValueError means a bad option value, NotFoundError an unknown index,
+    QuestionTooLong a question over the model's limit.
     """
     if isinstance(error, NotFoundError):
         return NotFound(str(error), param="r2t2.index", code="index_not_found")
+    if isinstance(error, QuestionTooLong):
+        return InvalidRequest(str(error), param="messages.0.content", code="question_too_long")
     if isinstance(error, ValueError):
         return InvalidRequest(str(error), param="r2t2")
     return None

@@ -19,6 +19,7 @@ from torch.nn.utils.rnn import pad_sequence
 from transformers import PreTrainedTokenizerFast
 
 from r2t2.data.sample import Sample
+from r2t2.errors import QuestionTooLong
 from r2t2.model.batches import LabelledBatch
 from r2t2.model.config import ModelConfig
 from r2t2.model.experts import ExpertBank
@@ -104,6 +105,11 @@ class MultimodalMoE(nn.Module):
         token_loss = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none", ignore_index=-100)
         return token_loss.sum(1) / (targets != -100).sum(1).clamp_min(1)
 
+    def join_batches(self, batches: Sequence[LabelledBatch]) -> LabelledBatch:
+        """One batch of every sample of `batches`, in order: lets re-routing evaluate the neighbours of
+        several requests in one `routing_loss` call."""
+        return LabelledBatch.join(batches, self.tokenizer.pad_token_id)
+
     def _prefix_embeds(self, batch: LabelledBatch) -> tuple[Tensor, Tensor]:
         """Every sample's prefix, right-padded [B, P, h], and the real lengths [B]."""
         with torch.no_grad():
@@ -146,8 +152,19 @@ class MultimodalMoE(nn.Module):
         """Base routing for a whole batch, [B, L, E]."""
         return self.router(batch.question_ids, batch.features, batch.question_embeddings)
 
+    @property
+    def max_question_tokens(self) -> int:
+        """The longest question the router and LM read; reference questions beyond it are cut when indexed."""
+        return self.config.max_question_tokens
+
     def encode_query(self, image: Image.Image, question: str, answer: str | None = None) -> EncodedQuery:
-        """A batch of one; the MiniLM question embedding it holds doubles as the neighbour-search key."""
+        """A batch of one; the MiniLM question embedding it holds doubles as the neighbour-search key.
+
+        A question longer than `max_question_tokens` raises QuestionTooLong instead of being cut.
+        """
+        tokens = len(self.tokenizer(question, add_special_tokens=False).input_ids)
+        if tokens > self.max_question_tokens:
+            raise QuestionTooLong(tokens, self.max_question_tokens)
         sentence = self.embed_questions([question])
         batch = self.labelled_batch([image], [question], [answer or ""], question_embeddings=sentence)
         return EncodedQuery(batch, sentence[0].numpy(), MINILM_NAME)
