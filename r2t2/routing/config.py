@@ -1,4 +1,4 @@
-"""Settings of one re-routing call, with the paper's defaults (see METHOD.md).
+"""Settings of one re-routing call, with the paper's defaults (docs/method.md explains them).
 
 A server holds one default `RerouteConfig`; a request may override any field through `replace`, which
 validates again, so a bad per-request value is refused before any model work starts.
