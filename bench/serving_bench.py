@@ -3,8 +3,11 @@
     .venv/bin/python -m bench.serving_bench http://127.0.0.1:8000 --requests 32
 
 Sends easy-VQA test questions (with their images) as OpenAI chat requests and reports requests/s,
-p50 and p99 latency and errors at concurrency 1, 4 and 16 for strategies none and ngd. Loopback
-servers only: this is a load generator.
+p50 and p99 latency, errors and the mean re-routing batch size at concurrency 1, 4 and 16 for strategies
+none, kernel and ngd, with each strategy's throughput and median latency as a ratio of none's at the same
+level. Levels run level by level (all strategies at one concurrency, then the next), so the ratios compare
+figures taken minutes apart at most. `--json FILE` writes every figure for scripts. Loopback servers only:
+this is a load generator.
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ class LevelResult:
     requests_per_s: float
     p50_s: float
     p99_s: float
+    mean_batch_size: float  # requests re-routed together, as the r2t2 records report it
 
 
 def require_loopback(url: str) -> str:
@@ -72,6 +76,7 @@ async def run_level(client: httpx.AsyncClient, base: str, model: str, pairs: lis
     """Send every pair once with at most `concurrency` in flight."""
     gate = asyncio.Semaphore(concurrency)
     latencies: list[float] = []
+    batch_sizes: list[int] = []
     errors = 0
 
     async def one(question: str, url: str) -> None:
@@ -84,6 +89,7 @@ async def run_level(client: httpx.AsyncClient, base: str, model: str, pairs: lis
             reply = await client.post(f"{base}/v1/chat/completions", json=body)
             if reply.status_code == 200:
                 latencies.append(time.perf_counter() - started)
+                batch_sizes.append(reply.json()["r2t2"].get("batch_size", 1))
             else:
                 errors += 1
 
@@ -93,7 +99,7 @@ async def run_level(client: httpx.AsyncClient, base: str, model: str, pairs: lis
     if not latencies:
         raise SystemExit(f"every {strategy} request failed at concurrency {concurrency}")
     return LevelResult(strategy, concurrency, len(pairs), errors, len(latencies) / elapsed,
-                       statistics.median(latencies), percentile(latencies, 99))
+                       statistics.median(latencies), percentile(latencies, 99), statistics.mean(batch_sizes))
 
 
 async def run(base: str, requests: int, concurrency: list[int], strategies: list[str], max_tokens: int,
@@ -104,7 +110,16 @@ async def run(base: str, requests: int, concurrency: list[int], strategies: list
         model = models[0]["id"]
         await run_level(client, base, model, pairs[:1], strategies[0], 1, max_tokens)  # warm-up
         return [await run_level(client, base, model, pairs, strategy, level, max_tokens)
-                for strategy in strategies for level in concurrency]
+                for level in concurrency for strategy in strategies]
+
+
+def ratios_to_none(results: list[LevelResult]) -> list[dict[str, float | str | int]]:
+    """Throughput and median latency of every strategy over none's at the same concurrency."""
+    none = {r.concurrency: r for r in results if r.strategy == "none"}
+    return [{"strategy": r.strategy, "concurrency": r.concurrency,
+             "throughput_vs_none": r.requests_per_s / none[r.concurrency].requests_per_s,
+             "p50_vs_none": r.p50_s / none[r.concurrency].p50_s}
+            for r in results if r.concurrency in none]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -112,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("url", help="server base URL, e.g. http://127.0.0.1:8000")
     parser.add_argument("--requests", type=int, default=32, help=f"requests per level (1..{MAX_REQUESTS})")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
-    parser.add_argument("--strategies", nargs="+", default=["none", "ngd"])
+    parser.add_argument("--strategies", nargs="+", default=["none", "kernel", "ngd"])
     parser.add_argument("--max-tokens", type=int, default=4)
     parser.add_argument("--timeout", type=float, default=300.0, help="per-request timeout in seconds")
     parser.add_argument("--json", help="also write the results to this file")
@@ -124,13 +139,18 @@ def main(argv: list[str] | None = None) -> None:
     base = require_loopback(args.url)
     results = asyncio.run(run(base, args.requests, args.concurrency, args.strategies, args.max_tokens,
                               args.timeout))
-    print(f"{'strategy':<10}{'conc':>6}{'reqs':>6}{'errors':>8}{'req/s':>9}{'p50 s':>9}{'p99 s':>9}")
+    ratios = {(x["strategy"], x["concurrency"]): x for x in ratios_to_none(results)}
+    print(f"{'strategy':<10}{'conc':>6}{'reqs':>6}{'errors':>8}{'req/s':>9}{'p50 s':>9}{'p99 s':>9}{'batch':>7}"
+          f"{'req/s vs none':>15}{'p50 vs none':>13}")
     for r in results:
+        ratio = ratios.get((r.strategy, r.concurrency))
+        versus = f"{ratio['throughput_vs_none']:>15.2f}{ratio['p50_vs_none']:>13.2f}" if ratio else ""
         print(f"{r.strategy:<10}{r.concurrency:>6}{r.requests:>6}{r.errors:>8}{r.requests_per_s:>9.2f}"
-              f"{r.p50_s:>9.3f}{r.p99_s:>9.3f}")
+              f"{r.p50_s:>9.3f}{r.p99_s:>9.3f}{r.mean_batch_size:>7.1f}{versus}")
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump([asdict(r) for r in results], handle, indent=2)
+            json.dump({"levels": [asdict(r) for r in results], "ratios_to_none": list(ratios.values())}, handle,
+                      indent=2)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ the pipeline: every call builds its own config, batch, neighbourhood and result.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -23,7 +24,7 @@ from indexes.registry import IndexRegistry
 from indexes.specs import build_from_spec
 from indexes.store import IndexStore
 from r2t2.model import ServableModel, load_model
-from r2t2.routing import Neighbourhood, RerouteConfig, RerouteResult, reroute
+from r2t2.routing import Neighbourhood, RerouteConfig, RerouteRequest, RerouteResult, reroute_many
 from r2t2.routing.protocol import ReferenceBatch
 
 DEFAULT_INDEX = "embedded"  # the embedded family's default index (every family's is named after it)
@@ -43,6 +44,18 @@ class Prepared:
     record: dict  # JSON-able account of what R2-T2 did
 
 
+@dataclass(frozen=True)
+class Query:
+    """One question to re-route: its image, text, settings, index (None: the default) and, for the
+    oracle only, its true answer."""
+
+    image: Image.Image
+    question: str
+    config: RerouteConfig
+    index: str | None = None
+    answer: str | None = None
+
+
 @dataclass
 class Rerouted:
     """A query after re-routing, with the evidence needed to explain it."""
@@ -52,6 +65,18 @@ class Rerouted:
     index: ReferenceIndex | None
     neighbours: dict[str, dict[str, Any]]  # the strategy's neighbour id -> the reference sample it names
     timings: dict[str, float]
+    batch_size: int = 1  # how many requests were re-routed together with this one (itself included)
+
+
+@dataclass(frozen=True)
+class _Found:
+    """A query encoded, with what its strategy needs: the step before the batched re-routing."""
+
+    batch: ReferenceBatch
+    request: RerouteRequest
+    snapshot: ReferenceIndex | None
+    described: dict[str, dict[str, Any]]
+    timings: dict[str, float]
 
 
 class ReroutePipeline:
@@ -59,8 +84,11 @@ class ReroutePipeline:
 
     def __init__(self, model: ServableModel, embedder: Embedder, registry: IndexRegistry,
                  defaults: RerouteConfig = RerouteConfig(), default_index: str = DEFAULT_INDEX,
-                 model_name: str = "r2t2-embedded", family: str = "embedded") -> None:
+                 model_name: str = "r2t2-embedded", family: str = "embedded",
+                 device: torch.device = torch.device("cpu")) -> None:
+        """`device` is where the model's weights are: neighbour tensors are placed there for re-routing."""
         self.model = model
+        self.device = device
         self.embedder = embedder
         self.registry = registry
         self.defaults = defaults
@@ -77,7 +105,7 @@ class ReroutePipeline:
                 "default_index": self.default_index, "max_positions": self.model.max_positions,
                 # An adapter model may read questions of any length (None); the shipped families cap them.
                 "max_question_tokens": getattr(self.model, "max_question_tokens", None),
-                "r2t2_defaults": asdict(self.defaults), "embedder": self.embedder.name}
+                "r2t2_defaults": asdict(self.defaults), "embedder": self.embedder.name, "device": str(self.device)}
 
     def config_for(self, overrides: dict[str, Any]) -> RerouteConfig:
         """Server defaults with the request's options on top; ValueError names a bad or unknown field."""
@@ -86,18 +114,75 @@ class ReroutePipeline:
     def rerouted(self, image: Image.Image, question: str, config: RerouteConfig, index: str | None = None,
                  answer: str | None = None) -> Rerouted:
         """Encode the query and re-route it. `answer` is the label, needed only by the oracle."""
+        outcome = self.rerouted_many([Query(image, question, config, index, answer)])[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def rerouted_many(self, queries: Sequence[Query]) -> list[Rerouted | Exception]:
+        """Re-route a batch of queries, each with its own settings; results (or that query's error) in order.
+
+        Each query is encoded and searched on its own; then all are re-routed in one `reroute_many` call,
+        which shares model calls between requests of the same strategy. A failure of one query (e.g. an
+        unknown index) is its own result and never reaches the others.
+        """
+        found: list[_Found | Exception] = []
+        for query in queries:
+            try:
+                found.append(self._found(query))
+            except Exception as err:  # noqa: BLE001 (the query's own error, returned in its slot)
+                found.append(err)
+        ready = [f for f in found if isinstance(f, _Found)]
+        tick = time.perf_counter()
+        results = self._rerouted(ready)
+        seconds = time.perf_counter() - tick
+        done = iter(zip(ready, results))
+        outcomes: list[Rerouted | Exception] = []
+        for item in found:
+            if isinstance(item, Exception):
+                outcomes.append(item)
+                continue
+            _, result = next(done)
+            if isinstance(result, Exception):
+                outcomes.append(result)
+                continue
+            timings = {**item.timings, "reroute": seconds}
+            described = item.described
+            if result.strategy == "meanshift":  # its neighbours are rows of the routing pool, found without a search
+                rows = [n.id for n in result.neighbours]
+                described = _described(rows, item.snapshot.take(np.asarray([int(r) for r in rows], dtype=np.int64)))
+            outcomes.append(Rerouted(item.batch, result, item.snapshot, described, timings, len(ready)))
+        return outcomes
+
+    def _rerouted(self, ready: list[_Found]) -> list[RerouteResult | Exception]:
+        """One `reroute_many` call; should it refuse the batch, each request alone, so only a bad one fails."""
+        try:
+            return list(reroute_many(self.model, [f.request for f in ready]))
+        except Exception as err:  # noqa: BLE001 (isolated below)
+            if len(ready) == 1:
+                return [err]
+        outcomes: list[RerouteResult | Exception] = []
+        for item in ready:
+            try:
+                outcomes.append(reroute_many(self.model, [item.request])[0])
+            except Exception as err:  # noqa: BLE001 (that request's own error)
+                outcomes.append(err)
+        return outcomes
+
+    def _found(self, query: Query) -> _Found:
+        """Encode one query, and find what its strategy needs: neighbours, the routing pool, or its label."""
+        config, image, question = query.config, query.image, query.question
         timings: dict[str, float] = {}
         started = time.perf_counter()
-        encoded = self.model.encode_query(image, question, answer)
-        query = encoded.batch
-        r0 = self.model.base_routing(query)
+        encoded = self.model.encode_query(image, question, query.answer)
+        batch = encoded.batch
+        r0 = self.model.base_routing(batch)
         timings["encode"] = time.perf_counter() - started
         timings["embed"] = 0.0
-        snapshot, neighbourhood, pool = None, None, None
-        embedding = None
+        snapshot, neighbourhood, pool, embedding = None, None, None, None
         described: dict[str, dict[str, Any]] = {}
         if config.strategy in NEEDS_NEIGHBOURS or config.strategy == "meanshift":
-            snapshot = self.registry.get(index or self.default_index)
+            snapshot = self.registry.get(query.index or self.default_index)
         if config.strategy in NEEDS_NEIGHBOURS:
             if encoded.question_embedder == self.embedder.name:  # the model already embedded the question
                 embedding = encoded.question_embedding
@@ -107,36 +192,56 @@ class ReroutePipeline:
                 timings["embed"] += time.perf_counter() - tick
             tick = time.perf_counter()
             wanted = config.k if config.neighbourhood == "knn" else max(config.k, EPSILON_CANDIDATES)
-            found = snapshot.search(embedding, wanted)
+            hits = snapshot.search(embedding, wanted)
             neighbourhood = Neighbourhood(
-                ids=found.ids, embeddings=torch.from_numpy(found.embeddings).float(),
-                routings=torch.from_numpy(found.routings).float(),
-                batch=self.model.reference_batch(found.payload),
+                ids=hits.ids, embeddings=torch.from_numpy(hits.embeddings).float().to(self.device),
+                routings=torch.from_numpy(hits.routings).float().to(self.device),
+                batch=self.model.reference_batch(hits.payload),
             )
-            described = _described(list(found.ids), found)
+            described = _described(list(hits.ids), hits)
             timings["search"] = time.perf_counter() - tick
         elif config.strategy == "meanshift":
-            pool = torch.tensor(snapshot.all_routings, dtype=torch.float32)
-        tick = time.perf_counter()
-        result = reroute(self.model, r0, config,
-                         query_embedding=None if embedding is None else torch.from_numpy(embedding).float(),
-                         neighbourhood=neighbourhood, pool_routings=pool,
-                         target=query if config.strategy == "oracle" else None)
-        timings["reroute"] = time.perf_counter() - tick
-        if config.strategy == "meanshift":  # its neighbours are rows of the routing pool, found without a search
-            rows = [n.id for n in result.neighbours]
-            described = _described(rows, snapshot.take(np.asarray([int(r) for r in rows], dtype=np.int64)))
-        return Rerouted(query, result, snapshot, described, timings)
+            pool = torch.tensor(snapshot.all_routings, dtype=torch.float32, device=self.device)
+        request = RerouteRequest(r0, config,
+                                 query_embedding=None if embedding is None else torch.from_numpy(embedding).float().to(self.device),
+                                 neighbourhood=neighbourhood, pool_routings=pool,
+                                 target=batch if config.strategy == "oracle" else None)
+        return _Found(batch, request, snapshot, described, timings)
 
     def prepare(self, image: Image.Image, question: str, overrides: dict[str, Any],
                 index: str | None = None) -> Prepared:
-        """The server's entry point: re-route per the request's options and build the LM prompt."""
-        config = self.config_for(overrides)
-        if config.strategy == "oracle":
-            raise ValueError("strategy 'oracle' needs the true answer and is for evaluation only")
-        done = self.rerouted(image, question, config, index)
-        prompt = self.model.prompt_embeds(done.query, done.result.routing)[0]
-        return Prepared(prompt_embeds=prompt, record=self.record(done))
+        """One request: re-route per its options and build the LM prompt (raises that request's error)."""
+        outcome = self.prepare_many([(image, question, overrides, index)])[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def prepare_many(self, requests: Sequence[tuple[Image.Image, str, dict[str, Any], str | None]]
+                     ) -> list[Prepared | Exception]:
+        """The server's entry point: (image, question, r2t2 options, index) per request, re-routed together.
+
+        Each slot holds that request's prompt and record, or the error that refused it (a bad option, an
+        unknown index), so one bad request never fails the others of its batch.
+        """
+        queries: list[Query | Exception] = []
+        for image, question, overrides, index in requests:
+            try:
+                config = self.config_for(overrides)
+                if config.strategy == "oracle":
+                    raise ValueError("strategy 'oracle' needs the true answer and is for evaluation only")
+                queries.append(Query(image, question, config, index))
+            except ValueError as err:
+                queries.append(err)
+        valid = [q for q in queries if isinstance(q, Query)]
+        done = iter(self.rerouted_many(valid))
+        outcomes: list[Prepared | Exception] = []
+        for query in queries:
+            outcome = query if isinstance(query, Exception) else next(done)
+            if not isinstance(outcome, Exception):
+                prompt = self.model.prompt_embeds(outcome.query, outcome.result.routing)[0]
+                outcome = Prepared(prompt_embeds=prompt, record=self.record(outcome))
+            outcomes.append(outcome)
+        return outcomes
 
     def record(self, done: Rerouted) -> dict:
         names, row_names = self.model.expert_names, self.model.routing_rows
@@ -158,6 +263,7 @@ class ReroutePipeline:
         # router's own. The server fills it in when the request asks to compare with strategy "none".
         result["changed_answer"] = False if result["moved"] == 0 else None
         result["timings"] = done.timings
+        result["batch_size"] = done.batch_size
         return result
 
 
@@ -183,15 +289,16 @@ def load_pipeline(config: dict[str, Any] | None = None) -> ReroutePipeline:
     return serve_model(model, model.config.name, options)
 
 
-_SERVE_OPTIONS = ("model_name", "index_dir", "default_index", "build_default_index", "r2t2")
+_SERVE_OPTIONS = ("model_name", "index_dir", "default_index", "build_default_index", "r2t2", "device")
 
 
 def serve_model(model: ServableModel, family: str, options: dict[str, Any] | None = None) -> ReroutePipeline:
     """A pipeline for any `ServableModel` (a config-described family or a user's adapter).
 
     Options: `model_name` (default "r2t2-<family>"), `index_dir`, `default_index` (default: the family
-    name), `build_default_index` (default True), `r2t2` (default strategy settings). Unknown options are
-    a ValueError naming them.
+    name), `build_default_index` (default True), `r2t2` (default strategy settings), `device` ("cpu", the
+    default, or e.g. "cuda": the model, its batches, neighbour tensors and re-routing run there; the model
+    must then have `.to(device)`). Unknown options are a ValueError naming them.
     """
     options = dict(options or {})
     unknown = sorted(set(options) - set(_SERVE_OPTIONS))
@@ -205,8 +312,13 @@ def serve_model(model: ServableModel, family: str, options: dict[str, Any] | Non
         ensure_default_index(model, embedder, store, default_index)
     registry = IndexRegistry(store, expected_fingerprint=model.fingerprint, expected_embedder=embedder.name)
     defaults = RerouteConfig().replace(**options.get("r2t2", {}))
+    device = torch.device(options.get("device") or "cpu")
+    if device.type != "cpu":
+        if not callable(getattr(model, "to", None)):
+            raise ValueError(f"device {str(device)!r} needs a model with .to(device); {type(model).__name__} has none")
+        model.to(device)
     return ReroutePipeline(model, embedder, registry, defaults=defaults, default_index=default_index,
-                           model_name=options.get("model_name") or f"r2t2-{family}", family=family)
+                           model_name=options.get("model_name") or f"r2t2-{family}", family=family, device=device)
 
 
 def ensure_default_index(model: ServableModel, embedder: Embedder, store: IndexStore,

@@ -57,6 +57,30 @@ class DeploymentOptions(_Strict):
         }
 
 
+class ReRouterOptions(DeploymentOptions):
+    """A re-router's deployment, its request batching and the device its model runs on.
+
+    Concurrent requests are re-routed in batches (serving/batcher.py): a lone request starts at once,
+    and under load everything that queued while a batch ran forms the next one, up to
+    `max_batch_size` (1 turns batching off). `device` places the model, its batches, neighbour tensors
+    and optimiser state: "cpu", or "cuda"/"cuda:N" with `num_gpus` > 0 so Ray grants the replica a GPU.
+    """
+
+    max_ongoing_requests: int = Field(32, ge=1)
+    max_batch_size: int = Field(16, ge=1, le=256)
+    batch_wait_s: float = Field(0.0, ge=0, le=1.0)  # hold a batch open this long for stragglers
+    device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$")
+
+    @model_validator(mode="after")
+    def _gpu_for_cuda(self) -> "ReRouterOptions":
+        if self.device.startswith("cuda") and self.num_gpus <= 0:
+            raise ValueError(f"rerouter.device {self.device!r} needs rerouter.num_gpus > 0 (a GPU granted by Ray)")
+        if self.max_ongoing_requests < self.max_batch_size:
+            raise ValueError(f"rerouter.max_ongoing_requests ({self.max_ongoing_requests}) must be at least "
+                             f"max_batch_size ({self.max_batch_size}), or batches can never fill")
+        return self
+
+
 class ImageLimits(_Strict):
     """Bounds on user images, checked before any pixel is decoded."""
 
@@ -106,7 +130,7 @@ class ModelEntry(_Strict):
     pipeline_factory: str = Field(DEFAULT_FACTORY, pattern=r"^[\w.]+:\w+$")
     pipeline: dict[str, Any] = Field(default_factory=dict)  # the factory's config, e.g. {"checkpoint": "quartet"}
     r2t2_defaults: dict[str, Any] = Field(default_factory=dict)  # request options fill in over these
-    rerouter: DeploymentOptions | None = None  # None: the server-wide `rerouter` section
+    rerouter: ReRouterOptions | None = None  # None: the server-wide `rerouter` section
     generator: DeploymentOptions | None = None  # None: the server-wide `generator` section
     vllm: VllmOptions | None = None  # None: the server-wide `vllm` section
 
@@ -128,7 +152,9 @@ class ServerConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     backend: Literal["vllm", "torch"] = "vllm"
-    max_model_len: int = Field(512, ge=16)  # prompt positions + generated tokens, capped at each LM's positions
+    # Prompt positions + generated tokens. None: each language model's own context (max_position_embeddings);
+    # a number caps it (never raises it). The served value is in /v1/models and the start-up lines.
+    max_model_len: int | None = Field(None, ge=16)
     models: list[ModelEntry] = Field(default_factory=lambda: [EMBEDDED_DEFAULT], min_length=1)
     # One reference-index store shared by every model (each index records the model it was built for);
     # None: $R2T2_INDEX_DIR, else var/indexes in the repository.
@@ -137,7 +163,7 @@ class ServerConfig(_Strict):
     images: ImageLimits = ImageLimits()
     vllm: VllmOptions = VllmOptions()
     ingress: DeploymentOptions = DeploymentOptions(num_cpus=0.25, max_ongoing_requests=64)
-    rerouter: DeploymentOptions = DeploymentOptions(num_cpus=0.5)
+    rerouter: ReRouterOptions = ReRouterOptions(num_cpus=0.5)
     generator: DeploymentOptions = DeploymentOptions(num_cpus=0.5, max_ongoing_requests=64)
     indexes: IndexOptions = IndexOptions()
     admin_token: SecretStr | None = None
@@ -173,7 +199,7 @@ class ServerConfig(_Strict):
         return {**entry.pipeline, "model_name": entry.name, "index_dir": self.index_dir,
                 "r2t2": dict(entry.r2t2_defaults)}
 
-    def rerouter_options(self, entry: ModelEntry) -> DeploymentOptions:
+    def rerouter_options(self, entry: ModelEntry) -> ReRouterOptions:
         return entry.rerouter or self.rerouter
 
     def generator_options(self, entry: ModelEntry) -> DeploymentOptions:

@@ -1,27 +1,34 @@
-"""ReRouter deployment: one served model's R2-T2 pipeline (encode, search, re-route, build the prompt) on CPU torch."""
+"""ReRouter deployment: one served model's R2-T2 pipeline (encode, search, re-route, build the prompt), with
+concurrent requests re-routed in batches on the configured device."""
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from PIL import Image
 from ray import serve
 
 from indexes.registry import ForeignIndexError, IndexRegistry
+from serving.batcher import ContinuousBatcher
 from serving.config import ServerConfig
 from serving.errors import IndexOfAnotherModel, from_pipeline_error
+from serving.logs import quiet_client_errors
 from serving.pipelines import build_pipeline
 
 
 @serve.deployment
 class ReRouter:
-    """Owns the pipeline of one served model; each call re-routes one request with that request's own options."""
+    """Owns the pipeline of one served model; each request keeps its own options, whichever batch it joins."""
 
     def __init__(self, config: ServerConfig, model_name: str) -> None:
         import r2t2  # noqa: F401  (torchvision fix before the pipeline imports open_clip/transformers)
 
+        quiet_client_errors()  # a refused request is one line in the ingress's log, not a traceback here
         self._model_name = model_name
-        self._pipeline = build_pipeline(config, config.model(model_name))
+        entry = config.model(model_name)
+        options = config.rerouter_options(entry)
+        self._pipeline = build_pipeline(config, entry, device=options.device)
+        # The pipeline's batch call runs in a worker thread, so this replica keeps answering health checks.
+        self._batcher = ContinuousBatcher(self._pipeline.prepare_many, options.max_batch_size, options.batch_wait_s)
         # Hot swap: follow each index's CURRENT pointer. A request keeps the snapshot it started with.
         # Pipelines without reference indexes (no IndexRegistry) have nothing to follow.
         self._registry = getattr(self._pipeline, "registry", None)
@@ -36,8 +43,7 @@ class ReRouter:
                       index: str | None) -> dict[str, Any]:
         """Prompt embeddings and r2t2 record; documented pipeline errors come back as 4xx ApiErrors."""
         try:
-            # CPU-bound: a worker thread keeps this replica answering health checks meanwhile.
-            prepared = await asyncio.to_thread(self._pipeline.prepare, image, question, overrides, index)
+            prepared = await self._batcher.submit((image, question, overrides, index))
         except ForeignIndexError as err:
             raise IndexOfAnotherModel(err.name, err.fingerprint, self._model_name) from None
         except Exception as err:

@@ -95,3 +95,37 @@ def test_bad_options_are_refused(pipeline) -> None:
                 {"strategy": "oracle"}):
         with pytest.raises(ValueError):
             pipeline.prepare(sample.image, sample.question, bad, None)
+
+
+MIXED_OPTIONS = [{"strategy": "ngd"}, {"strategy": "kernel"}, {"strategy": "none"}, {"strategy": "meanshift", "k": 3},
+                 {"strategy": "ngd", "lr": 0.05, "k": 3}, {"strategy": "kernel", "k": 7, "kernel": "matern"},
+                 {"strategy": "ngd", "steps": 4}, {"strategy": "ngd", "neighbourhood": "epsilon", "epsilon": 0.9}]
+
+
+def test_a_mixed_batch_of_16_matches_each_request_alone(pipeline) -> None:
+    """The server re-routes concurrent requests as one batch: each must get exactly its lone result."""
+    samples = load_split("paraphrase", limit=16)
+    requests = [(s.image, s.question, MIXED_OPTIONS[i % len(MIXED_OPTIONS)], None) for i, s in enumerate(samples)]
+    together = pipeline.prepare_many(requests)
+    assert all(p.record["batch_size"] == 16 for p in together)
+    for request, joint in zip(requests, together):
+        alone = pipeline.prepare(*request)
+        assert alone.record["batch_size"] == 1
+        assert joint.record["strategy"] == alone.record["strategy"] == request[2]["strategy"]
+        routing = {e: torch.tensor(w) for e, w in joint.record["routing"].items()}
+        for expert, weight in alone.record["routing"].items():
+            assert abs(routing[expert] - weight) <= 1e-6, (request[2], expert)
+        assert torch.allclose(joint.prompt_embeds, alone.prompt_embeds, atol=1e-5, rtol=0)
+        answers = [pipeline.model.answer(pipeline.model.encode_query(request[0], request[1]).batch,
+                                         torch.tensor([list(p.record["routing"].values())])) for p in (joint, alone)]
+        assert answers[0] == answers[1]
+
+
+def test_one_bad_request_in_a_batch_fails_alone(pipeline) -> None:
+    sample = load_split("test", limit=1)[0]
+    outcomes = pipeline.prepare_many([(sample.image, sample.question, {"strategy": "ngd"}, None),
+                                      (sample.image, sample.question, {"strategy": "ngd", "k": 0}, None),
+                                      (sample.image, sample.question, {"strategy": "kernel"}, "no-such-index")])
+    assert outcomes[0].record["strategy"] == "ngd" and outcomes[0].record["batch_size"] == 1
+    assert isinstance(outcomes[1], ValueError) and "k must be" in str(outcomes[1])
+    assert isinstance(outcomes[2], Exception) and "no-such-index" in str(outcomes[2])

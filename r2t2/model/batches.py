@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -37,6 +38,24 @@ class LabelledBatch:
         return LabelledBatch(self.features[i], self.question_ids[i], self.question_lengths[i],
                              self.answer_ids[i], self.question_embeddings[i])
 
+    def to(self, device: torch.device | str) -> "LabelledBatch":
+        """This batch on `device` (itself when already there)."""
+        if self.features.device == torch.device(device):
+            return self
+        return LabelledBatch(*(t.to(device) for t in (self.features, self.question_ids, self.question_lengths,
+                                                      self.answer_ids, self.question_embeddings)))
+
+    @classmethod
+    def join(cls, batches: Sequence["LabelledBatch"], pad_id: int) -> "LabelledBatch":
+        """Every sample of `batches` in order, token ids right-padded with `pad_id` to the widest batch."""
+        def padded(tensors: list[Tensor]) -> Tensor:
+            width = max(t.shape[1] for t in tensors)
+            return torch.cat([F.pad(t, (0, width - t.shape[1]), value=pad_id) for t in tensors])
+
+        return cls(torch.cat([b.features for b in batches]), padded([b.question_ids for b in batches]),
+                   torch.cat([b.question_lengths for b in batches]), padded([b.answer_ids for b in batches]),
+                   torch.cat([b.question_embeddings for b in batches]))
+
     def memo(self, key: str, compute: Callable[[], Any]) -> Any:
         if key not in self._memo:
             self._memo[key] = compute()
@@ -45,11 +64,11 @@ class LabelledBatch:
     def payload(self) -> dict:
         """Plain arrays for an index to store."""
         return {
-            "features": self.features.float().numpy(),
-            "question_ids": self.question_ids.numpy().astype("int32"),
-            "question_lengths": self.question_lengths.numpy().astype("int32"),
-            "answer_ids": self.answer_ids.numpy().astype("int32"),
-            "question_embeddings": self.question_embeddings.float().numpy(),
+            "features": self.features.float().cpu().numpy(),
+            "question_ids": self.question_ids.cpu().numpy().astype("int32"),
+            "question_lengths": self.question_lengths.cpu().numpy().astype("int32"),
+            "answer_ids": self.answer_ids.cpu().numpy().astype("int32"),
+            "question_embeddings": self.question_embeddings.float().cpu().numpy(),
         }
 
     @classmethod

@@ -90,7 +90,7 @@ class CachedLM:
     @torch.no_grad()
     def prefix(self, embeds: Tensor, lengths: Tensor) -> PrefixCache:
         """Run right-padded prefixes [B, P, h]; causal attention keeps real tokens off the padding."""
-        positions = torch.arange(embeds.shape[1]).expand(embeds.shape[0], -1)
+        positions = torch.arange(embeds.shape[1], device=embeds.device).expand(embeds.shape[0], -1)
         _, keys, values = self._layers(embeds, positions, None, None)
         return PrefixCache(tuple(keys), tuple(values), lengths)
 
@@ -98,9 +98,10 @@ class CachedLM:
         """Logits [B, S, V] of the suffix tokens [B, S, h] that follow each cached prefix."""
         b, s, _ = suffix.shape
         width = cache.keys[0].shape[2]
-        positions = cache.lengths[:, None] + torch.arange(s)[None, :]
-        prefix_ok = torch.arange(width)[None, :] < cache.lengths[:, None]  # [B, P]
-        causal = torch.ones(s, s, dtype=torch.bool).tril()
+        device = suffix.device
+        positions = cache.lengths[:, None] + torch.arange(s, device=device)[None, :]
+        prefix_ok = torch.arange(width, device=device)[None, :] < cache.lengths[:, None]  # [B, P]
+        causal = torch.ones(s, s, dtype=torch.bool, device=device).tril()
         mask = torch.cat([prefix_ok[:, None, :].expand(b, s, width), causal.expand(b, s, s)], dim=-1)
         x, _, _ = self._layers(suffix, positions, mask.unsqueeze(1), cache)
         x = _rms(x, self.lm.model.norm.weight, self.eps)

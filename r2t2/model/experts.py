@@ -68,7 +68,7 @@ class VisionExpert(nn.Module):
         if self.spec.color == "gray":
             luma = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)
             x = luma.expand(-1, 3, -1, -1)
-        return self.tower((x - _MEAN) / _STD)
+        return self.tower((x - _MEAN.to(x.device)) / _STD.to(x.device))
 
 
 class ExpertBank(nn.Module):

@@ -75,15 +75,15 @@ class HFPrefixLM:
 
     @torch.no_grad()
     def prefix(self, embeds: Tensor, lengths: Tensor) -> _HFPrefix:
-        mask = (torch.arange(embeds.shape[1])[None, :] < lengths[:, None]).long()
+        mask = (torch.arange(embeds.shape[1], device=embeds.device)[None, :] < lengths[:, None]).long()
         out = self.lm(inputs_embeds=embeds, attention_mask=mask, use_cache=True)
         return _HFPrefix(out.past_key_values, mask, lengths)
 
     def logits(self, cache: _HFPrefix, suffix: Tensor) -> Tensor:
         """Logits [B, S, V] of the suffix [B, S, h] following each (right-padded) prefix."""
         b, s, _ = suffix.shape
-        mask = torch.cat([cache.mask, torch.ones(b, s, dtype=torch.long)], dim=1)
-        positions = cache.lengths[:, None] + torch.arange(s)[None, :]
+        mask = torch.cat([cache.mask, torch.ones(b, s, dtype=torch.long, device=suffix.device)], dim=1)
+        positions = cache.lengths[:, None] + torch.arange(s, device=suffix.device)[None, :]
         return self.lm(inputs_embeds=suffix, attention_mask=mask, position_ids=positions,
                        past_key_values=copy.deepcopy(cache.past), use_cache=True).logits
 

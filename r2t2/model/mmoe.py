@@ -98,7 +98,7 @@ class MultimodalMoE(nn.Module):
         embed = self.lm.get_input_embeddings()
         answers = batch.answer_ids
         tail = batch.memo("tail", lambda: embed(torch.cat(
-            [torch.full((len(batch), 1), self._ans), answers[:, :-1]], dim=1)).detach())
+            [torch.full((len(batch), 1), self._ans, device=answers.device), answers[:, :-1]], dim=1)).detach())
         soft = self.projectors.mix(projected, routing)
         logits = lm.logits(cache, torch.cat([soft, tail], dim=1))[:, soft.shape[1]:]
         targets = answers.masked_fill(answers == self.tokenizer.pad_token_id, -100)
@@ -114,13 +114,18 @@ class MultimodalMoE(nn.Module):
         """Every sample's prefix, right-padded [B, P, h], and the real lengths [B]."""
         with torch.no_grad():
             prefixes = [self._prefix(batch, b) for b in range(len(batch))]
-        return pad_sequence(prefixes, batch_first=True), torch.as_tensor([len(p) for p in prefixes])
+        return pad_sequence(prefixes, batch_first=True), torch.as_tensor([len(p) for p in prefixes], device=self.device)
 
     # ---- building blocks --------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        """Where the weights are (`.to(device)` moves them); every tensor the model builds goes there too."""
+        return self.question_proj.weight.device
+
     def encode_images(self, images: Sequence[Image.Image]) -> Tensor:
         """Pooled features of every expert [B, E, d]; what indexes cache for reference samples."""
         with torch.no_grad():
-            return self.experts(images_to_pixels(images))
+            return self.experts(images_to_pixels(images).to(self.device))
 
     def tokenize_questions(self, questions: Sequence[str]) -> tuple[Tensor, Tensor]:
         """Right-padded question ids [B, Q] (truncated to the configured maximum) and lengths [B]."""
@@ -146,7 +151,7 @@ class MultimodalMoE(nn.Module):
         question_ids, lengths = self.tokenize_questions(questions)
         feats = self.encode_images(images) if features is None else features
         sentence = self.embed_questions(questions) if question_embeddings is None else question_embeddings
-        return LabelledBatch(feats, question_ids, lengths, self.tokenize_answers(answers), sentence)
+        return LabelledBatch(feats, question_ids, lengths, self.tokenize_answers(answers), sentence).to(self.device)
 
     def route(self, batch: LabelledBatch) -> Tensor:
         """Base routing for a whole batch, [B, L, E]."""
@@ -179,13 +184,14 @@ class MultimodalMoE(nn.Module):
     def _prefix(self, batch: LabelledBatch, b: int) -> Tensor:
         """[BOS] (sentence token) question [SEP] as embeddings [P, h]: everything routing cannot change."""
         embed = self.lm.get_input_embeddings()
-        words = torch.cat([batch.question_ids[b, :int(batch.question_lengths[b])], torch.as_tensor([self._sep])])
+        words = torch.cat([batch.question_ids[b, :int(batch.question_lengths[b])],
+                           torch.as_tensor([self._sep], device=self.device)])
         sentence = self.question_proj(batch.question_embeddings[b]).unsqueeze(0)
-        return torch.cat([embed(torch.as_tensor([self._bos])), sentence, embed(words)])
+        return torch.cat([embed(torch.as_tensor([self._bos], device=self.device)), sentence, embed(words)])
 
     def _prompt(self, batch: LabelledBatch, b: int, soft: Tensor) -> Tensor:
         """The full prompt [S, h]: prefix, soft visual tokens, [ANS]."""
-        ans = self.lm.get_input_embeddings()(torch.as_tensor([self._ans]))
+        ans = self.lm.get_input_embeddings()(torch.as_tensor([self._ans], device=self.device))
         return torch.cat([self._prefix(batch, b), soft, ans])
 
     def prompt_embeds(self, batch: LabelledBatch, routing: Tensor) -> list[Tensor]:
@@ -252,13 +258,13 @@ class MultimodalMoE(nn.Module):
             routing = self.route(batch)
         answers = self.generate(batch, routing)
         correct = np.asarray([a == s.answer for a, s in zip(answers, samples)], dtype=bool)
-        return EncodedBatch(payload=batch.payload(), routings=routing.float().numpy(), correct=correct)
+        return EncodedBatch(payload=batch.payload(), routings=routing.float().cpu().numpy(), correct=correct)
 
     def reference_batch(self, payload: dict) -> LabelledBatch:
         """The inverse of what `encode_references` stored, for rows an index search returned."""
-        return LabelledBatch.from_payload(payload)
+        return LabelledBatch.from_payload(payload).to(self.device)
 
     def image_embedding(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Concatenated, per-expert normalised pooled features: an image embedding for neighbour search."""
         feats = F.normalize(self.encode_images(images), dim=-1).flatten(1)
-        return F.normalize(feats, dim=-1).numpy()
+        return F.normalize(feats, dim=-1).cpu().numpy()

@@ -2,7 +2,8 @@
 from r2t2.routing.config import NEIGHBOURHOODS, STRATEGIES, RerouteConfig
 from r2t2.routing.kernels import KERNELS
 from r2t2.routing.protocol import Neighbourhood, ReferenceBatch, RoutedModel, is_valid_routing
-from r2t2.routing.reroute import reroute
+from r2t2.routing.request import RerouteRequest
+from r2t2.routing.reroute import reroute, reroute_many
 from r2t2.routing.result import LineSearchPoint, Neighbour, RerouteResult
 from r2t2.routing.simplex import project_to_simplex
 
@@ -15,9 +16,11 @@ __all__ = [
     "Neighbourhood",
     "ReferenceBatch",
     "RerouteConfig",
+    "RerouteRequest",
     "RerouteResult",
     "RoutedModel",
     "is_valid_routing",
     "project_to_simplex",
     "reroute",
+    "reroute_many",
 ]

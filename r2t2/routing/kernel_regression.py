@@ -6,72 +6,109 @@ few batched neighbour-loss evaluations to decide how far to trust the neighbours
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Generator, Sequence
 
 import torch
 from torch import Tensor
 
-from r2t2.routing.config import RerouteConfig
-from r2t2.routing.neighbours import neighbour_loss, weigh_neighbourhood
-from r2t2.routing.protocol import Neighbourhood, RoutedModel
+from r2t2.routing.neighbours import NeighbourLosses, NoUsableNeighbours, WeightedNeighbours, weigh_neighbourhood
+from r2t2.routing.protocol import RoutedModel
+from r2t2.routing.request import RerouteRequest
 from r2t2.routing.result import LineSearchPoint, RerouteResult
 
 _INVERSE_GOLDEN = (math.sqrt(5.0) - 1) / 2
 
 
-def kernel_regression(model: RoutedModel, r0: Tensor, config: RerouteConfig, query_embedding: Tensor,
-                      neighbourhood: Neighbourhood) -> RerouteResult:
-    """r_hat = sum_i K_i r_i / sum_i K_i, then alpha * r0 + (1 - alpha) * r_hat.
+def kernel_regression(model: RoutedModel, requests: Sequence[RerouteRequest]) -> list[RerouteResult]:
+    """r_hat = sum_i K_i r_i / sum_i K_i, then alpha * r0 + (1 - alpha) * r_hat, per request.
 
     With `config.alpha` fixed that mix is returned directly. Otherwise alpha is searched on [0, 1]:
     both ends (plain regression, base routing) plus `line_search_steps` golden-section evaluations of
-    the neighbour loss; the lowest-loss alpha wins. Raises NoUsableNeighbours like NGD.
+    the neighbour loss; the lowest-loss alpha wins. The searching requests (validated, all with the same
+    `line_search_steps`) evaluate in lockstep: each round is one batched loss over every request's
+    neighbours. An empty or weightless neighbourhood keeps r0 with the reason in `fallback`.
     """
-    chosen = weigh_neighbourhood(query_embedding, neighbourhood, config)
-    routings = neighbourhood.routings[chosen.indices].to(r0.dtype)
-    r_hat = torch.einsum("n,nle->le", chosen.weights.to(r0.dtype), routings)
-    neighbours = chosen.describe(neighbourhood.ids)
+    results: list[RerouteResult | None] = [None] * len(requests)
+    searching: list[tuple[int, WeightedNeighbours, Tensor]] = []
+    for i, request in enumerate(requests):
+        assert request.neighbourhood is not None and request.query_embedding is not None  # checked by reroute
+        try:
+            chosen = weigh_neighbourhood(request.query_embedding, request.neighbourhood, request.config)
+        except NoUsableNeighbours as empty:
+            results[i] = RerouteResult(strategy="kernel", base_routing=request.r0, routing=request.r0.clone(),
+                                       fallback=empty.reason)
+            continue
+        routings = request.neighbourhood.routings[chosen.indices].to(request.r0.dtype)
+        r_hat = torch.einsum("n,nle->le", chosen.weights.to(request.r0.dtype), routings)
+        alpha = request.config.alpha
+        if alpha is None:
+            searching.append((i, chosen, r_hat))
+        else:
+            results[i] = RerouteResult(strategy="kernel", base_routing=request.r0,
+                                       routing=alpha * request.r0 + (1 - alpha) * r_hat,
+                                       neighbours=chosen.describe(request.neighbourhood.ids), alpha=alpha,
+                                       bandwidth=chosen.bandwidth)
+    if searching:
+        for (i, chosen, r_hat), points in zip(searching, _line_searches(model, requests, searching)):
+            results[i] = _searched(requests[i], chosen, r_hat, points)
+    return results  # type: ignore[return-value]  (every slot is filled above)
 
-    def mix(alpha: float) -> Tensor:
-        return alpha * r0 + (1 - alpha) * r_hat
 
-    if config.alpha is not None:
-        return RerouteResult(strategy="kernel", base_routing=r0, routing=mix(config.alpha),
-                             neighbours=neighbours, alpha=config.alpha, bandwidth=chosen.bandwidth)
-    batch = neighbourhood.batch[chosen.indices.tolist()]
-    evaluated: list[LineSearchPoint] = []
-
-    def loss_at(alpha: float) -> float:
+def _line_searches(model: RoutedModel, requests: Sequence[RerouteRequest],
+                   searching: list[tuple[int, WeightedNeighbours, Tensor]]) -> list[list[LineSearchPoint]]:
+    """Run every request's golden-section search in lockstep, one batched loss call per round."""
+    picked = [requests[i] for i, _, _ in searching]
+    losses = NeighbourLosses(model, [r.neighbourhood.batch[c.indices.tolist()] for r, (_, c, _) in zip(picked, searching)],
+                             [c.weights for _, c, _ in searching])
+    r0 = torch.stack([r.r0 for r in picked])
+    r_hat = torch.stack([h for _, _, h in searching])
+    searches = [_golden_section(r.config.line_search_steps) for r in picked]
+    alphas = [next(search) for search in searches]
+    points: list[list[LineSearchPoint]] = [[] for _ in picked]
+    while True:
+        mix = torch.tensor(alphas, dtype=r0.dtype, device=r0.device).view(-1, 1, 1)
         with torch.no_grad():
-            value = float(neighbour_loss(model, batch, chosen.weights, mix(alpha)))
-        evaluated.append(LineSearchPoint(alpha=alpha, loss=value))
-        return value if math.isfinite(value) else math.inf
+            values = losses(mix * r0 + (1 - mix) * r_hat).tolist()
+        following = []
+        for q, (search, alpha, value) in enumerate(zip(searches, alphas, values)):
+            points[q].append(LineSearchPoint(alpha=alpha, loss=value))
+            following.append(search.send(value if math.isfinite(value) else math.inf))
+        if any(alpha is None for alpha in following):  # the searches share one length: all end together
+            return points
+        alphas = following
 
-    _golden_section(loss_at, config.line_search_steps)
+
+def _searched(request: RerouteRequest, chosen: WeightedNeighbours, r_hat: Tensor,
+              evaluated: list[LineSearchPoint]) -> RerouteResult:
+    """The result of one request's line search: the lowest finite loss wins."""
+    r0, neighbours = request.r0, chosen.describe(request.neighbourhood.ids)
     finite = [p for p in evaluated if math.isfinite(p.loss)]
     if not finite:
         return RerouteResult(strategy="kernel", base_routing=r0, routing=r0.clone(), neighbours=neighbours,
-                             line_search=tuple(evaluated), bandwidth=chosen.bandwidth,
-                             steps=len(evaluated), fallback="non-finite neighbour loss at every alpha")
+                             line_search=tuple(evaluated), bandwidth=chosen.bandwidth, steps=len(evaluated),
+                             fallback="non-finite neighbour loss at every alpha")
     best = min(finite, key=lambda p: p.loss)
-    return RerouteResult(strategy="kernel", base_routing=r0, routing=mix(best.alpha), neighbours=neighbours,
-                         alpha=best.alpha, line_search=tuple(evaluated), bandwidth=chosen.bandwidth,
-                         steps=len(evaluated))
+    return RerouteResult(strategy="kernel", base_routing=r0, routing=best.alpha * r0 + (1 - best.alpha) * r_hat,
+                         neighbours=neighbours, alpha=best.alpha, line_search=tuple(evaluated),
+                         bandwidth=chosen.bandwidth, steps=len(evaluated))
 
 
-def _golden_section(loss_at: Callable[[float], float], evaluations: int) -> None:
-    """Evaluate both ends of [0, 1], then shrink a golden-section bracket with `evaluations` more calls."""
-    loss_at(0.0)
-    loss_at(1.0)
+def _golden_section(evaluations: int) -> Generator[float | None, float, None]:
+    """Yields the alphas to evaluate (both ends of [0, 1], then `evaluations` golden-section points),
+    receiving each one's loss; yields None once done."""
+    yield 0.0
+    yield 1.0
     low, high = 0.0, 1.0
     left, right = high - _INVERSE_GOLDEN * (high - low), low + _INVERSE_GOLDEN * (high - low)
-    left_loss, right_loss = loss_at(left), loss_at(right)
+    left_loss = yield left
+    right_loss = yield right
     for _ in range(evaluations - 2):
         if left_loss <= right_loss:
             high, right, right_loss = right, left, left_loss
             left = high - _INVERSE_GOLDEN * (high - low)
-            left_loss = loss_at(left)
+            left_loss = yield left
         else:
             low, left, left_loss = left, right, right_loss
             right = low + _INVERSE_GOLDEN * (high - low)
-            right_loss = loss_at(right)
+            right_loss = yield right
+    yield None

@@ -100,10 +100,44 @@ def weigh_neighbourhood(query: Tensor, neighbourhood: Neighbourhood, config: Rer
     return weigh(query, embeddings, select(query, embeddings, config), config.kernel, config.bandwidth)
 
 
-def neighbour_loss(model: RoutedModel, batch: ReferenceBatch, weights: Tensor, routing: Tensor) -> Tensor:
-    """Kernel-weighted mean of the neighbours' losses under one shared `routing`: one batched model call."""
-    losses = model.routing_loss(batch, routing)
-    if losses.shape != weights.shape:
-        raise ValueError(f"routing_loss returned shape {tuple(losses.shape)} for a batch of "
-                         f"{weights.shape[0]} samples; expected [{weights.shape[0]}]")
-    return (weights.to(losses.dtype) * losses).sum()
+class NeighbourLosses:
+    """The weighted neighbours of Q queries, and their kernel-weighted neighbour loss under Q routings.
+
+    When the model can join batches (the optional `join_batches(batches) -> batch` of the RoutedModel
+    protocol) every evaluation is one model call over all neighbours of all queries, each sample under
+    its own query's routing; otherwise one call per query. The same path serves a single
+    request (Q = 1), so a request's losses do not depend on which other requests share its batch. The
+    joined batch is built once, so whatever the model caches on it (e.g. prefix keys/values) is reused
+    at every step.
+    """
+
+    def __init__(self, model: RoutedModel, batches: Sequence[ReferenceBatch], weights: Sequence[Tensor]) -> None:
+        if not batches or len(batches) != len(weights):
+            raise ValueError(f"need one weight vector per batch, got {len(batches)} batches, {len(weights)} weights")
+        self.model = model
+        self.batches = list(batches)
+        self.weights = [w.detach() for w in weights]
+        sizes = torch.as_tensor([len(b) for b in self.batches])
+        self.owner = torch.repeat_interleave(torch.arange(len(self.batches)), sizes)
+        join = getattr(model, "join_batches", None)
+        self.joined = (self.batches[0] if len(self.batches) == 1
+                       else None if join is None else join(self.batches))
+
+    def __call__(self, routings: Tensor) -> Tensor:
+        """[Q] losses, query q's neighbours answered under `routings[q]` ([Q, L, E])."""
+        owner = self.owner.to(routings.device)
+        if self.joined is not None:
+            losses = _checked(self.model.routing_loss(self.joined, routings[owner]), owner.shape[0])
+        else:
+            losses = torch.cat([_checked(self.model.routing_loss(batch, routings[q].expand(len(batch), *routings.shape[1:])),
+                                         len(batch)) for q, batch in enumerate(self.batches)])
+        weights = torch.cat(self.weights).to(device=losses.device, dtype=losses.dtype)
+        return torch.zeros(len(self.batches), dtype=losses.dtype, device=losses.device).index_add(
+            0, owner, weights * losses)
+
+
+def _checked(losses: Tensor, samples: int) -> Tensor:
+    if tuple(losses.shape) != (samples,):
+        raise ValueError(f"routing_loss returned shape {tuple(losses.shape)} for a batch of {samples} samples; "
+                         f"expected [{samples}]")
+    return losses

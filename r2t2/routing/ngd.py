@@ -5,26 +5,46 @@ similar reference questions correctly is likely to answer this one too.
 """
 from __future__ import annotations
 
-from torch import Tensor
+from collections.abc import Sequence
 
-from r2t2.routing.config import RerouteConfig
+import torch
+
 from r2t2.routing.descent import projected_adam
-from r2t2.routing.neighbours import neighbour_loss, weigh_neighbourhood
-from r2t2.routing.protocol import Neighbourhood, RoutedModel
+from r2t2.routing.neighbours import NeighbourLosses, NoUsableNeighbours, weigh_neighbourhood
+from r2t2.routing.protocol import RoutedModel
+from r2t2.routing.request import RerouteRequest
 from r2t2.routing.result import RerouteResult
 
 
-def neighbourhood_gradient_descent(model: RoutedModel, r0: Tensor, config: RerouteConfig,
-                                   query_embedding: Tensor, neighbourhood: Neighbourhood) -> RerouteResult:
-    """`config.steps` projected Adam steps on L(r) = sum_i K_i l_i(r) / sum_i K_i, from r0.
+def neighbourhood_gradient_descent(model: RoutedModel, requests: Sequence[RerouteRequest]) -> list[RerouteResult]:
+    """`config.steps` projected Adam steps on L(r) = sum_i K_i l_i(r) / sum_i K_i from r0, per request.
 
-    Returns the final iterate (not the best one: the neighbour loss is only a proxy for the query's).
-    Raises NoUsableNeighbours when the neighbourhood is empty or carries no kernel weight.
+    The requests (validated, all with the same `steps`) descend together: each step is one batched
+    loss and one backward over every request's neighbours. Each returns its final iterate (not the best
+    one: the neighbour loss is only a proxy for the query's). A request whose neighbourhood is empty or
+    carries no kernel weight keeps r0 with the reason in `fallback`.
     """
-    chosen = weigh_neighbourhood(query_embedding, neighbourhood, config)
-    batch = neighbourhood.batch[chosen.indices.tolist()]
-    descent = projected_adam(lambda r: neighbour_loss(model, batch, chosen.weights, r),
-                             r0, config.steps, config.lr, config.lr_min)
-    return RerouteResult(strategy="ngd", base_routing=r0, routing=descent.final,
-                         neighbours=chosen.describe(neighbourhood.ids), losses=descent.losses,
-                         bandwidth=chosen.bandwidth, steps=descent.steps, fallback=descent.fallback)
+    results: list[RerouteResult | None] = [None] * len(requests)
+    moving, chosen = [], []
+    for i, request in enumerate(requests):
+        assert request.neighbourhood is not None and request.query_embedding is not None  # checked by reroute
+        try:
+            chosen.append(weigh_neighbourhood(request.query_embedding, request.neighbourhood, request.config))
+            moving.append(i)
+        except NoUsableNeighbours as empty:
+            results[i] = RerouteResult(strategy="ngd", base_routing=request.r0, routing=request.r0.clone(),
+                                       fallback=empty.reason)
+    if moving:
+        picked = [requests[i] for i in moving]
+        losses = NeighbourLosses(model, [r.neighbourhood.batch[c.indices.tolist()] for r, c in zip(picked, chosen)],
+                                 [c.weights for c in chosen])
+        starts = torch.stack([r.r0 for r in picked])
+        settings = torch.tensor([[r.config.lr, r.config.lr_min] for r in picked], dtype=starts.dtype,
+                                device=starts.device)
+        descents = projected_adam(losses, starts, picked[0].config.steps, settings[:, 0], settings[:, 1])
+        for i, request, weighted, descent in zip(moving, picked, chosen, descents):
+            results[i] = RerouteResult(strategy="ngd", base_routing=request.r0, routing=descent.final,
+                                       neighbours=weighted.describe(request.neighbourhood.ids),
+                                       losses=descent.losses, bandwidth=weighted.bandwidth, steps=descent.steps,
+                                       fallback=descent.fallback)
+    return results  # type: ignore[return-value]  (every slot is filled above)

@@ -41,7 +41,8 @@ def oracle(model: RoutedModel, r0: Tensor, config: RerouteConfig, target: Refere
         return RerouteResult(strategy="oracle", base_routing=r0, routing=r0.clone(),
                              fallback="non-finite target loss at every starting routing")
     start_index = int(torch.where(finite, start_losses, torch.inf).argmin())
-    descent = projected_adam(lambda r: model.routing_loss(target, r).sum(), starts[start_index],
-                             config.oracle_steps, config.oracle_lr, config.lr_min)
+    settings = torch.tensor([config.oracle_lr, config.lr_min], dtype=r0.dtype, device=r0.device)
+    (descent,) = projected_adam(lambda r: model.routing_loss(target, r[0]).sum().reshape(1),
+                                starts[start_index].unsqueeze(0), config.oracle_steps, settings[:1], settings[1:])
     return RerouteResult(strategy="oracle", base_routing=r0, routing=descent.best, losses=descent.losses,
                          steps=descent.steps, fallback=descent.fallback)

@@ -45,6 +45,10 @@ class RoutedModel(Protocol):
         """
         ...
 
+    # Optional: `join_batches(batches) -> ReferenceBatch`, every sample of `batches` in order. A model
+    # that has it lets re-routing evaluate the neighbours of a whole batch of requests in one
+    # `routing_loss` call; without it each request costs its own call (same results, less throughput).
+
 
 @dataclass(frozen=True)
 class Neighbourhood:

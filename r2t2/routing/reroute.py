@@ -1,12 +1,17 @@
 """One entry point for every strategy: checks the inputs a strategy needs, runs it, times it.
 
-Every tensor handed to a strategy is detached and in r0's dtype, so no strategy can reach the graph
-of whatever produced its inputs; the model itself is only ever called, never modified.
+`reroute_many` takes the requests of a batch: requests whose strategy and step count match run
+together (one batched model call per step for all of them), each with its own settings and results.
+`reroute` is the same path with one request. Every tensor handed to a strategy is detached and in r0's
+dtype, so no strategy can reach the graph of whatever produced its inputs; the model itself is only
+ever called, never modified.
 """
 from __future__ import annotations
 
 import dataclasses
 import time
+from collections import defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -19,53 +24,95 @@ from r2t2.routing.neighbours import NoUsableNeighbours
 from r2t2.routing.ngd import neighbourhood_gradient_descent
 from r2t2.routing.oracle import oracle
 from r2t2.routing.protocol import Neighbourhood, ReferenceBatch, RoutedModel, is_valid_routing
+from r2t2.routing.request import RerouteRequest
 from r2t2.routing.result import RerouteResult
 
 
 def reroute(model: RoutedModel, r0: Tensor, config: RerouteConfig, *, query_embedding: Tensor | None = None,
             neighbourhood: Neighbourhood | None = None, pool_routings: Tensor | None = None,
             target: ReferenceBatch | None = None) -> RerouteResult:
-    """Re-route one request with `config.strategy`.
+    """Re-route one request with `config.strategy` (see `RerouteRequest` for the inputs each needs)."""
+    request = RerouteRequest(r0, config, query_embedding, neighbourhood, pool_routings, target)
+    return reroute_many(model, [request])[0]
 
-    Needs `query_embedding` [D] and `neighbourhood` for "ngd" and "kernel", `pool_routings` [N, L, E]
-    (the reference set's routings) for "meanshift", `target` (the query with its label, a batch of one)
-    for "oracle"; inputs a strategy does not use are ignored. Raises ValueError on a missing input or a
-    shape/validity mismatch. A neighbourhood that cannot steer (empty, zero kernel weight) is not an
-    error: the result keeps r0 and says why in `fallback`.
+
+def reroute_many(model: RoutedModel, requests: Sequence[RerouteRequest]) -> list[RerouteResult]:
+    """Re-route each request with its own `config`; results in request order.
+
+    Raises ValueError on a missing input or a shape/validity mismatch in any request (before any model
+    work). A neighbourhood that cannot steer (empty, zero kernel weight) and a numeric blow-up inside a
+    strategy are not errors: that request keeps r0 (or its last finite iterate) and says why in
+    `fallback`. `seconds` is the wall time of the group the request ran in.
     """
-    started = time.perf_counter()
-    if not isinstance(config, RerouteConfig):
-        raise ValueError(f"config must be a RerouteConfig, got {type(config).__name__}")
     if not isinstance(model, RoutedModel):
         raise ValueError(f"model must implement RoutedModel (routing_shape, base_routing, routing_loss), "
                          f"got {type(model).__name__}")
-    base = _checked_routing(r0, tuple(model.routing_shape))
-    try:
-        result = _run(model, base, config, query_embedding, neighbourhood, pool_routings, target)
-    except NoUsableNeighbours as empty:
-        result = RerouteResult(strategy=config.strategy, base_routing=base, routing=base.clone(),
-                               fallback=empty.reason)
-    routing = result.routing.detach()
-    if not is_valid_routing(routing):
-        raise RuntimeError(f"strategy {config.strategy!r} produced an invalid routing")  # a bug, not input
-    return dataclasses.replace(result, routing=routing, seconds=time.perf_counter() - started)
+    checked = [_checked_request(model, request) for request in requests]
+    groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+    for i, request in enumerate(checked):
+        groups[_group_key(request.config)].append(i)
+    results: list[RerouteResult | None] = [None] * len(checked)
+    for members in groups.values():
+        started = time.perf_counter()
+        done = _run(model, [checked[i] for i in members])
+        seconds = time.perf_counter() - started
+        for i, result in zip(members, done):
+            routing = result.routing.detach()
+            if not is_valid_routing(routing):
+                raise RuntimeError(f"strategy {result.strategy!r} produced an invalid routing")  # a bug, not input
+            results[i] = dataclasses.replace(result, routing=routing, seconds=seconds)
+    return results  # type: ignore[return-value]  (every slot is filled above)
 
 
-def _run(model: RoutedModel, r0: Tensor, config: RerouteConfig, query_embedding: Tensor | None,
-         neighbourhood: Neighbourhood | None, pool_routings: Tensor | None,
-         target: ReferenceBatch | None) -> RerouteResult:
-    strategy = config.strategy
-    if strategy == "none":
+def _group_key(config: RerouteConfig) -> tuple[Any, ...]:
+    """Requests that can share model calls: NGD by step count, kernel searches by evaluation count.
+
+    The rest (none, mean shift, oracle, kernel with a fixed alpha) gain nothing from sharing and run one
+    at a time within their group.
+    """
+    if config.strategy == "ngd":
+        return ("ngd", config.steps)
+    if config.strategy == "kernel" and config.alpha is None:
+        return ("kernel", config.line_search_steps)
+    return (config.strategy, "one at a time")
+
+
+def _run(model: RoutedModel, requests: list[RerouteRequest]) -> list[RerouteResult]:
+    strategy = requests[0].config.strategy
+    if strategy == "ngd":
+        return neighbourhood_gradient_descent(model, requests)
+    if strategy == "kernel":
+        return kernel_regression(model, requests)
+    return [_run_one(model, request) for request in requests]
+
+
+def _run_one(model: RoutedModel, request: RerouteRequest) -> RerouteResult:
+    r0, config = request.r0, request.config
+    if config.strategy == "none":
         return RerouteResult(strategy="none", base_routing=r0, routing=r0.clone())
-    if strategy in ("ngd", "kernel"):
-        query, checked = _checked_neighbourhood(query_embedding, neighbourhood, r0, strategy)
-        run = neighbourhood_gradient_descent if strategy == "ngd" else kernel_regression
-        return run(model, r0, config, query, checked)
-    if strategy == "meanshift":
-        return mean_shift(r0, config, _checked_pool(pool_routings, r0))
-    if strategy == "oracle":
-        return oracle(model, r0, config, _checked_target(target))
-    raise ValueError(f"unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
+    try:
+        if config.strategy == "meanshift":
+            return mean_shift(r0, config, request.pool_routings)
+        return oracle(model, r0, config, request.target)
+    except NoUsableNeighbours as empty:
+        return RerouteResult(strategy=config.strategy, base_routing=r0, routing=r0.clone(), fallback=empty.reason)
+
+
+def _checked_request(model: RoutedModel, request: RerouteRequest) -> RerouteRequest:
+    config = request.config
+    if not isinstance(config, RerouteConfig):
+        raise ValueError(f"config must be a RerouteConfig, got {type(config).__name__}")
+    if config.strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {config.strategy!r}; expected one of {', '.join(STRATEGIES)}")
+    r0 = _checked_routing(request.r0, tuple(model.routing_shape))
+    if config.strategy in ("ngd", "kernel"):
+        query, hood = _checked_neighbourhood(request.query_embedding, request.neighbourhood, r0, config.strategy)
+        return RerouteRequest(r0, config, query_embedding=query, neighbourhood=hood)
+    if config.strategy == "meanshift":
+        return RerouteRequest(r0, config, pool_routings=_checked_pool(request.pool_routings, r0))
+    if config.strategy == "oracle":
+        return RerouteRequest(r0, config, target=_checked_target(request.target))
+    return RerouteRequest(r0, config)
 
 
 def _checked_routing(r0: Any, shape: tuple[int, ...]) -> Tensor:

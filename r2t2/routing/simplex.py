@@ -20,6 +20,8 @@ def project_to_simplex(points: Tensor) -> Tensor:
     ordered = torch.sort(points, dim=-1, descending=True).values
     excess = ordered.cumsum(-1) - 1
     ranks = torch.arange(1, size + 1, dtype=points.dtype, device=points.device)
-    active = (ordered - excess / ranks > 0).sum(-1, keepdim=True)  # >= 1: the top entry always qualifies
+    # >= 1 in exact arithmetic (the top entry always qualifies); the floor holds it there when rows of
+    # huge magnitude lose the precision to show it.
+    active = (ordered - excess / ranks > 0).sum(-1, keepdim=True).clamp_min(1)
     threshold = excess.gather(-1, active - 1) / active.to(points.dtype)
     return (points - threshold).clamp_min(0)
