@@ -17,9 +17,13 @@ __all__ = ["Delta", "GenerationBackend", "PromptTooLong", "SamplingOptions", "ch
 
 
 def model_length(config: ServerConfig, lm_path: str) -> int:
-    """The configured context length, capped at the checkpoint's positions (vLLM refuses more)."""
+    """The served context length: the checkpoint's positions, capped by the config's max_model_len when set."""
     positions = json.loads((Path(lm_path) / "config.json").read_text()).get("max_position_embeddings")
-    return min(config.max_model_len, positions) if positions else config.max_model_len
+    limits = [n for n in (config.max_model_len, positions) if n]
+    if not limits:
+        raise ValueError(f"{lm_path}/config.json has no max_position_embeddings: set max_model_len in the server "
+                         f"config")
+    return min(limits)
 
 
 def create_backend(config: ServerConfig, entry: ModelEntry, lm_path: str) -> GenerationBackend:
