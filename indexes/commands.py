@@ -56,14 +56,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _friendly(handler: Callable[[argparse.Namespace], None]) -> Callable[[argparse.Namespace], None]:
-    """Known problems become one line on stderr and exit status 1, not a traceback."""
+    """Known problems become one line on stderr and exit status 2 (as every r2t2 verb), not a traceback."""
 
     def run(args: argparse.Namespace) -> None:
         try:
             handler(args)
         except (R2T2Error, ValueError, FileNotFoundError) as err:
             print(f"error: {err}", file=sys.stderr)
-            raise SystemExit(1) from None
+            raise SystemExit(2) from None
 
     return run
 
@@ -77,13 +77,14 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
 def _build(args: argparse.Namespace) -> None:
     from indexes.build import build_index
     from r2t2.model import load_model
+    from r2t2.pipeline import neighbour_embedder
 
     validate_name(args.name)  # before the slow part: loading data and model
     if args.jsonl and (args.tasks or args.limit):
         raise ValueError("--tasks and --limit apply to built-in splits, not to --jsonl")
     samples, spec = _samples(args)
     model = load_model(args.model)
-    embedder = _embedder(args.embedder, model, samples)
+    embedder = neighbour_embedder(args.embedder, model)
     manifest = build_index(args.name, samples, model, embedder, IndexStore(args.index_dir), spec,
                            index_type=args.index_type, batch_size=args.batch_size, cap=args.cap)
     print(f"built {manifest.name} v{manifest.version}: kept {manifest.kept} of {manifest.seen} samples "
@@ -102,16 +103,6 @@ def _samples(args: argparse.Namespace) -> tuple[list[Any], dict[str, Any]]:
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
     spec = {"source": "builtin", "split": split, "tasks": tasks, "limit": args.limit}
     return load_split(split, tasks=tasks, limit=args.limit), spec
-
-
-def _embedder(name: str, model: Any, samples: list[Any]) -> Any:
-    from indexes.embedders import make_embedder
-
-    if name != "image+question":
-        return make_embedder(name)
-    image_dim = model.image_embedding([samples[0].image]).shape[1]
-    return make_embedder(name, image_embed=model.image_embedding,
-                         image_name=f"model-{model.fingerprint[:12]}", image_dim=image_dim)
 
 
 def _list(args: argparse.Namespace) -> None:

@@ -10,6 +10,7 @@ from ray.serve.handle import DeploymentHandle
 from serving.backends import Delta, GenerationBackend, PromptTooLong, SamplingOptions, create_backend
 from serving.config import ServerConfig
 from serving.errors import InvalidRequest, ServiceUnavailable
+from serving.logs import quiet_client_errors
 
 
 class EngineStartError(RuntimeError):
@@ -21,6 +22,7 @@ class Generator:
     """Streams completions of prompt embeddings with its own engine; Serve restarts it when the engine dies."""
 
     async def __init__(self, config: ServerConfig, model_name: str, rerouter: DeploymentHandle) -> None:
+        quiet_client_errors()
         # The model's re-router (its pipeline) decides which language model the prompts are built for.
         info = await rerouter.model_info.remote()
         try:
