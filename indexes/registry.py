@@ -43,6 +43,7 @@ class IndexRegistry:
         self.expected_embedder = expected_embedder
         self._served: dict[str, ReferenceIndex] = {}
         self._failed: dict[str, int] = {}  # name -> version that failed to load (not retried until CURRENT moves)
+        self._why_failed: dict[str, str] = {}  # name -> why that version failed (e.g. built with another embedder)
         self._foreign: dict[str, tuple[int, str]] = {}  # name -> (version, fingerprint) of another model's index
         self._load_lock = threading.Lock()  # one loader at a time; readers never take it
         self._stop = threading.Event()
@@ -63,6 +64,8 @@ class IndexRegistry:
             foreign = self._foreign.get(name)
             if foreign is not None:
                 raise ForeignIndexError(name, foreign[1])
+            if name in self._why_failed:
+                raise UnknownIndexError(f"index {name!r} cannot be served: {self._why_failed[name]}")
             known = sorted(set(self._served) | (set(self.store.names()) - set(self._foreign)))
             raise UnknownIndexError(f"no servable index named {name!r}; known indexes: {', '.join(known) or 'none'}")
         return snapshot
@@ -101,9 +104,11 @@ class IndexRegistry:
                     )
                 except (ReferenceIndexError, NotFoundError) as err:
                     self._failed[index_name] = version
+                    self._why_failed[index_name] = str(err)
                     log.error("index %s v%d not loaded, old version keeps serving: %s", index_name, version, err)
                     continue
                 self._failed.pop(index_name, None)
+                self._why_failed.pop(index_name, None)
                 self._served[index_name] = snapshot  # one reference assignment: atomic for readers
                 swapped[index_name] = version
                 log.info("index %s now serving v%d (%d references)", index_name, version, snapshot.size)

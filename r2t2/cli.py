@@ -19,14 +19,33 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _eval(args: argparse.Namespace) -> None:
-    from r2t2.eval import evaluate, format_table, save_report
+    from r2t2.data.sample import SPLITS
+    from r2t2.diagnostics import write_dump
+    from r2t2.eval import evaluate, format_table, parse_variant, save_report
     from r2t2.pipeline import load_pipeline
+    from r2t2.routing import RerouteConfig
 
-    pipeline = load_pipeline({"checkpoint": args.model, "index_dir": args.index_dir})
-    overrides = json.loads(args.options) if args.options else {}
-    report = evaluate(pipeline, args.strategies.split(","), args.split.split(","), limit=args.limit,
-                      seed=args.seed, overrides=overrides)
+    # Everything the arguments can get wrong is checked before the model loads (which takes a while).
+    splits, strategies = args.split.split(","), args.strategies.split(",")
+    unknown = [split for split in splits if split not in SPLITS]
+    if unknown:
+        raise ValueError(f"--split: unknown split {unknown[0]!r}; choose from {', '.join(SPLITS)}")
+    try:
+        overrides = json.loads(args.options) if args.options else {}
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--options is not valid JSON: {err}") from None
+    if not isinstance(overrides, dict):
+        raise ValueError(f"--options must be a JSON object, got {args.options!r}")
+    for strategy in strategies:
+        RerouteConfig().replace(**{**overrides, **parse_variant(strategy)})
+    options = {"checkpoint": args.model, "index_dir": args.index_dir}
+    if args.index:  # evaluate against another index (built beforehand, e.g. with another embedder)
+        options.update(default_index=args.index, build_default_index=False, embedder=args.embedder)
+    pipeline = load_pipeline(options)
+    report = evaluate(pipeline, strategies, splits, limit=args.limit, seed=args.seed, overrides=overrides)
     print(format_table(report))
+    if args.dump:
+        write_dump([record for records in report["records"].values() for record in records], Path(args.dump))
     if args.json:
         save_report(report, Path(args.json))
 
@@ -59,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--options", default=None, help='JSON of strategy options, e.g. \'{"k": 3}\'')
     ev.add_argument("--index-dir", default=None)
     ev.add_argument("--json", default=None, help="write the full report here")
+    ev.add_argument("--dump", default=None, help="write one JSON record per query here (JSON Lines)")
+    ev.add_argument("--index", default=None, help="evaluate against this index instead of the family's default")
+    ev.add_argument("--embedder", default=None,
+                    help="the neighbour embedder --index was built with (default: the server's default)")
     ev.set_defaults(func=_eval)
 
     serve = verbs.add_parser("serve", help="serve the OpenAI-compatible API with Ray Serve",
@@ -71,7 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from r2t2.model.config import ModelConfigError
+    """Run one verb. A usage mistake (a bad argument, config, checkpoint or file) is one line on stderr and exit
+    status 2, like argparse's own errors; a traceback means a bug."""
+    from r2t2.errors import R2T2Error
 
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["serve"]:  # everything after the verb is serving.run's (argparse cannot pass on --options)
@@ -80,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except ModelConfigError as err:  # a bad config or checkpoint: the message names the file and field
+    except (R2T2Error, ValueError, FileNotFoundError) as err:  # ModelConfigError is a ValueError naming its file
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
 

@@ -18,7 +18,9 @@ import torch
 from tqdm import tqdm
 
 from r2t2.data import load_split
-from r2t2.pipeline import ReroutePipeline
+from r2t2.data.sample import Sample
+from r2t2.diagnostics import diagnose
+from r2t2.pipeline import ReroutePipeline, Rerouted
 from r2t2.routing import RerouteConfig
 
 
@@ -52,18 +54,21 @@ def evaluate(pipeline: ReroutePipeline, strategies: Sequence[str], splits: Seque
     """Run every strategy (or variant, see `parse_variant`) on every sample of the splits.
 
     Returns the report as plain data; "none" and "oracle" are the references for fixed/broken and gap.
+    `report["records"][split]` holds one record per query (see r2t2.diagnostics), for `--dump`.
     """
     torch.manual_seed(seed)
     configs = {s: pipeline.config_for({**(overrides or {}), **parse_variant(s)}) for s in strategies}
     report: dict = {"strategies": list(strategies), "splits": {}, "limit": limit, "seed": seed,
-                    "config": {s: dataclasses.asdict(c) for s, c in configs.items()}}
+                    "config": {s: dataclasses.asdict(c) for s, c in configs.items()}, "records": {}}
     for split in splits:
         samples = load_split(split, limit=limit, seed=seed)
         stats = {s: StrategyStats() for s in strategies}
         tasks: list[str] = []
+        records: list[dict] = []
         bar = tqdm(samples, desc=f"eval {split}", unit="q", disable=not progress)
         for sample in bar:
             tasks.append(sample.task)
+            records.append(_record(sample))
             for name, config in configs.items():
                 started = time.perf_counter()
                 done = pipeline.rerouted(sample.image, sample.question, config, answer=sample.answer)
@@ -73,8 +78,28 @@ def evaluate(pipeline: ReroutePipeline, strategies: Sequence[str], splits: Seque
                 stats[name].fallbacks += done.result.fallback is not None
                 stats[name].routing_before.append(done.result.base_routing.flatten().tolist())
                 stats[name].routing_after.append(done.result.routing.flatten().tolist())
+                records[-1]["strategies"][name] = _run_record(done, answer, answer == sample.answer)
         report["splits"][split] = summarise(stats, tasks)
+        report["splits"][split]["diagnostics"] = diagnose(records, list(strategies))
+        report["records"][split] = records
     return report
+
+
+def _record(sample: Sample) -> dict:
+    return {"id": sample.id, "split": sample.split, "question": sample.question, "answer": sample.answer,
+            "task": sample.task, "strategies": {}}
+
+
+def _run_record(done: Rerouted, answer: str, correct: bool) -> dict:
+    """One strategy's account of one query: its answer, routings, and the neighbours it used."""
+    result = done.result.to_dict()
+    return {"answer": answer, "correct": correct, "base_routing": result["base_routing"],
+            "routing": result["routing"], "moved": result["moved"], "fallback": result["fallback"],
+            "guard": result.get("guard"),
+            "neighbours": [{"id": n["id"], "question": done.neighbours.get(n["id"], {}).get("question"),
+                            "answer": done.neighbours.get(n["id"], {}).get("answer"),
+                            "task": done.neighbours.get(n["id"], {}).get("task"), "weight": n["weight"]}
+                           for n in result["neighbours"]]}
 
 
 def _accuracy(flags: Sequence[bool]) -> float:
@@ -120,16 +145,36 @@ def format_table(report: dict) -> str:
         lines.append("| strategy | accuracy % | gap closed | fixed | broken | fallbacks | median ms | x none |")
         lines.append("|---|---|---|---|---|---|---|---|")
         for name, e in data["strategies"].items():
-            gap = e.get("gap_closed")
+            gap, ratio = e.get("gap_closed"), e.get("latency_ratio")  # None without `none` (or `oracle`) to compare
             lines.append(
                 f"| {name} | {e['accuracy']:.1f} | {'-' if gap is None else f'{100 * gap:.0f} %'} | "
                 f"{e.get('fixed', '-')} | {e.get('broken', '-')} | {e['fallbacks']} | "
-                f"{e['median_ms']:.1f} | {e.get('latency_ratio') or 0:.2f} |")
+                f"{e['median_ms']:.1f} | {'-' if ratio is None else f'{ratio:.2f}'} |")
         tasks = sorted(next(iter(data["strategies"].values()))["per_task"])
         lines.append("\n| strategy | " + " | ".join(tasks) + " |")
         lines.append("|---|" + "---|" * len(tasks))
         for name, e in data["strategies"].items():
             lines.append(f"| {name} | " + " | ".join(f"{e['per_task'][t]:.1f}" for t in tasks) + " |")
+        if "diagnostics" in data:
+            lines.append(format_diagnostics(data["diagnostics"]))
+    return "\n".join(lines)
+
+
+def format_diagnostics(diagnostics: dict) -> str:
+    """Per strategy: purity, mean distance moved, guard verdicts; per task: fixed/broken (vs none)."""
+    def number(value: float | None, scale: float = 1.0) -> str:
+        return "-" if value is None else f"{scale * value:.2f}" if scale == 1.0 else f"{scale * value:.0f} %"
+
+    first = next(iter(diagnostics.values()))["per_task"]
+    tasks = [t for t in first if t != "all"]
+    lines = ["\n| strategy | neighbour purity | mean moved | guard fired | "
+             + " | ".join(f"{t} fixed/broken" for t in tasks) + " |",
+             "|---|---|---|---|" + "---|" * len(tasks)]
+    for name, d in diagnostics.items():
+        fired = ", ".join(f"{reason} {n}" for reason, n in sorted(d["guard_fired"].items())) or "-"
+        cells = [f"{d['per_task'][t].get('fixed', '-')}/{d['per_task'][t].get('broken', '-')}" for t in tasks]
+        lines.append(f"| {name} | {number(d['purity'], 100.0)} | {number(d['moved'])} | {fired} | "
+                     + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

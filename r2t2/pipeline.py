@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from indexes.embedders import Embedder, MiniLMEmbedder
+from indexes.embedders import IMAGE_QUESTION_PREFIX, Embedder, MiniLMEmbedder, make_embedder
 from indexes.errors import IndexMismatchError
 from indexes.reference_index import Candidates, ReferenceIndex
 from indexes.registry import IndexRegistry
@@ -289,7 +289,7 @@ def load_pipeline(config: dict[str, Any] | None = None) -> ReroutePipeline:
     return serve_model(model, model.config.name, options)
 
 
-_SERVE_OPTIONS = ("model_name", "index_dir", "default_index", "build_default_index", "r2t2", "device")
+_SERVE_OPTIONS = ("model_name", "index_dir", "default_index", "build_default_index", "r2t2", "device", "embedder")
 
 
 def serve_model(model: ServableModel, family: str, options: dict[str, Any] | None = None) -> ReroutePipeline:
@@ -298,14 +298,15 @@ def serve_model(model: ServableModel, family: str, options: dict[str, Any] | Non
     Options: `model_name` (default "r2t2-<family>"), `index_dir`, `default_index` (default: the family
     name), `build_default_index` (default True), `r2t2` (default strategy settings), `device` ("cpu", the
     default, or e.g. "cuda": the model, its batches, neighbour tensors and re-routing run there; the model
-    must then have `.to(device)`). Unknown options are a ValueError naming them.
+    must then have `.to(device)`), `embedder` (the neighbour embedder, see `neighbour_embedder`; its indexes
+    must have been built with it). Unknown options are a ValueError naming them.
     """
     options = dict(options or {})
     unknown = sorted(set(options) - set(_SERVE_OPTIONS))
     if unknown:
         raise ValueError(f"unknown pipeline option(s) {', '.join(unknown)}; allowed: {', '.join(_SERVE_OPTIONS)}")
     faiss.omp_set_num_threads(1)  # one query per search: FAISS's threads only contend with torch's
-    embedder = MiniLMEmbedder()
+    embedder = neighbour_embedder(options.get("embedder"), model)
     store = IndexStore(options.get("index_dir"))
     default_index = options.get("default_index") or family
     if options.get("build_default_index", True):
@@ -321,6 +322,18 @@ def serve_model(model: ServableModel, family: str, options: dict[str, Any] | Non
                            model_name=options.get("model_name") or f"r2t2-{family}", family=family, device=device)
 
 
+def neighbour_embedder(name: str | None, model: ServableModel) -> Embedder:
+    """The embedder neighbours are searched with: MiniLM by default, or `name` as `r2t2 index build --embedder`
+    takes it (image+question uses the model's own image embedding)."""
+    if name is None:
+        return MiniLMEmbedder()
+    if name == "image+question" or name.startswith(IMAGE_QUESTION_PREFIX):
+        image_dim = model.image_embedding([Image.new("RGB", (64, 64))]).shape[1]
+        return make_embedder(name, image_embed=model.image_embedding, image_name=f"model-{model.fingerprint[:12]}",
+                             image_dim=image_dim)
+    return make_embedder(name)
+
+
 def ensure_default_index(model: ServableModel, embedder: Embedder, store: IndexStore,
                          name: str = DEFAULT_INDEX) -> None:
     """Build the default reference index (reference split, correct answers only) unless one exists.
@@ -332,7 +345,12 @@ def ensure_default_index(model: ServableModel, embedder: Embedder, store: IndexS
     if current is None:
         build_from_spec(name, DEFAULT_INDEX_SPEC, model, embedder, store)
         return
-    built_for = store.manifest(name, current).model_fingerprint
+    manifest = store.manifest(name, current)
+    built_for = manifest.model_fingerprint
+    if built_for == model.fingerprint and manifest.embedder_name != embedder.name:
+        raise IndexMismatchError(f"default_index {name!r} in {store.root} was built with embedder "
+                                 f"{manifest.embedder_name!r}, but this server embeds questions with {embedder.name!r}: "
+                                 f"serve with that embedder, or rebuild the index (`r2t2 index build --name {name}`)")
     if built_for != model.fingerprint:
         raise IndexMismatchError(f"default_index {name!r} in {store.root} was built for model {built_for}, not "
                                  f"this model ({model.fingerprint}): name another default_index, or remove that "

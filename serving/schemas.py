@@ -7,9 +7,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
 
 from indexes.vectors import INDEX_TYPES
+
+
+MAX_CHOICES = 8  # most choices (n) one request may ask for
 
 
 class _Request(BaseModel):
@@ -17,16 +20,21 @@ class _Request(BaseModel):
 
 
 class TextPart(_Request):
+    """Question text; several text parts are joined with spaces."""
+
     type: Literal["text"]
     text: str
 
 
 class ImageUrl(_Request):
-    url: str = Field(min_length=1)
-    detail: Literal["auto", "low", "high"] | None = None
+    url: str = Field(min_length=1, description="a data: URL (data:image/png;base64,...); http(s) URLs only when "
+                                               "the server sets images.allow_remote_urls")
+    detail: Literal["auto", "low", "high"] | None = Field(None, description="accepted for compatibility; ignored")
 
 
 class ImagePart(_Request):
+    """The one image the question is about (PNG, JPEG, GIF, BMP or WebP within the server's size limits)."""
+
     type: Literal["image_url"]
     image_url: ImageUrl
 
@@ -35,40 +43,98 @@ ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
 
 
 class ChatMessage(_Request):
+    """One turn. The last message is the user's question; the image is the latest one the conversation sent
+    (one per user message at most); earlier turns are accepted, but the model answers the last question alone."""
+
     role: Literal["system", "user", "assistant"]
     content: str | list[ContentPart]
     name: str | None = None
 
 
 class R2T2Options(_Request):
-    """Per-request re-routing options; ranges here are coarse, the pipeline checks the rest."""
+    """Per-request re-routing options (docs/api.md). A field left out takes the served model's default
+    (`r2t2_defaults` in /v1/models); ranges here are coarse, the pipeline checks the rest (400 naming it)."""
 
-    strategy: Literal["none", "kernel", "meanshift", "ngd"] | None = None
-    k: int | None = Field(None, ge=1, le=256)
-    kernel: str | None = None
-    steps: int | None = Field(None, ge=0, le=1000)
-    lr: float | None = Field(None, gt=0)
-    neighbourhood: Literal["knn", "epsilon"] | None = None  # "epsilon" needs `epsilon`
-    epsilon: float | None = Field(None, gt=0)
-    index: str | None = Field(None, min_length=1)
+    strategy: Literal["none", "kernel", "meanshift", "ngd"] | None = Field(
+        None, description="none: the router's own weights; kernel: the neighbours' kernel-weighted routing "
+                          "with a line search toward the router's; meanshift: pull toward the densest reference "
+                          "routings; ngd: gradient descent on the neighbours' answer loss. Default: ngd")
+    k: int | None = Field(None, ge=1, le=256, description="neighbours used (kNN), or the most an epsilon-ball "
+                                                          "keeps. Default 5")
+    kernel: Literal["gaussian", "matern", "polynomial", "linear"] | None = Field(
+        None, description="how neighbours are weighted by distance. Default gaussian")
+    steps: int | None = Field(None, ge=0, le=1000, description="NGD descent steps, or most mean-shift updates. "
+                                                               "Default 10")
+    lr: float | None = Field(None, gt=0, description="NGD learning rate (cosine-annealed to 1e-5). Default 0.2 "
+                                                     "for the shipped models")
+    neighbourhood: Literal["knn", "epsilon"] | None = Field(
+        None, description="knn: the k nearest; epsilon: every reference within `epsilon`. Default knn")
+    epsilon: float | None = Field(None, gt=0, description="radius of the epsilon-ball (question-embedding "
+                                                          "distance); required with neighbourhood=epsilon")
+    guard: bool | None = Field(None, description="ngd and kernel: keep the router's own routing unless the "
+                                                 "neighbours agree and the move lowers their loss; the record's "
+                                                 "`guard` says whether it fired and why. Default: the server's "
+                                                 "(/v1/models `r2t2_defaults`)")
+    index: str | None = Field(None, min_length=1, description="reference index to search; default: the model's "
+                                                              "`default_index` (see /v1/models)")
+    compare_with_none: bool = Field(False, description="also answer with strategy none and report it in the "
+                                                       "record (`answer_without_rerouting`, `changed_answer`); "
+                                                       "costs a second encode and generation")
 
 
 class StreamOptions(_Request):
-    include_usage: bool = False
+    include_usage: bool = Field(False, description="put `usage` on the final chunk")
 
 
 class ChatCompletionRequest(_Request):
-    model: str = Field(min_length=1)
-    messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
-    n: Literal[1] = 1
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    user: str | None = None
-    r2t2: R2T2Options = R2T2Options()
+    """POST /v1/chat/completions. Unknown fields are refused (400) rather than silently ignored."""
+
+    model: str = Field(min_length=1, description="a served model id (GET /v1/models)")
+    messages: list[ChatMessage] = Field(min_length=1, description="the conversation; the last message is the "
+                                        "user's question, about the latest image sent (see ChatMessage)")
+    max_tokens: int | None = Field(None, ge=1, description="most tokens to generate; default the server's "
+                                   "generation.max_tokens (16; /v1/models `defaults`). Prompt plus max_tokens must "
+                                   "fit the model's `max_model_len`, else 400 context_length_exceeded")
+    max_completion_tokens: int | None = Field(None, ge=1, description="the same as max_tokens (give one of them)")
+    temperature: float | None = Field(None, ge=0, le=2, description="0 is greedy; default generation.temperature (0)")
+    top_p: float | None = Field(None, gt=0, le=1, description="nucleus sampling; default generation.top_p (1)")
+    n: int = Field(1, ge=1, le=MAX_CHOICES, description=f"choices to generate (1 to {MAX_CHOICES}); they share one "
+                                                        "re-routing. With a seed, choice i samples with seed + i")
+    stop: str | list[Annotated[str, Field(min_length=1)]] | None = Field(
+        None, max_length=4, description="up to 4 strings; generation ends before the first one (not included)")
+    seed: int | None = Field(None, ge=0, le=2**63 - 1, description="with temperature > 0, the same seed gives the "
+                                                                   "same answer on the same server")
+    logprobs: bool | None = Field(None, description="return each generated token's log-probability")
+    top_logprobs: int | None = Field(None, ge=0, le=20, description="with logprobs: also the most likely "
+                                                                    "alternatives at each position")
+    presence_penalty: float | None = Field(None, ge=-2, le=2, description="lowers the logits of tokens already "
+                                                                          "generated (OpenAI's definition)")
+    frequency_penalty: float | None = Field(None, ge=-2, le=2, description="lowers a token's logit per earlier "
+                                                                           "occurrence in the generated text")
+    response_format: dict[str, Any] | None = Field(None, description="only {\"type\": \"text\"}: answers are "
+                                                                     "free text (no JSON mode)")
+    tools: list[Any] | None = Field(None, description="refused unless empty: the model does not call tools")
+    tool_choice: Any = Field(None, description="refused unless \"none\": the model does not call tools")
+    stream: bool = Field(False, description="answer as server-sent events (chat.completion.chunk), then [DONE]")
+    stream_options: StreamOptions | None = Field(None, description="only with stream=true")
+    user: str | None = Field(None, description="accepted for compatibility; not used")
+    r2t2: R2T2Options = Field(R2T2Options(), description="re-routing options; with the openai client pass "
+                                                         "them as extra_body={\"r2t2\": {...}}")
+
+    @field_validator("response_format")
+    @classmethod
+    def _text_only(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and value.get("type") != "text":
+            raise ValueError("only {\"type\": \"text\"} is supported: the model answers in free text, there is no "
+                             "JSON or schema mode")
+        return value
+
+    @field_validator("tools", "tool_choice")
+    @classmethod
+    def _no_tools(cls, value: Any) -> Any:
+        if value not in (None, [], "none"):
+            raise ValueError("tool calling is not supported: the model answers questions about an image in text")
+        return value
 
     @model_validator(mode="after")
     def _one_token_limit(self) -> "ChatCompletionRequest":
@@ -76,11 +142,112 @@ class ChatCompletionRequest(_Request):
             raise ValueError("give max_tokens or max_completion_tokens, not both")
         if self.stream_options is not None and not self.stream:
             raise ValueError("stream_options is only allowed with stream=true")
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs=true")
         return self
+
+    @property
+    def stop_strings(self) -> tuple[str, ...]:
+        return () if self.stop is None else (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
 
     @property
     def token_limit(self) -> int | None:
         return self.max_tokens if self.max_tokens is not None else self.max_completion_tokens
+
+
+Routing = Annotated[dict[str, float] | dict[str, dict[str, float]], Field(
+    description="weight per expert ({expert: weight}, summing to 1); a model with several routing rows gives "
+                "{row: {expert: weight}} (names in /v1/models `experts` and `routing_rows`)")]
+
+
+class RecordNeighbour(BaseModel):
+    """A reference sample that steered the routing."""
+
+    id: str = Field(description="the reference sample's id in the index")
+    question: str | None = Field(None, description="its question")
+    answer: str | None = Field(None, description="its answer, which the model got right with its own routing")
+    task: str | None = Field(None, description="its task (e.g. shape, color, count)")
+    similarity: float | None = Field(None, description="cosine similarity of its question to the request's; null "
+                                     "for neighbours found in routing space (meanshift), not by question")
+    weight: float = Field(description="its share of the pull, 0 to 1 (kernel weight; the weights sum to 1)")
+    distance: float = Field(description="Euclidean distance to the request in `neighbour_space`")
+
+
+class LineSearchPoint(BaseModel):
+    """One evaluation of the kernel strategy's line search."""
+
+    toward_neighbours: float = Field(description="0: the router's own routing, 1: the neighbours'")
+    neighbour_loss: float = Field(description="the neighbours' weighted answer loss at that mix")
+
+
+class RecordIndex(BaseModel):
+    name: str = Field(description="the reference index searched")
+    version: int = Field(description="its version that answered (a rebuild swaps versions between requests)")
+
+
+class RecordGuard(BaseModel):
+    """The evidence guard's verdict (request option r2t2.guard; ngd and kernel)."""
+
+    fired: bool = Field(description="true: the guard kept the router's routing instead of the strategy's")
+    reason: Literal["neighbours_disagree", "base_fits_neighbours", "no_loss_gain"] | None = Field(
+        description="the first check that failed: the neighbours' routings are spread out; the neighbours are "
+                    "already answered well under the router's routing; the move does not lower their loss")
+    neighbour_spread: float = Field(description="how much the neighbours' own routings disagree, 0 to 1")
+    neighbour_loss_base: float = Field(description="the neighbours' weighted loss under the router's routing")
+    neighbour_loss_moved: float = Field(description="the same under the strategy's routing")
+
+
+class RecordTimings(BaseModel):
+    """Seconds spent in each stage of this request."""
+
+    model_config = ConfigDict(extra="allow")
+    encode: float | None = Field(None, description="image experts, router and question embedding")
+    embed: float | None = Field(None, description="a separate neighbour-search embedding (0 when the model's own "
+                                                  "is reused)")
+    search: float | None = Field(None, description="the reference-index search (ngd and kernel only)")
+    reroute: float | None = Field(None, description="the strategy itself")
+    compare_with_none: float | None = Field(None, description="the answer without re-routing (compare_with_none)")
+    generate: float | None = Field(None, description="the language model's answer (absent on an error)")
+    total: float | None = Field(None, description="the whole request as the server saw it")
+
+
+class R2T2Record(BaseModel):
+    """What re-routing did for this request (the `r2t2` object of a reply; docs/record.md explains each field).
+
+    Fields of one strategy's own work (`steps_taken`, `neighbour_loss`, `distance_moved`, `toward_neighbours`,
+    `line_search`, `kernel_bandwidth`) appear only in that strategy's records.
+    """
+
+    model_config = ConfigDict(extra="allow")
+    strategy: str = Field(description="the strategy that ran (the request's or the model's default)")
+    base_routing: Routing = Field(description="the router's own routing for this request")
+    routing: Routing = Field(description="the routing the answer was generated with")
+    moved: float = Field(description="share of routing weight that moved to other experts, 0 to 1 (half the L1 "
+                                     "distance, largest routing row): 0 = stayed, 1 = all moved")
+    fallback: str | None = Field(description="why re-routing kept the router's routing or stopped early (e.g. "
+                                             "'empty neighbourhood'); null when it ran to completion")
+    neighbour_space: Literal["question", "routing"] | None = Field(
+        description="question: neighbours are reference questions near the request's (ngd, kernel); routing: "
+                    "reference routings near the current routing (meanshift); null: none used")
+    neighbours: list[RecordNeighbour] = Field(description="nearest first; empty when the strategy uses none")
+    guard: RecordGuard | None = Field(None, description="the evidence guard's verdict; null when the guard was "
+                                                        "off or does not apply to the strategy")
+    kernel_bandwidth: float | None = Field(None, description="the kernel bandwidth used (median of the "
+                                           "neighbour distances unless configured); ngd, kernel, meanshift")
+    steps_taken: int | None = Field(None, description="descent steps (ngd) or updates (meanshift) actually taken")
+    neighbour_loss: list[float] | None = Field(None, description="ngd: the neighbours' weighted answer loss "
+                                               "before each step and after the last (steps_taken + 1 values)")
+    distance_moved: list[float] | None = Field(None, description="meanshift: how far each update moved the "
+                                               "routing (it stops once an update moves less than 1e-4)")
+    toward_neighbours: float | None = Field(None, description="kernel: how far the final routing lies toward the "
+                                            "neighbours' weighted routing (0 = router's own, 1 = neighbours')")
+    line_search: list[LineSearchPoint] | None = Field(None, description="kernel: every mix the line search tried")
+    index: RecordIndex | None = Field(description="the reference index used; null for strategies that use none")
+    changed_answer: bool | None = Field(description="whether re-routing changed the answer: false when the routing "
+                                        "did not move; true/false with r2t2.compare_with_none; else null (unknown)")
+    answer_without_rerouting: str | None = Field(None, description="with r2t2.compare_with_none: the answer "
+                                                 "under the router's own routing, with the same sampling")
+    timings: RecordTimings = Field(description="seconds per stage")
 
 
 class AssistantMessage(BaseModel):
@@ -88,9 +255,26 @@ class AssistantMessage(BaseModel):
     content: str
 
 
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None = Field(description="the token's UTF-8 bytes")
+
+
+class TokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob] = Field(description="the most likely tokens at this position (top_logprobs)")
+
+
+class ChoiceLogprobs(BaseModel):
+    """OpenAI's `logprobs` of a choice (or of a chunk's tokens)."""
+
+    content: list[TokenLogprob]
+
+
 class Choice(BaseModel):
     index: int = 0
     message: AssistantMessage
+    logprobs: ChoiceLogprobs | None = Field(None, description="with logprobs=true")
     finish_reason: Literal["stop", "length"]
 
 
@@ -100,6 +284,11 @@ class Usage(BaseModel):
     total_tokens: int
 
 
+def _record_as_given(record: R2T2Record | None) -> dict[str, Any] | None:
+    # Fields a strategy does not fill stay absent rather than null (docs/record.md).
+    return None if record is None else record.model_dump(mode="json", exclude_unset=True)
+
+
 class ChatCompletion(BaseModel):
     id: str
     object: Literal["chat.completion"] = "chat.completion"
@@ -107,7 +296,11 @@ class ChatCompletion(BaseModel):
     model: str
     choices: list[Choice]
     usage: Usage
-    r2t2: dict[str, Any]
+    r2t2: R2T2Record
+
+    @field_serializer("r2t2")
+    def _record(self, record: R2T2Record | None) -> dict[str, Any] | None:
+        return _record_as_given(record)
 
 
 class ChunkDelta(BaseModel):
@@ -118,6 +311,7 @@ class ChunkDelta(BaseModel):
 class ChunkChoice(BaseModel):
     index: int = 0
     delta: ChunkDelta
+    logprobs: ChoiceLogprobs | None = None
     finish_reason: Literal["stop", "length"] | None = None
 
 
@@ -130,22 +324,40 @@ class ChatCompletionChunk(BaseModel):
     model: str
     choices: list[ChunkChoice]
     usage: Usage | None = None
-    r2t2: dict[str, Any] | None = None
+    r2t2: R2T2Record | None = None
+
+    @field_serializer("r2t2")
+    def _record(self, record: R2T2Record | None) -> dict[str, Any] | None:
+        return _record_as_given(record)
+
+
+class GenerationSettings(BaseModel):
+    """What a chat request gets for a sampling field it leaves out (the server config's `generation`)."""
+
+    max_tokens: int = Field(description="tokens generated at most")
+    temperature: float = Field(description="0: greedy, reproducible answers")
+    top_p: float
 
 
 class ModelCard(BaseModel):
-    """OpenAI's model object plus what a client needs to read the r2t2 record of this model."""
+    """OpenAI's model object plus what a client needs to read the r2t2 record of this model, and its limits."""
 
     id: str
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "r2t2"
-    routing_shape: list[int]  # [L, E]: L routing rows, each a mixture over E experts
-    experts: list[str]
-    routing_rows: list[str]
-    default_index: str
-    max_model_len: int  # the served context length: prompt positions + generated tokens
-    fingerprint: str  # the weights' hash; indexes built for this model record it
+    routing_shape: list[int] = Field(description="[L, E]: L routing rows, each a mixture over E experts")
+    experts: list[str] = Field(description="the E vision experts, the keys of a routing row")
+    routing_rows: list[str] = Field(description="the L routing rows (one row: the record's routings are flat)")
+    default_index: str = Field(description="the reference index used when a request names none")
+    max_model_len: int = Field(description="the served context length: prompt positions plus generated tokens "
+                                           "(the language model's positions, or the server's smaller max_model_len)")
+    max_question_tokens: int | None = Field(description="the longest question the model reads, in its tokens; a "
+                                                        "longer one is refused (400). null: no limit of its own")
+    defaults: GenerationSettings = Field(description="sampling used when a request leaves a field out")
+    r2t2_defaults: dict[str, Any] = Field(description="the re-routing options a request starts from (strategy, k, "
+                                                      "kernel, steps, lr, neighbourhood, ...)")
+    fingerprint: str = Field(description="the weights' hash; indexes built for this model record it")
 
 
 class ModelList(BaseModel):
@@ -169,10 +381,18 @@ class ErrorResponse(BaseModel):
 class RebuildRequest(_Request):
     """Body of POST /v1/indexes/{name}/rebuild; `dataset` is checked by indexes.specs."""
 
-    dataset: dict[str, Any]
-    model: str | None = Field(None, min_length=1)  # the served model to build for; see Ingress.rebuild_index
-    cap: int = Field(5000, ge=1, le=1_000_000)  # most correctly answered samples kept
-    index_type: str = "auto"
+    dataset: dict[str, Any] = Field(
+        description="the samples to index, one of two forms. Built-in: {\"source\": \"builtin\", \"split\": "
+                    "\"reference\" (or train, test, paraphrase), \"tasks\": a list of color, shape, presence, count, "
+                    "spatial, digit or null for all, \"limit\": int or null, \"seed\": 0}. JSONL: {\"source\": "
+                    "\"jsonl\", \"path\": \"refs.jsonl\"}, a file under the server's indexes.data_dir (refused when that is unset); each line {\"image\", "
+                    "\"question\", \"answer\"} with optional \"task\" and \"id\"",
+        examples=[{"source": "builtin", "split": "reference", "limit": 2000},
+                  {"source": "jsonl", "path": "refs.jsonl"}])
+    model: str | None = Field(None, min_length=1, description="the served model to build for; default the "
+                              "index's owner, or the only served model (with several, a new index needs it)")
+    cap: int = Field(5000, ge=1, le=1_000_000, description="most correctly answered samples kept")
+    index_type: str = Field("auto", description=f"FAISS index: auto (by size) or one of {list(INDEX_TYPES)}")
 
     @field_validator("index_type")
     @classmethod
@@ -184,18 +404,20 @@ class RebuildRequest(_Request):
 
 class IndexVersion(BaseModel):
     version: int
-    size: int  # references kept
-    created_at: str
-    dataset: dict[str, Any]
+    size: int = Field(description="references kept (correctly answered samples)")
+    created_at: str = Field(description="ISO 8601, UTC")
+    dataset: dict[str, Any] = Field(description="the dataset spec it was built from")
 
 
 class IndexSummary(BaseModel):
     object: Literal["index"] = "index"
     name: str
-    current_version: int | None  # None: nothing is served (never built, or CURRENT was force-deleted)
-    versions: list[int]
-    size: int | None  # references in the current version
-    model: str | None  # the served model the current version was built for; None: no served model's
+    current_version: int | None = Field(description="the version requests search (CURRENT); null: nothing is "
+                                                    "served (never built, or the current version was deleted)")
+    versions: list[int] = Field(description="every finished version, oldest first")
+    size: int | None = Field(description="references in the current version")
+    model: str | None = Field(description="the served model the current version was built for; null: none of "
+                                          "the served models")
 
 
 class IndexList(BaseModel):
@@ -204,7 +426,8 @@ class IndexList(BaseModel):
 
 
 class IndexDetail(IndexSummary):
-    manifest: dict[str, Any] | None  # the current version's manifest
+    manifest: dict[str, Any] | None = Field(description="the current version's manifest (model fingerprint, "
+                                                        "embedder, counts, file checksums)")
     version_details: list[IndexVersion]
 
 
@@ -215,12 +438,15 @@ class IndexJob(BaseModel):
     id: str
     index: str
     state: Literal["queued", "running", "succeeded", "failed"]
-    progress: float
-    created_at: float
+    progress: float = Field(ge=0, le=1, description="share of the samples encoded so far")
+    created_at: float = Field(description="Unix time (seconds)")
     started_at: float | None = None
     finished_at: float | None = None
-    error: str | None = None
-    version: int | None = None  # the version the job produced (now CURRENT)
+    error: str | None = Field(None, description="why a failed job failed")
+    version: int | None = Field(None, description="the version the job produced (now CURRENT, served within "
+                                                  "indexes.refresh_interval_s)")
+    interrupted: bool = Field(False, description="the index manager stopped (restart, crash) while the job was "
+                                                 "queued or running: it failed and published no version")
 
 
 class DeletedVersion(BaseModel):
@@ -228,4 +454,11 @@ class DeletedVersion(BaseModel):
     name: str
     version: int
     deleted: bool = True
-    current_version: int | None
+    current_version: int | None = Field(description="the index's current version after the deletion")
+
+
+class HealthStatus(BaseModel):
+    """GET /healthz when every model's re-router and generator answer; otherwise a 503 error body."""
+
+    status: Literal["ok"] = "ok"
+    models: list[str] = Field(description="the served model ids")

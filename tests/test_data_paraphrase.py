@@ -59,3 +59,24 @@ def test_questions_are_lower_case_words_with_at_most_a_final_question_mark(sets)
 def test_unknown_wording_is_rejected() -> None:
     with pytest.raises(ValueError, match="no known training wording"):
         match_question("what is the meaning of life?")
+
+
+def test_paraphrase_val_wordings_are_disjoint_from_training_and_paraphrase() -> None:
+    for form in FORMS:
+        assert form.validation and set(form.validation).isdisjoint(form.asked)
+        assert set(form.validation).isdisjoint(form.paraphrased)
+
+
+def test_paraphrase_val_rewords_train_images_only_with_held_out_words(sets) -> None:
+    val = load_split("paraphrase-val")
+    vocabulary = training_vocabulary()
+    paraphrased = {s.question for s in sets["paraphrase"]}
+    assert len(val) == len(sets["train"])
+    for original, reworded in zip(sets["train"], val, strict=True):
+        assert reworded.id == "paraphrase-val/" + original.id and reworded.split == "paraphrase-val"
+        assert reworded.image is original.image and reworded.answer == original.answer
+        assert reworded.task == original.task
+        assert set(question_words(reworded.question)) - vocabulary, reworded.question
+        assert reworded.question not in paraphrased
+    held_out = {s.image.tobytes() for s in sets["test"]} | {s.image.tobytes() for s in load_split("reference")}
+    assert not {s.image.tobytes() for s in val} & held_out

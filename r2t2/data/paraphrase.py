@@ -1,7 +1,11 @@
-"""The paraphrase split: test samples re-asked in wording no training question uses.
+"""The paraphrase split: test samples re-asked in wording no training question uses; and paraphrase-val.
 
-It measures whether routing generalises beyond the surface form of the training questions, so it
-must never feed training: the registry only builds it on request for the 'paraphrase' split.
+The paraphrase split measures whether routing generalises beyond the surface form of the training
+questions, so it must never feed training nor tuning: the registry only builds it on request.
+paraphrase-val is where R2-T2's own choices (neighbour embedder, guard thresholds) are tuned: a third
+set of wordings (shared with neither training nor the paraphrase split) asked about train-split
+images, which are neither test images nor in any reference index (indexes are built from the
+reference split, whose images are disjoint from train's).
 """
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from r2t2.data.sample import Sample
 from r2t2.data.wording import paraphrase
 
 PREFIX = "paraphrase/"
+VAL_PREFIX = "paraphrase-val/"
 
 
 def paraphrase_sample(sample: Sample) -> Sample:
@@ -19,4 +24,14 @@ def paraphrase_sample(sample: Sample) -> Sample:
         raise ValueError(f"{sample.id}: only test samples are paraphrased, got split {sample.split!r}")
     return replace(
         sample, id=PREFIX + sample.id, question=paraphrase(sample.question, sample.id), split="paraphrase",
+    )
+
+
+def validation_sample(sample: Sample) -> Sample:
+    """A train sample's image and answer under a paraphrase-val wording of its question."""
+    if sample.split != "train":
+        raise ValueError(f"{sample.id}: only train samples make paraphrase-val, got split {sample.split!r}")
+    return replace(
+        sample, id=VAL_PREFIX + sample.id, question=paraphrase(sample.question, sample.id, "validation"),
+        split="paraphrase-val",
     )

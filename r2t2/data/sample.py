@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 TASKS: tuple[str, ...] = ("color", "shape", "presence", "count", "spatial", "digit")
-SPLITS: tuple[str, ...] = ("train", "reference", "test", "paraphrase")
+SPLITS: tuple[str, ...] = ("train", "reference", "test", "paraphrase", "paraphrase-val")
 SOURCES: tuple[str, ...] = ("easy-vqa", "scenes", "digits", "jsonl")
 USER: str = "user"  # task and split of samples a user brings in a JSONL file
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from r2t2.data import digits, easyvqa, scenes
-from r2t2.data.paraphrase import paraphrase_sample
+from r2t2.data.paraphrase import paraphrase_sample, validation_sample
 from r2t2.data.sample import SPLITS, TASKS, Sample
 
 
@@ -29,8 +29,15 @@ def _paraphrased(source: _Source) -> tuple[Sample, ...]:
     return tuple(paraphrase_sample(sample) for sample in source.load("test"))
 
 
+@cache
+def _validation(source: _Source) -> tuple[Sample, ...]:
+    return tuple(validation_sample(sample) for sample in source.load("train"))
+
+
 def _source_split(source: _Source, split: str) -> tuple[Sample, ...]:
-    return _paraphrased(source) if split == "paraphrase" else source.load(split)
+    if split == "paraphrase":
+        return _paraphrased(source)
+    return _validation(source) if split == "paraphrase-val" else source.load(split)
 
 
 def _checked_tasks(tasks: Iterable[str] | None) -> tuple[str, ...]:

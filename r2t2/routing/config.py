@@ -16,7 +16,7 @@ STRATEGIES: tuple[str, ...] = ("none", "ngd", "kernel", "meanshift", "oracle")
 NEIGHBOURHOODS: tuple[str, ...] = ("knn", "epsilon")
 
 _FLOAT_FIELDS = ("epsilon", "bandwidth", "lr", "lr_min", "alpha", "meanshift_alpha", "meanshift_tol",
-                 "oracle_lr")
+                 "oracle_lr", "guard_max_spread", "guard_fit_loss", "guard_min_gain")
 _INT_FIELDS = ("k", "steps", "line_search_steps", "oracle_steps")
 
 
@@ -44,6 +44,11 @@ class RerouteConfig:
     meanshift_tol: float = 1e-4
     oracle_steps: int = 50
     oracle_lr: float = 0.1
+    # The evidence guard (routing/guard.py), for "ngd" and "kernel": keep r0 unless the neighbours support the move.
+    guard: bool = False
+    guard_max_spread: float = 0.5
+    guard_fit_loss: float = 0.1
+    guard_min_gain: float = 0.0
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -78,6 +83,9 @@ class RerouteConfig:
                 raise ValueError(f"{name} must lie in [0, 1], got {value}")
         if self.meanshift_tol < 0:
             raise ValueError(f"meanshift_tol must be >= 0, got {self.meanshift_tol}")
+        for name in ("guard_max_spread", "guard_fit_loss", "guard_min_gain"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
     def replace(self, **overrides: Any) -> RerouteConfig:
         """A copy with `overrides` applied and validated (per-request settings)."""
@@ -90,6 +98,8 @@ class RerouteConfig:
         for name in ("strategy", "neighbourhood", "kernel"):
             if not isinstance(getattr(self, name), str):
                 raise ValueError(f"{name} must be a string, got {getattr(self, name)!r}")
+        if not isinstance(self.guard, bool):
+            raise ValueError(f"guard must be true or false, got {self.guard!r}")
         for name in _INT_FIELDS:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):

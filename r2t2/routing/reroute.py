@@ -18,9 +18,10 @@ import torch
 from torch import Tensor
 
 from r2t2.routing.config import STRATEGIES, RerouteConfig
+from r2t2.routing.guard import GuardSettings, judge
 from r2t2.routing.kernel_regression import kernel_regression
 from r2t2.routing.meanshift import mean_shift
-from r2t2.routing.neighbours import NoUsableNeighbours
+from r2t2.routing.neighbours import NeighbourLosses, NoUsableNeighbours, weigh_neighbourhood
 from r2t2.routing.ngd import neighbourhood_gradient_descent
 from r2t2.routing.oracle import oracle
 from r2t2.routing.protocol import Neighbourhood, ReferenceBatch, RoutedModel, is_valid_routing
@@ -61,7 +62,25 @@ def reroute_many(model: RoutedModel, requests: Sequence[RerouteRequest]) -> list
             if not is_valid_routing(routing):
                 raise RuntimeError(f"strategy {result.strategy!r} produced an invalid routing")  # a bug, not input
             results[i] = dataclasses.replace(result, routing=routing, seconds=seconds)
+            # --- evidence guard (issue 13): per request, after its strategy ran; keeps r0 unless supported ---
+            if checked[i].config.guard and result.strategy in GUARDED and result.fallback is None:
+                results[i] = guarded(model, checked[i], results[i])
     return results  # type: ignore[return-value]  (every slot is filled above)
+
+
+GUARDED = ("ngd", "kernel")  # the strategies that move toward question-space neighbours
+
+
+def guarded(model: RoutedModel, request: RerouteRequest, result: RerouteResult) -> RerouteResult:
+    """`result` judged by the guard from the request's weighted neighbours; r0 back when the guard fires."""
+    config = request.config
+    chosen = weigh_neighbourhood(request.query_embedding, request.neighbourhood, config)
+    indices = chosen.indices.tolist()
+    losses = NeighbourLosses(model, [request.neighbourhood.batch[indices]] * 2, [chosen.weights] * 2)
+    verdict = judge(request.r0, result.routing, chosen.weights, request.neighbourhood.routings[chosen.indices],
+                    losses, GuardSettings(config.guard_max_spread, config.guard_fit_loss, config.guard_min_gain))
+    routing = request.r0.clone() if verdict.fired else result.routing
+    return dataclasses.replace(result, routing=routing, guard=verdict)
 
 
 def _group_key(config: RerouteConfig) -> tuple[Any, ...]:

@@ -6,6 +6,8 @@ from typing import Any
 
 from torch import Tensor
 
+from r2t2.routing.guard import GuardVerdict
+
 
 @dataclass(frozen=True)
 class Neighbour:
@@ -46,6 +48,7 @@ class RerouteResult:
     steps: int = 0
     fallback: str | None = None
     seconds: float = field(default=0.0)
+    guard: GuardVerdict | None = None  # the evidence guard's verdict; None when it was off or not applicable
 
     def to_dict(self) -> dict[str, Any]:
         """The re-routing part of the r2t2 record (docs/record.md), in plain Python values.
@@ -61,6 +64,7 @@ class RerouteResult:
             "fallback": self.fallback,
             "neighbour_space": NEIGHBOUR_SPACES.get(self.strategy),
             "neighbours": [{"id": n.id, "weight": n.weight, "distance": n.distance} for n in self.neighbours],
+            "guard": None if self.guard is None else self.guard.to_dict(),
         }
         if self.strategy in NEIGHBOUR_SPACES:
             record["kernel_bandwidth"] = self.bandwidth

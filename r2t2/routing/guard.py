@@ -1,0 +1,82 @@
+"""Re-route only on evidence: keep the router's own routing when the neighbourhood does not support a move.
+
+The paper's strategies always move toward the neighbours. Two failures follow: neighbours from
+different tasks, whose routings disagree and average to a routing good for none of them; and a
+routing the router got right being pulled away although nothing said it was wrong. The guard checks
+the strategy's move against three pieces of evidence, in this order, and keeps r0 at the first that
+fails (the reason is reported):
+
+1. `neighbours_disagree`: the neighbours' own routings are spread out (kernel-weighted mean, over
+   neighbours, of the largest per-row half-L1 distance between a neighbour's routing and their
+   weighted mean exceeds `guard_max_spread`). A consensus is what makes borrowing a routing sensible.
+2. `base_fits_neighbours`: the neighbours are already answered well under r0 (their weighted loss at
+   r0 is at most `guard_fit_loss`): nothing says the base routing is wrong.
+3. `no_loss_gain`: the move does not lower the neighbours' weighted loss by at least `guard_min_gain`.
+
+Pure torch and model-agnostic: it sees routings, weights and a loss function, nothing of the model.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+REASONS = ("neighbours_disagree", "base_fits_neighbours", "no_loss_gain")
+
+
+@dataclass(frozen=True)
+class GuardSettings:
+    max_spread: float
+    fit_loss: float
+    min_gain: float
+
+
+@dataclass(frozen=True)
+class GuardVerdict:
+    """Whether the guard kept the base routing (`fired`), why, and the evidence it read."""
+
+    fired: bool
+    reason: str | None
+    spread: float
+    base_loss: float  # the neighbours' kernel-weighted loss under r0
+    moved_loss: float  # ... under the strategy's routing
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"fired": self.fired, "reason": self.reason, "neighbour_spread": self.spread,
+                "neighbour_loss_base": self.base_loss, "neighbour_loss_moved": self.moved_loss}
+
+
+def neighbour_spread(weights: Tensor, routings: Tensor) -> float:
+    """Weighted mean over neighbours of the largest per-row half-L1 distance to their weighted mean routing.
+
+    0 when every neighbour has the same routing; 1 when their weight sits on disjoint experts.
+    `weights` [m] sum to one, `routings` [m, L, E].
+    """
+    w = weights.to(routings.dtype)
+    mean = torch.einsum("m,mle->le", w, routings)
+    per_neighbour = ((routings - mean).abs().sum(-1) / 2).amax(-1)
+    return float((w * per_neighbour).sum())
+
+
+def judge(r0: Tensor, routing: Tensor, weights: Tensor, neighbour_routings: Tensor,
+          neighbour_loss: Callable[[Tensor], Tensor], settings: GuardSettings) -> GuardVerdict:
+    """The guard's verdict on moving from `r0` to `routing` ([L, E] each).
+
+    `weights` [m] and `neighbour_routings` [m, L, E] describe the weighted neighbours the strategy used;
+    `neighbour_loss(routings [R, L, E]) -> [R]` is their kernel-weighted loss under each routing. Both
+    losses are always evaluated (one call, r0 and `routing` together) so the verdict carries all evidence.
+    """
+    spread = neighbour_spread(weights, neighbour_routings)
+    with torch.no_grad():
+        base_loss, moved_loss = (float(v) for v in neighbour_loss(torch.stack([r0, routing.to(r0.dtype)])))
+    reason = None
+    if spread > settings.max_spread:
+        reason = "neighbours_disagree"
+    elif base_loss <= settings.fit_loss:
+        reason = "base_fits_neighbours"
+    elif not moved_loss <= base_loss - settings.min_gain:  # a NaN loss is no evidence either
+        reason = "no_loss_gain"
+    return GuardVerdict(reason is not None, reason, spread, base_loss, moved_loss)
