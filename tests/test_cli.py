@@ -1,0 +1,28 @@
+"""The command line: a usage mistake is one line and exit status 2, found before any model loads."""
+from __future__ import annotations
+
+import pytest
+
+from r2t2.cli import main
+from r2t2.eval import format_table
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["eval", "--split", "bogus"], "unknown split 'bogus'"),
+    (["eval", "--strategies", "ngd:k=0"], "k must be a positive integer"),
+    (["eval", "--strategies", "magic"], "unknown strategy 'magic'"),
+    (["eval", "--options", "{"], "--options is not valid JSON"),
+    (["index", "inspect", "no-such-index", "--index-dir", "/nonexistent"], "no-such-index"),
+])
+def test_mistakes_are_one_line_and_exit_2(argv: list[str], fragment: str, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and fragment in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_a_table_without_none_shows_dashes_where_nothing_compares() -> None:
+    entry = {"accuracy": 50.0, "fallbacks": 0, "median_ms": 10.0, "per_task": {"color": 50.0}}
+    table = format_table({"splits": {"test": {"samples": 2, "strategies": {"ngd": entry}}}})
+    assert "| ngd | 50.0 | - | - | - | 0 | 10.0 | - |" in table
