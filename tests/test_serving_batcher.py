@@ -74,3 +74,17 @@ def test_a_bounded_wait_gathers_stragglers() -> None:
 def test_settings_are_checked() -> None:
     with pytest.raises(ValueError):
         ContinuousBatcher(lambda items: items, max_batch_size=0)
+
+
+def test_rerouter_options_check_batching_and_device() -> None:
+    from pydantic import ValidationError
+
+    from serving.config import ReRouterOptions, ServerConfig
+
+    assert ServerConfig().rerouter.max_batch_size == 16 and ServerConfig().rerouter.device == "cpu"
+    assert ReRouterOptions(device="cuda:1", num_gpus=0.25).device == "cuda:1"
+    for bad, field in (({"device": "cuda"}, "num_gpus"), ({"device": "tpu"}, "device"),
+                       ({"max_batch_size": 64, "max_ongoing_requests": 32}, "max_ongoing_requests"),
+                       ({"max_batch_size": 0}, "max_batch_size")):
+        with pytest.raises(ValidationError, match=field):
+            ReRouterOptions(**bad)
