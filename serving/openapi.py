@@ -62,6 +62,10 @@ def install(app: FastAPI) -> None:
             # FastAPI documents a 422 for routes with parameters; this API answers bad input with a 400 instead.
             for operation in (op for item in schema["paths"].values() for op in item.values()):
                 operation.get("responses", {}).pop("422", None)
+                # Serve's frozen copy of the app turns FastAPI's "no example" marker into an empty example.
+                for parameter in operation.get("parameters", []):
+                    if parameter.get("example") == {}:
+                        del parameter["example"]
             for unused in ("HTTPValidationError", "ValidationError"):
                 components.pop(unused, None)
             for (path, method), model in REQUEST_BODIES.items():
