@@ -120,7 +120,8 @@ def main() -> None:
     print(f"keys computed in {time.perf_counter() - tick:.0f} s", flush=True)
 
     strategies = args.strategies.split(",")
-    configs = {s: pipeline.config_for(dict(strategy=s.split(":")[0], **{kv.split("=")[0]: json.loads(kv.split("=")[1])
+    # Keys are compared without the evidence guard, so purity alone decides what the strategies see.
+    configs = {s: pipeline.config_for(dict(strategy=s.split(":")[0], guard=False, **{kv.split("=")[0]: json.loads(kv.split("=")[1])
                                                                          for kv in s.split(":")[1:]}))
                for s in strategies}
     report: dict = {"split": args.split, "limit": args.limit, "seed": args.seed, "model": args.model, "keys": {}}

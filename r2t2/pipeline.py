@@ -35,7 +35,9 @@ NEEDS_NEIGHBOURS = ("ngd", "kernel")
 # vertex). The paper's NGD learning rate (1e-2, cosine to 1e-5) moves each weight by at most ~0.06 in
 # 10 Adam steps, which cannot leave a vertex; 0.2 makes the cosine schedule's total step ~1, the
 # simplex's own scale. Measured side by side in BENCHMARKS.md; requests can still ask for lr=0.01.
-FAMILY_DEFAULTS = {"lr": 0.2}
+# The evidence guard (routing/guard.py) is on for them: on the paraphrase-val split it never cost
+# accuracy net of broken answers (BENCHMARKS.md, section 1c); a request can turn it off with guard=false.
+FAMILY_DEFAULTS = {"lr": 0.2, "guard": True}
 
 
 @dataclass
