@@ -11,6 +11,8 @@ import re
 import signal
 import sys
 import threading
+import time
+from typing import Any
 
 import r2t2  # noqa: F401  (torchvision fix before anything imports transformers)
 
@@ -49,17 +51,28 @@ def _failed_deployments(app: str) -> str:
     return "; ".join(failed)
 
 
-def run_server(config: ServerConfig, num_cpus: int | None = None) -> None:
+def describe(card: dict[str, Any]) -> str:
+    """One start-up line per model: the limits and defaults a client would otherwise find out by surprise."""
+    questions = card["max_question_tokens"]
+    defaults, options = card["defaults"], card["r2t2_defaults"]
+    return (f"r2t2 model {card['id']}: context {card['max_model_len']} positions (prompt + answer), questions up to "
+            f"{'any length' if questions is None else f'{questions} tokens'}; defaults max_tokens "
+            f"{defaults['max_tokens']}, temperature {defaults['temperature']}, strategy {options.get('strategy')}")
+
+
+def run_server(config: ServerConfig, num_cpus: int | None = None, dashboard: bool = False) -> None:
     """Check the models, start, and run until SIGINT/SIGTERM; then shut the deployments (and engines) down."""
     import ray
     from ray import serve
 
     check_models(config)
-    ray.init(num_cpus=num_cpus)
+    # Ray keeps its session (logs, sockets) under /tmp/ray; its dashboard (port 8265) only when asked for.
+    ray.init(num_cpus=num_cpus, include_dashboard=dashboard)
     try:
         serve.start(http_options={"host": config.host, "port": config.port})
         deploy(config)
-        print(f"r2t2 models: {', '.join(config.model_names)}", flush=True)
+        for card in serve.get_app_handle(APP_NAME).models.remote().result().model_dump()["data"]:
+            print(describe(card), flush=True)
         print(f"r2t2 serving on http://{config.host}:{config.port}/v1", flush=True)
         print(f"r2t2 playground on http://{config.host}:{config.port}/playground/", flush=True)
         stop = threading.Event()
@@ -69,8 +82,11 @@ def run_server(config: ServerConfig, num_cpus: int | None = None) -> None:
         except KeyboardInterrupt:
             pass
     finally:
+        stopping = time.monotonic()
+        print("r2t2 stopping", flush=True)
         serve.shutdown()
         ray.shutdown()
+        print(f"r2t2 stopped in {time.monotonic() - stopping:.1f} s", flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -79,12 +95,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", help="override the config's host (a container needs 0.0.0.0)")
     parser.add_argument("--port", type=int, help="override the config's port")
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs Ray may use (default: all)")
+    parser.add_argument("--dashboard", action="store_true", help="also start Ray's dashboard on 127.0.0.1:8265")
     args = parser.parse_args(argv)
     overrides = {key: value for key, value in (("host", args.host), ("port", args.port)) if value is not None}
     source = args.config or "the default config"
     try:
         config = ServerConfig.from_yaml(args.config, **overrides) if args.config else ServerConfig(**overrides)
-        run_server(config, args.num_cpus)
+        run_server(config, args.num_cpus, args.dashboard)
     except ConfigFileError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
