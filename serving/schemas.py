@@ -247,6 +247,8 @@ class R2T2Record(BaseModel):
                                         "did not move; true/false with r2t2.compare_with_none; else null (unknown)")
     answer_without_rerouting: str | None = Field(None, description="with r2t2.compare_with_none: the answer "
                                                  "under the router's own routing, with the same sampling")
+    batch_size: int | None = Field(None, description="how many requests the re-router re-routed together with "
+                                                     "this one, itself included (1: alone)")
     timings: RecordTimings = Field(description="seconds per stage")
 
 
