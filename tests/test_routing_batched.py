@@ -100,3 +100,17 @@ def test_a_bad_request_is_refused_before_any_model_work() -> None:
     with pytest.raises(ValueError, match="not a valid routing"):
         reroute_many(model, batch + [broken])
     assert model.calls == []
+
+
+def test_the_guard_reads_the_strategy_s_own_losses_without_another_model_call() -> None:
+    model = JoiningNet()
+    request = requests()[0]
+    guarded = RerouteRequest(request.r0, RerouteConfig(lr=0.2, guard=True), request.query_embedding,
+                             request.neighbourhood)
+    result = reroute_many(model, [guarded])[0]
+    assert model.calls == [5] * 11  # the descent's calls only
+    assert result.guard is not None
+    assert (result.guard.base_loss, result.guard.moved_loss) == (result.losses[0], result.losses[-1])
+    searched = reroute_many(model, [RerouteRequest(request.r0, RerouteConfig(strategy="kernel", guard=True),
+                                                   request.query_embedding, request.neighbourhood)])[0]
+    assert len(model.calls) == 11 + len(searched.line_search)

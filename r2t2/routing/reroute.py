@@ -75,12 +75,30 @@ def guarded(model: RoutedModel, request: RerouteRequest, result: RerouteResult) 
     """`result` judged by the guard from the request's weighted neighbours; r0 back when the guard fires."""
     config = request.config
     chosen = weigh_neighbourhood(request.query_embedding, request.neighbourhood, config)
-    indices = chosen.indices.tolist()
-    losses = NeighbourLosses(model, [request.neighbourhood.batch[indices]] * 2, [chosen.weights] * 2)
+    known = _losses_seen(result)
+    if known is not None:  # the strategy already evaluated the neighbour loss at r0 and at its routing
+        def losses(_: Tensor) -> Tensor:
+            return torch.tensor(known, dtype=request.r0.dtype)
+    else:
+        indices = chosen.indices.tolist()
+        losses = NeighbourLosses(model, [request.neighbourhood.batch[indices]] * 2, [chosen.weights] * 2)
     verdict = judge(request.r0, result.routing, chosen.weights, request.neighbourhood.routings[chosen.indices],
                     losses, GuardSettings(config.guard_max_spread, config.guard_fit_loss, config.guard_min_gain))
     routing = request.r0.clone() if verdict.fired else result.routing
     return dataclasses.replace(result, routing=routing, guard=verdict)
+
+
+def _losses_seen(result: RerouteResult) -> tuple[float, float] | None:
+    """The neighbour loss at r0 and at the result's routing, when the strategy's own trace holds both:
+    NGD's first and last losses (a completed descent starts at r0 and ends with the final routing's loss),
+    or the kernel line search's points at alpha 1 (r0) and at the alpha it chose."""
+    if result.strategy == "ngd" and result.steps > 0 and len(result.losses) == result.steps + 1:
+        return result.losses[0], result.losses[-1]
+    if result.strategy == "kernel" and result.line_search:
+        at = {point.alpha: point.loss for point in result.line_search}
+        if 1.0 in at and result.alpha in at:
+            return at[1.0], at[result.alpha]
+    return None
 
 
 def _group_key(config: RerouteConfig) -> tuple[Any, ...]:
