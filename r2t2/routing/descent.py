@@ -44,30 +44,39 @@ def cosine_lr(step: int, steps: int, lr: Tensor, lr_min: Tensor) -> Tensor:
 
 
 class _Trace:
-    """Per-request bookkeeping: loss history, last finite and best iterates, why it stopped."""
+    """Per-request bookkeeping: loss history, which iterate each loss belongs to, why a request stopped.
 
-    def __init__(self, starts: Tensor) -> None:
-        count = starts.shape[0]
+    Iterates are kept as one [Q, L, E] snapshot per step (one copy per step, not per request), and each
+    request's final and best iterates are picked from them at the end.
+    """
+
+    def __init__(self, count: int) -> None:
+        self.snapshots: list[Tensor] = []
         self.losses: list[list[float]] = [[] for _ in range(count)]
-        self.final = starts.detach().clone()
-        self.best = starts.detach().clone()
-        self.best_loss = [math.inf] * count
+        self.steps_of: list[list[int]] = [[] for _ in range(count)]  # snapshot index of each recorded loss
         self.stopped_at: list[int | None] = [None] * count
         self.fallback: list[str | None] = [None] * count
 
-    def record(self, q: int, value: float, at: Tensor) -> None:
-        self.losses[q].append(value)
-        self.final[q] = at
-        if value < self.best_loss[q]:
-            self.best[q], self.best_loss[q] = at, value
+    def record(self, routing: Tensor, values: list[float], live: list[bool]) -> None:
+        self.snapshots.append(routing.detach().clone())
+        for q, (value, alive) in enumerate(zip(values, live)):
+            if alive:
+                self.losses[q].append(value)
+                self.steps_of[q].append(len(self.snapshots) - 1)
 
     def stop(self, q: int, step: int, reason: str) -> None:
         self.stopped_at[q], self.fallback[q] = step, reason
 
-    def results(self, steps: int) -> list[Descent]:
-        return [Descent(self.final[q].clone(), self.best[q].clone(), self.best_loss[q], tuple(self.losses[q]),
-                        steps if self.stopped_at[q] is None else self.stopped_at[q], self.fallback[q])
-                for q in range(len(self.losses))]
+    def results(self, starts: Tensor, steps: int) -> list[Descent]:
+        out = []
+        for q, (losses, at) in enumerate(zip(self.losses, self.steps_of)):
+            final = self.snapshots[at[-1]][q] if at else starts[q]
+            best_index = min(range(len(losses)), key=losses.__getitem__) if losses else None
+            best = starts[q] if best_index is None else self.snapshots[at[best_index]][q]
+            out.append(Descent(final.clone(), best.clone(), math.inf if best_index is None else losses[best_index],
+                               tuple(losses), steps if self.stopped_at[q] is None else self.stopped_at[q],
+                               self.fallback[q]))
+        return out
 
 
 def projected_adam(objective: Callable[[Tensor], Tensor], starts: Tensor, steps: int, lr: Tensor,
@@ -80,51 +89,63 @@ def projected_adam(objective: Callable[[Tensor], Tensor], starts: Tensor, steps:
     whose step overflows the simplex's numeric range (a learning rate far too large), stops there: it
     keeps its last iterate with a finite loss and names the cause in `fallback`; the others go on.
     """
-    trace = _Trace(starts)
+    count = starts.shape[0]
+    trace = _Trace(count)
     routing = starts.detach().clone()
     first, second = torch.zeros_like(routing), torch.zeros_like(routing)
-    live = torch.ones(routing.shape[0], dtype=torch.bool, device=routing.device)
+    live = [True] * count
     shape = (-1,) + (1,) * (routing.ndim - 1)
     for step in range(steps):
-        current = routing.detach().requires_grad_(True)
+        current = routing.requires_grad_(True)
         loss = objective(current)
-        _stop_where(trace, live, ~torch.isfinite(loss.detach()), step, "non-finite loss at step {step}")
-        if not live.any():
+        values = loss.detach().tolist()
+        _stop(trace, live, [not math.isfinite(v) for v in values], step, "non-finite loss at step {step}")
+        if not any(live):
             break
-        (gradient,) = torch.autograd.grad(torch.where(live, loss, torch.zeros_like(loss)).sum(), current)
-        for q in live.nonzero().flatten().tolist():
-            trace.record(q, float(loss[q].detach()), routing[q])
-        _stop_where(trace, live, ~torch.isfinite(gradient).flatten(1).all(1), step,
-                    "non-finite gradient at step {step}")
+        mask = None if all(live) else torch.tensor(live, device=routing.device).view(shape)
+        (gradient,) = torch.autograd.grad(loss.sum() if mask is None else torch.where(mask.flatten(), loss, 0.0).sum(),
+                                          current)
+        routing = routing.detach()
+        trace.record(routing, values, live)
+        _stop(trace, live, torch.isfinite(gradient).flatten(1).all(1).logical_not().tolist(), step,
+              "non-finite gradient at step {step}")
         # Only the part of the gradient within each row's simplex plane can move the routing: a shared
         # offset is undone by the projection, yet Adam's per-coordinate scaling would turn it into an
         # equal step on every expert, which the projection then cancels entirely.
-        gradient = torch.where(live.view(shape), gradient - gradient.mean(-1, keepdim=True), 0.0)
-        first = torch.where(live.view(shape), first.lerp(gradient, 1 - BETAS[0]), first)
-        second = torch.where(live.view(shape), second * BETAS[1] + (1 - BETAS[1]) * gradient * gradient, second)
+        gradient = gradient - gradient.mean(-1, keepdim=True)
+        mask = None if all(live) else torch.tensor(live, device=routing.device).view(shape)
+        if mask is not None:  # stopped requests keep their moments and routing untouched
+            gradient = torch.where(mask, gradient, 0.0)
+        new_first = first.lerp(gradient, 1 - BETAS[0])
+        new_second = second * BETAS[1] + (1 - BETAS[1]) * gradient * gradient
+        first = new_first if mask is None else torch.where(mask, new_first, first)
+        second = new_second if mask is None else torch.where(mask, new_second, second)
         t = step + 1
         size = cosine_lr(step, steps, lr, lr_min) / (1 - BETAS[0] ** t)
         denominator = second.sqrt() / math.sqrt(1 - BETAS[1] ** t) + ADAM_EPS
         moved = routing - size.view(shape) * first / denominator
-        projected = project_to_simplex(torch.where(torch.isfinite(moved), moved, 0.0))
-        overflowed = ~(torch.isfinite(moved).flatten(1).all(1) & _rows_sum_to_one(projected))
-        _stop_where(trace, live, overflowed, step,
-                    "the step at step {step} overflowed (learning rate too large for the routing's scale)")
-        routing = torch.where(live.view(shape), projected, routing)
-    if live.any():
+        finite = torch.isfinite(moved)
+        projected = project_to_simplex(torch.where(finite, moved, 0.0))
+        overflowed = (finite.flatten(1).all(1) & _rows_sum_to_one(projected)).logical_not().tolist()
+        _stop(trace, live, overflowed, step,
+              "the step at step {step} overflowed (learning rate too large for the routing's scale)")
+        mask = None if all(live) else torch.tensor(live, device=routing.device).view(shape)
+        routing = projected if mask is None else torch.where(mask, projected, routing)
+    routing = routing.detach()
+    if any(live):
         with torch.no_grad():
-            loss = objective(routing)
-        _stop_where(trace, live, ~torch.isfinite(loss), steps, "non-finite loss after step {step}")
-        for q in live.nonzero().flatten().tolist():
-            trace.record(q, float(loss[q]), routing[q])
-    return trace.results(steps)
+            values = objective(routing).tolist()
+        _stop(trace, live, [not math.isfinite(v) for v in values], steps, "non-finite loss after step {step}")
+        trace.record(routing, values, live)
+    return trace.results(starts, steps)
 
 
-def _stop_where(trace: _Trace, live: Tensor, failed: Tensor, step: int, reason: str) -> None:
-    """Stop every live request for which `failed` holds (in place on `live`)."""
-    for q in (live & failed).nonzero().flatten().tolist():
-        trace.stop(q, step, reason.format(step=step))
-    live &= ~failed
+def _stop(trace: _Trace, live: list[bool], failed: list[bool], step: int, reason: str) -> None:
+    """Stop every live request that `failed` (in place on `live`)."""
+    for q, (alive, bad) in enumerate(zip(live, failed)):
+        if alive and bad:
+            live[q] = False
+            trace.stop(q, step, reason.format(step=step))
 
 
 def _rows_sum_to_one(routing: Tensor) -> Tensor:
