@@ -10,11 +10,13 @@ from indexes.embedders import MiniLMEmbedder
 from indexes.registry import IndexRegistry
 from indexes.store import IndexStore
 from r2t2.data import load_split
+from r2t2.diagnostics import diagnose, read_dump, write_dump
 from r2t2.eval import evaluate, format_table, per_expert_shift
+from r2t2.routing.guard import REASONS
 from r2t2.model import load_model
 from r2t2.pipeline import ReroutePipeline
 
-STRATEGIES = ["none", "meanshift", "kernel", "ngd", "oracle"]
+STRATEGIES = ["none", "meanshift", "kernel", "ngd", "oracle", "ngd:guard=true"]
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +65,33 @@ def test_table_and_routing_shift(report) -> None:
         assert len(group["before"]) == 3 and abs(sum(group["after"]) - 1) < 1e-4
 
 
+def test_diagnostics_per_task_and_a_dump_that_round_trips(report, tmp_path) -> None:
+    records = report["records"]["paraphrase"]
+    assert len(records) == 12 and all(list(r["strategies"]) == STRATEGIES for r in records)
+    diagnostics = report["splits"]["paraphrase"]["diagnostics"]
+    for name in STRATEGIES:
+        entry, per_task = report["splits"]["paraphrase"]["strategies"][name], diagnostics[name]["per_task"]
+        assert sum(row["fixed"] for task, row in per_task.items() if task != "all") == entry["fixed"]
+        assert sum(row["broken"] for task, row in per_task.items() if task != "all") == entry["broken"]
+    assert 0.0 <= diagnostics["ngd"]["purity"] <= 1.0 and diagnostics["none"]["purity"] is None
+    first = records[0]["strategies"]["ngd"]
+    assert first["neighbours"] and all(n["task"] and n["question"] and n["answer"] for n in first["neighbours"])
+    path = tmp_path / "dump.jsonl"
+    write_dump(records, path)
+    assert read_dump(path) == records and diagnose(read_dump(path), STRATEGIES) == diagnostics
+    assert "neighbour purity" in format_table(report)
+
+
+def test_guard_verdict_is_recorded_and_a_fired_guard_keeps_the_base_routing(report) -> None:
+    for record in report["records"]["paraphrase"] + report["records"]["test"]:
+        run = record["strategies"]["ngd:guard=true"]
+        assert run["guard"]["fired"] == (run["guard"]["reason"] is not None)
+        assert run["guard"]["reason"] in (None, *REASONS)
+        if run["guard"]["fired"]:
+            assert run["routing"] == run["base_routing"]
+        assert record["strategies"]["ngd"]["guard"] is None
+
+
 def test_prepare_gives_prompt_and_named_record(pipeline) -> None:
     sample = load_split("paraphrase", limit=1, seed=2)[0]
     prepared = pipeline.prepare(sample.image, sample.question, {"strategy": "kernel", "k": 3}, None)
@@ -99,7 +128,8 @@ def test_bad_options_are_refused(pipeline) -> None:
 
 MIXED_OPTIONS = [{"strategy": "ngd"}, {"strategy": "kernel"}, {"strategy": "none"}, {"strategy": "meanshift", "k": 3},
                  {"strategy": "ngd", "lr": 0.05, "k": 3}, {"strategy": "kernel", "k": 7, "kernel": "matern"},
-                 {"strategy": "ngd", "steps": 4}, {"strategy": "ngd", "neighbourhood": "epsilon", "epsilon": 0.9}]
+                 {"strategy": "ngd", "steps": 4}, {"strategy": "ngd", "neighbourhood": "epsilon", "epsilon": 0.9},
+                 {"strategy": "kernel", "guard": True}]
 
 
 def test_a_mixed_batch_of_16_matches_each_request_alone(pipeline) -> None:
