@@ -52,22 +52,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (a re-router replica uses 1)")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--r2t2", default="{}", help='extra options for every request, JSON, e.g. \'{"guard": false}\'')
     parser.add_argument("--lone-only", action="store_true",
                         help="skip the batched pass (e.g. to measure a checkout from before batching)")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
     if args.requests < 1 or args.batch < 1:
         parser.error("--requests and --batch must be >= 1")
+    extra = json.loads(args.r2t2)
     torch.set_num_threads(args.threads)
     pipeline = load_pipeline({"checkpoint": args.model})
     samples = load_split("paraphrase", limit=args.requests)
     figures = {}
     for strategy in STRATEGIES:
-        requests = [(s.image, s.question, {"strategy": strategy}, None) for s in samples]
+        requests = [(s.image, s.question, {**extra, "strategy": strategy}, None) for s in samples]
         pipeline.prepare(*requests[0])  # warm-up
         figures[strategy] = measure(pipeline, requests, None if args.lone_only else args.batch)
     none = figures["none"]["lone_median_s"]
-    print(f"model {args.model}, {args.requests} requests, batches of {args.batch}, {args.threads} torch thread(s)")
+    print(f"model {args.model}, {args.requests} requests, batches of {args.batch}, {args.threads} torch thread(s), "
+          f"options {extra}")
     print(f"{'strategy':<10}{'lone ms':>9}{'vs none':>9}{'batched ms/req':>16}{'batched/lone':>14}   lone stages (ms)")
     for strategy, f in figures.items():
         stages = " ".join(f"{k}={1000 * v:.1f}" for k, v in f["lone_stages_s"].items())
@@ -77,12 +80,13 @@ def main(argv: list[str] | None = None) -> None:
               f"{batched or '-':>30}   {stages}")
     if args.profile:
         profile = cProfile.Profile()
-        requests = [(s.image, s.question, {"strategy": "ngd"}, None) for s in samples[:20]]
+        requests = [(s.image, s.question, {**extra, "strategy": "ngd"}, None) for s in samples[:20]]
         profile.runcall(lambda: [pipeline.prepare(*r) for r in requests])
         pstats.Stats(profile).sort_stats("cumulative").print_stats(25)
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump({"model": args.model, "requests": args.requests, "batch": args.batch, "figures": figures},
+            json.dump({"model": args.model, "requests": args.requests, "batch": args.batch, "options": extra,
+                       "figures": figures},
                       handle, indent=2)
 
 
