@@ -38,3 +38,11 @@ class UnknownVersionError(NotFoundError):
 
 class UnknownJobError(NotFoundError):
     """No job with that id is known to this process."""
+
+
+class RebuildInProgressError(ReferenceIndexError):
+    """A rebuild of an index while another rebuild of it is queued or running."""
+
+    def __init__(self, message: str, job_id: str) -> None:
+        super().__init__(message)
+        self.job_id = job_id

@@ -1,7 +1,9 @@
 """IndexManager deployment: lists, describes, rebuilds and deletes reference indexes for the HTTP API.
 
-Exactly one replica, because rebuild jobs live in its memory (a job id must always reach the replica
-that runs it). It never serves chat requests: a build only moves the store's CURRENT pointer, and every
+Exactly one replica, because it runs the rebuild jobs (one index is rebuilt by one job at a time). Job
+records are files beside the store (`<index_dir>/.jobs/`), so a restarted manager still answers for jobs
+of the one before it; those that were unfinished say they were interrupted, and the temporary builds they
+left are removed at start-up (a version only appears once its build finished). It never serves chat requests: a build only moves the store's CURRENT pointer, and every
 re-router replica swaps to the new version on its own next refresh.
 
 The store is shared by every served model; an index belongs to the model whose fingerprint its CURRENT
@@ -19,16 +21,19 @@ from typing import Any
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from indexes.errors import IndexInUseError, InvalidIndexNameError, UnknownIndexError, UnknownJobError, UnknownVersionError
+from indexes.errors import (IndexInUseError, InvalidIndexNameError, RebuildInProgressError, UnknownIndexError,
+                            UnknownJobError, UnknownVersionError)
 from indexes.jobs import JobRunner, ProgressCallback
 from indexes.manifest import Manifest
 from indexes.specs import DatasetSpecError, build_from_spec, validate_spec
 from indexes.store import IndexStore, validate_name
 from serving.config import ServerConfig
 from serving.errors import ApiError, Conflict, InvalidRequest, NotFound
+from serving.logs import quiet_client_errors
 from serving.pipelines import build_pipeline
 
 logger = logging.getLogger("ray.serve")
+JOB_RECORDS = ".jobs"  # beside the indexes in the store's root (not an index name: those start alphanumeric)
 
 
 def _api_error(err: Exception) -> ApiError | None:
@@ -39,6 +44,8 @@ def _api_error(err: Exception) -> ApiError | None:
         return NotFound(str(err), param="version", code="version_not_found")
     if isinstance(err, UnknownIndexError):
         return NotFound(str(err), param="name", code="index_not_found")
+    if isinstance(err, RebuildInProgressError):
+        return Conflict(str(err), param="name", code="rebuild_in_progress")
     if isinstance(err, IndexInUseError):
         return Conflict(str(err), param="force", code="index_in_use")
     if isinstance(err, DatasetSpecError):
@@ -71,10 +78,15 @@ class IndexManager:
     async def __init__(self, config: ServerConfig, rerouters: dict[str, DeploymentHandle]) -> None:
         import r2t2  # noqa: F401  (torchvision fix before the model imports open_clip/transformers)
 
+        quiet_client_errors()
         self._config = config
         self._store = IndexStore(config.index_dir)
         self._data_dir = None if config.indexes.data_dir is None else Path(config.indexes.data_dir)
-        self._jobs = JobRunner(max_workers=1)  # one build at a time; also serialises the lazy loads below
+        for name in self._store.names():  # builds of a manager that died with them
+            for removed in self._store.clean_stale_builds(name):
+                logger.warning("index %s: removed the unfinished build %s", name, removed.name)
+        # One build at a time (also serialises the lazy loads below); records survive a restart.
+        self._jobs = JobRunner(max_workers=1, records=self._store.root / JOB_RECORDS)
         self._owners: dict[str, str] = {}  # fingerprint -> served model id: which model an index belongs to
         for name, handle in rerouters.items():
             self._owners.setdefault((await handle.model_info.remote())["fingerprint"], name)
@@ -123,6 +135,24 @@ class IndexManager:
         self._store.remove_version(validate_name(name), version, force=force)
         logger.info("index %s: v%d deleted (force=%s)", name, version, force)
         return {"name": name, "version": version, "current_version": self._store.current_version(name)}
+
+    @_mapped
+    def activate_version(self, name: str, version: int) -> dict[str, Any]:
+        """Make an existing version CURRENT again (undoing a bad rebuild); re-routers swap to it on their next
+        refresh, as after a rebuild. Refused (409) for a version of a model that is not served, or of another
+        served model than the one the index serves now (that model would lose its index silently)."""
+        built_for = self._store.manifest(validate_name(name), version).model_fingerprint
+        model = self._owners.get(built_for)
+        if model is None:
+            raise Conflict(f"index {name!r} v{version} was built for a model that is not served here (fingerprint "
+                           f"{built_for})", param="version", code="index_model_mismatch")
+        owner = self._owner(name, self._store.current_version(name))
+        if owner not in (None, model):
+            raise Conflict(f"index {name!r} serves model {owner!r}; v{version} was built for {model!r}",
+                           param="version", code="index_model_mismatch")
+        self._store.set_current(name, version)
+        logger.info("index %s: v%d made current", name, version)
+        return self._summary(name)
 
     async def check_health(self) -> None:
         """The store is a directory; a live replica is a healthy one."""

@@ -5,36 +5,65 @@ bad request is answered and the replica carries on.
 """
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import FastAPI, Header, Request
+from fastapi import FastAPI, Header, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 from ray import serve
-from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
+from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving import playground
 from serving.auth import require_admin
+from serving import openapi
 from serving.chat import ChatJob, parse_body, parse_chat_request
+from serving.choices import Stream, generate_all, merged, open_streams
 from serving.config import ServerConfig
 from serving.errors import (ApiError, IndexOfAnotherModel, InternalError, InvalidRequest, NotFound,
                             ServiceUnavailable, to_api_error)
 from serving.images import install_pil_bomb_guard, load_image
+from serving.logs import client_error_line, quiet_client_errors
 from serving.metrics import CONTENT_TYPE, ServingMetrics
 from serving.responses import DONE_EVENT, Completion, sse_error, sse_event
-from serving.schemas import (ChunkDelta, DeletedVersion, IndexDetail, IndexJob, IndexList, IndexSummary, ModelCard,
-                             ModelList, RebuildRequest)
+from serving.retry import retried
+from serving.schemas import (ChatCompletion, ChatCompletionChunk, ChunkDelta, DeletedVersion, GenerationSettings,
+                             HealthStatus, IndexDetail, IndexJob, IndexList, IndexSummary, ModelCard, ModelList,
+                             RebuildRequest)
 
 logger = logging.getLogger("ray.serve")
-api = FastAPI(title="r2t2", description="R2-T2 test-time re-routing behind an OpenAI-compatible API")
+api = FastAPI(title="r2t2", version="1",
+              description="R2-T2 test-time re-routing behind an OpenAI-compatible API. Every error has the OpenAI "
+                          "shape {\"error\": {message, type, param, code}}; every reply carries an x-request-id "
+                          "header that the server log names. A guide with examples: docs/api.md.")
 api.include_router(playground.router)  # the page at /playground/ (serving/playground)
+openapi.install(api)
+HEALTH_TIMEOUT_S = 0.8  # /healthz answers within a second even while a replica restarts
+INVALID = "invalid"  # the metrics' strategy label of a request refused before its strategy is known
+# The refusal a handler answered with, for the one log line the middleware writes (a fresh holder per request).
+_refusal: ContextVar[dict[str, ApiError] | None] = ContextVar("r2t2_refusal", default=None)
+
+
+@api.middleware("http")
+async def _log_refusals(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    """Every 4xx is one log line with the request id and the reason; 5xx tracebacks are logged where they occur."""
+    holder: dict[str, ApiError] = {}
+    _refusal.set(holder)
+    response = await call_next(request)
+    if 400 <= response.status_code < 500:
+        error = holder.get("error") or ApiError(f"HTTP {response.status_code}")
+        error.status = response.status_code
+        logger.warning(client_error_line(request.headers.get("x-request-id", ""), request.method,
+                                         request.url.path, error))
+    return response
 
 
 @api.exception_handler(StarletteHTTPException)
@@ -42,10 +71,13 @@ async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
     # Unknown routes and wrong methods answer in the OpenAI shape like everything else.
     error = NotFound(str(exc.detail)) if exc.status_code == 404 else ApiError(str(exc.detail))
     error.status = exc.status_code
-    return JSONResponse(error.body(), status_code=exc.status_code)
+    return _error_response(error)
 
 
 def _error_response(error: ApiError) -> JSONResponse:
+    holder = _refusal.get()
+    if holder is not None:
+        holder["error"] = error
     return JSONResponse(error.body(), status_code=error.status)
 
 
@@ -91,6 +123,27 @@ def _parse_force(text: str) -> bool:
     return text.lower() in ("true", "1")
 
 
+async def _health(handle: DeploymentHandle) -> str | None:
+    """None when the component's check_health answers in time, else what went wrong."""
+    try:
+        await asyncio.wait_for(handle.check_health.remote(), HEALTH_TIMEOUT_S)
+    except TimeoutError:
+        return f"no answer within {HEALTH_TIMEOUT_S} s (starting or restarting)"
+    except Exception as err:  # noqa: BLE001 (any failure means unhealthy)
+        return type(err).__name__
+    return None
+
+
+def _check_context(card: ModelCard, prompt_tokens: int, max_tokens: int) -> None:
+    """A 400 before any generation when the prompt and the asked-for tokens overflow the served context."""
+    if prompt_tokens + max_tokens > card.max_model_len:
+        raise InvalidRequest(
+            f"the prompt takes {prompt_tokens} positions and max_tokens is {max_tokens}: {prompt_tokens + max_tokens} "
+            f"exceeds {card.id}'s context of {card.max_model_len} positions (max_model_len in /v1/models); ask for "
+            f"at most {max(card.max_model_len - prompt_tokens, 0)} tokens", param="max_tokens",
+            code="context_length_exceeded")
+
+
 @dataclass(frozen=True)
 class ServedModel:
     """One served model's deployments and its card for /v1/models; fixed at start-up, shared read-only."""
@@ -100,6 +153,8 @@ class ServedModel:
     card: ModelCard
 
 
+# Every helper the handlers call is defined above: serve.ingress freezes (pickles) the app with its handlers
+# when the class is decorated, so a module global defined below this point would be missing in the replica.
 @serve.deployment
 @serve.ingress(api)
 class Ingress:
@@ -107,6 +162,7 @@ class Ingress:
 
     async def __init__(self, config: ServerConfig, models: dict[str, tuple[DeploymentHandle, DeploymentHandle]],
                        indexes: DeploymentHandle) -> None:
+        quiet_client_errors()
         self._config = config
         self._indexes = indexes
         self._metrics = ServingMetrics()
@@ -118,41 +174,59 @@ class Ingress:
             info = await rerouter.model_info.remote()
             card = ModelCard(id=name, created=created, routing_shape=info["routing_shape"], experts=info["experts"],
                              routing_rows=info["routing_rows"], default_index=info["default_index"],
-                             max_model_len=await generator.max_model_len.remote(), fingerprint=info["fingerprint"])
+                             max_model_len=await generator.max_model_len.remote(),
+                             max_question_tokens=info.get("max_question_tokens"),
+                             defaults=GenerationSettings(**config.generation.model_dump()),
+                             r2t2_defaults=info.get("r2t2_defaults", {}), fingerprint=info["fingerprint"])
             self._models[name] = ServedModel(rerouter, generator, card)
             self._owners.setdefault(info["fingerprint"], name)
 
-    @api.get("/v1/models")
+    @api.get("/v1/models", response_model=ModelList)
     async def models(self) -> ModelList:
+        """The served models with their routing layout, context length, question limit and defaults."""
         return ModelList(data=[served.card for served in self._models.values()])
 
-    @api.get("/healthz")
+    @api.get("/healthz", response_model=None, responses={200: {"model": HealthStatus}, **openapi.errors(503)})
     async def healthz(self) -> JSONResponse:
+        """200 when every model's re-router and generator and the index manager answer, within about a second;
+        503 naming each one that does not (a replica restarting makes its calls wait: that is a 503 too)."""
+        components = {"index manager": self._indexes}
         for name, served in self._models.items():
-            for component, handle in (("re-router", served.rerouter), ("generator", served.generator)):
-                try:
-                    await handle.check_health.remote()
-                except Exception as err:  # noqa: BLE001 (any failure means unhealthy)
-                    logger.warning("health check of %s's %s failed: %r", name, component, err)
-                    return _error_response(ServiceUnavailable(f"unhealthy: {name} {component}: {type(err).__name__}"))
+            components |= {f"{name} re-router": served.rerouter, f"{name} generator": served.generator}
+        checks = await asyncio.gather(*(_health(handle) for handle in components.values()))
+        down = [f"{component}: {problem}" for component, problem in zip(components, checks) if problem]
+        if down:
+            logger.warning("health check failed: %s", "; ".join(down))
+            return _error_response(ServiceUnavailable(f"unhealthy: {'; '.join(down)}", code="unhealthy"))
         return JSONResponse({"status": "ok", "models": list(self._models)})
 
-    @api.get("/metrics")
+    @api.get("/metrics", response_class=Response,
+             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                              "description": "Prometheus text format: r2t2_requests_total{strategy,status}, "
+                                             "r2t2_request_latency_seconds{strategy}, r2t2_stage_latency_seconds"
+                                             "{strategy,stage}, r2t2_reroute_fallbacks_total{strategy}, "
+                                             "r2t2_errors_total{type}; strategy is the one that ran, or "
+                                             "'invalid' for a request refused before it was known"}})
     async def metrics(self) -> Response:
+        """This ingress replica's counters and latency histograms (Prometheus sums replicas)."""
         return Response(self._metrics.render(), media_type=CONTENT_TYPE)
 
-    @api.get("/v1/indexes", response_model=None)
+    @api.get("/v1/indexes", response_model=None, responses={200: {"model": IndexList}})
     @_answered
     async def list_indexes(self) -> Response:
+        """Every reference index in the store: current version, versions, size and the model it serves."""
         summaries = await self._indexes.list_indexes.remote()
         return JSONResponse(IndexList(data=[IndexSummary(**s) for s in summaries]).model_dump(mode="json"))
 
-    @api.get("/v1/indexes/{name}", response_model=None)
+    @api.get("/v1/indexes/{name}", response_model=None,
+             responses={200: {"model": IndexDetail}, **openapi.errors(400, 404)})
     @_answered
     async def describe_index(self, name: str) -> Response:
+        """One index: its summary, the current version's manifest, and every version's size, date and data set."""
         return JSONResponse(IndexDetail(**await self._indexes.describe.remote(name)).model_dump(mode="json"))
 
-    @api.post("/v1/indexes/{name}/rebuild", response_model=None)
+    @api.post("/v1/indexes/{name}/rebuild", response_model=None, status_code=202,
+              responses={202: {"model": IndexJob}, **openapi.errors(400, 401, 403, 404, 409)})
     @_answered
     async def rebuild_index(self, name: str, request: Request, authorization: str | None = Header(None)) -> Response:
         """Admin only. 202 with the job to poll at `Location`; the new version is served once it succeeds.
@@ -166,73 +240,123 @@ class Ingress:
                                                                   body.index_type))
         return JSONResponse(job.model_dump(mode="json"), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
 
-    @api.get("/v1/jobs/{job_id}", response_model=None)
+    @api.get("/v1/jobs/{job_id}", response_model=None, responses={200: {"model": IndexJob}, **openapi.errors(404)})
     @_answered
     async def job(self, job_id: str) -> Response:
+        """A rebuild job: poll until `state` is succeeded (its `version` is now current) or failed (`error`)."""
         return JSONResponse(IndexJob(**await self._indexes.job.remote(job_id)).model_dump(mode="json"))
 
-    @api.delete("/v1/indexes/{name}/versions/{version}", response_model=None)
+    @api.delete("/v1/indexes/{name}/versions/{version}", response_model=None,
+                responses={200: {"model": DeletedVersion}, **openapi.errors(400, 401, 403, 404, 409)})
     @_answered
-    async def delete_version(self, name: str, version: str, force: str = "false",
+    async def delete_version(self, name: str, version: str,
+                             force: str = Query("false", description="true deletes even the current version"),
                              authorization: str | None = Header(None)) -> Response:
         """Admin only. Deleting the CURRENT version needs `?force=true` (the index then serves nothing)."""
         require_admin(self._config, authorization)
         deleted = await self._indexes.delete_version.remote(name, _parse_version(version), _parse_force(force))
         return JSONResponse(DeletedVersion(**deleted).model_dump(mode="json"))
 
-    @api.post("/v1/chat/completions", response_model=None)
+    @api.post("/v1/indexes/{name}/versions/{version}/activate", response_model=None,
+              responses={200: {"model": IndexSummary}, **openapi.errors(400, 401, 403, 404, 409)})
+    @_answered
+    async def activate_version(self, name: str, version: str, authorization: str | None = Header(None)) -> Response:
+        """Admin only. Make an existing version current again (e.g. after a bad rebuild); re-routers swap to it
+        like to a rebuilt one, within `indexes.refresh_interval_s`. 409 if it was built for a model not served."""
+        require_admin(self._config, authorization)
+        summary = await self._indexes.activate_version.remote(name, _parse_version(version))
+        return JSONResponse(IndexSummary(**summary).model_dump(mode="json"))
+
+    @api.post("/v1/chat/completions", response_model=None,
+              responses={200: {"model": ChatCompletion, "content": openapi.event_stream(ChatCompletionChunk),
+                               "description": "the answer and its r2t2 record; with stream=true, server-sent "
+                                              "chat.completion.chunk events (the last one carries the record), "
+                                              "then `data: [DONE]`"},
+                         **openapi.errors(400, 404, 413, 415, 503)})
     async def chat_completions(self, request: Request) -> Response:
+        """Answer one question about one image, re-routed per the request's `r2t2` options (docs/api.md).
+
+        Every check, the context length included, happens before the status line, so a streaming request
+        that cannot be answered gets its 4xx like any other.
+        """
         started = time.perf_counter()
-        strategy = "unknown"
+        strategy = INVALID
         try:
             job = parse_chat_request(parse_body(await request.body()), list(self._models), self._config.generation)
             served = self._models[job.model]
-            strategy = job.strategy_label
+            strategy = str(job.overrides.get("strategy", served.card.r2t2_defaults.get("strategy", INVALID)))
             image = await load_image(job.image_url, self._config.images)
             # The model's r2t2_defaults are already its pipeline's defaults (ServerConfig.pipeline_config).
-            prepared = await served.rerouter.prepare.remote(image, job.question, job.overrides, job.index)
+            prepared = await retried(lambda: served.rerouter.prepare.remote(image, job.question, job.overrides,
+                                                                            job.index), "re-router")
             record: dict[str, Any] = prepared["record"]
             strategy = str(record.get("strategy", strategy))
-            completion = Completion(model=job.model, prompt_tokens=int(prepared["prompt_embeds"].shape[0]))
-            deltas = served.generator.options(stream=True).generate.remote(prepared["prompt_embeds"], job.sampling)
-            if job.stream:
-                events = self._stream(job, completion, deltas, record, strategy, started)
-                return StreamingResponse(events, media_type="text/event-stream")
+            completion = Completion(model=job.model, prompt_tokens=int(prepared["prompt_embeds"].shape[0]),
+                                    n=job.choices, with_logprobs=job.sampling.logprobs is not None)
+            _check_context(served.card, completion.prompt_tokens, job.sampling.max_tokens)
+            if job.compare_with_none and record.get("moved") != 0:  # unmoved: the same prompt, the same answer
+                record["answer_without_rerouting"] = await self._answer_without_rerouting(served, job, image, record)
             generate_started = time.perf_counter()
-            async for delta in deltas:
-                completion.text += delta.text
-                completion.completion_tokens += delta.num_tokens
-                completion.finish_reason = delta.finish_reason or completion.finish_reason
-            self._finish(record, strategy, started, generate_started)
+            if job.stream:  # each choice's first delta is awaited here: a refusal is still a status code
+                streams = await open_streams(served.generator, prepared["prompt_embeds"], job.sampling, job.choices)
+                events = self._stream(job, completion, streams, record, strategy, started, generate_started)
+                return StreamingResponse(events, media_type="text/event-stream")
+            for index, deltas in enumerate(await generate_all(served.generator, prepared["prompt_embeds"],
+                                                              job.sampling, job.choices)):
+                for delta in deltas:
+                    completion.add(delta, index)
+            self._finish(job, record, completion, strategy, started, generate_started)
             return JSONResponse(completion.response(record).model_dump(mode="json"))
         except Exception as err:  # noqa: BLE001 (every failure is answered, none kills the replica)
             return _error_response(self._failed(err, strategy))
 
-    async def _stream(self, job: ChatJob, completion: Completion, deltas: DeploymentResponseGenerator,
-                      record: dict[str, Any], strategy: str, started: float) -> AsyncIterator[str]:
-        """SSE events: a role chunk, content chunks, a final chunk with the record, then [DONE]."""
-        generate_started = time.perf_counter()
+    async def _answer_without_rerouting(self, served: ServedModel, job: ChatJob, image: Any,
+                                        record: dict[str, Any]) -> str:
+        """The answer under the router's own routing, with the same sampling (request option compare_with_none)."""
+        tick = time.perf_counter()
+        base = await retried(lambda: served.rerouter.prepare.remote(
+            image, job.question, {**job.overrides, "strategy": "none"}, None), "re-router")
+        [deltas] = await generate_all(served.generator, base["prompt_embeds"], job.sampling, 1)
+        text = "".join(delta.text for delta in deltas)
+        record.setdefault("timings", {})["compare_with_none"] = time.perf_counter() - tick
+        return text
+
+    async def _stream(self, job: ChatJob, completion: Completion, streams: list[Stream], record: dict[str, Any],
+                      strategy: str, started: float, generate_started: float) -> AsyncIterator[str]:
+        """SSE events: a role chunk per choice, content chunks, each choice's finish chunk (the last one carries
+        the record), then [DONE]. A failure after the status line (a replica lost mid-answer) is an error event."""
         try:
-            yield sse_event(completion.chunk(ChunkDelta(role="assistant", content="")))
-            async for delta in deltas:
-                completion.completion_tokens += delta.num_tokens
-                completion.finish_reason = delta.finish_reason or completion.finish_reason
-                if delta.text:
-                    yield sse_event(completion.chunk(ChunkDelta(content=delta.text)))
-            if completion.finish_reason is None:
+            for index in range(job.choices):
+                yield sse_event(completion.chunk(ChunkDelta(role="assistant", content=""), index=index))
+            last = 0  # the choice that finished last: its finish chunk carries the record
+            async for index, delta in merged(streams):
+                completion.add(delta, index)
+                if delta.text or delta.logprobs:
+                    yield sse_event(completion.chunk(ChunkDelta(content=delta.text), index=index,
+                                                     logprobs=delta.logprobs))
+                if delta.finish_reason is not None:
+                    if completion.finished:
+                        last = index
+                    else:
+                        yield sse_event(completion.chunk(ChunkDelta(), delta.finish_reason, index=index))
+            if not completion.finished:
                 raise InternalError("the generator ended without a finish reason")
-            self._finish(record, strategy, started, generate_started)
-            yield sse_event(completion.chunk(ChunkDelta(), completion.finish_reason, record,
-                                             with_usage=job.include_usage))
+            self._finish(job, record, completion, strategy, started, generate_started)
+            yield sse_event(completion.chunk(ChunkDelta(), completion.choices[last].finish_reason, record,
+                                             with_usage=job.include_usage, index=last))
         except Exception as err:  # noqa: BLE001 (the status is sent; report in-band)
             yield sse_error(self._failed(err, strategy))
         yield DONE_EVENT
 
-    def _finish(self, record: dict[str, Any], strategy: str, started: float, generate_started: float) -> None:
+    def _finish(self, job: ChatJob, record: dict[str, Any], completion: Completion, strategy: str, started: float,
+                generate_started: float) -> None:
         now = time.perf_counter()
         timings = record.setdefault("timings", {})
         timings["generate"] = now - generate_started
         timings["total"] = now - started
+        if job.compare_with_none:
+            record.setdefault("answer_without_rerouting", completion.text)
+            record["changed_answer"] = completion.text != record["answer_without_rerouting"]
         self._metrics.observe_success(strategy, timings["total"], timings, bool(record.get("fallback")))
 
     def _failed(self, err: BaseException, strategy: str) -> ApiError:

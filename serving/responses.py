@@ -6,12 +6,15 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from serving import schemas
+from serving.backends import Delta, TokenLogprob
 from serving.errors import ApiError
 from serving.schemas import (
     AssistantMessage,
     ChatCompletion,
     ChatCompletionChunk,
     Choice,
+    ChoiceLogprobs,
     ChunkChoice,
     ChunkDelta,
     Usage,
@@ -20,36 +23,83 @@ from serving.schemas import (
 DONE_EVENT = "data: [DONE]\n\n"
 
 
+def choice_logprobs(tokens: list[TokenLogprob] | tuple[TokenLogprob, ...]) -> ChoiceLogprobs:
+    """Backend log-probabilities in OpenAI's shape."""
+    return ChoiceLogprobs(content=[
+        schemas.TokenLogprob(token=t.token, logprob=t.logprob, bytes=list(t.token.encode()),
+                             top_logprobs=[schemas.TopLogprob(token=a, logprob=v, bytes=list(a.encode()))
+                                           for a, v in t.top])
+        for t in tokens])
+
+
+@dataclass
+class ChoiceText:
+    """One choice's text so far."""
+
+    text: str = ""
+    tokens: int = 0
+    finish_reason: str | None = None
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+
+    def add(self, delta: Delta) -> None:
+        """Take in one generated delta."""
+        self.text += delta.text
+        self.tokens += delta.num_tokens
+        self.finish_reason = delta.finish_reason or self.finish_reason
+        self.logprobs.extend(delta.logprobs)
+
+
 @dataclass
 class Completion:
-    """What one request has produced so far; owned by that request alone."""
+    """What one request has produced so far (one entry per choice, n of them); owned by that request alone."""
 
     model: str
     prompt_tokens: int
+    n: int = 1
+    with_logprobs: bool = False
     id: str = field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex}")
     created: int = field(default_factory=lambda: int(time.time()))
-    text: str = ""
-    completion_tokens: int = 0
-    finish_reason: str | None = None
+    choices: list[ChoiceText] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.choices = [ChoiceText() for _ in range(self.n)]
+
+    @property
+    def text(self) -> str:
+        """The first choice's text (the answer compare_with_none compares)."""
+        return self.choices[0].text
+
+    @property
+    def finished(self) -> bool:
+        return all(choice.finish_reason is not None for choice in self.choices)
+
+    def add(self, delta: Delta, index: int = 0) -> None:
+        """Take in one generated delta of choice `index`."""
+        self.choices[index].add(delta)
 
     def usage(self) -> Usage:
-        return Usage(prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens,
-                     total_tokens=self.prompt_tokens + self.completion_tokens)
+        completion_tokens = sum(choice.tokens for choice in self.choices)
+        return Usage(prompt_tokens=self.prompt_tokens, completion_tokens=completion_tokens,
+                     total_tokens=self.prompt_tokens + completion_tokens)
 
     def response(self, record: dict) -> ChatCompletion:
         """The non-streaming body."""
-        if self.finish_reason is None:
+        if not self.finished:
             raise RuntimeError("the generator ended without a finish reason")
-        choice = Choice(message=AssistantMessage(content=self.text), finish_reason=self.finish_reason)
-        return ChatCompletion(id=self.id, created=self.created, model=self.model, choices=[choice],
+        choices = [Choice(index=i, message=AssistantMessage(content=c.text), finish_reason=c.finish_reason,
+                          logprobs=choice_logprobs(c.logprobs) if self.with_logprobs else None)
+                   for i, c in enumerate(self.choices)]
+        return ChatCompletion(id=self.id, created=self.created, model=self.model, choices=choices,
                               usage=self.usage(), r2t2=record)
 
     def chunk(self, delta: ChunkDelta, finish_reason: str | None = None, record: dict | None = None,
-              with_usage: bool = False) -> ChatCompletionChunk:
-        """One streaming chunk of this completion."""
+              with_usage: bool = False, index: int = 0,
+              logprobs: tuple[TokenLogprob, ...] = ()) -> ChatCompletionChunk:
+        """One streaming chunk of choice `index` (logprobs: those of this chunk's tokens)."""
         return ChatCompletionChunk(
             id=self.id, created=self.created, model=self.model,
-            choices=[ChunkChoice(delta=delta, finish_reason=finish_reason)],
+            choices=[ChunkChoice(index=index, delta=delta, finish_reason=finish_reason,
+                                 logprobs=choice_logprobs(logprobs) if self.with_logprobs and logprobs else None)],
             usage=self.usage() if with_usage else None, r2t2=record,
         )
 

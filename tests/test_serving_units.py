@@ -83,14 +83,23 @@ def test_parse_picks_question_image_options_and_sampling() -> None:
     assert job.overrides == {"strategy": "ngd", "k": 3} and job.index == "mine"
     assert (job.sampling.max_tokens, job.sampling.temperature, job.stream, job.include_usage) == (5, 0.0, True, True)
     assert job.model == "m"
-    assert parse_chat_request(parse_body(body()), ["m"], GenerationDefaults()).strategy_label == "default"
+    assert not job.compare_with_none
+    compared = parse_chat_request(parse_body(body(r2t2={"compare_with_none": True})), ["m"], GenerationDefaults())
+    assert compared.compare_with_none and compared.overrides == {}  # not a re-routing option
 
 
 @pytest.mark.parametrize("raw,param,fragment", [
     (b"{not json", None, "not valid JSON"),
     (b"", None, "empty"),
-    (body(frequency_penalty=0.5), "frequency_penalty", "not supported"),
-    (body(n=3), "n", "Input should be 1"),
+    (body(frequency_penalty=2.5), "frequency_penalty", "less than or equal to 2"),
+    (body(n=9), "n", "less than or equal to 8"),
+    (body(seed=-1), "seed", "greater than or equal to 0"),
+    (body(stop=["a", "b", "c", "d", "e"]), "stop", "at most 4"),
+    (body(top_logprobs=2), None, "logprobs=true"),
+    (body(response_format={"type": "json_object"}), "response_format", "free text"),
+    (body(tools=[{"type": "function", "function": {"name": "f"}}]), "tools", "tool calling is not supported"),
+    (body(tool_choice="auto"), "tool_choice", "tool calling is not supported"),
+    (body(logit_bias={"1": 5}), "logit_bias", "not supported"),
     (body(r2t2={"strategy": "best"}), "r2t2.strategy", "'ngd'"),
     (body(r2t2={"k": 0}), "r2t2.k", "greater than or equal"),
     (body(r2t2={"nonsense": 1}), "r2t2.nonsense", "not supported"),
@@ -108,16 +117,53 @@ def test_parse_body_errors_name_the_field(raw: bytes, param: str | None, fragmen
     assert caught.value.status == 400
 
 
-@pytest.mark.parametrize("messages,fragment", [
-    ([{"role": "user", "content": "no image"}], "exactly one image_url"),
-    ([{"role": "system", "content": "be brief"}, {"role": "user", "content": "x"}], "exactly one message"),
-    ([{"role": "assistant", "content": "hi"}], "exactly one message"),
-    ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:x"}}]}], "no question"),
+IMAGE = {"type": "image_url", "image_url": {"url": "data:x"}}
+
+
+@pytest.mark.parametrize("messages,fragment,param", [
+    ([{"role": "user", "content": "no image"}], "exactly one image_url", "messages.0.content"),
+    ([{"role": "system", "content": "be brief"}, {"role": "user", "content": "x"}], "exactly one image_url",
+     "messages.1.content"),
+    ([{"role": "assistant", "content": "hi"}], "the last message must be the user's question", "messages.0.role"),
+    ([{"role": "user", "content": [IMAGE]}], "no question", "messages.0.content"),
+    ([{"role": "user", "content": [{"type": "text", "text": "q"}, IMAGE, IMAGE]}], "at most one image_url",
+     "messages.0.content"),
+    ([{"role": "user", "content": "q"}, {"role": "assistant", "content": [IMAGE]}, {"role": "user", "content": "q"}],
+     "only user messages may hold an image", "messages.1.content"),
 ])
-def test_chat_shape_errors(messages: list, fragment: str) -> None:
+def test_chat_shape_errors(messages: list, fragment: str, param: str) -> None:
     request = parse_body(json.dumps({"model": "m", "messages": messages}).encode())
-    with pytest.raises(InvalidRequest, match=fragment):
+    with pytest.raises(InvalidRequest, match=fragment) as caught:
         parse_chat_request(request, ["m"], GenerationDefaults())
+    assert caught.value.param == param
+
+
+def test_a_conversation_asks_its_last_question_about_its_latest_image() -> None:
+    first, second = data_url((8, 8)), data_url((12, 12))
+    messages = [{"role": "system", "content": "answer in one word"},
+                {"role": "user", "content": [{"type": "text", "text": "what shape?"},
+                                             {"type": "image_url", "image_url": {"url": first}}]},
+                {"role": "assistant", "content": "circle"},
+                {"role": "user", "content": [{"type": "text", "text": "and this one?"},
+                                             {"type": "image_url", "image_url": {"url": second}}]},
+                {"role": "assistant", "content": "square"},
+                {"role": "user", "content": "which colour is it?"}]
+    job = parse_chat_request(parse_body(json.dumps({"model": "m", "messages": messages}).encode()), ["m"],
+                             GenerationDefaults())
+    assert (job.question, job.image_url) == ("which colour is it?", second)
+
+
+def test_openai_sampling_fields_reach_the_sampling_options() -> None:
+    request = parse_body(body(stop="</s>", seed=3, logprobs=True, top_logprobs=2, n=3, presence_penalty=0.5,
+                              frequency_penalty=-0.5, user="u-1", response_format={"type": "text"}, tools=[],
+                              tool_choice="none", max_completion_tokens=4))
+    job = parse_chat_request(request, ["m"], GenerationDefaults())
+    sampling = job.sampling
+    assert (sampling.stop, sampling.seed, sampling.logprobs, sampling.presence_penalty, sampling.frequency_penalty,
+            sampling.max_tokens, job.choices) == (("</s>",), 3, 2, 0.5, -0.5, 4, 3)
+    plain = parse_chat_request(parse_body(body(logprobs=False, stop=["a", "b"])), ["m"], GenerationDefaults())
+    assert plain.sampling.logprobs is None and plain.sampling.stop == ("a", "b") and plain.choices == 1
+    assert parse_chat_request(parse_body(body(logprobs=True)), ["m"], GenerationDefaults()).sampling.logprobs == 0
 
 
 def test_unknown_model_is_404_listing_the_served_models() -> None:
@@ -246,3 +292,40 @@ def test_require_admin(monkeypatch: pytest.MonkeyPatch) -> None:
         with pytest.raises(Unauthorized) as caught:
             require_admin(config, header)
         assert caught.value.status == 401
+
+
+def test_served_context_is_the_model_s_own_unless_capped(tmp_path: Path) -> None:
+    from serving.backends import model_length
+
+    (tmp_path / "config.json").write_text(json.dumps({"max_position_embeddings": 128}))
+    assert model_length(ServerConfig(), str(tmp_path)) == 128
+    assert model_length(ServerConfig(max_model_len=64), str(tmp_path)) == 64
+    assert model_length(ServerConfig(max_model_len=4096), str(tmp_path)) == 128  # never more than the model has
+
+
+def test_retried_makes_a_call_again_only_when_its_replica_was_lost() -> None:
+    from ray.exceptions import ActorDiedError
+
+    from serving.errors import ServiceUnavailable
+    from serving.retry import retried
+
+    calls: list[int] = []
+
+    def failing(times: int, error: Exception):
+        async def call() -> str:
+            calls.append(1)
+            if len(calls) <= times:
+                raise error
+            return "answer"
+        return call
+
+    assert asyncio.run(retried(failing(2, ActorDiedError()), "re-router", backoff_s=0.001)) == "answer"
+    assert len(calls) == 3
+    calls.clear()
+    with pytest.raises(InvalidRequest):  # the request's own error: not retried
+        asyncio.run(retried(failing(1, InvalidRequest("bad")), "re-router", backoff_s=0.001))
+    assert len(calls) == 1
+    calls.clear()
+    with pytest.raises(ServiceUnavailable, match="re-router replica was lost 3 times"):
+        asyncio.run(retried(failing(5, ActorDiedError()), "re-router", attempts=3, backoff_s=0.001))
+    assert len(calls) == 3

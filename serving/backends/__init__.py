@@ -9,11 +9,12 @@ from serving.backends.protocol import (
     GenerationBackend,
     PromptTooLong,
     SamplingOptions,
+    TokenLogprob,
     check_prompt_embeds,
 )
 from serving.config import ModelEntry, ServerConfig
 
-__all__ = ["Delta", "GenerationBackend", "PromptTooLong", "SamplingOptions", "check_prompt_embeds", "create_backend"]
+__all__ = ["Delta", "GenerationBackend", "PromptTooLong", "SamplingOptions", "TokenLogprob", "check_prompt_embeds", "create_backend"]
 
 
 def model_length(config: ServerConfig, lm_path: str) -> int:

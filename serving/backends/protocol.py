@@ -15,14 +15,21 @@ import torch
 FinishReason = Literal["stop", "length"]
 
 
+MAX_TOP_LOGPROBS = 20  # OpenAI's limit for top_logprobs
+
+
 @dataclass(frozen=True)
 class SamplingOptions:
-    """The sampling controls we expose; penalties are left out on purpose (they crash vLLM with
-    prompt embeddings of mixed lengths)."""
+    """The sampling controls one request asks for (OpenAI's names and ranges)."""
 
     max_tokens: int
     temperature: float = 0.0
     top_p: float = 1.0
+    stop: tuple[str, ...] = ()  # generation ends before the first of these; the text excludes it
+    seed: int | None = None  # with temperature > 0: the same seed gives the same sample
+    logprobs: int | None = None  # None: no log-probabilities; k: each token's and its k most likely alternatives
+    presence_penalty: float = 0.0  # subtracted from the logit of every token already generated
+    frequency_penalty: float = 0.0  # subtracted once per earlier occurrence in the generated text
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1:
@@ -31,10 +38,26 @@ class SamplingOptions:
             raise ValueError(f"temperature must be in [0, 2], got {self.temperature}")
         if not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if any(not text for text in self.stop):
+            raise ValueError("stop strings must not be empty")
+        if self.logprobs is not None and not 0 <= self.logprobs <= MAX_TOP_LOGPROBS:
+            raise ValueError(f"top_logprobs must be in [0, {MAX_TOP_LOGPROBS}], got {self.logprobs}")
+        for name in ("presence_penalty", "frequency_penalty"):
+            if not -2.0 <= getattr(self, name) <= 2.0:
+                raise ValueError(f"{name} must be in [-2, 2], got {getattr(self, name)}")
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token's log-probability and, when asked for, its most likely alternatives."""
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -44,6 +67,7 @@ class Delta:
     text: str
     num_tokens: int
     finish_reason: FinishReason | None = None
+    logprobs: tuple[TokenLogprob, ...] = ()  # one per token of this piece when the request asked for them
 
 
 @runtime_checkable

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 import torch
 
-from serving.backends.protocol import Delta, FinishReason, SamplingOptions, check_prompt_embeds
+from serving.backends.protocol import Delta, FinishReason, SamplingOptions, TokenLogprob, check_prompt_embeds
 
 
 class TorchBackend:
@@ -32,21 +32,45 @@ class TorchBackend:
         self._closed = False
 
     def _generate_blocking(self, embeds: torch.Tensor, options: SamplingOptions) -> Delta:
+        from transformers import LogitsProcessorList, StoppingCriteriaList
+
         sampling = {} if options.greedy else {"temperature": options.temperature, "top_p": options.top_p}
+        penalties = _Penalties(options.presence_penalty, options.frequency_penalty)
         with self._lock, torch.inference_mode():
+            if options.seed is not None:
+                torch.manual_seed(options.seed)  # under the lock: no other generation draws from it meanwhile
             output = self._model.generate(
                 inputs_embeds=embeds.unsqueeze(0),
                 attention_mask=torch.ones(1, embeds.shape[0], dtype=torch.long),
                 max_new_tokens=options.max_tokens,
                 do_sample=not options.greedy,
                 pad_token_id=next(iter(self._eos_ids), 0),
+                logits_processor=LogitsProcessorList([penalties] if penalties.active else []),
+                stopping_criteria=StoppingCriteriaList([_StopText(self._tokenizer, options.stop)] if options.stop else []),
+                return_dict_in_generate=True,
+                output_logits=options.logprobs is not None,
                 **sampling,
             )
         # With only inputs_embeds given, generate returns the new tokens alone.
-        token_ids = output[0].tolist()
+        token_ids = output.sequences[0].tolist()
         finish: FinishReason = "stop" if token_ids and token_ids[-1] in self._eos_ids else "length"
         text = self._tokenizer.decode(token_ids, skip_special_tokens=True)
-        return Delta(text, len(token_ids), finish)
+        cut = min((at for at in (text.find(stop) for stop in options.stop) if at >= 0), default=None)
+        if cut is not None:  # like vLLM: the text ends before the stop string
+            text, finish = text[:cut], "stop"
+        logprobs = () if options.logprobs is None else self._logprobs(token_ids, output.logits, options.logprobs)
+        return Delta(text, len(token_ids), finish, logprobs)
+
+    def _logprobs(self, token_ids: list[int], logits: tuple[torch.Tensor, ...], top: int) -> tuple[TokenLogprob, ...]:
+        """Log-probabilities of the raw distribution at each step (as vLLM reports them)."""
+        found = []
+        for token_id, step in zip(token_ids, logits):
+            logp = torch.log_softmax(step[0].float(), dim=-1)
+            best = torch.topk(logp, top) if top else None
+            alternatives = () if best is None else tuple(
+                (self._tokenizer.decode([i]), float(v)) for v, i in zip(best.values.tolist(), best.indices.tolist()))
+            found.append(TokenLogprob(self._tokenizer.decode([token_id]), float(logp[token_id]), alternatives))
+        return tuple(found)
 
     async def generate(self, prompt_embeds: torch.Tensor, options: SamplingOptions) -> AsyncIterator[Delta]:
         """Yield the whole completion as one delta, computed off the event loop."""
@@ -63,3 +87,27 @@ class TorchBackend:
     def shutdown(self) -> None:
         """Refuse further requests; idempotent (the model is freed with the replica's process)."""
         self._closed = True
+
+
+class _Penalties:
+    """OpenAI's presence and frequency penalties over the tokens generated so far (HF has no such processor)."""
+
+    def __init__(self, presence: float, frequency: float) -> None:
+        self.presence, self.frequency = presence, frequency
+        self.active = presence != 0.0 or frequency != 0.0
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        # With inputs_embeds only, input_ids holds the generated tokens alone.
+        counts = torch.zeros_like(scores).scatter_add_(1, input_ids, torch.ones_like(input_ids, dtype=scores.dtype))
+        return scores - self.frequency * counts - self.presence * (counts > 0).to(scores.dtype)
+
+
+class _StopText:
+    """Ends generation once the decoded text holds a stop string (HF's own stop_strings needs a BPE vocabulary)."""
+
+    def __init__(self, tokenizer, stop: tuple[str, ...]) -> None:  # noqa: ANN001 (any HF tokenizer)
+        self.tokenizer, self.stop = tokenizer, stop
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **_: object) -> torch.BoolTensor:
+        text = self.tokenizer.decode(input_ids[0], skip_special_tokens=True)
+        return torch.tensor([any(stop in text for stop in self.stop)])

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 import torch
 
-from serving.backends.protocol import Delta, SamplingOptions, check_prompt_embeds
+from serving.backends.protocol import Delta, SamplingOptions, TokenLogprob, check_prompt_embeds
 from serving.config import VllmOptions
 
 
@@ -56,6 +56,11 @@ class VllmBackend:
             max_tokens=options.max_tokens,
             temperature=options.temperature,
             top_p=1.0 if options.greedy else options.top_p,
+            stop=list(options.stop) or None,
+            seed=options.seed,
+            logprobs=options.logprobs,
+            presence_penalty=options.presence_penalty,
+            frequency_penalty=options.frequency_penalty,
             output_kind=RequestOutputKind.DELTA,
         )
         prompt = {"prompt_embeds": embeds.to(self._dtype)}
@@ -64,7 +69,9 @@ class VllmBackend:
             finish = completion.finish_reason if output.finished else None
             if finish not in (None, "stop", "length"):
                 raise RuntimeError(f"vLLM ended the request with finish_reason={finish!r}")
-            yield Delta(completion.text, len(completion.token_ids), finish)
+            logprobs = () if options.logprobs is None else _token_logprobs(completion.token_ids, completion.logprobs,
+                                                                           options.logprobs)
+            yield Delta(completion.text, len(completion.token_ids), finish, logprobs)
 
     async def check_health(self) -> None:
         """Raise when the engine process is dead or the engine was shut down."""
@@ -75,3 +82,14 @@ class VllmBackend:
         engine, self._engine = self._engine, None
         if engine is not None:
             engine.shutdown()
+
+
+def _token_logprobs(token_ids, per_token, top: int) -> tuple[TokenLogprob, ...]:  # noqa: ANN001 (vLLM types)
+    """vLLM's {token id: Logprob} per generated token as TokenLogprobs (the chosen token, then the `top` best)."""
+    found = []
+    for token_id, candidates in zip(token_ids, per_token or []):
+        chosen = candidates[token_id]
+        best = sorted(candidates.values(), key=lambda c: c.rank)[:top]
+        found.append(TokenLogprob(chosen.decoded_token or "", float(chosen.logprob),
+                                  tuple((c.decoded_token or "", float(c.logprob)) for c in best)))
+    return tuple(found)
