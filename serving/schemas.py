@@ -59,8 +59,9 @@ class R2T2Options(_Request):
         None, description="none: the router's own weights; kernel: the neighbours' kernel-weighted routing "
                           "with a line search toward the router's; meanshift: pull toward the densest reference "
                           "routings; ngd: gradient descent on the neighbours' answer loss. Default: ngd")
-    k: int | None = Field(None, ge=1, le=256, description="neighbours used (kNN), or the most an epsilon-ball "
-                                                          "keeps. Default 5")
+    k: int | None = Field(None, ge=1, le=256, description="neighbours used (kNN). With neighbourhood=epsilon, "
+                                                          "the ball is taken from the max(k, 64) nearest references. "
+                                                          "Default 5")
     kernel: Literal["gaussian", "matern", "polynomial", "linear"] | None = Field(
         None, description="how neighbours are weighted by distance. Default gaussian")
     steps: int | None = Field(None, ge=0, le=1000, description="NGD descent steps, or most mean-shift updates. "
