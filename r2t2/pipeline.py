@@ -204,8 +204,8 @@ class ReroutePipeline:
             timings["search"] = time.perf_counter() - tick
         elif config.strategy == "meanshift":
             pool = torch.tensor(snapshot.all_routings, dtype=torch.float32, device=self.device)
-        request = RerouteRequest(r0, config,
-                                 query_embedding=None if embedding is None else torch.from_numpy(embedding).float().to(self.device),
+        query_embedding = None if embedding is None else torch.from_numpy(embedding).float().to(self.device)
+        request = RerouteRequest(r0, config, query_embedding=query_embedding,
                                  neighbourhood=neighbourhood, pool_routings=pool,
                                  target=batch if config.strategy == "oracle" else None)
         return _Found(batch, request, snapshot, described, timings)

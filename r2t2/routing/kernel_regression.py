@@ -58,8 +58,8 @@ def _line_searches(model: RoutedModel, requests: Sequence[RerouteRequest],
                    searching: list[tuple[int, WeightedNeighbours, Tensor]]) -> list[list[LineSearchPoint]]:
     """Run every request's golden-section search in lockstep, one batched loss call per round."""
     picked = [requests[i] for i, _, _ in searching]
-    losses = NeighbourLosses(model, [r.neighbourhood.batch[c.indices.tolist()] for r, (_, c, _) in zip(picked, searching)],
-                             [c.weights for _, c, _ in searching])
+    batches = [r.neighbourhood.batch[c.indices.tolist()] for r, (_, c, _) in zip(picked, searching)]
+    losses = NeighbourLosses(model, batches, [c.weights for _, c, _ in searching])
     r0 = torch.stack([r.r0 for r in picked])
     r_hat = torch.stack([h for _, _, h in searching])
     searches = [_golden_section(r.config.line_search_steps) for r in picked]

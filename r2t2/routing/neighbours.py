@@ -129,8 +129,9 @@ class NeighbourLosses:
         if self.joined is not None:
             losses = _checked(self.model.routing_loss(self.joined, routings[owner]), owner.shape[0])
         else:
-            losses = torch.cat([_checked(self.model.routing_loss(batch, routings[q].expand(len(batch), *routings.shape[1:])),
-                                         len(batch)) for q, batch in enumerate(self.batches)])
+            losses = torch.cat([
+                _checked(self.model.routing_loss(batch, routings[q].expand(len(batch), *routings.shape[1:])), len(batch))
+                for q, batch in enumerate(self.batches)])
         weights = torch.cat(self.weights).to(device=losses.device, dtype=losses.dtype)
         return torch.zeros(len(self.batches), dtype=losses.dtype, device=losses.device).index_add(
             0, owner, weights * losses)
