@@ -42,7 +42,8 @@ def adapter_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         port = sock.getsockname()[1]
     small = {"num_cpus": 0.1, "max_ongoing_requests": 8}
     config = ServerConfig.model_validate({
-        "backend": "torch", "index_dir": str(index_dir), "ingress": small, "rerouter": small, "generator": small,
+        "backend": "torch", "index_dir": str(index_dir), "ingress": small, "generator": small,
+        "rerouter": {**small, "max_batch_size": 8},
         "indexes": {"num_cpus": 0.1},
         "models": [{"name": MODEL, "pipeline_factory": "adapter_model:load_pipeline",
                     "pipeline": {"build_default_index": False}, "r2t2_defaults": {"lr": 0.2}}],

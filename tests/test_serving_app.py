@@ -5,7 +5,6 @@ and the benchmark are in tests/test_serving_errors.py.
 """
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -62,27 +61,6 @@ def test_none_keeps_routing_and_ngd_changes_it(real_server: RealServer, easy_vqa
     assert guarded["guard"]["fired"] == (guarded["guard"]["reason"] is not None)
     if guarded["guard"]["fired"]:
         assert guarded["routing"] == guarded["base_routing"] and guarded["moved"] == 0
-
-
-def test_concurrent_mixed_strategies_match_solo(real_server: RealServer, easy_vqa_cases: Cases) -> None:
-    base, model = real_server.base, real_server.model
-    strategies = ["none", "ngd", "kernel", "meanshift"]
-    jobs = [(q, u, strategies[i % 4]) for i, (q, _, u) in enumerate(easy_vqa_cases(16))]
-    solo = [ask(base, model, q, u, strategy=s) for q, u, s in jobs]
-
-    async def together() -> list[dict]:
-        async with httpx.AsyncClient(timeout=600) as client:
-            replies = await asyncio.gather(*(client.post(base + "/v1/chat/completions", json={
-                "model": model, "max_tokens": 4, "temperature": 0, "r2t2": {"strategy": s},
-                "messages": [{"role": "user", "content": [{"type": "text", "text": q},
-                                                          {"type": "image_url", "image_url": {"url": u}}]}]})
-                for q, u, s in jobs))
-        return [r.json() for r in replies]
-
-    def essence(reply: dict) -> tuple:
-        return reply["choices"][0]["message"]["content"], reply["r2t2"]["routing"]
-
-    assert [essence(r) for r in asyncio.run(together())] == [essence(r) for r in solo]
 
 
 def test_torch_backend_and_streaming_agree(real_server: RealServer, easy_vqa_cases: Cases) -> None:

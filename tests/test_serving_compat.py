@@ -121,8 +121,9 @@ def test_epsilon_neighbourhood_over_http(real_server: RealServer, easy_vqa_cases
     question, _, url = easy_vqa_cases(1)[0]
 
     def record(epsilon: float) -> dict:
+        # Worded like no reference question, so no reference sits at distance 0 (easy-VQA repeats questions).
         reply = client.chat.completions.create(
-            model=model, messages=_question(question, url), max_tokens=2, temperature=0,
+            model=model, messages=_question(f"please tell me {question}", url), max_tokens=2, temperature=0,
             extra_body={"r2t2": {"strategy": "kernel", "k": 8, "neighbourhood": "epsilon", "epsilon": epsilon}})
         return reply.model_extra["r2t2"]
 
