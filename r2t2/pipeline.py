@@ -135,10 +135,7 @@ class ReroutePipeline:
             except Exception as err:  # noqa: BLE001 (the query's own error, returned in its slot)
                 found.append(err)
         ready = [f for f in found if isinstance(f, _Found)]
-        tick = time.perf_counter()
-        results = self._rerouted(ready)
-        seconds = time.perf_counter() - tick
-        done = iter(zip(ready, results))
+        done = iter(zip(ready, self._rerouted(ready)))
         outcomes: list[Rerouted | Exception] = []
         for item in found:
             if isinstance(item, Exception):
@@ -148,7 +145,7 @@ class ReroutePipeline:
             if isinstance(result, Exception):
                 outcomes.append(result)
                 continue
-            timings = {**item.timings, "reroute": seconds}
+            timings = {**item.timings, "reroute": result.seconds}
             described = item.described
             if result.strategy == "meanshift":  # its neighbours are rows of the routing pool, found without a search
                 rows = [n.id for n in result.neighbours]

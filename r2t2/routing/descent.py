@@ -96,16 +96,15 @@ def projected_adam(objective: Callable[[Tensor], Tensor], starts: Tensor, steps:
     live = [True] * count
     shape = (-1,) + (1,) * (routing.ndim - 1)
     for step in range(steps):
-        current = routing.requires_grad_(True)
+        current = routing.detach().requires_grad_(True)
         loss = objective(current)
         values = loss.detach().tolist()
         _stop(trace, live, [not math.isfinite(v) for v in values], step, "non-finite loss at step {step}")
         if not any(live):
             break
-        mask = None if all(live) else torch.tensor(live, device=routing.device).view(shape)
+        mask = _mask(live, routing, shape)
         (gradient,) = torch.autograd.grad(loss.sum() if mask is None else torch.where(mask.flatten(), loss, 0.0).sum(),
                                           current)
-        routing = routing.detach()
         trace.record(routing, values, live)
         _stop(trace, live, torch.isfinite(gradient).flatten(1).all(1).logical_not().tolist(), step,
               "non-finite gradient at step {step}")
@@ -113,7 +112,7 @@ def projected_adam(objective: Callable[[Tensor], Tensor], starts: Tensor, steps:
         # offset is undone by the projection, yet Adam's per-coordinate scaling would turn it into an
         # equal step on every expert, which the projection then cancels entirely.
         gradient = gradient - gradient.mean(-1, keepdim=True)
-        mask = None if all(live) else torch.tensor(live, device=routing.device).view(shape)
+        mask = _mask(live, routing, shape)
         if mask is not None:  # stopped requests keep their moments and routing untouched
             gradient = torch.where(mask, gradient, 0.0)
         new_first = first.lerp(gradient, 1 - BETAS[0])
@@ -129,15 +128,19 @@ def projected_adam(objective: Callable[[Tensor], Tensor], starts: Tensor, steps:
         overflowed = (finite.flatten(1).all(1) & _rows_sum_to_one(projected)).logical_not().tolist()
         _stop(trace, live, overflowed, step,
               "the step at step {step} overflowed (learning rate too large for the routing's scale)")
-        mask = None if all(live) else torch.tensor(live, device=routing.device).view(shape)
+        mask = _mask(live, routing, shape)
         routing = projected if mask is None else torch.where(mask, projected, routing)
-    routing = routing.detach()
     if any(live):
         with torch.no_grad():
             values = objective(routing).tolist()
         _stop(trace, live, [not math.isfinite(v) for v in values], steps, "non-finite loss after step {step}")
         trace.record(routing, values, live)
     return trace.results(starts, steps)
+
+
+def _mask(live: list[bool], like: Tensor, shape: tuple[int, ...]) -> Tensor | None:
+    """The live requests as a mask broadcastable over `like` ([Q, 1, 1]); None when every request is live."""
+    return None if all(live) else torch.tensor(live, device=like.device).view(shape)
 
 
 def _stop(trace: _Trace, live: list[bool], failed: list[bool], step: int, reason: str) -> None:

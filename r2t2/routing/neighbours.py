@@ -116,9 +116,9 @@ class NeighbourLosses:
             raise ValueError(f"need one weight vector per batch, got {len(batches)} batches, {len(weights)} weights")
         self.model = model
         self.batches = list(batches)
-        self.weights = [w.detach() for w in weights]
+        self.weights = torch.cat([w.detach() for w in weights])  # [N], every query's neighbours in order
         sizes = torch.as_tensor([len(b) for b in self.batches])
-        self.owner = torch.repeat_interleave(torch.arange(len(self.batches)), sizes)
+        self.owner = torch.repeat_interleave(torch.arange(len(self.batches)), sizes).to(self.weights.device)
         join = getattr(model, "join_batches", None)
         self.joined = (self.batches[0] if len(self.batches) == 1
                        else None if join is None else join(self.batches))
@@ -132,7 +132,7 @@ class NeighbourLosses:
             losses = torch.cat([
                 _checked(self.model.routing_loss(batch, routings[q].expand(len(batch), *routings.shape[1:])), len(batch))
                 for q, batch in enumerate(self.batches)])
-        weights = torch.cat(self.weights).to(device=losses.device, dtype=losses.dtype)
+        weights = self.weights.to(device=losses.device, dtype=losses.dtype)
         return torch.zeros(len(self.batches), dtype=losses.dtype, device=losses.device).index_add(
             0, owner, weights * losses)
 
