@@ -11,18 +11,23 @@ from dataclasses import dataclass
 from typing import Any
 
 from r2t2.routing.kernels import KERNELS
+from r2t2.routing.layout import TARGETS
 
 STRATEGIES: tuple[str, ...] = ("none", "ngd", "kernel", "meanshift", "oracle")
 NEIGHBOURHOODS: tuple[str, ...] = ("knn", "epsilon")
 
 _FLOAT_FIELDS = ("epsilon", "bandwidth", "lr", "lr_min", "alpha", "meanshift_alpha", "meanshift_tol",
                  "oracle_lr", "guard_max_spread", "guard_fit_loss", "guard_min_gain")
-_INT_FIELDS = ("k", "steps", "line_search_steps", "oracle_steps")
+_INT_FIELDS = ("k", "steps", "line_search_steps", "oracle_steps", "core_experts")
 
 
 @dataclass(frozen=True)
 class RerouteConfig:
     """How to re-route one request.
+
+    `target` names the routing rows a request re-routes: the vision experts' mixture, the language model's
+    experts at the answer position (`lm`), or both; `core_experts` n lets only each re-routed row's n
+    experts with the largest base weight move (None: all of them).
 
     `steps` drives both NGD and mean shift; `bandwidth` (None = median heuristic, see kernels.py) applies
     in whichever space the strategy measures distances: embeddings for NGD and kernel regression,
@@ -30,6 +35,8 @@ class RerouteConfig:
     """
 
     strategy: str = "ngd"
+    target: str = "vision"
+    core_experts: int | None = None
     k: int = 5
     neighbourhood: str = "knn"
     epsilon: float | None = None
@@ -54,6 +61,9 @@ class RerouteConfig:
     def __post_init__(self) -> None:
         self._check_types()
         _one_of("strategy", self.strategy, STRATEGIES)
+        _one_of("target", self.target, tuple(TARGETS))
+        if self.core_experts is not None and self.core_experts < 1:
+            raise ValueError(f"core_experts must be a positive integer or None, got {self.core_experts}")
         _one_of("neighbourhood", self.neighbourhood, NEIGHBOURHOODS)
         _one_of("kernel", self.kernel, KERNELS)
         if self.k <= 0:
@@ -96,13 +106,15 @@ class RerouteConfig:
         return dataclasses.replace(self, **overrides)
 
     def _check_types(self) -> None:
-        for name in ("strategy", "neighbourhood", "kernel"):
+        for name in ("strategy", "target", "neighbourhood", "kernel"):
             if not isinstance(getattr(self, name), str):
                 raise ValueError(f"{name} must be a string, got {getattr(self, name)!r}")
         if not isinstance(self.guard, bool):
             raise ValueError(f"guard must be true or false, got {self.guard!r}")
         for name in _INT_FIELDS:
             value = getattr(self, name)
+            if value is None and name == "core_experts":
+                continue
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError(f"{name} must be an integer, got {value!r}")
         for name in _FLOAT_FIELDS:

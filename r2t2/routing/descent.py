@@ -80,7 +80,7 @@ class _Trace:
 
 
 def projected_adam(objective: Callable[[Tensor], Tensor], starts: Tensor, steps: int, lr: Tensor,
-                   lr_min: Tensor) -> list[Descent]:
+                   lr_min: Tensor, movable: Tensor | None = None) -> list[Descent]:
     """Minimise `objective(routings [Q, L, E]) -> losses [Q]` from valid `starts` [Q, L, E], per request.
 
     `lr` and `lr_min` are [Q]. Each step: losses and gradients at the current iterates, one Adam update
@@ -88,6 +88,9 @@ def projected_adam(objective: Callable[[Tensor], Tensor], starts: Tensor, steps:
     projection of every row back onto the simplex. A request whose loss or gradient turns non-finite, or
     whose step overflows the simplex's numeric range (a learning rate far too large), stops there: it
     keeps its last iterate with a finite loss and names the cause in `fallback`; the others go on.
+
+    `movable` ([Q, L, E] bool, or None for all) confines each request to some entries: the others keep
+    their start values, and each row's movable entries share the mass those leave.
     """
     count = starts.shape[0]
     trace = _Trace(count)
@@ -111,7 +114,7 @@ def projected_adam(objective: Callable[[Tensor], Tensor], starts: Tensor, steps:
         # Only the part of the gradient within each row's simplex plane can move the routing: a shared
         # offset is undone by the projection, yet Adam's per-coordinate scaling would turn it into an
         # equal step on every expert, which the projection then cancels entirely.
-        gradient = gradient - gradient.mean(-1, keepdim=True)
+        gradient = _within_simplex(gradient, movable)
         mask = _mask(live, routing, shape)
         if mask is not None:  # stopped requests keep their moments and routing untouched
             gradient = torch.where(mask, gradient, 0.0)
@@ -124,7 +127,7 @@ def projected_adam(objective: Callable[[Tensor], Tensor], starts: Tensor, steps:
         denominator = second.sqrt() / math.sqrt(1 - BETAS[1] ** t) + ADAM_EPS
         moved = routing - size.view(shape) * first / denominator
         finite = torch.isfinite(moved)
-        projected = project_to_simplex(torch.where(finite, moved, 0.0))
+        projected = project_to_simplex(torch.where(finite, moved, 0.0), movable)
         overflowed = (finite.flatten(1).all(1) & _rows_sum_to_one(projected)).logical_not().tolist()
         _stop(trace, live, overflowed, step,
               "the step at step {step} overflowed (learning rate too large for the routing's scale)")
@@ -136,6 +139,16 @@ def projected_adam(objective: Callable[[Tensor], Tensor], starts: Tensor, steps:
         _stop(trace, live, [not math.isfinite(v) for v in values], steps, "non-finite loss after step {step}")
         trace.record(routing, values, live)
     return trace.results(starts, steps)
+
+
+def _within_simplex(gradient: Tensor, movable: Tensor | None) -> Tensor:
+    """The gradient's part within each row's simplex plane: its mean over the row's movable entries removed,
+    and nothing on the entries that may not move."""
+    if movable is None:
+        return gradient - gradient.mean(-1, keepdim=True)
+    count = movable.sum(-1, keepdim=True).clamp_min(1)
+    mean = torch.where(movable, gradient, 0.0).sum(-1, keepdim=True) / count
+    return torch.where(movable, gradient - mean, 0.0)
 
 
 def _mask(live: list[bool], like: Tensor, shape: tuple[int, ...]) -> Tensor | None:

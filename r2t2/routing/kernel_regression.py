@@ -13,14 +13,17 @@ from torch import Tensor
 
 from r2t2.routing.neighbours import NeighbourLosses, NoUsableNeighbours, WeightedNeighbours, weigh_neighbourhood
 from r2t2.routing.protocol import RoutedModel
-from r2t2.routing.request import RerouteRequest
+from r2t2.routing.request import Placement, RerouteRequest
 from r2t2.routing.result import LineSearchPoint, RerouteResult
+from r2t2.routing.simplex import confine
 
 _INVERSE_GOLDEN = (math.sqrt(5.0) - 1) / 2
 
 
 def kernel_regression(model: RoutedModel, requests: Sequence[RerouteRequest]) -> list[RerouteResult]:
     """r_hat = sum_i K_i r_i / sum_i K_i, then alpha * r0 + (1 - alpha) * r_hat, per request.
+
+    A request that may move only some entries takes r_hat on those (scaled to the mass r0 gives them).
 
     With `config.alpha` fixed that mix is returned directly. Otherwise alpha is searched on [0, 1]:
     both ends (plain regression, base routing) plus `line_search_steps` golden-section evaluations of
@@ -39,7 +42,8 @@ def kernel_regression(model: RoutedModel, requests: Sequence[RerouteRequest]) ->
                                        fallback=empty.reason)
             continue
         routings = request.neighbourhood.routings[chosen.indices].to(request.r0.dtype)
-        r_hat = torch.einsum("n,nle->le", chosen.weights.to(request.r0.dtype), routings)
+        r_hat = confine(torch.einsum("n,nle->le", chosen.weights.to(request.r0.dtype), routings), request.r0,
+                        request.movable)
         alpha = request.config.alpha
         if alpha is None:
             searching.append((i, chosen, r_hat))
@@ -59,7 +63,7 @@ def _line_searches(model: RoutedModel, requests: Sequence[RerouteRequest],
     """Run every request's golden-section search in lockstep, one batched loss call per round."""
     picked = [requests[i] for i, _, _ in searching]
     batches = [r.neighbourhood.batch[c.indices.tolist()] for r, (_, c, _) in zip(picked, searching)]
-    losses = NeighbourLosses(model, batches, [c.weights for _, c, _ in searching])
+    losses = NeighbourLosses(model, batches, [c.weights for _, c, _ in searching], Placement.of(picked))
     r0 = torch.stack([r.r0 for r in picked])
     r_hat = torch.stack([h for _, _, h in searching])
     searches = [_golden_section(r.config.line_search_steps) for r in picked]

@@ -3,26 +3,31 @@ reference routings near it. Needs no model call, so it is the cheapest non-trivi
 """
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from r2t2.routing.config import RerouteConfig
 from r2t2.routing.neighbours import NoUsableNeighbours, WeightedNeighbours, select_knn, weigh
 from r2t2.routing.result import RerouteResult
-from r2t2.routing.simplex import project_to_simplex
+from r2t2.routing.simplex import confine, project_to_simplex
 
 
-def mean_shift(r0: Tensor, config: RerouteConfig, pool_routings: Tensor) -> RerouteResult:
+def mean_shift(r0: Tensor, config: RerouteConfig, pool_routings: Tensor, movable: Tensor | None = None) -> RerouteResult:
     """Up to `config.steps` updates r <- a r + (1 - a) r_bar, r_bar the kernel-weighted mean of the k
     routings of `pool_routings` [N, L, E] nearest to r (a = `meanshift_alpha`, distances on the
     flattened [L * E] routings); stops once a step moves less than `meanshift_tol`.
 
     `losses` holds the distance moved per step; neighbour ids are pool row numbers from the last step.
     Raises NoUsableNeighbours for an empty pool or a zero-weight first step; a later zero-weight step
-    stops early and keeps the routing reached so far.
+    stops early and keeps the routing reached so far. With `movable` ([L, E] bool) distances are measured
+    on the movable entries only, and only those move.
     """
     if pool_routings.shape[0] == 0:
         raise NoUsableNeighbours("empty neighbourhood")
-    pool = pool_routings.reshape(pool_routings.shape[0], r0.numel()).to(r0.dtype)
+    pool = pool_routings.to(r0.dtype)
+    if movable is not None:
+        pool = torch.where(movable, pool, r0)  # entries that may not move sit at r0 for every pool row
+    pool = pool.reshape(pool_routings.shape[0], r0.numel())
     current = r0.reshape(-1)
     moved: list[float] = []
     chosen: WeightedNeighbours | None = None
@@ -35,10 +40,10 @@ def mean_shift(r0: Tensor, config: RerouteConfig, pool_routings: Tensor) -> Rero
                 raise
             fallback = stop.reason
             break
-        r_bar = chosen.weights.to(pool.dtype) @ pool[chosen.indices]
+        r_bar = confine((chosen.weights.to(pool.dtype) @ pool[chosen.indices]).reshape(r0.shape), r0, movable)
         updated = project_to_simplex(
-            (config.meanshift_alpha * current + (1 - config.meanshift_alpha) * r_bar).reshape(r0.shape)
-        ).reshape(-1)
+            (config.meanshift_alpha * current + (1 - config.meanshift_alpha) * r_bar.reshape(-1)).reshape(r0.shape),
+            movable).reshape(-1)
         moved.append(float((updated - current).norm()))
         current = updated
         if moved[-1] < config.meanshift_tol:

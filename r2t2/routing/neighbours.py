@@ -14,6 +14,7 @@ from torch import Tensor
 from r2t2.routing.config import RerouteConfig
 from r2t2.routing.kernels import distances, kernel_function, median_bandwidth
 from r2t2.routing.protocol import Neighbourhood, ReferenceBatch, RoutedModel
+from r2t2.routing.request import Placement
 from r2t2.routing.result import Neighbour
 
 
@@ -108,13 +109,16 @@ class NeighbourLosses:
     its own query's routing; otherwise one call per query. The same path serves a single
     request (Q = 1), so a request's losses do not depend on which other requests share its batch. The
     joined batch is built once, so whatever the model caches on it (e.g. prefix keys/values) is reused
-    at every step.
+    at every step. With a `placement` the routings are blocks (routing/block.py), placed into each
+    query's full base routing before the model sees them.
     """
 
-    def __init__(self, model: RoutedModel, batches: Sequence[ReferenceBatch], weights: Sequence[Tensor]) -> None:
+    def __init__(self, model: RoutedModel, batches: Sequence[ReferenceBatch], weights: Sequence[Tensor],
+                 placement: Placement | None = None) -> None:
         if not batches or len(batches) != len(weights):
             raise ValueError(f"need one weight vector per batch, got {len(batches)} batches, {len(weights)} weights")
         self.model = model
+        self.placement = placement
         self.batches = list(batches)
         self.weights = torch.cat([w.detach() for w in weights])  # [N], every query's neighbours in order
         sizes = torch.as_tensor([len(b) for b in self.batches])
@@ -126,15 +130,28 @@ class NeighbourLosses:
     def __call__(self, routings: Tensor) -> Tensor:
         """[Q] losses, query q's neighbours answered under `routings[q]` ([Q, L, E])."""
         owner = self.owner.to(routings.device)
+        if self.placement is not None:
+            routings = self.placement.full(routings)
+        pinned = None if self.placement is None else self.placement.block.pinned
         if self.joined is not None:
-            losses = _checked(self.model.routing_loss(self.joined, routings[owner]), owner.shape[0])
+            losses = _checked(model_loss(self.model, self.joined, routings[owner], pinned), owner.shape[0])
         else:
             losses = torch.cat([
-                _checked(self.model.routing_loss(batch, routings[q].expand(len(batch), *routings.shape[1:])), len(batch))
+                _checked(model_loss(self.model, batch, routings[q].expand(len(batch), *routings.shape[1:]), pinned),
+                         len(batch))
                 for q, batch in enumerate(self.batches)])
         weights = self.weights.to(device=losses.device, dtype=losses.dtype)
         return torch.zeros(len(self.batches), dtype=losses.dtype, device=losses.device).index_add(
             0, owner, weights * losses)
+
+
+def model_loss(model: RoutedModel, batch: ReferenceBatch, routing: Tensor,
+               pinned: tuple[bool, ...] | None) -> Tensor:
+    """`model.routing_loss`, told which rows to apply when the request says (a model without LM rows is never
+    told, so its `routing_loss` needs no `pinned` parameter)."""
+    if pinned is None:
+        return model.routing_loss(batch, routing)
+    return model.routing_loss(batch, routing, pinned=pinned)
 
 
 def _checked(losses: Tensor, samples: int) -> Tensor:

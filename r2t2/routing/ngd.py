@@ -12,7 +12,7 @@ import torch
 from r2t2.routing.descent import projected_adam
 from r2t2.routing.neighbours import NeighbourLosses, NoUsableNeighbours, weigh_neighbourhood
 from r2t2.routing.protocol import RoutedModel
-from r2t2.routing.request import RerouteRequest
+from r2t2.routing.request import Placement, RerouteRequest, stacked_movable
 from r2t2.routing.result import RerouteResult
 
 
@@ -37,11 +37,12 @@ def neighbourhood_gradient_descent(model: RoutedModel, requests: Sequence[Rerout
     if moving:
         picked = [requests[i] for i in moving]
         losses = NeighbourLosses(model, [r.neighbourhood.batch[c.indices.tolist()] for r, c in zip(picked, chosen)],
-                                 [c.weights for c in chosen])
+                                 [c.weights for c in chosen], Placement.of(picked))
         starts = torch.stack([r.r0 for r in picked])
         settings = torch.tensor([[r.config.lr, r.config.lr_min] for r in picked], dtype=starts.dtype,
                                 device=starts.device)
-        descents = projected_adam(losses, starts, picked[0].config.steps, settings[:, 0], settings[:, 1])
+        descents = projected_adam(losses, starts, picked[0].config.steps, settings[:, 0], settings[:, 1],
+                                  stacked_movable(picked))
         for i, request, weighted, descent in zip(moving, picked, chosen, descents):
             results[i] = RerouteResult(strategy="ngd", base_routing=request.r0, routing=descent.final,
                                        neighbours=weighted.describe(request.neighbourhood.ids),

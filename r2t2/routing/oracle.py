@@ -8,31 +8,57 @@ from torch import Tensor
 
 from r2t2.routing.config import RerouteConfig
 from r2t2.routing.descent import projected_adam
+from r2t2.routing.neighbours import model_loss
 from r2t2.routing.protocol import ReferenceBatch, RoutedModel
+from r2t2.routing.request import Placement
 from r2t2.routing.result import RerouteResult
 
 
-def one_hot_starts(r0: Tensor) -> Tensor:
+def one_hot_starts(r0: Tensor, movable: Tensor | None = None) -> Tensor:
     """r0 and, for each layer and expert, r0 with that layer's row made one-hot: [1 + L * E, L, E].
 
     For L = 1 these are r0 and every vertex of the simplex; for deeper routings the full vertex set
-    (E ** L points) is too large, so one layer changes at a time.
+    (E ** L points) is too large, so one layer changes at a time. With `movable` ([L, E] bool) a vertex
+    puts the row's movable mass on one movable expert (the other entries keep r0); entries that may not
+    move give no start.
     """
     layers, experts = r0.shape
     starts = r0.expand(layers * experts, layers, experts).clone()
     eye = torch.eye(experts, dtype=r0.dtype, device=r0.device)
+    if movable is None:
+        for layer in range(layers):
+            starts[layer * experts:(layer + 1) * experts, layer] = eye
+        return torch.cat([r0.unsqueeze(0), starts])
+    fixed = torch.where(movable, 0.0, r0)
+    mass = 1 - fixed.sum(-1)
     for layer in range(layers):
-        starts[layer * experts:(layer + 1) * experts, layer] = eye
-    return torch.cat([r0.unsqueeze(0), starts])
+        starts[layer * experts:(layer + 1) * experts, layer] = fixed[layer] + eye * mass[layer]
+    keep = movable.reshape(-1)
+    return torch.cat([r0.unsqueeze(0), starts[keep]])
 
 
-def oracle(model: RoutedModel, r0: Tensor, config: RerouteConfig, target: ReferenceBatch) -> RerouteResult:
+def oracle(model: RoutedModel, r0: Tensor, config: RerouteConfig, target: ReferenceBatch,
+           placement: Placement | None = None, movable: Tensor | None = None) -> RerouteResult:
     """Best routing for `target` (a batch of one): best of `one_hot_starts` (one batched call), then
     `oracle_steps` projected Adam steps (lr `oracle_lr` annealed to `lr_min`); returns the best seen.
+
+    With a `placement`, `r0` is a block of the routing (routing/block.py) and `movable` its movable entries.
     """
-    starts = one_hot_starts(r0)
+    def loss(routings: Tensor) -> Tensor:
+        """The target's loss under each of `routings` [S, L, E]."""
+        if placement is None:
+            return model.routing_loss(target[[0] * len(routings)], routings)
+        full = placement.full(routings, torch.zeros(len(routings), dtype=torch.long))
+        return model_loss(model, target[[0] * len(routings)], full, placement.block.pinned)
+
+    def descent_loss(routing: Tensor) -> Tensor:
+        if placement is None:
+            return model.routing_loss(target, routing[0]).sum().reshape(1)
+        return loss(routing).sum().reshape(1)
+
+    starts = one_hot_starts(r0, movable)
     with torch.no_grad():
-        start_losses = model.routing_loss(target[[0] * starts.shape[0]], starts)
+        start_losses = loss(starts)
     if start_losses.shape != (starts.shape[0],):
         raise ValueError(f"routing_loss returned shape {tuple(start_losses.shape)} for {starts.shape[0]} "
                          f"routings; expected [{starts.shape[0]}]")
@@ -42,7 +68,8 @@ def oracle(model: RoutedModel, r0: Tensor, config: RerouteConfig, target: Refere
                              fallback="non-finite target loss at every starting routing")
     start_index = int(torch.where(finite, start_losses, torch.inf).argmin())
     settings = torch.tensor([config.oracle_lr, config.lr_min], dtype=r0.dtype, device=r0.device)
-    (descent,) = projected_adam(lambda r: model.routing_loss(target, r[0]).sum().reshape(1),
-                                starts[start_index].unsqueeze(0), config.oracle_steps, settings[:1], settings[1:])
+    (descent,) = projected_adam(descent_loss, starts[start_index].unsqueeze(0),
+                                config.oracle_steps, settings[:1], settings[1:],
+                                None if movable is None else movable.unsqueeze(0))
     return RerouteResult(strategy="oracle", base_routing=r0, routing=descent.best, losses=descent.losses,
                          steps=descent.steps, fallback=descent.fallback)

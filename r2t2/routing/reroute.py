@@ -2,7 +2,8 @@
 
 `reroute_many` takes the requests of a batch: requests whose strategy and step count match run
 together (one batched model call per step for all of them), each with its own settings and results.
-`reroute` is the same path with one request. Every tensor handed to a strategy is detached and in r0's
+`reroute` is the same path with one request. A request whose `target` is only part of the model's routing
+(routing/block.py) is re-routed within that block and placed back into its full base routing. Every tensor handed to a strategy is detached and in r0's
 dtype, so no strategy can reach the graph of whatever produced its inputs; the model itself is only
 ever called, never modified.
 """
@@ -17,15 +18,17 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from r2t2.routing.block import block_for
 from r2t2.routing.config import STRATEGIES, RerouteConfig
 from r2t2.routing.guard import GuardSettings, judge
+from r2t2.routing.layout import RoutingLayout, vision_layout
 from r2t2.routing.kernel_regression import kernel_regression
 from r2t2.routing.meanshift import mean_shift
 from r2t2.routing.neighbours import NeighbourLosses, NoUsableNeighbours, weigh_neighbourhood
 from r2t2.routing.ngd import neighbourhood_gradient_descent
 from r2t2.routing.oracle import oracle
 from r2t2.routing.protocol import Neighbourhood, ReferenceBatch, RoutedModel, is_valid_routing
-from r2t2.routing.request import RerouteRequest
+from r2t2.routing.request import Placement, RerouteRequest
 from r2t2.routing.result import RerouteResult
 
 
@@ -48,10 +51,11 @@ def reroute_many(model: RoutedModel, requests: Sequence[RerouteRequest]) -> list
     if not isinstance(model, RoutedModel):
         raise ValueError(f"model must implement RoutedModel (routing_shape, base_routing, routing_loss), "
                          f"got {type(model).__name__}")
-    checked = [_checked_request(model, request) for request in requests]
+    layout = routing_layout(model)
+    checked = [_in_block(_checked_request(model, request), layout) for request in requests]
     groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
     for i, request in enumerate(checked):
-        groups[_group_key(request.config)].append(i)
+        groups[(_group_key(request.config), None if request.block is None else request.block.group_key())].append(i)
     results: list[RerouteResult | None] = [None] * len(checked)
     for members in groups.values():
         started = time.perf_counter()
@@ -61,11 +65,44 @@ def reroute_many(model: RoutedModel, requests: Sequence[RerouteRequest]) -> list
             routing = result.routing.detach()
             if not is_valid_routing(routing):
                 raise RuntimeError(f"strategy {result.strategy!r} produced an invalid routing")  # a bug, not input
-            results[i] = dataclasses.replace(result, routing=routing, seconds=seconds)
-            # --- evidence guard (issue 13): per request, after its strategy ran; keeps r0 unless supported ---
+            result = dataclasses.replace(result, routing=routing, seconds=seconds)
+            # The evidence guard, per request after its strategy ran: keeps r0 unless the neighbours support the move.
             if checked[i].config.guard and result.strategy in GUARDED and result.fallback is None:
-                results[i] = guarded(model, checked[i], results[i])
+                result = guarded(model, checked[i], result)
+            results[i] = _placed(result, checked[i])
     return results  # type: ignore[return-value]  (every slot is filled above)
+
+
+def routing_layout(model: RoutedModel) -> RoutingLayout:
+    """The model's `routing_layout`, or, for a model that has none, vision rows over the same experts."""
+    layout = getattr(model, "routing_layout", None)
+    if layout is not None:
+        return layout
+    layers, experts = model.routing_shape
+    return vision_layout([str(i) for i in range(layers)], [str(e) for e in range(experts)])
+
+
+def _in_block(request: RerouteRequest, layout: RoutingLayout) -> RerouteRequest:
+    """The request within the block its target re-routes (itself when that is the whole routing)."""
+    config = request.config
+    block = block_for(layout, config.target, request.r0, config.core_experts)
+    if block is None:
+        return request
+    hood = request.neighbourhood
+    return RerouteRequest(
+        block.take(request.r0), config, query_embedding=request.query_embedding,
+        neighbourhood=None if hood is None else dataclasses.replace(hood, routings=block.take(hood.routings)),
+        pool_routings=None if request.pool_routings is None else block.take(request.pool_routings),
+        target=request.target, block=block, base=request.r0)
+
+
+def _placed(result: RerouteResult, request: RerouteRequest) -> RerouteResult:
+    """A block request's result in full routings (the routing outside the block is the base's)."""
+    if request.block is None:
+        return result
+    assert request.base is not None  # set by _in_block
+    return dataclasses.replace(result, base_routing=request.base,
+                               routing=request.block.place(result.routing, request.base))
 
 
 GUARDED = ("ngd", "kernel")  # the strategies that move toward question-space neighbours
@@ -81,8 +118,12 @@ def guarded(model: RoutedModel, request: RerouteRequest, result: RerouteResult) 
             return torch.tensor(known, dtype=request.r0.dtype)
     else:
         indices = chosen.indices.tolist()
-        losses = NeighbourLosses(model, [request.neighbourhood.batch[indices]] * 2, [chosen.weights] * 2)
-    verdict = judge(request.r0, result.routing, chosen.weights, request.neighbourhood.routings[chosen.indices],
+        placement = Placement.of([request, request])
+        losses = NeighbourLosses(model, [request.neighbourhood.batch[indices]] * 2, [chosen.weights] * 2, placement)
+    neighbour_routings = request.neighbourhood.routings[chosen.indices]
+    if request.movable is not None:  # only the entries that may move are evidence of a consensus
+        neighbour_routings = torch.where(request.movable, neighbour_routings, 0.0)
+    verdict = judge(request.r0, result.routing, chosen.weights, neighbour_routings,
                     losses, GuardSettings(config.guard_max_spread, config.guard_fit_loss, config.guard_min_gain))
     routing = request.r0.clone() if verdict.fired else result.routing
     return dataclasses.replace(result, routing=routing, guard=verdict)
@@ -129,8 +170,8 @@ def _run_one(model: RoutedModel, request: RerouteRequest) -> RerouteResult:
         return RerouteResult(strategy="none", base_routing=r0, routing=r0.clone())
     try:
         if config.strategy == "meanshift":
-            return mean_shift(r0, config, request.pool_routings)
-        return oracle(model, r0, config, request.target)
+            return mean_shift(r0, config, request.pool_routings, request.movable)
+        return oracle(model, r0, config, request.target, Placement.of([request]), request.movable)
     except NoUsableNeighbours as empty:
         return RerouteResult(strategy=config.strategy, base_routing=r0, routing=r0.clone(), fallback=empty.reason)
 
