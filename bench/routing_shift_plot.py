@@ -22,14 +22,14 @@ def main() -> None:
     parser.add_argument("out")
     parser.add_argument("--split", action="append", default=None)
     parser.add_argument("--strategy", default="ngd")
-    parser.add_argument("--experts", default="vit-rgb32,resnet-rgb64,vit-gray64")
+    parser.add_argument("--row", type=int, default=0, help="the routing row to plot (default: the first)")
     args = parser.parse_args()
     report = json.load(open(args.report))
     splits = args.split or list(report["splits"])
-    experts = args.experts.split(",")
+    experts = report["routing_rows"][args.row]["experts"]
     fig, axes = plt.subplots(len(splits), 2, figsize=(9, 3.2 * len(splits)), squeeze=False)
     for row, split in enumerate(splits):
-        shift = per_expert_shift(report, split, args.strategy)
+        shift = per_expert_shift(report, split, args.strategy, args.row)
         for col, group in enumerate(("initially wrong", "initially right")):
             ax = axes[row][col]
             if group not in shift:

@@ -24,6 +24,8 @@ from urllib.parse import urlparse
 
 import httpx
 
+from r2t2.eval import parse_variant
+
 MAX_REQUESTS = 1000
 
 
@@ -81,7 +83,7 @@ async def run_level(client: httpx.AsyncClient, base: str, model: str, pairs: lis
 
     async def one(question: str, url: str) -> None:
         nonlocal errors
-        body = {"model": model, "max_tokens": max_tokens, "temperature": 0, "r2t2": {"strategy": strategy},
+        body = {"model": model, "max_tokens": max_tokens, "temperature": 0, "r2t2": parse_variant(strategy),
                 "messages": [{"role": "user", "content": [{"type": "text", "text": question},
                                                           {"type": "image_url", "image_url": {"url": url}}]}]}
         async with gate:
@@ -103,11 +105,11 @@ async def run_level(client: httpx.AsyncClient, base: str, model: str, pairs: lis
 
 
 async def run(base: str, requests: int, concurrency: list[int], strategies: list[str], max_tokens: int,
-              timeout_s: float) -> list[LevelResult]:
+              timeout_s: float, model: str | None = None) -> list[LevelResult]:
     pairs = easy_vqa_requests(requests)
     async with httpx.AsyncClient(timeout=timeout_s) as client:
         models = (await client.get(f"{base}/v1/models")).json()["data"]
-        model = models[0]["id"]
+        model = model or models[0]["id"]
         await run_level(client, base, model, pairs[:1], strategies[0], 1, max_tokens)  # warm-up
         return [await run_level(client, base, model, pairs, strategy, level, max_tokens)
                 for level in concurrency for strategy in strategies]
@@ -127,7 +129,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("url", help="server base URL, e.g. http://127.0.0.1:8000")
     parser.add_argument("--requests", type=int, default=32, help=f"requests per level (1..{MAX_REQUESTS})")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
-    parser.add_argument("--strategies", nargs="+", default=["none", "kernel", "ngd"])
+    parser.add_argument("--strategies", nargs="+", default=["none", "kernel", "ngd"],
+                        help="strategies, or variants with request options: kernel:target=lm:guard=false")
+    parser.add_argument("--model", default=None, help="the served model to load (default: the first listed)")
     parser.add_argument("--max-tokens", type=int, default=4)
     parser.add_argument("--timeout", type=float, default=300.0, help="per-request timeout in seconds")
     parser.add_argument("--json", help="also write the results to this file")
@@ -138,14 +142,15 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--concurrency levels must be in 1..64")
     base = require_loopback(args.url)
     results = asyncio.run(run(base, args.requests, args.concurrency, args.strategies, args.max_tokens,
-                              args.timeout))
+                              args.timeout, args.model))
     ratios = {(x["strategy"], x["concurrency"]): x for x in ratios_to_none(results)}
-    print(f"{'strategy':<10}{'conc':>6}{'reqs':>6}{'errors':>8}{'req/s':>9}{'p50 s':>9}{'p99 s':>9}{'batch':>7}"
+    width = max(10, *(len(s) + 2 for s in args.strategies))
+    print(f"{'strategy':<{width}}{'conc':>6}{'reqs':>6}{'errors':>8}{'req/s':>9}{'p50 s':>9}{'p99 s':>9}{'batch':>7}"
           f"{'req/s vs none':>15}{'p50 vs none':>13}")
     for r in results:
         ratio = ratios.get((r.strategy, r.concurrency))
         versus = f"{ratio['throughput_vs_none']:>15.2f}{ratio['p50_vs_none']:>13.2f}" if ratio else ""
-        print(f"{r.strategy:<10}{r.concurrency:>6}{r.requests:>6}{r.errors:>8}{r.requests_per_s:>9.2f}"
+        print(f"{r.strategy:<{width}}{r.concurrency:>6}{r.requests:>6}{r.errors:>8}{r.requests_per_s:>9.2f}"
               f"{r.p50_s:>9.3f}{r.p99_s:>9.3f}{r.mean_batch_size:>7.1f}{versus}")
     if args.json:
         with open(args.json, "w") as handle:

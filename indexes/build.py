@@ -156,9 +156,11 @@ def build_index(
             index_type=vectors.kind, build_seconds=round(time.perf_counter() - started, 3),
             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             routing_shape=tuple(routings.shape[1:]), payload_fields=tuple(sorted(payload)), files=files,
+            routing_rows=routing_row_names(encoder),
         ))
     try:
-        ReferenceIndex.load(store, name, manifest.version, encoder.fingerprint, embedder.name)
+        ReferenceIndex.load(store, name, manifest.version, encoder.fingerprint, embedder.name,
+                            routing_row_names(encoder))
     except ReferenceIndexError as err:
         store.remove_version(name, manifest.version)
         raise IndexBuildError(f"index {name!r} v{manifest.version} failed verification after writing: {err}") from err
@@ -166,6 +168,13 @@ def build_index(
     if on_progress is not None:
         on_progress(1.0)
     return manifest
+
+
+def routing_row_names(model: Any) -> tuple[str, ...]:
+    """The names of the model's routing rows, as an index records them (empty for an encoder without a
+    `routing_layout`: its indexes are then served without a row check)."""
+    layout = getattr(model, "routing_layout", None)
+    return () if layout is None else tuple(layout.names)
 
 
 def _assemble(

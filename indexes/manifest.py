@@ -42,11 +42,13 @@ class Manifest:
     payload_fields: tuple[str, ...]
     files: dict[str, FileRecord] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    routing_rows: tuple[str, ...] = ()  # the model's routing row names (empty: built before rows were recorded)
 
     def to_json(self) -> str:
         data = asdict(self)
         data["routing_shape"] = list(self.routing_shape)
         data["payload_fields"] = list(self.payload_fields)
+        data["routing_rows"] = list(self.routing_rows)
         return json.dumps(data, indent=2, sort_keys=True)
 
     @classmethod
@@ -59,6 +61,7 @@ class Manifest:
             data["files"] = {name: FileRecord(**record) for name, record in data["files"].items()}
             data["routing_shape"] = tuple(int(v) for v in data["routing_shape"])
             data["payload_fields"] = tuple(data["payload_fields"])
+            data["routing_rows"] = tuple(data.get("routing_rows", ()))
             manifest = cls(**data)
         except (ValueError, TypeError, KeyError, AttributeError) as err:
             raise IndexIntegrityError(f"{where}: unreadable manifest ({err})") from err
@@ -89,8 +92,10 @@ class Manifest:
             if file_sha256(path) != record.sha256:
                 raise IndexIntegrityError(f"{path}: checksum mismatch, the file is corrupted")
 
-    def check_compatible(self, expected_fingerprint: str | None, expected_embedder: str | None) -> None:
-        """Refuse an index made by another model or embedder (None skips that check)."""
+    def check_compatible(self, expected_fingerprint: str | None, expected_embedder: str | None,
+                         expected_rows: tuple[str, ...] | None = None) -> None:
+        """Refuse an index made by another model or embedder, or whose stored routings have other rows than
+        the model routes (None skips that check): its routings would be mixed up with the model's."""
         label = f"index {self.name!r} v{self.version}"
         if expected_fingerprint is not None and self.model_fingerprint != expected_fingerprint:
             raise IndexMismatchError(
@@ -100,6 +105,12 @@ class Manifest:
         if expected_embedder is not None and self.embedder_name != expected_embedder:
             raise IndexMismatchError(
                 f"{label} was built with embedder {self.embedder_name!r}, expected {expected_embedder!r}"
+            )
+        if expected_rows is not None and self.routing_rows != tuple(expected_rows):
+            stored = ", ".join(self.routing_rows) if self.routing_rows else "rows not recorded (built before LM rows)"
+            raise IndexMismatchError(
+                f"{label} stores routings of rows [{stored}] but the model routes [{', '.join(expected_rows)}]; "
+                f"rebuild the index (`r2t2 index build --name {self.name}`, or POST /v1/indexes/{self.name}/rebuild)"
             )
 
 

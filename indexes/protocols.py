@@ -17,6 +17,8 @@ class ReferenceEncoder(Protocol):
     """Implemented by the model: runs reference samples and reports routing and correctness."""
 
     fingerprint: str  # hash of the model weights; recorded in the manifest
+    # Optional: `routing_layout` (r2t2.routing.layout), whose row names the manifest records so that an index
+    # is never served to a model that routes other rows.
 
     def encode_references(self, samples: list[Any]) -> EncodedBatch: ...
 

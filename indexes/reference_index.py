@@ -50,15 +50,17 @@ class ReferenceIndex:
         version: int | None = None,
         expected_fingerprint: str | None = None,
         expected_embedder: str | None = None,
+        expected_rows: tuple[str, ...] | None = None,
     ) -> "ReferenceIndex":
-        """Load a version (CURRENT by default), refusing a mismatched model/embedder before reading data."""
+        """Load a version (CURRENT by default), refusing a mismatched model, embedder or routing rows before
+        reading data."""
         if version is None:
             version = store.current_version(name)
             if version is None:
                 raise UnknownVersionError(f"index {name!r} has no CURRENT version yet (no finished build)")
         directory = store.version_dir(name, version)
         manifest = Manifest.read(directory)
-        manifest.check_compatible(expected_fingerprint, expected_embedder)
+        manifest.check_compatible(expected_fingerprint, expected_embedder, expected_rows)
         return cls(manifest, read_files(directory, manifest))
 
     @property

@@ -36,11 +36,13 @@ class ForeignIndexError(UnknownIndexError):
 
 class IndexRegistry:
     def __init__(
-        self, store: IndexStore, expected_fingerprint: str | None, expected_embedder: str | None
+        self, store: IndexStore, expected_fingerprint: str | None, expected_embedder: str | None,
+        expected_rows: tuple[str, ...] | None = None,
     ) -> None:
         self.store = store
         self.expected_fingerprint = expected_fingerprint
         self.expected_embedder = expected_embedder
+        self.expected_rows = expected_rows
         self._served: dict[str, ReferenceIndex] = {}
         self._failed: dict[str, int] = {}  # name -> version that failed to load (not retried until CURRENT moves)
         self._why_failed: dict[str, str] = {}  # name -> why that version failed (e.g. built with another embedder)
@@ -100,7 +102,8 @@ class IndexRegistry:
                     continue
                 try:
                     snapshot = ReferenceIndex.load(
-                        self.store, index_name, version, self.expected_fingerprint, self.expected_embedder
+                        self.store, index_name, version, self.expected_fingerprint, self.expected_embedder,
+                        self.expected_rows
                     )
                 except (ReferenceIndexError, NotFoundError) as err:
                     self._failed[index_name] = version

@@ -59,6 +59,7 @@ def evaluate(pipeline: ReroutePipeline, strategies: Sequence[str], splits: Seque
     torch.manual_seed(seed)
     configs = {s: pipeline.config_for({**(overrides or {}), **parse_variant(s)}) for s in strategies}
     report: dict = {"strategies": list(strategies), "splits": {}, "limit": limit, "seed": seed,
+                    "routing_rows": pipeline.layout.to_dict(),
                     "config": {s: dataclasses.asdict(c) for s, c in configs.items()}, "records": {}}
     for split in splits:
         samples = load_split(split, limit=limit, seed=seed)
@@ -72,14 +73,14 @@ def evaluate(pipeline: ReroutePipeline, strategies: Sequence[str], splits: Seque
             for name, config in configs.items():
                 started = time.perf_counter()
                 done = pipeline.rerouted(sample.image, sample.question, config, answer=sample.answer)
-                answer = pipeline.model.answer(done.query, done.result.routing)[0]
+                answer = pipeline.answer(done)
                 stats[name].seconds.append(time.perf_counter() - started)
                 stats[name].correct.append(answer == sample.answer)
                 stats[name].fallbacks += done.result.fallback is not None
-                stats[name].routing_before.append(done.result.base_routing.flatten().tolist())
-                stats[name].routing_after.append(done.result.routing.flatten().tolist())
+                stats[name].routing_before.append(done.result.base_routing.tolist())
+                stats[name].routing_after.append(done.result.routing.tolist())
                 records[-1]["strategies"][name] = _run_record(done, answer, answer == sample.answer)
-        report["splits"][split] = summarise(stats, tasks)
+        report["splits"][split] = summarise(stats, tasks, {name: config.target for name, config in configs.items()})
         report["splits"][split]["diagnostics"] = diagnose(records, list(strategies))
         report["records"][split] = records
     return report
@@ -106,12 +107,18 @@ def _accuracy(flags: Sequence[bool]) -> float:
     return 100.0 * sum(flags) / max(len(flags), 1)
 
 
-def summarise(stats: dict[str, StrategyStats], tasks: Sequence[str]) -> dict:
-    """Accuracy (overall and per task), oracle-gap share, fixed/broken vs none, median latency."""
+def summarise(stats: dict[str, StrategyStats], tasks: Sequence[str], targets: dict[str, str] | None = None) -> dict:
+    """Accuracy (overall and per task), oracle-gap share, fixed/broken vs none, median latency.
+
+    A strategy's gap is measured to the oracle that re-routes the same rows (`targets`: name -> target;
+    e.g. `kernel:target=lm` against `oracle:target=lm`), else to `oracle`.
+    """
     base = stats.get("none")
-    oracle = stats.get("oracle")
+    targets = targets or {}
+    oracles = {targets.get(name, "vision"): st for name, st in stats.items() if name.split(":")[0] == "oracle"}
     out: dict = {"samples": len(tasks), "strategies": {}}
     for name, st in stats.items():
+        oracle = oracles.get(targets.get(name, "vision"), stats.get("oracle"))
         acc = _accuracy(st.correct)
         entry = {
             "accuracy": acc,
@@ -182,14 +189,16 @@ def save_report(report: dict, path: Path) -> None:
     Path(path).write_text(json.dumps(report))
 
 
-def per_expert_shift(report: dict, split: str, strategy: str = "ngd") -> dict:
-    """Mean routing per expert before/after `strategy`, for initially wrong vs right samples (Fig. 4)."""
+def per_expert_shift(report: dict, split: str, strategy: str = "ngd", row: int = 0) -> dict:
+    """Mean routing per expert of one routing row (default: the first) before/after `strategy`, for initially
+    wrong vs right samples (Fig. 4)."""
     data = report["splits"][split]["strategies"]
     base_correct = data["none"]["correct"]
     st = data[strategy]
+    width = len(report["routing_rows"][row]["experts"])
     groups: dict = defaultdict(lambda: {"before": [], "after": []})
     for right, before, after in zip(base_correct, st["routing_before"], st["routing_after"]):
         group = groups["initially right" if right else "initially wrong"]
-        group["before"].append(before)
-        group["after"].append(after)
+        group["before"].append(before[row][:width])
+        group["after"].append(after[row][:width])
     return {name: {k: torch.tensor(v).mean(0).tolist() for k, v in g.items()} for name, g in groups.items()}

@@ -6,6 +6,7 @@ the pipeline: every call builds its own config, batch, neighbourhood and result.
 """
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from indexes.build import routing_row_names
 from indexes.embedders import IMAGE_QUESTION_PREFIX, Embedder, MiniLMEmbedder, make_embedder
 from indexes.errors import IndexMismatchError
 from indexes.reference_index import Candidates, ReferenceIndex
@@ -25,8 +27,12 @@ from indexes.specs import build_from_spec
 from indexes.store import IndexStore
 from r2t2.model import ServableModel, load_model
 from r2t2.routing import Neighbourhood, RerouteConfig, RerouteRequest, RerouteResult, reroute_many
+from r2t2.routing.block import answer_pins
+from r2t2.routing.layout import TARGETS, RoutingLayout
 from r2t2.routing.protocol import ReferenceBatch
+from r2t2.routing.reroute import routing_layout
 
+log = logging.getLogger(__name__)
 DEFAULT_INDEX = "embedded"  # the embedded family's default index (every family's is named after it)
 DEFAULT_INDEX_SPEC = {"source": "builtin", "split": "reference", "limit": 8000, "seed": 0}
 EPSILON_CANDIDATES = 64  # an epsilon-ball is cut from this many nearest candidates
@@ -40,10 +46,15 @@ NEEDS_NEIGHBOURS = ("ngd", "kernel")
 FAMILY_DEFAULTS = {"lr": 0.2, "guard": True}
 
 
+LM_TOP_EXPERTS = 8  # an LM row in the record lists its this many heaviest experts
+
+
 @dataclass
 class Prepared:
     prompt_embeds: torch.Tensor  # [S, hidden] float32: the whole prompt for the language model
     record: dict  # JSON-able account of what R2-T2 did
+    # {decoder layer: distribution over its experts} the engine applies at the answer position; None: its routers
+    lm_routing: dict[int, list[float]] | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +79,7 @@ class Rerouted:
     neighbours: dict[str, dict[str, Any]]  # the strategy's neighbour id -> the reference sample it names
     timings: dict[str, float]
     batch_size: int = 1  # how many requests were re-routed together with this one (itself included)
+    pinned: tuple[bool, ...] | None = None  # the rows the answer applies (routing/block.py `answer_pins`)
 
 
 @dataclass(frozen=True)
@@ -98,20 +110,27 @@ class ReroutePipeline:
         self.model_name = model_name
         self.family = family
         self.lm_path = str(model.lm_path)
+        self.layout: RoutingLayout = routing_layout(model)
 
     def info(self) -> dict[str, Any]:
         """What a client or the server needs to know about the served model (JSON-ready)."""
         return {"model_name": self.model_name, "family": self.family, "fingerprint": self.model.fingerprint,
                 "lm_path": self.lm_path, "routing_shape": list(self.model.routing_shape),
-                "experts": list(self.model.expert_names), "routing_rows": list(self.model.routing_rows),
+                "routing_rows": self.layout.to_dict(),
                 "default_index": self.default_index, "max_positions": self.model.max_positions,
                 # An adapter model may read questions of any length (None); the shipped families cap them.
                 "max_question_tokens": getattr(self.model, "max_question_tokens", None),
                 "r2t2_defaults": asdict(self.defaults), "embedder": self.embedder.name, "device": str(self.device)}
 
     def config_for(self, overrides: dict[str, Any]) -> RerouteConfig:
-        """Server defaults with the request's options on top; ValueError names a bad or unknown field."""
-        return self.defaults.replace(**overrides)
+        """Server defaults with the request's options on top; ValueError names a bad or unknown field, or a
+        target whose rows this model does not have."""
+        config = self.defaults.replace(**overrides)
+        missing = [kind for kind in TARGETS[config.target] if not self.layout.has(kind)]
+        if missing:
+            raise ValueError(f"target {config.target!r} re-routes {' and '.join(missing)} rows, which model "
+                             f"{self.model_name!r} does not have (its rows: {', '.join(self.layout.names)})")
+        return config
 
     def rerouted(self, image: Image.Image, question: str, config: RerouteConfig, index: str | None = None,
                  answer: str | None = None) -> Rerouted:
@@ -150,7 +169,8 @@ class ReroutePipeline:
             if result.strategy == "meanshift":  # its neighbours are rows of the routing pool, found without a search
                 rows = [n.id for n in result.neighbours]
                 described = _described(rows, item.snapshot.take(np.asarray([int(r) for r in rows], dtype=np.int64)))
-            outcomes.append(Rerouted(item.batch, result, item.snapshot, described, timings, len(ready)))
+            pinned = answer_pins(self.layout, item.request.config.target, result.base_routing, result.routing)
+            outcomes.append(Rerouted(item.batch, result, item.snapshot, described, timings, len(ready), pinned))
         return outcomes
 
     def _rerouted(self, ready: list[_Found]) -> list[RerouteResult | Exception]:
@@ -238,19 +258,35 @@ class ReroutePipeline:
             outcome = query if isinstance(query, Exception) else next(done)
             if not isinstance(outcome, Exception):
                 prompt = self.model.prompt_embeds(outcome.query, outcome.result.routing)[0]
-                outcome = Prepared(prompt_embeds=prompt, record=self.record(outcome))
+                outcome = Prepared(prompt_embeds=prompt, record=self.record(outcome),
+                                   lm_routing=self.lm_routing(outcome))
             outcomes.append(outcome)
         return outcomes
 
+    def answer(self, done: Rerouted) -> str:
+        """The torch model's greedy answer to a re-routed query, applying the rows the server's engine would."""
+        if done.pinned is None:
+            return self.model.answer(done.query, done.result.routing)[0]
+        return self.model.answer(done.query, done.result.routing, pinned=done.pinned)[0]
+
+    def lm_routing(self, done: Rerouted) -> dict[int, list[float]] | None:
+        """What the engine applies for this request: each pinned LM row's distribution, by decoder layer."""
+        if done.pinned is None:
+            return None
+        routing = done.result.routing.detach().cpu()
+        return {row.layer: routing[i, :len(row.experts)].tolist()
+                for i, row in enumerate(self.layout.rows) if row.kind == "lm" and done.pinned[i]}
+
     def record(self, done: Rerouted) -> dict:
-        names, row_names = self.model.expert_names, self.model.routing_rows
         result = done.result.to_dict()
+        vision = [(i, row) for i, row in enumerate(self.layout.rows) if row.kind == "vision"]
 
         def named(rows: list[list[float]]) -> dict[str, Any]:
-            """{expert: weight} for one routing row; {row: {expert: weight}} for several."""
-            per_row = {row: dict(zip(names, weights)) for row, weights in zip(row_names, rows)}
+            """{expert: weight} for one vision row; {row: {expert: weight}} for several."""
+            per_row = {row.name: dict(zip(row.experts, rows[i])) for i, row in vision}
             return next(iter(per_row.values())) if len(per_row) == 1 else per_row
 
+        result["lm_routing"] = self._lm_record(result["base_routing"], result["routing"], done)
         result["base_routing"] = named(result["base_routing"])
         result["routing"] = named(result["routing"])
         # Every neighbour is named by its reference sample (id, question, answer, task) before its numbers.
@@ -264,6 +300,23 @@ class ReroutePipeline:
         result["timings"] = done.timings
         result["batch_size"] = done.batch_size
         return result
+
+    def _lm_record(self, base: list[list[float]], routing: list[list[float]], done: Rerouted) -> dict | None:
+        """The LM rows before and after (each layer's heaviest experts), and whether the answer applies them.
+
+        None for a model without LM rows. `engine_experts` is filled in by the server from the engine.
+        """
+        rows = [(i, row) for i, row in enumerate(self.layout.rows) if row.kind == "lm"]
+        if not rows:
+            return None
+
+        def heaviest(weights: list[float], experts: tuple[str, ...]) -> list[dict[str, Any]]:
+            ranked = sorted(zip(experts, weights), key=lambda pair: -pair[1])[:LM_TOP_EXPERTS]
+            return [{"expert": expert, "weight": weight} for expert, weight in ranked]
+
+        return {"applied": done.pinned is not None, "layers": [
+            {"row": row.name, "layer": row.layer, "base": heaviest(base[i], row.experts),
+             "routing": heaviest(routing[i], row.experts), "engine_experts": None} for i, row in rows]}
 
 
 def _described(keys: list[str], found: Candidates) -> dict[str, dict[str, Any]]:
@@ -310,7 +363,8 @@ def serve_model(model: ServableModel, family: str, options: dict[str, Any] | Non
     default_index = options.get("default_index") or family
     if options.get("build_default_index", True):
         ensure_default_index(model, embedder, store, default_index)
-    registry = IndexRegistry(store, expected_fingerprint=model.fingerprint, expected_embedder=embedder.name)
+    registry = IndexRegistry(store, expected_fingerprint=model.fingerprint, expected_embedder=embedder.name,
+                             expected_rows=routing_row_names(model))
     defaults = RerouteConfig().replace(**options.get("r2t2", {}))
     device = torch.device(options.get("device") or "cpu")
     if device.type != "cpu":
@@ -339,6 +393,8 @@ def ensure_default_index(model: ServableModel, embedder: Embedder, store: IndexS
 
     An index of that name built for another model is never overwritten: several models share one store,
     so it may be another served model's. That is a start-up error naming the index and both fingerprints.
+    One built for this model before it had its current routing rows (e.g. before LM rows) is rebuilt as a
+    new version: it is derived from built-in data only, so nothing of the user's is lost.
     """
     current = store.current_version(name) if name in store.names() else None
     if current is None:
@@ -346,6 +402,12 @@ def ensure_default_index(model: ServableModel, embedder: Embedder, store: IndexS
         return
     manifest = store.manifest(name, current)
     built_for = manifest.model_fingerprint
+    if (built_for == model.fingerprint and manifest.embedder_name == embedder.name
+            and manifest.routing_rows != routing_row_names(model)):
+        log.warning("default index %r v%d stores routing rows [%s]; the model routes [%s]: building a new version",
+                    name, current, ", ".join(manifest.routing_rows) or "not recorded", ", ".join(routing_row_names(model)))
+        build_from_spec(name, DEFAULT_INDEX_SPEC, model, embedder, store)
+        return
     if built_for == model.fingerprint and manifest.embedder_name != embedder.name:
         raise IndexMismatchError(f"default_index {name!r} in {store.root} was built with embedder "
                                  f"{manifest.embedder_name!r}, but this server embeds questions with {embedder.name!r}: "

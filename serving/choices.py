@@ -15,7 +15,7 @@ from dataclasses import replace
 import torch
 from ray.serve.handle import DeploymentHandle
 
-from serving.backends import Delta, SamplingOptions
+from serving.backends import Delta, LmRows, SamplingOptions
 from serving.errors import ServiceUnavailable
 from serving.retry import ATTEMPTS, replica_lost, retried
 
@@ -28,14 +28,14 @@ def choice_sampling(sampling: SamplingOptions, index: int) -> SamplingOptions:
 
 
 async def generate_all(generator: DeploymentHandle, prompt: torch.Tensor, sampling: SamplingOptions,
-                       n: int) -> list[list[Delta]]:
+                       n: int, lm_rows: LmRows | None = None) -> list[list[Delta]]:
     """Every choice's deltas, generated concurrently; a choice whose replica died is generated again."""
 
     async def one(index: int) -> list[Delta]:
         options = choice_sampling(sampling, index)
 
         async def attempt() -> list[Delta]:
-            return [delta async for delta in generator.options(stream=True).generate.remote(prompt, options)]
+            return [delta async for delta in generator.options(stream=True).generate.remote(prompt, options, lm_rows)]
 
         return await retried(attempt, "generator")
 
@@ -43,28 +43,29 @@ async def generate_all(generator: DeploymentHandle, prompt: torch.Tensor, sampli
 
 
 async def open_streams(generator: DeploymentHandle, prompt: torch.Tensor, sampling: SamplingOptions,
-                       n: int) -> list[Stream]:
+                       n: int, lm_rows: LmRows | None = None) -> list[Stream]:
     """Each choice's stream with its first delta already received, so a refusal is still a status code and a
     replica lost before anything was sent is retried; a loss later on is resumed where it can be."""
 
     async def one(index: int) -> Stream:
         options = choice_sampling(sampling, index)
-        first, rest = await _opened(generator, prompt, options)
-        return first, _resuming(generator, prompt, options, first, rest)
+        first, rest = await _opened(generator, prompt, options, lm_rows)
+        return first, _resuming(generator, prompt, options, lm_rows, first, rest)
 
     return list(await asyncio.gather(*(one(i) for i in range(n))))
 
 
-async def _opened(generator: DeploymentHandle, prompt: torch.Tensor, options: SamplingOptions) -> Stream:
+async def _opened(generator: DeploymentHandle, prompt: torch.Tensor, options: SamplingOptions,
+                  lm_rows: LmRows | None) -> Stream:
     async def attempt() -> Stream:
-        deltas = generator.options(stream=True).generate.remote(prompt, options)
+        deltas = generator.options(stream=True).generate.remote(prompt, options, lm_rows)
         return await anext(deltas, None), deltas
 
     return await retried(attempt, "generator")
 
 
 async def _resuming(generator: DeploymentHandle, prompt: torch.Tensor, options: SamplingOptions,
-                    first: Delta | None, rest: AsyncIterator[Delta]) -> AsyncIterator[Delta]:
+                    lm_rows: LmRows | None, first: Delta | None, rest: AsyncIterator[Delta]) -> AsyncIterator[Delta]:
     """`rest`, and after a replica loss the rest of a fresh generation of the same (reproducible) completion."""
     sent_text, sent_tokens = "" if first is None else first.text, 0 if first is None else first.num_tokens
     lost = 0
@@ -81,7 +82,7 @@ async def _resuming(generator: DeploymentHandle, prompt: torch.Tensor, options: 
             if lost == ATTEMPTS:
                 raise ServiceUnavailable(f"the generator replica was lost {lost} times during this answer; "
                                          "retry the request") from None
-        again, rest = await _opened(generator, prompt, options)
+        again, rest = await _opened(generator, prompt, options, lm_rows)
         text, tokens = "", 0
         while again is not None:  # regenerate up to what the client already has, then pass on the remainder
             before = tokens
@@ -93,7 +94,7 @@ async def _resuming(generator: DeploymentHandle, prompt: torch.Tensor, options: 
             raise ServiceUnavailable("the generator replica was lost mid-answer and the answer could not be "
                                      "resumed; retry the request")
         yield Delta(text[len(sent_text):], tokens - sent_tokens, again.finish_reason,
-                    again.logprobs[max(0, sent_tokens - before):])
+                    again.logprobs[max(0, sent_tokens - before):], again.lm_report)
         sent_text, sent_tokens = text, tokens
 
 

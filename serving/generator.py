@@ -7,7 +7,8 @@ import torch
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from serving.backends import Delta, GenerationBackend, PromptTooLong, SamplingOptions, create_backend
+from serving.backends import (Delta, GenerationBackend, LmRoutingRefused, LmRows, PromptTooLong, SamplingOptions,
+                              create_backend)
 from serving.config import ServerConfig
 from serving.errors import InvalidRequest, ServiceUnavailable
 from serving.logs import quiet_client_errors
@@ -33,13 +34,17 @@ class Generator:
             raise EngineStartError(f"model {model_name!r}: the {config.backend} backend cannot load "
                                    f"{info['lm_path']}: {summary[:400]}") from None
 
-    async def generate(self, prompt_embeds: torch.Tensor, options: SamplingOptions) -> AsyncIterator[Delta]:
-        """Deltas of one completion; too many tokens is a 400, a failure with a dead engine a 503."""
+    async def generate(self, prompt_embeds: torch.Tensor, options: SamplingOptions,
+                       lm_rows: LmRows | None = None) -> AsyncIterator[Delta]:
+        """Deltas of one completion, under the request's LM rows when it has them; too many tokens or LM rows
+        the engine cannot apply are a 400, a failure with a dead engine a 503."""
         try:
-            async for delta in self._backend.generate(prompt_embeds, options):
+            async for delta in self._backend.generate(prompt_embeds, options, lm_rows):
                 yield delta
         except PromptTooLong as err:
             raise InvalidRequest(str(err), param="max_tokens", code="context_length_exceeded") from None
+        except LmRoutingRefused as err:
+            raise InvalidRequest(str(err), param="r2t2.target", code="lm_routing_unavailable") from None
         except Exception:
             try:
                 await self._backend.check_health()
@@ -50,6 +55,10 @@ class Generator:
     def max_model_len(self) -> int:
         """The context length the engine serves (the config's, capped at the LM's positions)."""
         return self._backend.max_model_len
+
+    def lm_routing(self) -> bool:
+        """Whether the engine applies requests' LM rows (a request re-routing them is refused otherwise)."""
+        return self._backend.lm_routing
 
     async def check_health(self) -> None:
         """Called by Serve periodically and by the ingress's /healthz."""

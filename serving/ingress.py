@@ -144,6 +144,28 @@ def _check_context(card: ModelCard, prompt_tokens: int, max_tokens: int) -> None
             code="context_length_exceeded")
 
 
+def _check_lm_routing(card: ModelCard, overrides: dict[str, Any]) -> None:
+    """A 400 before any work for a request that re-routes LM rows on a model whose engine cannot apply them."""
+    target = overrides.get("target", card.r2t2_defaults.get("target", "vision"))
+    if target in ("lm", "both") and not card.lm_routing:
+        has_rows = any(row.kind == "lm" for row in card.routing_rows)
+        why = "its engine cannot apply LM routing (see the server log)" if has_rows else "it has no LM routing rows"
+        raise InvalidRequest(f"target {target!r} re-routes the language model's experts, but {card.id!r}: {why}",
+                             param="r2t2.target", code="lm_routing_unavailable")
+
+
+def _engine_experts(record: dict[str, Any], report: dict[int, dict] | None, card: ModelCard) -> None:
+    """Name, in the record's LM rows, the experts the engine ran under them (its report, by layer)."""
+    if report is None or not record.get("lm_routing"):
+        return
+    experts = {row.name: row.experts for row in card.routing_rows}
+    for layer in record["lm_routing"]["layers"]:
+        ran = report.get(layer["layer"])
+        if ran is not None:
+            layer["engine_experts"] = [experts[layer["row"]][expert] for expert in ran["experts"]]
+            layer["engine_tokens"] = ran["tokens"]
+
+
 @dataclass(frozen=True)
 class ServedModel:
     """One served model's deployments and its card for /v1/models; fixed at start-up, shared read-only."""
@@ -172,8 +194,11 @@ class Ingress:
         self._owners: dict[str, str] = {}  # fingerprint -> model id, to say whose an index is
         for name, (rerouter, generator) in models.items():
             info = await rerouter.model_info.remote()
-            card = ModelCard(id=name, created=created, routing_shape=info["routing_shape"], experts=info["experts"],
+            lm_routing = any(row["kind"] == "lm" for row in info["routing_rows"]) and \
+                await generator.lm_routing.remote()
+            card = ModelCard(id=name, created=created, routing_shape=info["routing_shape"],
                              routing_rows=info["routing_rows"], default_index=info["default_index"],
+                             lm_routing=lm_routing,
                              max_model_len=await generator.max_model_len.remote(),
                              max_question_tokens=info.get("max_question_tokens"),
                              defaults=GenerationSettings(**config.generation.model_dump()),
@@ -285,6 +310,7 @@ class Ingress:
             job = parse_chat_request(parse_body(await request.body()), list(self._models), self._config.generation)
             served = self._models[job.model]
             strategy = str(job.overrides.get("strategy", served.card.r2t2_defaults.get("strategy", INVALID)))
+            _check_lm_routing(served.card, job.overrides)
             image = await load_image(job.image_url, self._config.images)
             # The model's r2t2_defaults are already its pipeline's defaults (ServerConfig.pipeline_config).
             prepared = await retried(lambda: served.rerouter.prepare.remote(image, job.question, job.overrides,
@@ -298,11 +324,12 @@ class Ingress:
                 record["answer_without_rerouting"] = await self._answer_without_rerouting(served, job, image, record)
             generate_started = time.perf_counter()
             if job.stream:  # each choice's first delta is awaited here: a refusal is still a status code
-                streams = await open_streams(served.generator, prepared["prompt_embeds"], job.sampling, job.choices)
+                streams = await open_streams(served.generator, prepared["prompt_embeds"], job.sampling, job.choices,
+                                             prepared["lm_rows"])
                 events = self._stream(job, completion, streams, record, strategy, started, generate_started)
                 return StreamingResponse(events, media_type="text/event-stream")
             for index, deltas in enumerate(await generate_all(served.generator, prepared["prompt_embeds"],
-                                                              job.sampling, job.choices)):
+                                                              job.sampling, job.choices, prepared["lm_rows"])):
                 for delta in deltas:
                     completion.add(delta, index)
             self._finish(job, record, completion, strategy, started, generate_started)
@@ -357,6 +384,7 @@ class Ingress:
         if job.compare_with_none:
             record.setdefault("answer_without_rerouting", completion.text)
             record["changed_answer"] = completion.text != record["answer_without_rerouting"]
+        _engine_experts(record, completion.choices[0].lm_report, self._models[job.model].card)
         self._metrics.observe_success(strategy, timings["total"], timings, bool(record.get("fallback")))
 
     def _failed(self, err: BaseException, strategy: str) -> ApiError:

@@ -41,7 +41,8 @@ class ReRouter:
 
     async def prepare(self, image: Image.Image, question: str, overrides: dict[str, Any],
                       index: str | None) -> dict[str, Any]:
-        """Prompt embeddings and r2t2 record; documented pipeline errors come back as 4xx ApiErrors."""
+        """Prompt embeddings, r2t2 record and the LM rows the engine must apply (None: none); documented
+        pipeline errors come back as 4xx ApiErrors."""
         try:
             prepared = await self._batcher.submit((image, question, overrides, index))
         except ForeignIndexError as err:
@@ -51,7 +52,8 @@ class ReRouter:
             if api_error is None:
                 raise
             raise api_error from None
-        return {"prompt_embeds": prepared.prompt_embeds.detach().cpu(), "record": prepared.record}
+        return {"prompt_embeds": prepared.prompt_embeds.detach().cpu(), "record": prepared.record,
+                "lm_rows": prepared.lm_routing}
 
     async def check_health(self) -> None:
         """The pipeline lives in this process; a live replica is a healthy one."""

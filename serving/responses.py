@@ -7,7 +7,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from serving import schemas
-from serving.backends import Delta, TokenLogprob
+from serving.backends import Delta, LmReport, TokenLogprob
 from serving.errors import ApiError
 from serving.schemas import (
     AssistantMessage,
@@ -40,6 +40,7 @@ class ChoiceText:
     tokens: int = 0
     finish_reason: str | None = None
     logprobs: list[TokenLogprob] = field(default_factory=list)
+    lm_report: LmReport | None = None  # what the engine ran under the request's LM rows
 
     def add(self, delta: Delta) -> None:
         """Take in one generated delta."""
@@ -47,6 +48,7 @@ class ChoiceText:
         self.tokens += delta.num_tokens
         self.finish_reason = delta.finish_reason or self.finish_reason
         self.logprobs.extend(delta.logprobs)
+        self.lm_report = delta.lm_report or self.lm_report
 
 
 @dataclass

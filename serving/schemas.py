@@ -59,6 +59,14 @@ class R2T2Options(_Request):
         None, description="none: the router's own weights; kernel: the neighbours' kernel-weighted routing "
                           "with a line search toward the router's; meanshift: pull toward the densest reference "
                           "routings; ngd: gradient descent on the neighbours' answer loss. Default: ngd")
+    target: Literal["vision", "lm", "both"] | None = Field(
+        None, description="the routing rows to re-route: vision (the mixture of vision experts), lm (the language "
+                          "model's experts at the answer position, in the model's LM routing layers, applied inside "
+                          "the engine) or both. Default: the model's (/v1/models `r2t2_defaults`); lm needs a model "
+                          "with LM rows (/v1/models `routing_rows`)")
+    core_experts: int | None = Field(None, ge=1, le=4096, description="let only each re-routed row's this many "
+                                     "experts with the largest base weight move (C3PO's core experts); "
+                                     "default: all of them")
     k: int | None = Field(None, ge=1, le=256, description="neighbours used (kNN). With neighbourhood=epsilon, "
                                                           "the ball is taken from the max(k, 64) nearest references. "
                                                           "Default 5")
@@ -157,8 +165,38 @@ class ChatCompletionRequest(_Request):
 
 
 Routing = Annotated[dict[str, float] | dict[str, dict[str, float]], Field(
-    description="weight per expert ({expert: weight}, summing to 1); a model with several routing rows gives "
-                "{row: {expert: weight}} (names in /v1/models `experts` and `routing_rows`)")]
+    description="the vision rows: weight per expert ({expert: weight}, summing to 1); a model with several vision "
+                "rows gives {row: {expert: weight}} (rows and experts in /v1/models `routing_rows`); LM rows are "
+                "in `lm_routing`")]
+
+
+class ExpertWeight(BaseModel):
+    expert: str
+    weight: float
+
+
+class RecordLmLayer(BaseModel):
+    """One LM routing row: a decoder layer's routing at the answer position, before and after re-routing."""
+
+    row: str = Field(description="the routing row's name (/v1/models `routing_rows`)")
+    layer: int = Field(description="the language model's decoder layer")
+    base: list[ExpertWeight] = Field(description="the router's own distribution at the last prompt token, its "
+                                                 "heaviest experts first (at most 8)")
+    routing: list[ExpertWeight] = Field(description="the re-routed distribution, heaviest first (at most 8)")
+    engine_experts: list[str] | None = Field(description="the experts the engine actually ran at the answer "
+                                             "position under the re-routed row (its top-k); null when the row was "
+                                             "not applied")
+    engine_tokens: int | None = Field(None, description="how many tokens (the last prompt token and the "
+                                      "generated ones) the engine routed with that row")
+
+
+class RecordLmRouting(BaseModel):
+    """The language model's routing rows (models with LM routing layers only)."""
+
+    applied: bool = Field(description="true: the answer was generated with the re-routed LM rows applied inside "
+                                      "the engine; false: every layer kept its own router (target vision, or the "
+                                      "LM rows did not move)")
+    layers: list[RecordLmLayer]
 
 
 class RecordNeighbour(BaseModel):
@@ -243,6 +281,8 @@ class R2T2Record(BaseModel):
     toward_neighbours: float | None = Field(None, description="kernel: how far the final routing lies toward the "
                                             "neighbours' weighted routing (0 = router's own, 1 = neighbours')")
     line_search: list[LineSearchPoint] | None = Field(None, description="kernel: every mix the line search tried")
+    lm_routing: RecordLmRouting | None = Field(None, description="the LM rows before and after and what the engine "
+                                               "ran; null for a model without LM routing rows")
     index: RecordIndex | None = Field(description="the reference index used; null for strategies that use none")
     changed_answer: bool | None = Field(description="whether re-routing changed the answer: false when the routing "
                                         "did not move; true/false with r2t2.compare_with_none; else null (unknown)")
@@ -342,6 +382,16 @@ class GenerationSettings(BaseModel):
     top_p: float
 
 
+class RoutingRow(BaseModel):
+    """One row of a model's routing."""
+
+    name: str
+    kind: Literal["vision", "lm"] = Field(description="vision: a mixture of vision experts for a group of soft "
+                                                      "tokens; lm: an LM decoder layer's experts at the answer position")
+    experts: list[str] = Field(description="the row's experts, the keys of its weights in the record")
+    layer: int | None = Field(description="lm rows: the decoder layer")
+
+
 class ModelCard(BaseModel):
     """OpenAI's model object plus what a client needs to read the r2t2 record of this model, and its limits."""
 
@@ -349,10 +399,12 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "r2t2"
-    routing_shape: list[int] = Field(description="[L, E]: L routing rows, each a mixture over E experts")
-    experts: list[str] = Field(description="the E vision experts, the keys of a routing row")
-    routing_rows: list[str] = Field(description="the L routing rows (one row: the record's routings are flat)")
+    routing_shape: list[int] = Field(description="[L, E]: L routing rows, the widest over E experts")
+    routing_rows: list[RoutingRow] = Field(description="the L routing rows in order (one vision row: the record's "
+                                                       "routings are flat)")
     default_index: str = Field(description="the reference index used when a request names none")
+    lm_routing: bool = Field(description="whether this model's engine applies re-routed LM rows (target lm or "
+                                         "both); false: such a request is refused (400)")
     max_model_len: int = Field(description="the served context length: prompt positions plus generated tokens "
                                            "(the language model's positions, or the server's smaller max_model_len)")
     max_question_tokens: int | None = Field(description="the longest question the model reads, in its tokens; a "

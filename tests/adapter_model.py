@@ -21,6 +21,7 @@ from torch import Tensor
 from r2t2.model import EncodedBatch, EncodedQuery, MultimodalMoE, load_model
 from r2t2.model.batches import LabelledBatch
 from r2t2.pipeline import ReroutePipeline, serve_model
+from r2t2.routing.layout import vision_layout
 
 
 class PerTokenRouting:
@@ -34,26 +35,21 @@ class PerTokenRouting:
         self.fingerprint: str = f"{inner.fingerprint}-per-token"  # its own indexes, never the inner model's
         self.lm_path: Path = inner.lm_path
         self.max_positions: int = inner.max_positions
+        self.routing_layout = vision_layout([f"token-{t + 1}" for t in range(tokens)], inner.config.expert_names)
 
     # RoutedModel: what the strategies need
     @property
     def routing_shape(self) -> tuple[int, int]:
-        return (self._rows, len(self._inner.expert_names))
+        return self.routing_layout.shape
 
     def base_routing(self, query: LabelledBatch) -> Tensor:
-        return self._inner.base_routing(query).expand(self._rows, -1).clone()
+        with torch.no_grad():
+            return self._inner.route(query[[0]])[0].expand(self._rows, -1).clone()
 
     def routing_loss(self, batch: LabelledBatch, routing: Tensor) -> Tensor:
         return self._inner.routing_loss(batch, routing)
 
     # ServableModel: what the pipeline, the index builder and the server need
-    @property
-    def expert_names(self) -> list[str]:
-        return self._inner.expert_names
-
-    @property
-    def routing_rows(self) -> list[str]:
-        return [f"token-{t + 1}" for t in range(self._rows)]
 
     def encode_query(self, image: Image.Image, question: str, answer: str | None = None) -> EncodedQuery:
         return self._inner.encode_query(image, question, answer)

@@ -97,7 +97,9 @@ def test_prepare_gives_prompt_and_named_record(pipeline) -> None:
     prepared = pipeline.prepare(sample.image, sample.question, {"strategy": "kernel", "k": 3}, None)
     assert prepared.prompt_embeds.ndim == 2 and prepared.prompt_embeds.shape[1] == 128
     record = prepared.record
-    assert set(record["routing"]) == set(pipeline.model.expert_names)
+    assert set(record["routing"]) == set(pipeline.model.config.expert_names)
+    assert record["lm_routing"]["applied"] is False and prepared.lm_routing is None
+    assert [layer["row"] for layer in record["lm_routing"]["layers"]] == ["lm.layer0", "lm.layer1"]
     assert abs(sum(record["routing"].values()) - 1) < 1e-4
     assert len(record["neighbours"]) == 3
     assert all(n["answer"] and -1.0 <= n["similarity"] <= 1.0 for n in record["neighbours"])
@@ -159,3 +161,18 @@ def test_one_bad_request_in_a_batch_fails_alone(pipeline) -> None:
     assert outcomes[0].record["strategy"] == "ngd" and outcomes[0].record["batch_size"] == 1
     assert isinstance(outcomes[1], ValueError) and "k must be" in str(outcomes[1])
     assert isinstance(outcomes[2], Exception) and "no-such-index" in str(outcomes[2])
+
+
+def test_target_lm_moves_the_lm_rows_and_hands_them_to_the_engine(pipeline) -> None:
+    sample = load_split("paraphrase", limit=1, seed=2)[0]
+    prepared = pipeline.prepare(sample.image, sample.question, {"strategy": "kernel", "target": "lm", "guard": False,
+                                                                "alpha": 0.0}, None)
+    record = prepared.record
+    assert record["lm_routing"]["applied"] is True and record["moved"] > 0
+    assert sorted(prepared.lm_routing) == [0, 1]
+    for layer in record["lm_routing"]["layers"]:
+        weights = prepared.lm_routing[layer["layer"]]
+        assert len(weights) == 4 and abs(sum(weights) - 1) < 1e-5
+        assert layer["routing"][0]["weight"] == pytest.approx(max(weights))
+    base = pipeline.prepare(sample.image, sample.question, {"strategy": "none"}, None)
+    assert torch.equal(prepared.prompt_embeds, base.prompt_embeds)  # the vision rows did not move

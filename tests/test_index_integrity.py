@@ -63,3 +63,32 @@ def test_other_embedder_is_refused(store: IndexStore) -> None:
 def test_unknown_version_lists_existing(store: IndexStore) -> None:
     with pytest.raises(UnknownVersionError, match=r"versions: \[1\]"):
         ReferenceIndex.load(store, "demo", version=7)
+
+
+def test_an_index_of_other_routing_rows_is_refused_with_how_to_rebuild(tmp_path) -> None:
+    import json
+
+    from r2t2.routing.layout import LayoutRow, RoutingLayout
+    from indexes.registry import IndexRegistry
+    from indexes.errors import UnknownIndexError
+
+    class RowedEncoder(ToyEncoder):
+        routing_layout = RoutingLayout((LayoutRow("v", "vision", tuple("abcd")),
+                                        LayoutRow("lm.layer1", "lm", tuple("abcd"), layer=1)))
+
+    store = IndexStore(tmp_path)
+    build_index("rowed", toy_samples(30), RowedEncoder(), ToyEmbedder(), store, {"source": "synthetic"}, progress=False)
+    assert store.manifest("rowed", 1).routing_rows == ("v", "lm.layer1")
+    assert ReferenceIndex.load(store, "rowed", expected_rows=("v", "lm.layer1")).size > 0
+    with pytest.raises(IndexMismatchError, match=r"rows \[v, lm.layer1\] but the model routes \[v\].*rebuild"):
+        ReferenceIndex.load(store, "rowed", expected_rows=("v",))
+    # A manifest written before rows were recorded reads as "not recorded", and is refused by a model that has rows.
+    path = store.version_dir("rowed", 1) / MANIFEST_FILE
+    data = json.loads(path.read_text())
+    del data["routing_rows"]
+    path.write_text(json.dumps(data))
+    with pytest.raises(IndexMismatchError, match="not recorded"):
+        ReferenceIndex.load(store, "rowed", expected_rows=("v", "lm.layer1"))
+    registry = IndexRegistry(store, "toy-model-1", ToyEmbedder.name, expected_rows=("v", "lm.layer1"))
+    with pytest.raises(UnknownIndexError, match="cannot be served.*rebuild"):
+        registry.get("rowed")

@@ -27,7 +27,7 @@ def test_checkpoint_is_small_frozen_and_fingerprinted(model) -> None:
     assert size <= 25 * 2**20, f"checkpoint is {size / 2**20:.1f} MiB"
     assert not any(p.requires_grad for p in model.parameters())
     assert isinstance(model, RoutedModel)
-    assert model.routing_shape == (1, 3) and len(model.expert_names) == 3
+    assert model.routing_shape == (3, 4) and model.routing_layout.names == ["all", "lm.layer0", "lm.layer1"]
     assert model.fingerprint == load_model("embedded").fingerprint
 
 
@@ -43,7 +43,9 @@ def test_base_routing_is_valid(model, batch) -> None:
     routing = model.route(data)
     assert routing.shape == (12, 1, 3)
     assert all(is_valid_routing(r) for r in routing)
-    assert torch.allclose(model.base_routing(data[[0]]), routing[0])
+    base = model.base_routing(data[[0]])
+    assert torch.allclose(base[:1, :3], routing[0]) and torch.all(base[0, 3:] == 0)
+    assert is_valid_routing(base) and torch.allclose(base, model.full_routing(data[[0]], routing[[0]])[0])
 
 
 def test_fast_routing_loss_equals_transformers_forward(model, batch) -> None:
@@ -75,7 +77,7 @@ def test_strategies_never_touch_weights(model, batch, strategy) -> None:
     from r2t2.routing import Neighbourhood
 
     hood = Neighbourhood(ids=[str(i) for i in range(5)], embeddings=torch.eye(5, 8),
-                         routings=model.route(neighbours), batch=neighbours)
+                         routings=model.full_routing(neighbours, model.route(neighbours)), batch=neighbours)
     result = reroute(model, model.base_routing(query), RerouteConfig(strategy=strategy, steps=3, oracle_steps=3),
                      query_embedding=torch.eye(8)[0], neighbourhood=hood, target=query)
     assert is_valid_routing(result.routing)

@@ -63,7 +63,7 @@ def adapter_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def test_adapter_model_is_listed_answers_and_is_rerouted(adapter_server: str, easy_vqa_cases) -> None:
     models = httpx.get(adapter_server + "/v1/models", timeout=30).json()["data"]
     assert [m["id"] for m in models] == [MODEL]
-    assert models[0]["routing_shape"] == [4, 3]
+    assert models[0]["routing_shape"] == [4, 3] and models[0]["lm_routing"] is False
     question, _, url = easy_vqa_cases(1)[0]
     body = {"model": MODEL, "max_tokens": 4, "r2t2": {"strategy": "ngd", "k": 5},
             "messages": [{"role": "user", "content": [{"type": "text", "text": question},
@@ -78,3 +78,17 @@ def test_adapter_model_is_listed_answers_and_is_rerouted(adapter_server: str, ea
     assert len(record["neighbours"]) == 5 and record["index"]["name"] == MODEL
     assert record["routing"] != record["base_routing"]  # NGD moved the rows
     assert reply.json()["choices"][0]["message"]["content"].strip()
+
+
+def test_a_model_without_lm_rows_refuses_to_reroute_them(adapter_server: str, easy_vqa_cases) -> None:
+    card = httpx.get(adapter_server + "/v1/models", timeout=30).json()["data"][0]
+    assert card["lm_routing"] is False and {row["kind"] for row in card["routing_rows"]} == {"vision"}
+    question, _, url = easy_vqa_cases(1)[0]
+    body = {"model": MODEL, "max_tokens": 4, "r2t2": {"strategy": "kernel", "target": "lm"},
+            "messages": [{"role": "user", "content": [{"type": "text", "text": question},
+                                                      {"type": "image_url", "image_url": {"url": url}}]}]}
+    reply = httpx.post(adapter_server + "/v1/chat/completions", json=body, timeout=300)
+    assert reply.status_code == 400, reply.text
+    error = reply.json()["error"]
+    assert (error["param"], error["code"]) == ("r2t2.target", "lm_routing_unavailable")
+    assert "has no LM routing rows" in error["message"]

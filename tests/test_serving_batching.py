@@ -14,7 +14,9 @@ pytestmark = pytest.mark.slow
 
 OPTIONS = [{"strategy": "ngd"}, {"strategy": "kernel"}, {"strategy": "none"}, {"strategy": "ngd", "lr": 0.05, "k": 3},
            {"strategy": "meanshift"}, {"strategy": "kernel", "k": 7}, {"strategy": "ngd", "steps": 4},
-           {"strategy": "ngd", "neighbourhood": "epsilon", "epsilon": 0.9}]
+           {"strategy": "ngd", "neighbourhood": "epsilon", "epsilon": 0.9},
+           {"strategy": "kernel", "target": "lm", "guard": False}, {"strategy": "ngd", "target": "both", "guard": False},
+           {"strategy": "kernel", "target": "lm", "core_experts": 2, "guard": False}]
 
 
 def _body(model: str, question: str, url: str, r2t2: dict[str, Any]) -> dict[str, Any]:
@@ -27,6 +29,11 @@ def _weights(routing: dict[str, Any]) -> list[float]:
     """Every weight of a record's routing, rows ({expert: w} or {row: {expert: w}}) in order."""
     rows = routing.values() if isinstance(next(iter(routing.values())), dict) else [routing]
     return [weight for row in rows for weight in row.values()]
+
+
+def _lm_weights(record: dict[str, Any]) -> list[float]:
+    """The re-routed LM rows' listed weights, layer by layer."""
+    return [entry["weight"] for layer in record["lm_routing"]["layers"] for entry in layer["routing"]]
 
 
 @pytest.mark.parametrize("model_index", [0, 1])
@@ -50,4 +57,6 @@ def test_sixteen_concurrent_mixed_requests_match_each_sent_alone(real_server: Re
         alone = httpx.post(real_server.base + "/v1/chat/completions", json=body, timeout=300).json()
         assert alone["r2t2"]["strategy"] == joint["r2t2"]["strategy"]
         assert _weights(joint["r2t2"]["routing"]) == pytest.approx(_weights(alone["r2t2"]["routing"]), abs=1e-6)
+        assert _lm_weights(joint["r2t2"]) == pytest.approx(_lm_weights(alone["r2t2"]), abs=1e-6)
+        assert joint["r2t2"]["lm_routing"]["applied"] == alone["r2t2"]["lm_routing"]["applied"]
         assert joint["choices"][0]["message"]["content"] == alone["choices"][0]["message"]["content"]

@@ -36,25 +36,36 @@ def chat(server: RealServer, model: str, case: tuple[str, str, str], **r2t2: Any
     return httpx.post(server.base + "/v1/chat/completions", json=body, timeout=300)
 
 
+def vision_rows(card: dict[str, Any]) -> list[dict[str, Any]]:
+    return [row for row in card["routing_rows"] if row["kind"] == "vision"]
+
+
 def routing_rows(routing: dict[str, Any], card: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """The record's routing as {row: {expert: weight}}: one row is given flat, several by row name."""
-    return {card["routing_rows"][0]: routing} if card["routing_shape"][0] == 1 else routing
+    """The record's vision routing as {row: {expert: weight}}: one row is given flat, several by row name."""
+    rows = vision_rows(card)
+    return {rows[0]["name"]: routing} if len(rows) == 1 else routing
 
 
-def assert_answers_with_its_shape(server: RealServer, model: str, case: tuple[str, str, str]) -> None:
+def assert_answers_with_its_shape(server: RealServer, model: str, case: tuple[str, str, str], **r2t2: Any) -> None:
     card = cards(server)[model]
-    reply = chat(server, model, case, strategy="ngd")
+    reply = chat(server, model, case, strategy="ngd", **r2t2)
     assert reply.status_code == 200, reply.text
     assert reply.json()["model"] == model and reply.json()["choices"][0]["message"]["content"].strip()
     record = reply.json()["r2t2"]
     assert record["index"]["name"] == card["default_index"]
-    rows, experts = card["routing_shape"]
     for key in ("routing", "base_routing"):
         named = routing_rows(record[key], card)
-        assert list(named) == card["routing_rows"] and len(named) == rows
-        for weights in named.values():
-            assert list(weights) == card["experts"] and len(weights) == experts
+        assert list(named) == [row["name"] for row in vision_rows(card)]
+        for row in vision_rows(card):
+            weights = named[row["name"]]
+            assert list(weights) == row["experts"]
             assert abs(sum(weights.values()) - 1) < 1e-4 and min(weights.values()) >= -1e-6
+    lm_rows = [row for row in card["routing_rows"] if row["kind"] == "lm"]
+    assert [layer["row"] for layer in record["lm_routing"]["layers"]] == [row["name"] for row in lm_rows]
+    for layer, row in zip(record["lm_routing"]["layers"], lm_rows):
+        for key in ("base", "routing"):
+            assert {entry["expert"] for entry in layer[key]} <= set(row["experts"])
+            assert abs(sum(entry["weight"] for entry in layer[key]) - 1) < 1e-4  # at most 8 experts: all listed
 
 
 def rebuild(server: RealServer, name: str, body: dict[str, Any]) -> httpx.Response:
@@ -83,8 +94,10 @@ def test_models_lists_every_served_model_with_its_metadata(real_server: RealServ
     found = cards(real_server)
     assert list(found) == list(real_server.models)
     embedded = found[EMBEDDED]
-    assert embedded["routing_shape"] == [1, 3] and len(embedded["experts"]) == 3
-    assert len(embedded["routing_rows"]) == 1 and embedded["default_index"] == "embedded"
+    assert embedded["routing_shape"] == [3, 4] and embedded["lm_routing"] is True
+    assert [(row["name"], row["kind"], len(row["experts"]), row["layer"]) for row in embedded["routing_rows"]] == [
+        ("all", "vision", 3, None), ("lm.layer0", "lm", 4, 0), ("lm.layer1", "lm", 4, 1)]
+    assert embedded["default_index"] == "embedded"
     assert embedded["max_model_len"] == 128  # the LM's positions
     assert len(embedded["fingerprint"]) == 16 and embedded["object"] == "model"
     assert len({card["fingerprint"] for card in found.values()}) == len(found)
@@ -97,7 +110,8 @@ def test_embedded_answers_with_its_routing_shape(real_server: RealServer, easy_v
 @needs_quartet
 def test_quartet_answers_with_its_routing_shape(real_server: RealServer, easy_vqa_cases: Cases) -> None:
     card = cards(real_server)[QUARTET]
-    assert card["routing_shape"] == [2, 4] and card["default_index"] == "quartet" and len(card["experts"]) == 4
+    assert card["routing_shape"] == [4, 8] and card["default_index"] == "quartet" and card["lm_routing"] is True
+    assert [len(row["experts"]) for row in card["routing_rows"]] == [4, 4, 8, 8]
     for case in easy_vqa_cases(3):
         assert_answers_with_its_shape(real_server, QUARTET, case)
 

@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from transformers import MixtralForCausalLM
 
+from r2t2.model.lm_routing import route_tokens
+
 
 @dataclass(frozen=True)
 class PrefixCache:
@@ -51,12 +53,14 @@ class CachedLM:
         emb = torch.cat((freqs, freqs), dim=-1)
         return (emb.cos() * self.scaling).unsqueeze(1), (emb.sin() * self.scaling).unsqueeze(1)
 
-    def _moe(self, layer, x: Tensor) -> Tensor:
+    def _moe(self, number: int, layer, x: Tensor) -> Tensor:
+        """Layer `number`'s sparse MoE; its routing at the answer position follows `lm_routing.routing_at`."""
         moe = layer.mlp
-        probs = torch.softmax(F.linear(x, moe.gate.weight).float(), dim=-1)
-        top, index = probs.topk(self.top_k, dim=-1)
-        weights = (top / top.sum(-1, keepdim=True)).to(x.dtype).reshape(-1, self.top_k)
-        flat, chosen = x.reshape(-1, x.shape[-1]), index.reshape(-1, self.top_k)
+        logits = F.linear(x, moe.gate.weight).reshape(-1, moe.gate.weight.shape[0])
+        top, index = torch.softmax(logits.float(), dim=-1).topk(self.top_k, dim=-1)
+        weights, chosen = route_tokens(number, logits, self.top_k, True, top / top.sum(-1, keepdim=True), index)
+        weights = weights.to(x.dtype)
+        flat = x.reshape(-1, x.shape[-1])
         mixed = torch.zeros_like(flat)
         for expert in range(moe.gate.weight.shape[0]):
             rows, slot = (chosen == expert).nonzero(as_tuple=True)  # tokens routed to this expert
@@ -89,7 +93,7 @@ class CachedLM:
                 v = v.repeat_interleave(self.heads // self.kv_heads, dim=1)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
             x = x + F.linear(out.transpose(1, 2).reshape(b, s, -1), attn.o_proj.weight)
-            x = x + self._moe(layer, _rms(x, layer.post_attention_layernorm.weight, self.eps))
+            x = x + self._moe(i, layer, _rms(x, layer.post_attention_layernorm.weight, self.eps))
         return x, keys, values
 
     @torch.no_grad()

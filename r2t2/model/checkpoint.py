@@ -99,7 +99,7 @@ def load_model(directory: str | Path = DEFAULT_CHECKPOINT) -> MultimodalMoE:
         raise ModelConfigError("config", f"{directory / _VISION} does not match the config: missing="
                                          f"{[k for k in missing if not k.startswith('lm.')][:5]} "
                                          f"unexpected={unexpected[:5]}", directory / "config.json")
-    model.lm = load_lm(directory / "lm", config.lm_architecture)
+    model.use_lm(load_lm(directory / "lm", config.lm_architecture))
     if model.lm.config.hidden_size != config.lm["hidden_size"]:
         raise ModelConfigError("lm.hidden_size", f"{config.lm['hidden_size']} but {directory / 'lm'} has "
                                                  f"{model.lm.config.hidden_size}", directory / "config.json")

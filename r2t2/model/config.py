@@ -67,6 +67,8 @@ class ModelConfig:
     lm: dict = field(default_factory=dict)  # {"architecture": "<transformers *ForCausalLM>", **its config}
     max_question_tokens: int = 24
     max_answer_tokens: int = 2  # one word + end of sequence
+    # The LM's last `lm_routing_layers` MoE layers are routing rows too (their answer-position routing); 0: none.
+    lm_routing_layers: int = 0
 
     @property
     def expert_names(self) -> list[str]:
@@ -79,6 +81,17 @@ class ModelConfig:
     @property
     def routing_shape(self) -> tuple[int, int]:
         return (len(self.router.rows), len(self.experts))
+
+    @property
+    def lm_routing_indices(self) -> tuple[int, ...]:
+        """The decoder layers whose answer-position routing is a routing row, in order."""
+        layers = self.lm["num_hidden_layers"]
+        return tuple(range(layers - self.lm_routing_layers, layers))
+
+    @property
+    def lm_experts(self) -> int:
+        """Experts per MoE layer of the LM (Mixtral calls them local experts)."""
+        return int(self.lm.get("num_local_experts") or self.lm["num_experts"])
 
     @property
     def question_embedding_dim(self) -> int:
@@ -203,6 +216,22 @@ def _lm(data: Any, path: Any) -> dict:
     return dict(data)
 
 
+DEFAULT_LM_ROUTING_LAYERS = 5  # C3PO's critical layers: the last five
+
+
+def _lm_routing_layers(data: dict, path: Any) -> int:
+    """How many of the LM's last MoE layers are routing rows (default: the last five, or all if fewer)."""
+    layers = data["lm"]["num_hidden_layers"]
+    value = data.get("lm_routing_layers", min(DEFAULT_LM_ROUTING_LAYERS, layers))
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= layers:
+        raise ModelConfigError("lm_routing_layers", f"must be an integer from 0 to the LM's {layers} layers, "
+                                                    f"got {value!r}", path)
+    if value and not (data["lm"].get("num_local_experts") or data["lm"].get("num_experts")):
+        raise ModelConfigError("lm_routing_layers", "needs a sparse-MoE LM (lm.num_local_experts or "
+                                                    "lm.num_experts)", path)
+    return value
+
+
 def _parse(data: Any, path: Any) -> ModelConfig:
     if not isinstance(data, dict):
         raise ModelConfigError("config", f"must be a JSON object, got {type(data).__name__}", path)
@@ -223,6 +252,7 @@ def _parse(data: Any, path: Any) -> ModelConfig:
         question_encoder=encoder, lm=_lm(_need(data, "lm", dict, "", path), path),
         max_question_tokens=_positive(data, "max_question_tokens", "", path, ModelConfig.max_question_tokens),
         max_answer_tokens=_positive(data, "max_answer_tokens", "", path, ModelConfig.max_answer_tokens),
+        lm_routing_layers=_lm_routing_layers(data, path),
     )
     heads, hidden = config.lm["num_attention_heads"], config.lm["hidden_size"]
     head_dim = config.lm.get("head_dim") or hidden // heads

@@ -4,6 +4,10 @@ sparse-MoE language model.
 Implements `r2t2.model.protocol.ServableModel`: the base routing [L, E] of a query, a batched loss of
 labelled samples under any routing (differentiable with respect to the routing only), prompts for the
 generator, and reference encoding for indexes.
+
+The routing's rows are the router's vision rows (one mixture over the experts per group of soft tokens)
+followed by one row per LM routing layer (`lm_routing_layers`): the LM router's distribution at the answer
+position of that layer (routing/layout.py). The matrix is as wide as the wider of the two.
 """
 from __future__ import annotations
 
@@ -24,11 +28,13 @@ from r2t2.model.batches import LabelledBatch
 from r2t2.model.config import ModelConfig
 from r2t2.model.experts import ExpertBank
 from r2t2.model.language_model import build_lm, prefix_lm
+from r2t2.model.lm_routing import LmRouting, install_router_hooks, routing_at
 from r2t2.model.projector import ExpertProjectors
 from r2t2.model.protocol import EncodedBatch, EncodedQuery
 from r2t2.model.question_encoder import MINILM_NAME, MiniLMEmbedder
 from r2t2.model.router import Router
 from r2t2.model.tokenizer import ANS, BOS, SEP
+from r2t2.routing.layout import LayoutRow, RoutingLayout
 
 IMAGE_SIZE = 64  # every image is brought to this size before the experts take their own view
 
@@ -60,7 +66,10 @@ class MultimodalMoE(nn.Module):
         # like a pretrained LLM it then copes with rewording; the router sees only its configured inputs.
         self.question_encoder = MiniLMEmbedder()
         self.question_proj = nn.Linear(config.question_embedding_dim, hidden)
-        self.lm = build_lm(config, tokenizer)
+        self.use_lm(build_lm(config, tokenizer))
+        self.routing_layout = _layout(config)
+        self._vision_shape = config.routing_shape
+        self._lm_rows = list(range(len(config.router.rows), len(config.router.rows) + config.lm_routing_layers))
         self.max_positions: int = config.lm["max_position_embeddings"]
         self._bos, self._sep, self._ans = (tokenizer.convert_tokens_to_ids(t) for t in (BOS, SEP, ANS))
         # Set by `load_model` for a saved checkpoint: where its files are and what its weights hash to.
@@ -68,29 +77,50 @@ class MultimodalMoE(nn.Module):
         self.lm_path: Path | None = None
         self.fingerprint: str | None = None
 
+    def use_lm(self, lm: nn.Module) -> None:
+        """Make `lm` the language model (a loaded checkpoint replaces the freshly built one), with the routers of
+        its LM routing layers hooked so that routing rows can be read and applied."""
+        self.lm = lm
+        install_router_hooks(lm, self.config.lm_routing_indices)
+
     # ---- routing protocol -------------------------------------------------------------------------
     @property
     def routing_shape(self) -> tuple[int, int]:
-        return self.config.routing_shape
-
-    @property
-    def expert_names(self) -> list[str]:
-        return self.config.expert_names
-
-    @property
-    def routing_rows(self) -> list[str]:
-        return self.config.row_names
+        return self.routing_layout.shape
 
     def base_routing(self, query: LabelledBatch) -> Tensor:
-        """The router's routing [L, E] for a single query (its answer tokens are not used)."""
+        """The router's routing [L, E] for a single query (its answer tokens are not used): the vision rows,
+        and the LM's own routing at the answer position under them."""
         with torch.no_grad():
-            return self.route(query[[0]])[0]
+            return self.full_routing(query[[0]], self.route(query[[0]]))[0]
 
-    def routing_loss(self, batch: LabelledBatch, routing: Tensor) -> Tensor:
+    def full_routing(self, batch: LabelledBatch, vision: Tensor) -> Tensor:
+        """[B, L, E]: the vision rows [B, Lv, Ev] padded, and below them each LM routing layer's distribution at
+        the answer position ([ANS], the last prompt token) of each sample's prompt under those vision rows."""
+        layers, width = self.routing_shape
+        full = torch.zeros(len(batch), layers, width, device=vision.device, dtype=vision.dtype)
+        full[:, :vision.shape[1], :vision.shape[2]] = vision
+        if not self._lm_rows:
+            return full
+        lm = batch.memo("lm", lambda: prefix_lm(self.lm))
+        cache = batch.memo("prefix", lambda: lm.prefix(*self._prefix_embeds(batch)))
+        soft = self.soft_tokens(batch.features, vision)
+        suffix = torch.cat([soft, self._embed_ids([self._ans]).expand(len(batch), 1, -1)], dim=1)
+        answer = torch.zeros(suffix.shape[:2], dtype=torch.bool, device=suffix.device)
+        answer[:, -1] = True
+        with torch.no_grad(), routing_at(LmRouting(self.config.lm_routing_indices, answer, capture=True)) as seen:
+            lm.logits(cache, suffix)
+        for row, layer in zip(self._lm_rows, self.config.lm_routing_indices):
+            full[:, row, :self.config.lm_experts] = seen.captured[layer].to(full.dtype)
+        return full
+
+    def routing_loss(self, batch: LabelledBatch, routing: Tensor, pinned: Sequence[bool] | None = None) -> Tensor:
         """Mean answer cross-entropy per sample [B] under `routing` ([L, E] or [B, L, E]).
 
         The re-routing path: experts' tokens and the question prefix are computed once per batch, each
-        call runs only soft tokens + answer through the LM. Same value as `answer_loss`.
+        call runs only soft tokens + answer through the LM. Same value as `answer_loss`. The vision rows are
+        always applied; an LM row only where `pinned` says so, at the answer position ([ANS] and the answer
+        tokens that follow it); the other LM layers keep their routers.
         """
         lm = batch.memo("lm", lambda: prefix_lm(self.lm))
         projected = batch.memo("projected", lambda: self.projectors.project(batch.features).detach())
@@ -99,11 +129,37 @@ class MultimodalMoE(nn.Module):
         answers = batch.answer_ids
         tail = batch.memo("tail", lambda: embed(torch.cat(
             [torch.full((len(batch), 1), self._ans, device=answers.device), answers[:, :-1]], dim=1)).detach())
-        soft = self.projectors.mix(projected, routing)
-        logits = lm.logits(cache, torch.cat([soft, tail], dim=1))[:, soft.shape[1]:]
+        soft = self.projectors.mix(projected, self._vision(routing))
+        suffix = torch.cat([soft, tail], dim=1)
+        answer = torch.zeros(suffix.shape[:2], dtype=torch.bool, device=suffix.device)
+        answer[:, soft.shape[1]:] = True
+        with routing_at(self._applied_lm_rows(routing, pinned, answer)):
+            logits = lm.logits(cache, suffix)[:, soft.shape[1]:]
         targets = answers.masked_fill(answers == self.tokenizer.pad_token_id, -100)
         token_loss = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none", ignore_index=-100)
         return token_loss.sum(1) / (targets != -100).sum(1).clamp_min(1)
+
+    def _vision(self, routing: Tensor) -> Tensor:
+        """The vision rows [..., Lv, Ev] of a routing (a vision-only routing is returned as it is)."""
+        layers, experts = self._vision_shape
+        return routing[..., :layers, :experts]
+
+    def _applied_lm_rows(self, routing: Tensor, pinned: Sequence[bool] | None, answer: Tensor) -> LmRouting | None:
+        """The LM rows of `routing` that `pinned` applies, placed at the `answer` tokens [B, S]; None: none."""
+        if pinned is None:
+            return None
+        if len(pinned) != self.routing_shape[0]:
+            raise ValueError(f"pinned names {len(pinned)} rows; the routing has {self.routing_shape[0]}")
+        rows = [row for row in self._lm_rows if pinned[row]]
+        if not rows:
+            return None
+        layers = tuple(self.config.lm_routing_indices[self._lm_rows.index(row)] for row in rows)
+        values = routing[..., rows, :self.config.lm_experts]
+        values = values.expand(answer.shape[0], *values.shape[-2:]) if values.ndim == 2 else values
+        return LmRouting(layers, answer, rows=values)
+
+    def _embed_ids(self, ids: Sequence[int]) -> Tensor:
+        return self.lm.get_input_embeddings()(torch.as_tensor(list(ids), device=self.device))
 
     def join_batches(self, batches: Sequence[LabelledBatch]) -> LabelledBatch:
         """One batch of every sample of `batches`, in order: lets re-routing evaluate the neighbours of
@@ -174,12 +230,12 @@ class MultimodalMoE(nn.Module):
         batch = self.labelled_batch([image], [question], [answer or ""], question_embeddings=sentence)
         return EncodedQuery(batch, sentence[0].numpy(), MINILM_NAME)
 
-    def answer(self, query: LabelledBatch, routing: Tensor) -> list[str]:
-        return self.generate(query, routing)
+    def answer(self, query: LabelledBatch, routing: Tensor, pinned: Sequence[bool] | None = None) -> list[str]:
+        return self.generate(query, routing, pinned=pinned)
 
     def soft_tokens(self, features: Tensor, routing: Tensor) -> Tensor:
-        """[B, T, h] visual tokens under `routing` ([L, E] or [B, L, E])."""
-        return self.projectors.mix(self.projectors.project(features), routing)
+        """[B, T, h] visual tokens under `routing` ([L, E] or [B, L, E]; only its vision rows count)."""
+        return self.projectors.mix(self.projectors.project(features), self._vision(routing))
 
     def _prefix(self, batch: LabelledBatch, b: int) -> Tensor:
         """[BOS] (sentence token) question [SEP] as embeddings [P, h]: everything routing cannot change."""
@@ -225,9 +281,12 @@ class MultimodalMoE(nn.Module):
         return token_loss.sum(1) / counts
 
     @torch.no_grad()
-    def generate(self, batch: LabelledBatch, routing: Tensor, max_new_tokens: int = 4) -> list[str]:
-        """Greedy answers under `routing` ([L, E] or [B, L, E]); the torch path, used by eval."""
+    def generate(self, batch: LabelledBatch, routing: Tensor, max_new_tokens: int = 4,
+                 pinned: Sequence[bool] | None = None) -> list[str]:
+        """Greedy answers under `routing` ([L, E] or [B, L, E]); the torch path, used by eval. LM rows that
+        `pinned` applies govern the last prompt token and every generated token, as in the vLLM engine."""
         prompts = self.prompt_embeds(batch, routing)
+        prompt_lengths = torch.as_tensor([len(p) for p in prompts])
         embed = self.lm.get_input_embeddings()
         eos = self.tokenizer.eos_token_id
         outputs: list[list[int]] = [[] for _ in prompts]
@@ -237,7 +296,10 @@ class MultimodalMoE(nn.Module):
                     for p, o in zip(prompts, outputs)]
             lengths = torch.as_tensor([len(s) for s in seqs])
             mask = pad_sequence([torch.ones(len(s), dtype=torch.long) for s in seqs], batch_first=True)
-            logits = self.lm(inputs_embeds=pad_sequence(seqs, batch_first=True), attention_mask=mask).logits
+            positions = torch.arange(mask.shape[1])[None, :]
+            answer = (positions >= prompt_lengths[:, None] - 1) & (positions < lengths[:, None])
+            with routing_at(self._applied_lm_rows(routing, pinned, answer.to(self.device))):
+                logits = self.lm(inputs_embeds=pad_sequence(seqs, batch_first=True), attention_mask=mask).logits
             next_ids = logits[torch.arange(len(seqs)), lengths - 1].argmax(-1).tolist()
             for b, token in enumerate(next_ids):
                 if not done[b]:
@@ -255,7 +317,7 @@ class MultimodalMoE(nn.Module):
         batch = self.labelled_batch([s.image for s in samples], [s.question for s in samples],
                                     [s.answer for s in samples])
         with torch.no_grad():
-            routing = self.route(batch)
+            routing = self.full_routing(batch, self.route(batch))
         answers = self.generate(batch, routing)
         correct = np.asarray([a == s.answer for a, s in zip(answers, samples)], dtype=bool)
         return EncodedBatch(payload=batch.payload(), routings=routing.float().cpu().numpy(), correct=correct)
@@ -268,3 +330,11 @@ class MultimodalMoE(nn.Module):
         """Concatenated, per-expert normalised pooled features: an image embedding for neighbour search."""
         feats = F.normalize(self.encode_images(images), dim=-1).flatten(1)
         return F.normalize(feats, dim=-1).cpu().numpy()
+
+
+def _layout(config: ModelConfig) -> RoutingLayout:
+    """Vision rows over the experts, then one row per LM routing layer over that layer's experts."""
+    experts = tuple(config.expert_names)
+    lm_experts = tuple(f"e{e}" for e in range(config.lm_experts)) if config.lm_routing_layers else ()
+    return RoutingLayout(tuple(LayoutRow(name, "vision", experts) for name in config.row_names) + tuple(
+        LayoutRow(f"lm.layer{layer}", "lm", lm_experts, layer=layer) for layer in config.lm_routing_indices))

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 from torch import Tensor
 
+from r2t2.routing.layout import RoutingLayout
 from r2t2.routing.protocol import ReferenceBatch, RoutedModel
 
 
@@ -25,7 +26,7 @@ class EncodedBatch:
     """What a model answered for a batch of reference samples: what an index stores per sample."""
 
     payload: dict[str, np.ndarray]  # model-specific arrays, first dim = batch; handed back by reference_batch
-    routings: np.ndarray  # [B, L, E] float32, the routing the model answered with
+    routings: np.ndarray  # [B, L, E] float32, the routing the model answered with (LM rows: its own, at the answer)
     correct: np.ndarray  # [B] bool, whether the model answered the sample correctly
 
     def validate(self, batch_size: int) -> None:
@@ -65,21 +66,20 @@ class ServableModel(RoutedModel, Protocol):
 
     Inherited from `RoutedModel`: `routing_shape` (L, E), `base_routing(query.batch)` -> [L, E] and
     `routing_loss(batch, routing)` -> [B], differentiable in the routing only.
+
+    LM rows (rows of kind "lm" in `routing_layout`): `base_routing` fills them with the LM router's own
+    distribution at the answer position (the last prompt token) in each row's layer, and so do the
+    routings of `encode_references`. `routing_loss` and `answer` then take `pinned` (one bool per row):
+    a pinned LM row replaces that layer's router distribution at the answer position (the last prompt
+    token and every token after it), the layer picking its top-k experts from it as its router would; an
+    LM row that is not pinned leaves the layer to its router. A model without LM rows is never given
+    `pinned`. The generation backend applies the same rows inside the engine (docs/models.md).
     """
 
     fingerprint: str  # hash of the weights: reference indexes are tied to it
     lm_path: Path  # Hugging Face-format language model directory: what the generation backend loads
     max_positions: int  # the language model's context length (prompt + generated tokens)
-
-    @property
-    def expert_names(self) -> list[str]:
-        """The E experts, in routing column order."""
-        ...
-
-    @property
-    def routing_rows(self) -> list[str]:
-        """The L routing rows, in order: what each row of the routing mixes (e.g. a soft-token group)."""
-        ...
+    routing_layout: RoutingLayout  # the routing's rows: name, kind (vision | lm), experts, LM layer
 
     def encode_query(self, image: Image.Image, question: str, answer: str | None = None) -> EncodedQuery:
         """Encode one request; `answer` (the label) only for evaluation."""
@@ -90,7 +90,8 @@ class ServableModel(RoutedModel, Protocol):
         ...
 
     def answer(self, query: ReferenceBatch, routing: Tensor) -> list[str]:
-        """Greedy answers under `routing` with the torch model (evaluation; the server uses vLLM)."""
+        """Greedy answers under `routing` with the torch model (evaluation; the server uses vLLM); a model with
+        LM rows also takes `pinned` (see above)."""
         ...
 
     def encode_references(self, samples: Sequence[Any]) -> EncodedBatch:

@@ -84,3 +84,16 @@ def block_for(layout: RoutingLayout, target: str, r0: Tensor, core_experts: int 
     if whole and bool(movable.all()) and pinned is None:
         return None
     return RoutingBlock(tuple(rows), width, pinned, None if bool(movable.all()) else movable)
+
+
+def answer_pins(layout: RoutingLayout, target: str, base: Tensor, routing: Tensor) -> tuple[bool, ...] | None:
+    """The rows the answer to a re-routed request applies: its target's LM rows when any of them moved.
+
+    An LM row a request did not move (the guard kept the base routing, a fallback, or a target without LM
+    rows) is left to the layer's router, so such a request is answered exactly as without re-routing.
+    None: the model's default (vision rows only).
+    """
+    lm = layout.indices(("lm",))
+    if "lm" not in TARGETS[target] or not lm or torch.equal(routing[lm], base[lm]):
+        return None
+    return tuple(row.kind == "vision" or i in lm for i, row in enumerate(layout.rows))

@@ -7,6 +7,9 @@ from pathlib import Path
 from serving.backends.protocol import (
     Delta,
     GenerationBackend,
+    LmReport,
+    LmRoutingRefused,
+    LmRows,
     PromptTooLong,
     SamplingOptions,
     TokenLogprob,
@@ -14,7 +17,8 @@ from serving.backends.protocol import (
 )
 from serving.config import ModelEntry, ServerConfig
 
-__all__ = ["Delta", "GenerationBackend", "PromptTooLong", "SamplingOptions", "TokenLogprob", "check_prompt_embeds", "create_backend"]
+__all__ = ["Delta", "GenerationBackend", "LmReport", "LmRoutingRefused", "LmRows", "PromptTooLong", "SamplingOptions",
+           "TokenLogprob", "check_prompt_embeds", "create_backend"]
 
 
 def model_length(config: ServerConfig, lm_path: str) -> int:

@@ -6,13 +6,21 @@ keeps no per-request state between calls.
 """
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
 import torch
 
 FinishReason = Literal["stop", "length"]
+# A request's LM routing: decoder layer -> the distribution over that layer's experts that replaces its router's
+# at the answer position (the last prompt token and every generated token).
+LmRows = dict[int, list[float]]
+# What the engine ran under them: decoder layer -> {"experts": [top-k expert ids], "tokens": tokens routed so}.
+LmReport = dict[int, dict]
 
 
 MAX_TOP_LOGPROBS = 20  # OpenAI's limit for top_logprobs
@@ -68,6 +76,7 @@ class Delta:
     num_tokens: int
     finish_reason: FinishReason | None = None
     logprobs: tuple[TokenLogprob, ...] = ()  # one per token of this piece when the request asked for them
+    lm_report: LmReport | None = None  # on the last piece of a request with LM rows: what the engine ran
 
 
 @runtime_checkable
@@ -76,9 +85,11 @@ class GenerationBackend(Protocol):
 
     hidden_size: int
     max_model_len: int
+    lm_routing: bool  # whether it can apply a request's LM rows (else such a request is refused)
 
-    def generate(self, prompt_embeds: torch.Tensor, options: SamplingOptions) -> AsyncIterator[Delta]:
-        """Stream the completion of one prompt [S, hidden_size]."""
+    def generate(self, prompt_embeds: torch.Tensor, options: SamplingOptions,
+                 lm_rows: LmRows | None = None) -> AsyncIterator[Delta]:
+        """Stream the completion of one prompt [S, hidden_size], under `lm_rows` when given."""
         ...
 
     async def check_health(self) -> None:
@@ -117,3 +128,36 @@ def check_prompt_embeds(
     if not torch.isfinite(embeds).all():
         raise ValueError("prompt_embeds contain NaN or infinite values")
     return embeds
+
+
+class LmRoutingRefused(ValueError):
+    """A request's LM rows that this engine cannot apply (unsupported, or not this model's layers/experts)."""
+
+
+@dataclass(frozen=True)
+class LmShape:
+    """The MoE layers of a Hugging Face checkpoint's language model: how many, and experts per layer."""
+
+    architecture: str
+    layers: int
+    experts: int
+
+    @classmethod
+    def of(cls, lm_path: str | Path) -> "LmShape":
+        config = json.loads((Path(lm_path) / "config.json").read_text())
+        text = config.get("text_config", config)  # a vision-language checkpoint keeps its LM's under text_config
+        experts = text.get("num_local_experts") or text.get("num_experts") or 0
+        return cls((config.get("architectures") or ["?"])[0], int(text.get("num_hidden_layers", 0)), int(experts))
+
+    def check(self, rows: LmRows, supported: str | None) -> LmRows:
+        """`rows` as validated for this LM; LmRoutingRefused says why not (`supported`: why it cannot at all)."""
+        if supported is not None:
+            raise LmRoutingRefused(supported)
+        for layer, weights in rows.items():
+            if not 0 <= layer < self.layers:
+                raise LmRoutingRefused(f"LM routing names layer {layer}; the language model has {self.layers}")
+            if len(weights) != self.experts or not all(math.isfinite(w) and w >= 0 for w in weights) \
+                    or abs(sum(weights) - 1) > 1e-3:
+                raise LmRoutingRefused(f"LM routing of layer {layer} must be a distribution over its "
+                                       f"{self.experts} experts")
+        return rows

@@ -1,7 +1,8 @@
 """Generation with plain transformers: the fallback where vLLM is unavailable.
 
 It handles one request at a time (no continuous batching) and yields each completion as a single
-delta, so it is slower under load but needs nothing beyond torch.
+delta, so it is slower under load but needs nothing beyond torch. A request's LM rows are applied by
+r2t2's router hooks (r2t2/model/lm_routing.py), the same rule vLLM's extension applies.
 """
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from collections.abc import AsyncIterator
 
 import torch
 
-from serving.backends.protocol import Delta, FinishReason, SamplingOptions, TokenLogprob, check_prompt_embeds
+from serving.backends.protocol import (Delta, FinishReason, LmRows, LmShape, SamplingOptions, TokenLogprob,
+                                       check_prompt_embeds)
 
 
 class TorchBackend:
@@ -23,6 +25,8 @@ class TorchBackend:
 
         self._model = AutoModelForCausalLM.from_pretrained(lm_path, dtype=torch.float32).eval()
         self._tokenizer = AutoTokenizer.from_pretrained(lm_path)
+        self._shape = LmShape.of(lm_path)
+        self.lm_routing: bool = self._shape.experts > 0
         self.hidden_size: int = self._model.config.hidden_size
         self.max_model_len: int = max_model_len
         eos = self._model.generation_config.eos_token_id
@@ -31,12 +35,20 @@ class TorchBackend:
         self._lock = threading.Lock()
         self._closed = False
 
-    def _generate_blocking(self, embeds: torch.Tensor, options: SamplingOptions) -> Delta:
+    def _generate_blocking(self, embeds: torch.Tensor, options: SamplingOptions, lm_rows: LmRows | None) -> Delta:
         from transformers import LogitsProcessorList, StoppingCriteriaList
+
+        from r2t2.model.lm_routing import LmRouting, install_router_hooks, routing_at
 
         sampling = {} if options.greedy else {"temperature": options.temperature, "top_p": options.top_p}
         penalties = _Penalties(options.presence_penalty, options.frequency_penalty)
-        with self._lock, torch.inference_mode():
+        routing = None
+        if lm_rows is not None:
+            layers = tuple(sorted(lm_rows))
+            install_router_hooks(self._model, layers)
+            routing = LmRouting(layers, rows=torch.tensor([[lm_rows[layer] for layer in layers]]),
+                                answer_from=embeds.shape[0] - 1)
+        with self._lock, torch.inference_mode(), routing_at(routing):
             if options.seed is not None:
                 torch.manual_seed(options.seed)  # under the lock: no other generation draws from it meanwhile
             output = self._model.generate(
@@ -59,7 +71,7 @@ class TorchBackend:
         if cut is not None:  # like vLLM: the text ends before the stop string
             text, finish = text[:cut], "stop"
         logprobs = () if options.logprobs is None else self._logprobs(token_ids, output.logits, options.logprobs)
-        return Delta(text, len(token_ids), finish, logprobs)
+        return Delta(text, len(token_ids), finish, logprobs, None if routing is None else routing.ran)
 
     def _logprobs(self, token_ids: list[int], logits: tuple[torch.Tensor, ...], top: int) -> tuple[TokenLogprob, ...]:
         """Log-probabilities of the raw distribution at each step (as vLLM reports them)."""
@@ -72,12 +84,15 @@ class TorchBackend:
             found.append(TokenLogprob(self._tokenizer.decode([token_id]), float(logp[token_id]), alternatives))
         return tuple(found)
 
-    async def generate(self, prompt_embeds: torch.Tensor, options: SamplingOptions) -> AsyncIterator[Delta]:
+    async def generate(self, prompt_embeds: torch.Tensor, options: SamplingOptions,
+                       lm_rows: LmRows | None = None) -> AsyncIterator[Delta]:
         """Yield the whole completion as one delta, computed off the event loop."""
         if self._closed:
             raise RuntimeError("the torch backend was shut down")
         embeds = check_prompt_embeds(prompt_embeds, self.hidden_size, self.max_model_len, options)
-        yield await asyncio.to_thread(self._generate_blocking, embeds, options)
+        if lm_rows is not None:
+            self._shape.check(lm_rows, None if self.lm_routing else "the language model has no MoE layers")
+        yield await asyncio.to_thread(self._generate_blocking, embeds, options, lm_rows)
 
     async def check_health(self) -> None:
         """Raise once shut down; the model lives in this process, so nothing else can die."""

@@ -2,22 +2,39 @@
 
 vLLM batches concurrent requests continuously, which is why it is the default backend. Its engine
 core runs in a separate process; when that process dies, `check_health` raises and Ray Serve
-restarts the replica.
+restarts the replica. A request's LM rows are applied inside the engine by r2t2's vLLM extension
+(serving/backends/vllm_routing), enabled for the architectures it supports when the engine runs eagerly.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import torch
 
-from serving.backends.protocol import Delta, SamplingOptions, TokenLogprob, check_prompt_embeds
+from serving.backends.protocol import (Delta, LmReport, LmRows, LmShape, SamplingOptions, TokenLogprob,
+                                       check_prompt_embeds)
+from serving.backends.vllm_routing import EXTRA_KEY
+from serving.backends.vllm_routing.plugin import ROUTABLE
 from serving.config import VllmOptions
 
 
+def lm_routing_refusal(shape: LmShape, options: VllmOptions) -> str | None:
+    """Why this engine cannot apply LM rows (None: it can)."""
+    if shape.architecture not in ROUTABLE:
+        return (f"LM routing is not available for {shape.architecture}: r2t2's vLLM extension routes "
+                f"{', '.join(sorted(ROUTABLE))}")
+    if not options.enforce_eager:
+        return "LM routing needs the eager engine: set vllm.enforce_eager: true in the server config"
+    return None
+
+
 class VllmBackend:
-    """An `AsyncLLM` engine with prompt embeddings enabled."""
+    """An `AsyncLLM` engine with prompt embeddings enabled (and LM routing where the model allows it)."""
 
     def __init__(self, lm_path: str, options: VllmOptions, max_model_len: int) -> None:
         # vLLM reads this when the engine is configured; its default is sized for a dedicated host.
@@ -25,6 +42,14 @@ class VllmBackend:
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
+        self._shape = LmShape.of(lm_path)
+        self._refusal = lm_routing_refusal(self._shape, options)
+        self.lm_routing: bool = self._refusal is None
+        routing: dict[str, Any] = {} if self._refusal is not None else {
+            "hf_overrides": {"architectures": [ROUTABLE[self._shape.architecture]]},
+            "logits_processors": ["serving.backends.vllm_routing.slots:RoutingSlots"],
+            "worker_extension_cls": "serving.backends.vllm_routing.worker.RoutingReports",
+        }
         args = AsyncEngineArgs(
             model=lm_path,
             enable_prompt_embeds=True,
@@ -33,6 +58,7 @@ class VllmBackend:
             enforce_eager=options.enforce_eager,
             gpu_memory_utilization=options.gpu_memory_utilization,
             disable_log_stats=True,
+            **routing,
         )
         self._engine: AsyncLLM | None = AsyncLLM.from_engine_args(args)
         model_config = self._engine.model_config
@@ -45,13 +71,26 @@ class VllmBackend:
             raise RuntimeError("the vLLM backend was shut down")
         return self._engine
 
-    async def generate(self, prompt_embeds: torch.Tensor, options: SamplingOptions) -> AsyncIterator[Delta]:
-        """Stream deltas of one completion; the request is aborted if the caller stops iterating."""
+    async def generate(self, prompt_embeds: torch.Tensor, options: SamplingOptions,
+                       lm_rows: LmRows | None = None) -> AsyncIterator[Delta]:
+        """Stream deltas of one completion; the request is aborted if the caller stops iterating.
+
+        With `lm_rows` the last delta carries the engine's report of the experts they made it run.
+        """
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
         engine = self._running_engine()
         embeds = check_prompt_embeds(prompt_embeds, self.hidden_size, self.max_model_len, options)
+        request_id = f"r2t2-{uuid.uuid4().hex}"
+        prompt: dict[str, Any] = {"prompt_embeds": embeds.to(self._dtype)}
+        extra = None
+        if lm_rows is not None:
+            rows = self._shape.check(lm_rows, self._refusal)
+            extra = {EXTRA_KEY: {"key": request_id, "prompt_len": int(embeds.shape[0]),
+                                 "layers": {str(layer): weights for layer, weights in rows.items()}}}
+            # Keys and values computed under these rows must never be reused by a request without them.
+            prompt["cache_salt"] = hashlib.sha256(json.dumps(extra[EXTRA_KEY]["layers"]).encode()).hexdigest()
         params = SamplingParams(
             max_tokens=options.max_tokens,
             temperature=options.temperature,
@@ -62,16 +101,27 @@ class VllmBackend:
             presence_penalty=options.presence_penalty,
             frequency_penalty=options.frequency_penalty,
             output_kind=RequestOutputKind.DELTA,
+            extra_args=extra,
         )
-        prompt = {"prompt_embeds": embeds.to(self._dtype)}
-        async for output in engine.generate(prompt, params, request_id=f"r2t2-{uuid.uuid4().hex}"):
+        async for output in engine.generate(prompt, params, request_id=request_id):
             completion = output.outputs[0]
             finish = completion.finish_reason if output.finished else None
             if finish not in (None, "stop", "length"):
                 raise RuntimeError(f"vLLM ended the request with finish_reason={finish!r}")
             logprobs = () if options.logprobs is None else _token_logprobs(completion.token_ids, completion.logprobs,
                                                                            options.logprobs)
-            yield Delta(completion.text, len(completion.token_ids), finish, logprobs)
+            report = await self._report(request_id, lm_rows) if output.finished and lm_rows is not None else None
+            yield Delta(completion.text, len(completion.token_ids), finish, logprobs, report)
+
+    async def _report(self, request_id: str, lm_rows: LmRows) -> LmReport:
+        """What the engine's workers ran for this request's LM rows (every worker routes the same). An answer
+        the rows did not govern is never passed on as if they had."""
+        reports = await self._running_engine().collective_rpc("r2t2_routing_reports", args=([request_id],))
+        found = next((report[request_id] for report in reports if request_id in report), {})
+        report = {int(layer): ran for layer, ran in found.items()}
+        if set(report) != set(lm_rows):
+            raise RuntimeError(f"the engine applied LM rows to layers {sorted(report)}, not {sorted(lm_rows)}")
+        return report
 
     async def check_health(self) -> None:
         """Raise when the engine process is dead or the engine was shut down."""

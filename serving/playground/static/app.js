@@ -31,9 +31,11 @@ function renderResults() {
 function describeModel() {
   const card = selectedCard();
   if (!card) return;
-  const [rows, experts] = card.routing_shape;
-  $("model-info").textContent = `routing [${rows}, ${experts}]: ${rows === 1 ? "one row" : `rows ${card.routing_rows.join(", ")}`} over ` +
-    `experts ${card.experts.join(", ")}; default index ${card.default_index}`;
+  const describe = (row) => `${row.name} (${row.kind === "lm" ? `LM layer ${row.layer}, ` : ""}${row.experts.length} experts)`;
+  $("model-info").textContent = `routing rows ${card.routing_rows.map(describe).join(", ")}; ` +
+    `LM re-routing ${card.lm_routing ? "available" : "not available"}; default index ${card.default_index}`;
+  $("opt-target").disabled = !card.lm_routing;
+  if (!card.lm_routing) $("opt-target").value = "";
   const own = state.indexes.filter((i) => i.model === card.id && i.name !== card.default_index);
   const previous = $("opt-index").value;
   $("opt-index").replaceChildren(el("option", { value: "", text: `${card.default_index} (model default)` }),
@@ -73,6 +75,7 @@ function options() {
   r2t2.steps = number("opt-steps");
   r2t2.lr = number("opt-lr");
   r2t2.kernel = $("opt-kernel").value || undefined;
+  r2t2.target = $("opt-target").value || undefined;
   if ($("opt-neighbourhood").value) {
     r2t2.neighbourhood = $("opt-neighbourhood").value;
     r2t2.epsilon = number("opt-epsilon");

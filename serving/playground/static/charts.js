@@ -1,14 +1,30 @@
 // Routing bars, the timing breakdown and the loss curve: hand-made HTML/SVG, no library.
 import { el, fixed, millis, svg } from "./dom.js";
 
-// A record's routing as [[rowName, {expert: weight}], ...]: one row is {expert: weight}, several are
-// {row: {expert: weight}} (see docs/models.md).
+const visionRows = (card) => (card ? card.routing_rows.filter((row) => row.kind === "vision") : []);
+
+// A record's vision routing as [[rowName, {expert: weight}], ...]: one row is {expert: weight}, several are
+// {row: {expert: weight}} (see docs/record.md).
 export function routingRows(routing, card) {
   const values = Object.values(routing || {});
   if (values.length && values.every((v) => typeof v === "number")) {
-    return [[card && card.routing_rows.length === 1 ? card.routing_rows[0] : "routing", routing]];
+    const rows = visionRows(card);
+    return [[rows.length === 1 ? rows[0].name : "routing", routing]];
   }
   return Object.entries(routing || {});
+}
+
+// The record's LM rows (lm_routing) in the same shape: [[rowName, before, after, caption], ...], each layer's
+// listed (heaviest) experts.
+function lmRows(record) {
+  const lm = record.lm_routing;
+  if (!lm) return [];
+  const weights = (entries) => Object.fromEntries(entries.map((e) => [e.expert, e.weight]));
+  return lm.layers.map((layer) => {
+    const ran = layer.engine_experts ? `; the engine ran ${layer.engine_experts.join(", ")} on ${layer.engine_tokens} token(s)` : "";
+    return [layer.row, weights(layer.base), weights(layer.routing),
+      `LM layer ${layer.layer} at the answer position (${lm.applied ? "applied" : "not applied: the layer kept its router"}${ran})`];
+  });
 }
 
 function bar(kind, expert, weight) {
@@ -23,16 +39,22 @@ function bar(kind, expert, weight) {
   ]);
 }
 
-// One group per routing row; per expert a "before" (hatched) and an "after" (solid) bar, each labelled.
+// One group per routing row, vision rows then LM rows; per expert a "before" (hatched) and an "after" (solid) bar.
 export function routingChart(record, card) {
   const before = new Map(routingRows(record.base_routing, card));
-  const rows = routingRows(record.routing, card);
-  return el("div", { class: "routing" }, rows.map(([row, weights]) => {
-    const base = before.get(row) || {};
-    const known = card ? card.experts.filter((e) => e in weights) : [];
-    const experts = known.length ? known : Object.keys(weights);
+  const vision = routingRows(record.routing, card);
+  const lm = lmRows(record);
+  const groups = [
+    ...vision.map(([row, weights]) => [row, before.get(row) || {}, weights,
+      vision.length > 1 || lm.length ? `vision row ${row}` : "experts"]),
+    ...lm,
+  ];
+  return el("div", { class: "routing" }, groups.map(([row, base, weights, caption]) => {
+    const declared = (card ? card.routing_rows.find((r) => r.name === row) : null) || { experts: [] };
+    const listed = declared.experts.filter((e) => e in weights || e in base);
+    const experts = listed.length ? listed : Object.keys(weights);
     return el("figure", { class: "routing-row" }, [
-      el("figcaption", { text: rows.length > 1 ? `row ${row}` : "experts" }),
+      el("figcaption", { text: caption }),
       ...experts.map((expert) => el("div", { class: "expert" }, [
         el("div", { class: "expert-name", text: expert }),
         bar("before", expert, base[expert]),

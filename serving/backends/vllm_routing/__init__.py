@@ -1,0 +1,23 @@
+"""Per-request LM routing inside an unmodified vLLM engine, through vLLM's own extension points.
+
+A request that carries LM routing rows (`SamplingParams.extra_args["r2t2_lm_routing"]`) has, in each named
+MoE layer, the router's distribution at its answer position (the last prompt token and every generated
+token) replaced by its row; the layer picks its top-k experts from it as its router would. Every other
+token of the same engine step keeps its router. The pieces, each a documented vLLM extension point:
+
+- `plugin.register` (the `vllm.general_plugins` entry point, pyproject.toml) registers out-of-tree model
+  classes: each is vLLM's own model class with every fused-MoE layer's router rebuilt around a
+  `custom_routing_function` (models.py). The backend selects one with `hf_overrides`, so the checkpoint
+  on disk is the plain Hugging Face one.
+- `slots.RoutingSlots`, a custom logits processor (it changes no logits), follows vLLM's persistent batch:
+  which request, with which rows, sits in which batch slot (its `BatchUpdate`s).
+- `step.EngineRouting` turns the slots and the step's attention metadata (request boundaries, sequence
+  lengths) into per-layer token overrides at the start of each forward, and records the experts each
+  overridden request actually ran; `worker.RoutingReports` (a worker extension) hands those records to the
+  backend through `collective_rpc`.
+
+It needs the eager engine (enforce_eager): the overrides are plain Python state read at every step, which a
+captured CUDA graph or a compiled forward would freeze.
+"""
+
+EXTRA_KEY = "r2t2_lm_routing"  # the SamplingParams.extra_args entry a request's rows travel in
