@@ -56,7 +56,10 @@ def test_sixteen_concurrent_mixed_requests_match_each_sent_alone(real_server: Re
     for body, joint in zip(bodies, together):
         alone = httpx.post(real_server.base + "/v1/chat/completions", json=body, timeout=300).json()
         assert alone["r2t2"]["strategy"] == joint["r2t2"]["strategy"]
-        assert _weights(joint["r2t2"]["routing"]) == pytest.approx(_weights(alone["r2t2"]["routing"]), abs=1e-6)
-        assert _lm_weights(joint["r2t2"]) == pytest.approx(_lm_weights(alone["r2t2"]), abs=1e-6)
+        # A request that moves LM rows runs the LM's routed layers in a batch whose other rows differ; their
+        # float sums round differently there, and NGD's Adam steps carry that noise to a few 1e-6 (measured 2.6e-6).
+        tolerance = 1e-6 if body["r2t2"].get("target", "vision") == "vision" else 1e-5
+        assert _weights(joint["r2t2"]["routing"]) == pytest.approx(_weights(alone["r2t2"]["routing"]), abs=tolerance)
+        assert _lm_weights(joint["r2t2"]) == pytest.approx(_lm_weights(alone["r2t2"]), abs=tolerance)
         assert joint["r2t2"]["lm_routing"]["applied"] == alone["r2t2"]["lm_routing"]["applied"]
         assert joint["choices"][0]["message"]["content"] == alone["choices"][0]["message"]["content"]

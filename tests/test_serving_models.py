@@ -172,7 +172,7 @@ def test_rebuild_for_quartet_and_the_other_model_cannot_use_it(real_server: Real
     detail = httpx.get(f"{real_server.base}/v1/indexes/quartet-small", timeout=30).json()
     assert detail["model"] == QUARTET
     assert detail["manifest"]["model_fingerprint"] == cards(real_server)[QUARTET]["fingerprint"]
-    assert detail["manifest"]["routing_shape"] == [2, 4]
+    assert detail["manifest"]["routing_shape"] == [4, 8]  # 2 vision rows of 4 experts, 2 LM rows of 8
     # Without `model`, a rebuild of an existing index builds for its owner.
     again = rebuild(real_server, "quartet-small", {"dataset": spec})
     assert again.status_code == 202 and wait_for_job(real_server, again.json()["id"])["state"] == "succeeded"

@@ -140,7 +140,10 @@ class MultimodalMoE(nn.Module):
         return token_loss.sum(1) / (targets != -100).sum(1).clamp_min(1)
 
     def _vision(self, routing: Tensor) -> Tensor:
-        """The vision rows [..., Lv, Ev] of a routing (a vision-only routing is returned as it is)."""
+        """The vision rows [..., Lv, Ev] of a full routing; any other shape is a vision-only routing (an
+        adapter may route the soft tokens with more rows of its own) and is returned as it is."""
+        if tuple(routing.shape[-2:]) != tuple(self.routing_shape):
+            return routing
         layers, experts = self._vision_shape
         return routing[..., :layers, :experts]
 
