@@ -113,6 +113,15 @@ class ReferenceIndex:
             payload=MappingProxyType({k: v[rows] for k, v in self._data.payload.items()}),
         )
 
+    def answers_near(self, rows: np.ndarray, m: int) -> frozenset[str]:
+        """The answers of the `m` references whose questions are nearest each of these rows' (rows included):
+        the answers an index holds for questions like theirs, whatever the data set or its task labels."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.size == 0:
+            return frozenset()
+        _, found = self._data.vectors.search(self._data.embeddings[rows], m)
+        return frozenset(self._data.records[int(i)]["answer"] for i in np.concatenate([rows, found.ravel()]) if i >= 0)
+
     def record(self, row: int) -> Mapping[str, str]:
         """id, question, answer and task of one row (for explanations and inspection)."""
         return MappingProxyType(self._data.records[row])

@@ -61,8 +61,19 @@ def diagnose(records: Sequence[dict[str, Any]], strategies: Sequence[str]) -> di
             if run.get("guard") and run["guard"]["fired"]:
                 reasons[run["guard"]["reason"]] = reasons.get(run["guard"]["reason"], 0) + 1
         entry["guard_fired"] = reasons
+        entry["answer_check"] = _answer_checks(runs, records)
         out[name] = entry
     return out
+
+
+def _answer_checks(runs: Sequence[dict[str, Any]], records: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """How often the answer check sent the base answer instead of a changed one; of those, how many re-routed
+    answers were right (fixes it dropped) and how many base answers were right (breaks it prevented)."""
+    replaced = [(run["answer_check"], record["answer"]) for run, record in zip(runs, records)
+                if (run.get("answer_check") or {}).get("sent") == "base"]
+    return {"checked": sum(run.get("answer_check") is not None for run in runs), "replaced": len(replaced),
+            "fixes_dropped": sum(check["rerouted_answer"] == truth for check, truth in replaced),
+            "breaks_prevented": sum(check["base_answer"] == truth for check, truth in replaced)}
 
 
 def write_dump(records: Sequence[dict[str, Any]], path: Path | str) -> None:

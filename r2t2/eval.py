@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from r2t2.answer_space import AnswerVerdict
 from r2t2.data import load_split
 from r2t2.data.sample import Sample
 from r2t2.diagnostics import diagnose
@@ -74,12 +75,17 @@ def evaluate(pipeline: ReroutePipeline, strategies: Sequence[str], splits: Seque
                 started = time.perf_counter()
                 done = pipeline.rerouted(sample.image, sample.question, config, answer=sample.answer)
                 answer = pipeline.answer(done)
+                verdict = None
+                if done.answer_space is not None:  # the answer check needs the base routing's answer too
+                    base = pipeline.model.answer(done.query, done.result.base_routing)[0]
+                    verdict = pipeline.checked_answer(done, answer, base)
+                    answer = base if verdict.sent == "base" else answer
                 stats[name].seconds.append(time.perf_counter() - started)
                 stats[name].correct.append(answer == sample.answer)
                 stats[name].fallbacks += done.result.fallback is not None
                 stats[name].routing_before.append(done.result.base_routing.tolist())
                 stats[name].routing_after.append(done.result.routing.tolist())
-                records[-1]["strategies"][name] = _run_record(done, answer, answer == sample.answer)
+                records[-1]["strategies"][name] = _run_record(done, answer, answer == sample.answer, verdict)
         report["splits"][split] = summarise(stats, tasks, {name: config.target for name, config in configs.items()})
         report["splits"][split]["diagnostics"] = diagnose(records, list(strategies))
         report["records"][split] = records
@@ -91,12 +97,12 @@ def _record(sample: Sample) -> dict:
             "task": sample.task, "strategies": {}}
 
 
-def _run_record(done: Rerouted, answer: str, correct: bool) -> dict:
-    """One strategy's account of one query: its answer, routings, and the neighbours it used."""
+def _run_record(done: Rerouted, answer: str, correct: bool, verdict: AnswerVerdict | None) -> dict:
+    """One strategy's account of one query: its answer, routings, the neighbours it used and the answer check."""
     result = done.result.to_dict()
     return {"answer": answer, "correct": correct, "base_routing": result["base_routing"],
             "routing": result["routing"], "moved": result["moved"], "fallback": result["fallback"],
-            "guard": result.get("guard"),
+            "guard": result.get("guard"), "answer_check": None if verdict is None else verdict.to_dict(),
             "neighbours": [{"id": n["id"], "question": done.neighbours.get(n["id"], {}).get("question"),
                             "answer": done.neighbours.get(n["id"], {}).get("answer"),
                             "task": done.neighbours.get(n["id"], {}).get("task"), "weight": n["weight"]}
@@ -179,6 +185,10 @@ def format_diagnostics(diagnostics: dict) -> str:
              "|---|---|---|---|" + "---|" * len(tasks)]
     for name, d in diagnostics.items():
         fired = ", ".join(f"{reason} {n}" for reason, n in sorted(d["guard_fired"].items())) or "-"
+        check = d["answer_check"]
+        if check["checked"]:
+            fired += (f"; answer check: {check['replaced']} of {check['checked']} replaced ({check['fixes_dropped']} "
+                      f"fixes dropped, {check['breaks_prevented']} breaks prevented)")
         cells = [f"{d['per_task'][t].get('fixed', '-')}/{d['per_task'][t].get('broken', '-')}" for t in tasks]
         lines.append(f"| {name} | {number(d['purity'], 100.0)} | {number(d['moved'])} | {fired} | "
                      + " | ".join(cells) + " |")

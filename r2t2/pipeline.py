@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -25,6 +25,7 @@ from indexes.reference_index import Candidates, ReferenceIndex
 from indexes.registry import IndexRegistry
 from indexes.specs import build_from_spec
 from indexes.store import IndexStore
+from r2t2.answer_space import AnswerVerdict, judge
 from r2t2.model import ServableModel, load_model
 from r2t2.routing import Neighbourhood, RerouteConfig, RerouteRequest, RerouteResult, reroute_many
 from r2t2.routing.block import answer_pins
@@ -55,6 +56,11 @@ class Prepared:
     record: dict  # JSON-able account of what R2-T2 did
     # {decoder layer: distribution over its experts} the engine applies at the answer position; None: its routers
     lm_routing: dict[int, list[float]] | None = None
+    # With the answer check on a request whose routing moved: the answers a changed answer must be among
+    answer_space: frozenset[str] | None = None
+
+
+BaseReady = Callable[[int, torch.Tensor], None]  # (request's position in the batch, its base prompt [S, hidden])
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,9 @@ class Rerouted:
     timings: dict[str, float]
     batch_size: int = 1  # how many requests were re-routed together with this one (itself included)
     pinned: tuple[bool, ...] | None = None  # the rows the answer applies (routing/block.py `answer_pins`)
+    # With the answer check, for a request whose routing moved: the answers the index holds for questions like
+    # its neighbours' (r2t2/answer_space.py); None: no check (it is off, nothing moved, or no neighbours)
+    answer_space: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -140,19 +149,24 @@ class ReroutePipeline:
             raise outcome
         return outcome
 
-    def rerouted_many(self, queries: Sequence[Query]) -> list[Rerouted | Exception]:
+    def rerouted_many(self, queries: Sequence[Query],
+                      on_encoded: Callable[[int, _Found], None] | None = None) -> list[Rerouted | Exception]:
         """Re-route a batch of queries, each with its own settings; results (or that query's error) in order.
 
         Each query is encoded and searched on its own; then all are re-routed in one `reroute_many` call,
         which shares model calls between requests of the same strategy. A failure of one query (e.g. an
-        unknown index) is its own result and never reaches the others.
+        unknown index) is its own result and never reaches the others. `on_encoded(position, found)` is told
+        of each query as soon as it is encoded, before any re-routing.
         """
         found: list[_Found | Exception] = []
-        for query in queries:
+        for position, query in enumerate(queries):
             try:
                 found.append(self._found(query))
             except Exception as err:  # noqa: BLE001 (the query's own error, returned in its slot)
                 found.append(err)
+                continue
+            if on_encoded is not None:
+                on_encoded(position, found[-1])
         ready = [f for f in found if isinstance(f, _Found)]
         done = iter(zip(ready, self._rerouted(ready)))
         outcomes: list[Rerouted | Exception] = []
@@ -170,8 +184,23 @@ class ReroutePipeline:
                 rows = [n.id for n in result.neighbours]
                 described = _described(rows, item.snapshot.take(np.asarray([int(r) for r in rows], dtype=np.int64)))
             pinned = answer_pins(self.layout, item.request.config.target, result.base_routing, result.routing)
-            outcomes.append(Rerouted(item.batch, result, item.snapshot, described, timings, len(ready), pinned))
+            space = self._answer_space(item.request.config, result, item.snapshot, described)
+            outcomes.append(Rerouted(item.batch, result, item.snapshot, described, timings, len(ready), pinned,
+                                     space))
         return outcomes
+
+    @staticmethod
+    def _answer_space(config: RerouteConfig, result: RerouteResult, snapshot: ReferenceIndex | None,
+                      described: dict[str, dict[str, Any]]) -> frozenset[str] | None:
+        if not config.answer_check or snapshot is None or not result.neighbours \
+                or torch.equal(result.routing, result.base_routing):
+            return None
+        rows = np.asarray([described[n.id]["row"] for n in result.neighbours], dtype=np.int64)
+        return snapshot.answers_near(rows, config.answer_space_k)
+
+    def checked_answer(self, done: Rerouted, rerouted: str, base: str) -> AnswerVerdict | None:
+        """The answer check's verdict on a re-routed answer (None when the request has no check to make)."""
+        return None if done.answer_space is None else judge(base, rerouted, done.answer_space)
 
     def _rerouted(self, ready: list[_Found]) -> list[RerouteResult | Exception]:
         """One `reroute_many` call; should it refuse the batch, each request alone, so only a bad one fails."""
@@ -235,12 +264,14 @@ class ReroutePipeline:
             raise outcome
         return outcome
 
-    def prepare_many(self, requests: Sequence[tuple[Image.Image, str, dict[str, Any], str | None]]
-                     ) -> list[Prepared | Exception]:
+    def prepare_many(self, requests: Sequence[tuple[Image.Image, str, dict[str, Any], str | None]],
+                     on_base: BaseReady | None = None) -> list[Prepared | Exception]:
         """The server's entry point: (image, question, r2t2 options, index) per request, re-routed together.
 
         Each slot holds that request's prompt and record, or the error that refused it (a bad option, an
-        unknown index), so one bad request never fails the others of its batch.
+        unknown index), so one bad request never fails the others of its batch. `on_base(i, prompt)` gets
+        request i's prompt under the router's own routing as soon as it is encoded, while the batch is still
+        being re-routed: the server starts that answer speculatively.
         """
         queries: list[Query | Exception] = []
         for image, question, overrides, index in requests:
@@ -252,14 +283,20 @@ class ReroutePipeline:
             except ValueError as err:
                 queries.append(err)
         valid = [q for q in queries if isinstance(q, Query)]
-        done = iter(self.rerouted_many(valid))
+        positions = [i for i, q in enumerate(queries) if isinstance(q, Query)]
+
+        def encoded(position: int, item: _Found) -> None:
+            assert on_base is not None
+            on_base(positions[position], self.model.prompt_embeds(item.batch, item.request.r0)[0])
+
+        done = iter(self.rerouted_many(valid, None if on_base is None else encoded))
         outcomes: list[Prepared | Exception] = []
         for query in queries:
             outcome = query if isinstance(query, Exception) else next(done)
             if not isinstance(outcome, Exception):
                 prompt = self.model.prompt_embeds(outcome.query, outcome.result.routing)[0]
                 outcome = Prepared(prompt_embeds=prompt, record=self.record(outcome),
-                                   lm_routing=self.lm_routing(outcome))
+                                   lm_routing=self.lm_routing(outcome), answer_space=outcome.answer_space)
             outcomes.append(outcome)
         return outcomes
 
@@ -290,7 +327,7 @@ class ReroutePipeline:
         result["base_routing"] = named(result["base_routing"])
         result["routing"] = named(result["routing"])
         # Every neighbour is named by its reference sample (id, question, answer, task) before its numbers.
-        result["neighbours"] = [{"id": n["id"], **done.neighbours.get(n["id"], {}), "weight": n["weight"],
+        result["neighbours"] = [{"id": n["id"], **_public(done.neighbours.get(n["id"], {})), "weight": n["weight"],
                                  "distance": n["distance"]} for n in result["neighbours"]]
         result["index"] = None if done.index is None else {"name": done.index.name,
                                                            "version": done.index.version}
@@ -321,11 +358,17 @@ class ReroutePipeline:
 
 def _described(keys: list[str], found: Candidates) -> dict[str, dict[str, Any]]:
     """What a response says of each neighbour: the reference sample's id, question, answer and task, and
-    its question-embedding similarity (None for rows chosen in routing space)."""
+    its question-embedding similarity (None for rows chosen in routing space); and its row in the index."""
     return {key: {"id": found.ids[i], "question": found.questions[i], "answer": found.answers[i],
                   "task": found.tasks[i],
-                  "similarity": None if np.isnan(found.similarities[i]) else float(found.similarities[i])}
+                  "similarity": None if np.isnan(found.similarities[i]) else float(found.similarities[i]),
+                  "row": int(found.rows[i])}
             for i, key in enumerate(keys)}
+
+
+def _public(described: dict[str, Any]) -> dict[str, Any]:
+    """A neighbour's description as the record shows it (its index row is internal)."""
+    return {key: value for key, value in described.items() if key != "row"}
 
 
 def load_pipeline(config: dict[str, Any] | None = None) -> ReroutePipeline:

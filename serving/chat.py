@@ -26,13 +26,14 @@ class ChatJob:
     model: str  # one of the served model ids
     question: str
     image_url: str
-    overrides: dict[str, Any]  # r2t2 options the request set, without `index` and `compare_with_none`
+    overrides: dict[str, Any]  # r2t2 options the request set, without `index`, `compare_with_none`, `speculative`
     index: str | None
     sampling: SamplingOptions
     stream: bool
     include_usage: bool
     choices: int = 1  # n: completions generated from the one re-routed prompt
     compare_with_none: bool = False  # also answer with the router's own routing, to say if re-routing changed it
+    speculative: bool = True  # start the router's-routing answer while re-routing runs
 
 
 def _clean_location(loc: tuple[Any, ...]) -> str | None:
@@ -108,6 +109,7 @@ def parse_chat_request(request: ChatCompletionRequest, served: Sequence[str], de
     options = request.r2t2.model_dump(exclude_none=True)
     index = options.pop("index", None)
     compare_with_none = options.pop("compare_with_none")
+    speculative = options.pop("speculative")
     token_limit = request.token_limit
     try:
         sampling = SamplingOptions(
@@ -124,4 +126,4 @@ def parse_chat_request(request: ChatCompletionRequest, served: Sequence[str], de
         raise InvalidRequest(str(err)) from None
     include_usage = request.stream_options is not None and request.stream_options.include_usage
     return ChatJob(request.model, question, image, options, index, sampling, request.stream, include_usage,
-                   request.n, compare_with_none)
+                   request.n, compare_with_none, speculative)

@@ -26,7 +26,8 @@ from serving import playground
 from serving.auth import require_admin
 from serving import openapi
 from serving.chat import ChatJob, parse_body, parse_chat_request
-from serving.choices import Stream, generate_all, merged, open_streams
+from serving.answers import Answers
+from serving.choices import Stream, merged
 from serving.config import ServerConfig
 from serving.errors import (ApiError, IndexOfAnotherModel, InternalError, InvalidRequest, NotFound,
                             ServiceUnavailable, to_api_error)
@@ -142,6 +143,17 @@ def _check_context(card: ModelCard, prompt_tokens: int, max_tokens: int) -> None
             f"exceeds {card.id}'s context of {card.max_model_len} positions (max_model_len in /v1/models); ask for "
             f"at most {max(card.max_model_len - prompt_tokens, 0)} tokens", param="max_tokens",
             code="context_length_exceeded")
+
+
+async def _prepared(rerouter: DeploymentHandle, image: Any, job: ChatJob,
+                    base_ready: Callable[[Any], None]) -> dict[str, Any]:
+    """The re-router's final stage for the request, its base prompt handed to `base_ready` on the way."""
+    async for stage in rerouter.options(stream=True).prepare.remote(image, job.question, job.overrides, job.index):
+        if stage["stage"] == "base":
+            base_ready(stage["prompt_embeds"])
+        else:
+            return stage
+    raise InternalError("the re-router ended without its final stage")
 
 
 def _check_lm_routing(card: ModelCard, overrides: dict[str, Any]) -> None:
@@ -312,41 +324,29 @@ class Ingress:
             strategy = str(job.overrides.get("strategy", served.card.r2t2_defaults.get("strategy", INVALID)))
             _check_lm_routing(served.card, job.overrides)
             image = await load_image(job.image_url, self._config.images)
-            # The model's r2t2_defaults are already its pipeline's defaults (ServerConfig.pipeline_config).
-            prepared = await retried(lambda: served.rerouter.prepare.remote(image, job.question, job.overrides,
-                                                                            job.index), "re-router")
-            record: dict[str, Any] = prepared["record"]
-            strategy = str(record.get("strategy", strategy))
-            completion = Completion(model=job.model, prompt_tokens=int(prepared["prompt_embeds"].shape[0]),
-                                    n=job.choices, with_logprobs=job.sampling.logprobs is not None)
-            _check_context(served.card, completion.prompt_tokens, job.sampling.max_tokens)
-            if job.compare_with_none and record.get("moved") != 0:  # unmoved: the same prompt, the same answer
-                record["answer_without_rerouting"] = await self._answer_without_rerouting(served, job, image, record)
-            generate_started = time.perf_counter()
-            if job.stream:  # each choice's first delta is awaited here: a refusal is still a status code
-                streams = await open_streams(served.generator, prepared["prompt_embeds"], job.sampling, job.choices,
-                                             prepared["lm_rows"])
+            answers = Answers(served.generator, job.sampling, job.choices, job.speculative)
+            try:
+                final = await retried(lambda: _prepared(served.rerouter, image, job, answers.base_ready), "re-router")
+                record: dict[str, Any] = final["record"]
+                strategy = str(record.get("strategy", strategy))
+                completion = Completion(model=job.model, prompt_tokens=int(final["prompt_embeds"].shape[0]),
+                                        n=job.choices, with_logprobs=job.sampling.logprobs is not None)
+                _check_context(served.card, completion.prompt_tokens, job.sampling.max_tokens)
+                generate_started = time.perf_counter()
+                # Each choice's first delta is awaited here: a refusal is still a status code.
+                streams = await answers.streams(final, job.compare_with_none)
+            except BaseException:
+                await answers.cancel()
+                raise
+            if job.stream:
                 events = self._stream(job, completion, streams, record, strategy, started, generate_started)
                 return StreamingResponse(events, media_type="text/event-stream")
-            for index, deltas in enumerate(await generate_all(served.generator, prepared["prompt_embeds"],
-                                                              job.sampling, job.choices, prepared["lm_rows"])):
-                for delta in deltas:
-                    completion.add(delta, index)
+            async for index, delta in merged(streams):
+                completion.add(delta, index)
             self._finish(job, record, completion, strategy, started, generate_started)
             return JSONResponse(completion.response(record).model_dump(mode="json"))
         except Exception as err:  # noqa: BLE001 (every failure is answered, none kills the replica)
             return _error_response(self._failed(err, strategy))
-
-    async def _answer_without_rerouting(self, served: ServedModel, job: ChatJob, image: Any,
-                                        record: dict[str, Any]) -> str:
-        """The answer under the router's own routing, with the same sampling (request option compare_with_none)."""
-        tick = time.perf_counter()
-        base = await retried(lambda: served.rerouter.prepare.remote(
-            image, job.question, {**job.overrides, "strategy": "none"}, None), "re-router")
-        [deltas] = await generate_all(served.generator, base["prompt_embeds"], job.sampling, 1)
-        text = "".join(delta.text for delta in deltas)
-        record.setdefault("timings", {})["compare_with_none"] = time.perf_counter() - tick
-        return text
 
     async def _stream(self, job: ChatJob, completion: Completion, streams: list[Stream], record: dict[str, Any],
                       strategy: str, started: float, generate_started: float) -> AsyncIterator[str]:

@@ -2,8 +2,12 @@
 concurrent requests re-routed in batches on the configured device."""
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
+import torch
 from PIL import Image
 from ray import serve
 
@@ -13,6 +17,19 @@ from serving.config import ServerConfig
 from serving.errors import IndexOfAnotherModel, from_pipeline_error
 from serving.logs import quiet_client_errors
 from serving.pipelines import build_pipeline
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One request in the batcher: what to prepare, and where its base prompt goes once it is encoded."""
+
+    request: tuple[Image.Image, str, dict[str, Any], str | None]
+    base: asyncio.Future
+    loop: asyncio.AbstractEventLoop
+
+    def base_ready(self, prompt: torch.Tensor) -> None:
+        """Called from the batch's worker thread: hand the base prompt to the request's event loop."""
+        self.loop.call_soon_threadsafe(lambda: None if self.base.done() else self.base.set_result(prompt))
 
 
 @serve.deployment
@@ -28,32 +45,48 @@ class ReRouter:
         options = config.rerouter_options(entry)
         self._pipeline = build_pipeline(config, entry, device=options.device)
         # The pipeline's batch call runs in a worker thread, so this replica keeps answering health checks.
-        self._batcher = ContinuousBatcher(self._pipeline.prepare_many, options.max_batch_size, options.batch_wait_s)
+        self._batcher = ContinuousBatcher(self._prepare_jobs, options.max_batch_size, options.batch_wait_s)
         # Hot swap: follow each index's CURRENT pointer. A request keeps the snapshot it started with.
         # Pipelines without reference indexes (no IndexRegistry) have nothing to follow.
         self._registry = getattr(self._pipeline, "registry", None)
         if isinstance(self._registry, IndexRegistry):
             self._registry.start_auto_refresh(config.indexes.refresh_interval_s)
 
+    def _prepare_jobs(self, jobs: list[_Job]) -> list[Any]:
+        return self._pipeline.prepare_many([job.request for job in jobs],
+                                           on_base=lambda position, prompt: jobs[position].base_ready(prompt))
+
     def model_info(self) -> dict[str, Any]:
         """The pipeline's `info()`: routing shape, experts, fingerprint, and the LM the generator must load."""
         return self._pipeline.info()
 
     async def prepare(self, image: Image.Image, question: str, overrides: dict[str, Any],
-                      index: str | None) -> dict[str, Any]:
-        """Prompt embeddings, r2t2 record and the LM rows the engine must apply (None: none); documented
-        pipeline errors come back as 4xx ApiErrors."""
+                      index: str | None) -> AsyncIterator[dict[str, Any]]:
+        """Stream the request's two stages: {"stage": "base", "prompt_embeds"} as soon as it is encoded (its
+        prompt under the router's own routing, for a speculative answer), then {"stage": "final"} with the
+        prompt embeddings, the r2t2 record, the LM rows the engine must apply (None: none) and the answer space
+        of the answer check (None: no check). Documented pipeline errors come back as 4xx ApiErrors."""
+        loop = asyncio.get_running_loop()
+        job = _Job((image, question, overrides, index), loop.create_future(), loop)
+        prepared = asyncio.ensure_future(self._batcher.submit(job))
         try:
-            prepared = await self._batcher.submit((image, question, overrides, index))
-        except ForeignIndexError as err:
-            raise IndexOfAnotherModel(err.name, err.fingerprint, self._model_name) from None
-        except Exception as err:
-            api_error = from_pipeline_error(err)
-            if api_error is None:
-                raise
-            raise api_error from None
-        return {"prompt_embeds": prepared.prompt_embeds.detach().cpu(), "record": prepared.record,
-                "lm_rows": prepared.lm_routing}
+            await asyncio.wait({job.base, prepared}, return_when=asyncio.FIRST_COMPLETED)
+            if job.base.done():
+                yield {"stage": "base", "prompt_embeds": job.base.result().detach().cpu()}
+            try:
+                done = await prepared
+            except ForeignIndexError as err:
+                raise IndexOfAnotherModel(err.name, err.fingerprint, self._model_name) from None
+            except Exception as err:
+                api_error = from_pipeline_error(err)
+                if api_error is None:
+                    raise
+                raise api_error from None
+            yield {"stage": "final", "prompt_embeds": done.prompt_embeds.detach().cpu(), "record": done.record,
+                   "lm_rows": done.lm_routing,
+                   "answer_space": None if done.answer_space is None else sorted(done.answer_space)}
+        finally:
+            prepared.cancel()
 
     async def check_health(self) -> None:
         """The pipeline lives in this process; a live replica is a healthy one."""

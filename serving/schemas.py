@@ -86,9 +86,18 @@ class R2T2Options(_Request):
                                                  "(/v1/models `r2t2_defaults`)")
     index: str | None = Field(None, min_length=1, description="reference index to search; default: the model's "
                                                               "`default_index` (see /v1/models)")
+    answer_check: bool | None = Field(None, description="when re-routing changes the answer, send it only if the "
+                                      "reference index holds it as an answer to questions like the neighbours' "
+                                      "(else the router's own answer is sent; the record's `guard.answer` says "
+                                      "which and why). Default: the model's (on for the shipped models)")
+    answer_space_k: int | None = Field(None, ge=1, le=256, description="the answer check's answer space: the "
+                                       "answers of this many references nearest each neighbour. Default 16")
     compare_with_none: bool = Field(False, description="also answer with strategy none and report it in the "
                                                        "record (`answer_without_rerouting`, `changed_answer`); "
-                                                       "costs a second encode and generation")
+                                                       "costs a second generation")
+    speculative: bool = Field(True, description="start the answer under the router's own routing while "
+                                                "re-routing runs, and send it when the routing does not move "
+                                                "(the record's `answer_source` says which answer was sent)")
 
 
 class StreamOptions(_Request):
@@ -224,16 +233,33 @@ class RecordIndex(BaseModel):
     version: int = Field(description="its version that answered (a rebuild swaps versions between requests)")
 
 
+class RecordAnswerVerdict(BaseModel):
+    """The answer check's verdict (request option r2t2.answer_check), on the first choice."""
+
+    sent: Literal["rerouted", "base"] = Field(description="the answer sent: the re-routed one, or the router's own")
+    reason: Literal["unchanged", "in_answer_space", "outside_answer_space", "neither_in_answer_space"] = Field(
+        description="unchanged: re-routing did not change the answer; in_answer_space: the new answer is one the "
+                    "reference index gives questions like the neighbours'; outside_answer_space: it is not but the "
+                    "router's is, so the router's answer was sent; neither_in_answer_space: neither is (the "
+                    "neighbours are of another kind), so the re-routed answer was kept")
+    rerouted_answer: str = Field(description="the answer under the re-routed routing")
+    base_answer: str = Field(description="the answer under the router's own routing")
+    answer_space_size: int = Field(description="how many distinct answers the answer space held")
+
+
 class RecordGuard(BaseModel):
-    """The evidence guard's verdict (request option r2t2.guard; ngd and kernel)."""
+    """The evidence guard's verdict (request option r2t2.guard; ngd and kernel) and the answer check's."""
 
     fired: bool = Field(description="true: the guard kept the router's routing instead of the strategy's")
     reason: Literal["neighbours_disagree", "base_fits_neighbours", "no_loss_gain"] | None = Field(
         description="the first check that failed: the neighbours' routings are spread out; the neighbours are "
                     "already answered well under the router's routing; the move does not lower their loss")
-    neighbour_spread: float = Field(description="how much the neighbours' own routings disagree, 0 to 1")
-    neighbour_loss_base: float = Field(description="the neighbours' weighted loss under the router's routing")
-    neighbour_loss_moved: float = Field(description="the same under the strategy's routing")
+    neighbour_spread: float | None = Field(description="how much the neighbours' own routings disagree, 0 to 1 "
+                                                       "(null: the routing guard did not run)")
+    neighbour_loss_base: float | None = Field(description="the neighbours' weighted loss under the router's routing")
+    neighbour_loss_moved: float | None = Field(description="the same under the strategy's routing")
+    answer: RecordAnswerVerdict | None = Field(None, description="the answer check's verdict, when the routing "
+                                               "moved and the check is on")
 
 
 class RecordTimings(BaseModel):
@@ -245,7 +271,6 @@ class RecordTimings(BaseModel):
                                                   "is reused)")
     search: float | None = Field(None, description="the reference-index search (ngd and kernel only)")
     reroute: float | None = Field(None, description="the strategy itself")
-    compare_with_none: float | None = Field(None, description="the answer without re-routing (compare_with_none)")
     generate: float | None = Field(None, description="the language model's answer (absent on an error)")
     total: float | None = Field(None, description="the whole request as the server saw it")
 
@@ -269,8 +294,12 @@ class R2T2Record(BaseModel):
         description="question: neighbours are reference questions near the request's (ngd, kernel); routing: "
                     "reference routings near the current routing (meanshift); null: none used")
     neighbours: list[RecordNeighbour] = Field(description="nearest first; empty when the strategy uses none")
-    guard: RecordGuard | None = Field(None, description="the evidence guard's verdict; null when the guard was "
-                                                        "off or does not apply to the strategy")
+    guard: RecordGuard | None = Field(None, description="the evidence guard's verdict and the answer check's; null "
+                                                        "when neither ran")
+    answer_source: Literal["speculative", "rerouted", "base"] | None = Field(
+        None, description="which answer was sent: speculative (started under the router's routing while "
+                          "re-routing ran, and sent because the routing did not move), rerouted (generated under the "
+                          "re-routed routing), base (the answer check sent the router's answer instead)")
     kernel_bandwidth: float | None = Field(None, description="the kernel bandwidth used (median of the "
                                            "neighbour distances unless configured); ngd, kernel, meanshift")
     steps_taken: int | None = Field(None, description="descent steps (ngd) or updates (meanshift) actually taken")

@@ -18,7 +18,7 @@ NEIGHBOURHOODS: tuple[str, ...] = ("knn", "epsilon")
 
 _FLOAT_FIELDS = ("epsilon", "bandwidth", "lr", "lr_min", "alpha", "meanshift_alpha", "meanshift_tol",
                  "oracle_lr", "guard_max_spread", "guard_fit_loss", "guard_min_gain")
-_INT_FIELDS = ("k", "steps", "line_search_steps", "oracle_steps", "core_experts")
+_INT_FIELDS = ("k", "steps", "line_search_steps", "oracle_steps", "core_experts", "answer_space_k")
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,10 @@ class RerouteConfig:
     guard_max_spread: float = 0.5
     guard_fit_loss: float = 0.05
     guard_min_gain: float = 0.0
+    # The answer check (r2t2/answer_space.py): a changed answer is sent only if the references nearest the
+    # neighbours (`answer_space_k` of them per neighbour) hold it as an answer; otherwise the base answer is.
+    answer_check: bool = False
+    answer_space_k: int = 16
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -68,6 +72,8 @@ class RerouteConfig:
         _one_of("kernel", self.kernel, KERNELS)
         if self.k <= 0:
             raise ValueError(f"k must be a positive integer, got {self.k}")
+        if self.answer_space_k <= 0:
+            raise ValueError(f"answer_space_k must be a positive integer, got {self.answer_space_k}")
         if self.steps < 0:
             raise ValueError(f"steps must be >= 0, got {self.steps}")
         if self.oracle_steps < 0:
@@ -109,8 +115,9 @@ class RerouteConfig:
         for name in ("strategy", "target", "neighbourhood", "kernel"):
             if not isinstance(getattr(self, name), str):
                 raise ValueError(f"{name} must be a string, got {getattr(self, name)!r}")
-        if not isinstance(self.guard, bool):
-            raise ValueError(f"guard must be true or false, got {self.guard!r}")
+        for name in ("guard", "answer_check"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         for name in _INT_FIELDS:
             value = getattr(self, name)
             if value is None and name == "core_experts":
