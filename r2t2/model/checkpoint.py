@@ -65,13 +65,26 @@ def fingerprint(directory: Path) -> str:
     return files_fingerprint([Path(directory) / _VISION, *(Path(directory) / "lm").glob("*.safetensors")])
 
 
+def _hugging_face_config(path: Path) -> bool:
+    """Whether a config.json is a transformers model config (it names its `architectures`)."""
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return False  # load_config reports it, naming the file
+    return isinstance(data, dict) and "architectures" in data
+
+
 def read_config(directory: Path) -> ModelConfig:
     """The family config of a checkpoint; ModelConfigError naming the file and field when it is wrong."""
     path = Path(directory) / "config.json"
     if not path.is_file():
         raise ModelConfigError("checkpoint", f"no r2t2 checkpoint at {directory} (expected config.json); "
                                              f"train one with `r2t2 train --config FILE --out DIR`")
-    return load_config(path)
+    config = None if _hugging_face_config(path) else load_config(path)
+    if not isinstance(config, ModelConfig):
+        raise ModelConfigError("checkpoint", f"{directory} is a Hugging Face image-text checkpoint, not a composed "
+                                             "family's: transformers' AutoModelForImageTextToText reads it", path)
+    return config
 
 
 def load_model(directory: str | Path = DEFAULT_CHECKPOINT) -> MultimodalMoE:

@@ -145,7 +145,8 @@ class ImageTextConfig:
 
 
 FamilyConfig = ModelConfig | ImageTextConfig
-IMAGE_TEXT_ARCHITECTURES = ("Qwen3VLMoeForConditionalGeneration",)  # r2t2 trains these and writes their published layout
+# Architectures r2t2 trains and writes in their published checkpoint layout.
+IMAGE_TEXT_ARCHITECTURES = ("Qwen3VLMoeForConditionalGeneration",)
 IMAGE_TEXT_KEY = "image_text_model"  # the field that makes a config an ImageTextConfig
 
 
@@ -304,7 +305,8 @@ def _image_text_text(data: Any, path: Any) -> dict:
                                                                f"num_experts {data['num_experts']}", path)
     if data.get("norm_topk_prob", True) is not True:
         raise ModelConfigError(f"{where}norm_topk_prob", "must be true: transformers' Qwen3-VL-MoE router always "
-                                                         "renormalises its top-k weights, and vLLM must do the same", path)
+                                                         "renormalises its top-k weights, and vLLM must do the same",
+                               path)
     hidden, inner = data["hidden_size"], data["moe_intermediate_size"]
     if inner in (hidden, hidden // 2) and hidden % 2 == 0:
         # The published checkpoint stores experts transposed; transformers' loader tells the layouts apart by

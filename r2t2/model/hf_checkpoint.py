@@ -39,10 +39,12 @@ def published_state_dict(model: PreTrainedModel) -> dict[str, Tensor]:
 
 
 def published_config(model: PreTrainedModel) -> dict:
-    """config.json as the published checkpoint words it: the class in `architectures` (what vLLM picks its
-    model code by), `num_experts` (transformers' alias of its own `num_local_experts`) and an explicit
-    `norm_topk_prob`, which vLLM reads to renormalise the top-k."""
-    data = {**model.config.to_dict(), "architectures": [type(model).__name__]}
+    """config.json as the published checkpoint words it: the fields that differ from the defaults, the class
+    in `architectures` (what vLLM picks its model code by), the weights' `dtype`, `num_experts` (transformers'
+    alias of its own `num_local_experts`) and an explicit `norm_topk_prob`, which vLLM reads to renormalise
+    the top-k."""
+    data = {**model.config.to_diff_dict(), "architectures": [type(model).__name__],
+            "dtype": str(model.dtype).removeprefix("torch.")}
     text = data["text_config"]
     text["num_experts"] = text.pop("num_local_experts")
     text["norm_topk_prob"] = True

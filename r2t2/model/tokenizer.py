@@ -61,7 +61,8 @@ def build_chat_tokenizer(texts: Iterable[str]) -> PreTrainedTokenizerFast:
     template. A turn ends with <|im_end|>, which is also end-of-sequence; the special tokens are matched
     whole before words are split, so a processor's run of <|image_pad|> stays one token each."""
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=_word_level([*texts, " ".join(CHAT_ROLES)], CHAT_SPECIALS), pad_token=END_OF_TEXT, unk_token=UNK, eos_token=IM_END,
+        tokenizer_object=_word_level([*texts, " ".join(CHAT_ROLES)], CHAT_SPECIALS), pad_token=END_OF_TEXT,
+        unk_token=UNK, eos_token=IM_END,
         additional_special_tokens=[IM_START, VISION_START, VISION_END, IMAGE_PAD, VIDEO_PAD],
         clean_up_tokenization_spaces=False,
     )
