@@ -33,9 +33,13 @@ def _eval(args: argparse.Namespace) -> None:
 
     # Everything the arguments can get wrong is checked before the model loads (which takes a while).
     splits, strategies = args.split.split(","), args.strategies.split(",")
-    unknown = [split for split in splits if split not in SPLITS]
-    if unknown:
-        raise ValueError(f"--split: unknown split {unknown[0]!r}; choose from {', '.join(SPLITS)}")
+    for split in splits:
+        if split.endswith(".jsonl"):
+            if not Path(split).is_file():
+                raise ValueError(f"--split: no such JSONL file {split!r}")
+            load_jsonl(split)  # a bad line is reported now, naming it
+        elif split not in SPLITS:
+            raise ValueError(f"--split: unknown split {split!r}; choose from {', '.join(SPLITS)} or a .jsonl file")
     try:
         overrides = json.loads(args.options) if args.options else {}
     except json.JSONDecodeError as err:
@@ -69,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = verbs.add_parser("train", help="train a multimodal MoE family from its config, from scratch")
     train.add_argument("--config", default="embedded",
-                       help="a family config file (JSON) or a shipped family name: embedded, quartet")
+                       help="a family config file (JSON) or a shipped family name: embedded, quartet, qwen3vl")
     train.add_argument("--out", default=None, help="checkpoint directory (default: the shipped family's)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--limit", type=int, default=None, help="train on a subset (smoke runs)")
