@@ -290,10 +290,8 @@ def _parse(data: Any, path: Any) -> ModelConfig:
 _TOKENIZER_FIELDS = ("vocab_size", "pad_token_id", "bos_token_id", "eos_token_id")
 
 
-def _image_text_text(data: Any, path: Any) -> dict:
+def _image_text_text(data: dict, path: Any) -> dict:
     where = f"{IMAGE_TEXT_KEY}.text_config."
-    if not isinstance(data, dict):
-        raise ModelConfigError(where[:-1], "must be an object", path)
     for key in _TOKENIZER_FIELDS:
         if key in data:
             raise ModelConfigError(f"{where}{key}", "is set from the chat tokenizer r2t2 builds; leave it out", path)
@@ -308,7 +306,7 @@ def _image_text_text(data: Any, path: Any) -> dict:
                                                          "renormalises its top-k weights, and vLLM must do the same",
                                path)
     hidden, inner = data["hidden_size"], data["moe_intermediate_size"]
-    if inner in (hidden, hidden // 2) and hidden % 2 == 0:
+    if inner == hidden or 2 * inner == hidden:
         # The published checkpoint stores experts transposed; transformers' loader tells the layouts apart by
         # shape, which square expert matrices make impossible.
         raise ModelConfigError(f"{where}moe_intermediate_size", f"{inner} makes the expert matrices square with "
@@ -320,16 +318,15 @@ def _image_text_text(data: Any, path: Any) -> dict:
                                path)
     rope = data.get("rope_parameters") or {}
     section = rope.get("mrope_section") if isinstance(rope, dict) else None
-    if section is not None and (not isinstance(section, list) or sum(section) != head_dim // 2):
+    if section is not None and (not isinstance(section, list) or len(section) != 3
+                                or any(not isinstance(x, int) for x in section) or sum(section) != head_dim // 2):
         raise ModelConfigError(f"{where}rope_parameters.mrope_section", f"must be 3 integers summing to head_dim/2 "
                                                                          f"= {head_dim // 2}, got {section!r}", path)
     return {**data, "norm_topk_prob": True}
 
 
-def _image_text_vision(data: Any, text: dict, path: Any) -> dict:
+def _image_text_vision(data: dict, text: dict, path: Any) -> dict:
     where = f"{IMAGE_TEXT_KEY}.vision_config."
-    if not isinstance(data, dict):
-        raise ModelConfigError(where[:-1], "must be an object", path)
     for key in ("depth", "hidden_size", "num_heads", "patch_size", "spatial_merge_size"):
         _positive(data, key, where, path)
     if data.get("out_hidden_size", text["hidden_size"]) != text["hidden_size"]:
