@@ -5,7 +5,7 @@ The two loaders below use transformers and vLLM alone, as a user with the direct
 only the torchvision fix (`r2t2.compat`, needed beside the CPU torch; vLLM's engine processes inherit it
 through PYTHONPATH) and, in `main`, the questions. tests/test_qwen3vl_checkpoint.py runs the same two.
 
-    .venv/bin/python -m bench.qwen3vl_agreement [--questions 120] [--checkpoint DIR]
+    .venv/bin/python -m bench.qwen3vl_agreement [--questions 120] [--checkpoint DIR] [--dtype bfloat16]
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def transformers_answers(checkpoint: Path, images: Sequence[Image.Image], questi
 
 
 def vllm_answers(checkpoint: Path, images: Sequence[Image.Image], questions: Sequence[str],
-                 max_tokens: int = 4) -> tuple[list[str], float]:
+                 max_tokens: int = 4, dtype: str = "float32") -> tuple[list[str], float]:
     """Greedy answers from `vllm.LLM`, the image through vLLM's own multimodal processor; and the seconds
     the engine took to start."""
     from transformers import AutoProcessor
@@ -56,7 +56,7 @@ def vllm_answers(checkpoint: Path, images: Sequence[Image.Image], questions: Seq
     prompts = [{"prompt": chat_prompt(processor, q), "multi_modal_data": {"image": image}}
                for image, q in zip(images, questions, strict=True)]
     started = time.perf_counter()
-    llm = LLM(model=str(checkpoint), dtype="float32", max_model_len=256, enforce_eager=True, seed=0,
+    llm = LLM(model=str(checkpoint), dtype=dtype, max_model_len=256, enforce_eager=True, seed=0,
               limit_mm_per_prompt={"image": 1, "video": 0})
     start_seconds = time.perf_counter() - started
     try:
@@ -72,6 +72,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--questions", type=int, default=120, help="test questions, balanced over the tasks")
     parser.add_argument("--checkpoint", type=Path, default=CHECKPOINT)
+    parser.add_argument("--dtype", default="float32", help="vLLM's weights and activations (transformers: float32)")
     args = parser.parse_args()
     samples = load_split("test", limit=args.questions, seed=11)
     images, questions = [s.image for s in samples], [s.question for s in samples]
@@ -79,13 +80,13 @@ def main() -> None:
     expected = transformers_answers(args.checkpoint, images, questions)
     hf_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    got, start_seconds = vllm_answers(args.checkpoint, images, questions)
+    got, start_seconds = vllm_answers(args.checkpoint, images, questions, dtype=args.dtype)
     vllm_seconds = time.perf_counter() - started - start_seconds
     right = [s.answer for s in samples]
     print(f"questions: {len(samples)} (test split, seed 11)")
     print(f"transformers: {hf_seconds:.1f} s with loading, one question at a time; "
           f"accuracy {100 * sum(a == r for a, r in zip(expected, right)) / len(samples):.1f} %")
-    print(f"vLLM: engine start {start_seconds:.1f} s, {vllm_seconds:.1f} s for all questions in one call; "
+    print(f"vLLM ({args.dtype}): engine start {start_seconds:.1f} s, {vllm_seconds:.1f} s for all questions in one call; "
           f"accuracy {100 * sum(a == r for a, r in zip(got, right)) / len(samples):.1f} %")
     print(f"same greedy answer: {sum(a == b for a, b in zip(got, expected))} of {len(samples)}")
 
