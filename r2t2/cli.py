@@ -9,17 +9,23 @@ from pathlib import Path
 
 def _train(args: argparse.Namespace) -> None:
     from r2t2.model.checkpoint import ASSETS
-    from r2t2.model.config import load_config
-    from r2t2.train import TrainConfig, train
+    from r2t2.model.config import ImageTextConfig, load_config
 
     config = load_config(args.config)
-    config_dir = Path(args.config).parent if Path(args.config).is_file() else None
     out = Path(args.out) if args.out else ASSETS / config.name
+    if isinstance(config, ImageTextConfig):
+        from r2t2.train_image_text import ImageTextTrainConfig, train_image_text
+
+        train_image_text(out, config, ImageTextTrainConfig(seed=args.seed), limit=args.limit)
+        return
+    from r2t2.train import TrainConfig, train
+
+    config_dir = Path(args.config).parent if Path(args.config).is_file() else None
     train(out, TrainConfig(seed=args.seed), model_config=config, limit=args.limit, config_dir=config_dir)
 
 
 def _eval(args: argparse.Namespace) -> None:
-    from r2t2.data.sample import SPLITS
+    from r2t2.data import SPLITS, load_jsonl
     from r2t2.diagnostics import write_dump
     from r2t2.eval import evaluate, format_table, parse_variant, save_report
     from r2t2.pipeline import load_pipeline
@@ -27,9 +33,13 @@ def _eval(args: argparse.Namespace) -> None:
 
     # Everything the arguments can get wrong is checked before the model loads (which takes a while).
     splits, strategies = args.split.split(","), args.strategies.split(",")
-    unknown = [split for split in splits if split not in SPLITS]
-    if unknown:
-        raise ValueError(f"--split: unknown split {unknown[0]!r}; choose from {', '.join(SPLITS)}")
+    for split in splits:
+        if split.endswith(".jsonl"):
+            if not Path(split).is_file():
+                raise ValueError(f"--split: no such JSONL file {split!r}")
+            load_jsonl(split)  # a bad line is reported now, naming it
+        elif split not in SPLITS:
+            raise ValueError(f"--split: unknown split {split!r}; choose from {', '.join(SPLITS)} or a .jsonl file")
     try:
         overrides = json.loads(args.options) if args.options else {}
     except json.JSONDecodeError as err:
@@ -63,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = verbs.add_parser("train", help="train a multimodal MoE family from its config, from scratch")
     train.add_argument("--config", default="embedded",
-                       help="a family config file (JSON) or a shipped family name: embedded, quartet")
+                       help="a family config file (JSON) or a shipped family name: embedded, quartet, qwen3vl")
     train.add_argument("--out", default=None, help="checkpoint directory (default: the shipped family's)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--limit", type=int, default=None, help="train on a subset (smoke runs)")
@@ -72,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev = verbs.add_parser("eval", help="accuracy and latency of each strategy on the test splits")
     ev.add_argument("--model", default="embedded", help="checkpoint directory or shipped family name")
     ev.add_argument("--strategies", default="none,meanshift,kernel,ngd,oracle")
-    ev.add_argument("--split", default="test,paraphrase", help="comma-separated splits")
+    ev.add_argument("--split", default="test,paraphrase",
+                    help='comma-separated built-in splits or JSONL files ({"image", "question", "answer"} lines)')
     ev.add_argument("--limit", type=int, default=None, help="questions per split (balanced over tasks)")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--options", default=None, help='JSON of strategy options, e.g. \'{"k": 3}\'')

@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from r2t2.answer_space import AnswerVerdict
-from r2t2.data import load_split
+from r2t2.data import load_samples
 from r2t2.data.sample import Sample
 from r2t2.diagnostics import diagnose
 from r2t2.pipeline import ReroutePipeline, Rerouted
@@ -52,7 +52,8 @@ def parse_variant(text: str) -> dict:
 def evaluate(pipeline: ReroutePipeline, strategies: Sequence[str], splits: Sequence[str],
              limit: int | None = None, seed: int = 0, overrides: dict | None = None,
              progress: bool = True) -> dict:
-    """Run every strategy (or variant, see `parse_variant`) on every sample of the splits.
+    """Run every strategy (or variant, see `parse_variant`) on every sample of the splits: built-in split
+    names or paths of the user's JSONL files (see `r2t2.data.load_samples`).
 
     Returns the report as plain data; "none" and "oracle" are the references for fixed/broken and gap.
     `report["records"][split]` holds one record per query (see r2t2.diagnostics), for `--dump`.
@@ -63,7 +64,7 @@ def evaluate(pipeline: ReroutePipeline, strategies: Sequence[str], splits: Seque
                     "routing_rows": pipeline.layout.to_dict(),
                     "config": {s: dataclasses.asdict(c) for s, c in configs.items()}, "records": {}}
     for split in splits:
-        samples = load_split(split, limit=limit, seed=seed)
+        samples = load_samples(split, limit=limit, seed=seed)
         stats = {s: StrategyStats() for s in strategies}
         tasks: list[str] = []
         records: list[dict] = []

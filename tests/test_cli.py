@@ -1,6 +1,8 @@
 """The command line: a usage mistake is one line and exit status 2, found before any model loads."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from r2t2.cli import main
@@ -9,6 +11,7 @@ from r2t2.eval import format_table
 
 @pytest.mark.parametrize("argv,fragment", [
     (["eval", "--split", "bogus"], "unknown split 'bogus'"),
+    (["eval", "--split", "test,/nonexistent/mine.jsonl"], "no such JSONL file '/nonexistent/mine.jsonl'"),
     (["eval", "--strategies", "ngd:k=0"], "k must be a positive integer"),
     (["eval", "--strategies", "magic"], "unknown strategy 'magic'"),
     (["eval", "--options", "{"], "--options is not valid JSON"),
@@ -26,3 +29,14 @@ def test_a_table_without_none_shows_dashes_where_nothing_compares() -> None:
     entry = {"accuracy": 50.0, "fallbacks": 0, "median_ms": 10.0, "per_task": {"color": 50.0}}
     table = format_table({"splits": {"test": {"samples": 2, "strategies": {"ngd": entry}}}})
     assert "| ngd | 50.0 | - | - | - | 0 | 10.0 | - |" in table
+
+
+def test_a_bad_line_of_a_jsonl_split_is_named_before_any_model_loads(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "mine.jsonl"
+    path.write_text('{"image": "missing.png", "question": "what color is it?", "answer": "red"}\n')
+    with pytest.raises(SystemExit) as caught:
+        main(["eval", "--split", str(path), "--model", "/nonexistent-model"])
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert f"{path}:1: image 'missing.png' is neither a file" in err and "Traceback" not in err

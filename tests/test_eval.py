@@ -1,4 +1,5 @@
 """A small `r2t2 eval` run through the real pipeline: real model, MiniLM, FAISS index, all strategies."""
+import json
 import math
 
 import pytest
@@ -55,6 +56,23 @@ def test_reroutes_move_the_routing(report) -> None:
     moved = [torch.tensor(a).sub(torch.tensor(b)).abs().sum() > 1e-4
              for a, b in zip(ngd["routing_after"], ngd["routing_before"])]
     assert any(moved)
+
+
+def test_a_user_jsonl_split_is_evaluated_like_the_same_samples_built_in(pipeline, report, tmp_path) -> None:
+    samples = load_split("test", limit=12)  # the report's test split, in its order
+    lines = []
+    for i, sample in enumerate(samples):
+        sample.image.save(tmp_path / f"{i}.png")
+        lines.append(json.dumps({"image": f"{i}.png", "question": sample.question, "answer": sample.answer,
+                                 "task": sample.task}))
+    path = tmp_path / "mine.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    mine = evaluate(pipeline, ["none", "kernel"], [str(path)], progress=False)["splits"][str(path)]
+    built_in = report["splits"]["test"]["strategies"]
+    assert mine["samples"] == 12
+    for strategy in ("none", "kernel"):
+        assert mine["strategies"][strategy]["correct"] == built_in[strategy]["correct"]
+        assert mine["strategies"][strategy]["per_task"] == built_in[strategy]["per_task"]
 
 
 def test_table_and_routing_shift(report) -> None:

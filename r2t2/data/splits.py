@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from r2t2.data import digits, easyvqa, scenes
+from r2t2.data.jsonl import load_jsonl
 from r2t2.data.paraphrase import paraphrase_sample, validation_sample
 from r2t2.data.sample import SPLITS, TASKS, Sample
 
@@ -63,6 +64,11 @@ def _quotas(available: dict[str, int], limit: int) -> dict[str, int]:
     return quotas
 
 
+def _check_limit(limit: int | None) -> None:
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
+
+
 def load_split(
     split: str, tasks: Iterable[str] | None = None, limit: int | None = None, seed: int = 0
 ) -> list[Sample]:
@@ -74,20 +80,33 @@ def load_split(
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; valid: {SPLITS}")
     wanted = _checked_tasks(tasks)
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
+    _check_limit(limit)
     samples = [
         sample
         for source in _SOURCES if set(source.tasks) & set(wanted)
         for sample in _source_split(source, split) if sample.task in wanted
     ]
-    if limit is None:
-        return samples
-    by_task: dict[str, list[Sample]] = {task: [] for task in wanted}
+    return samples if limit is None else _draw(samples, wanted, limit, seed)
+
+
+def _draw(samples: list[Sample], tasks: Iterable[str], limit: int, seed: int) -> list[Sample]:
+    """A seeded, shuffled draw of at most `limit` samples, balanced across `tasks`."""
+    by_task: dict[str, list[Sample]] = {task: [] for task in tasks}
     for sample in samples:
         by_task[sample.task].append(sample)
     rng = random.Random(seed)
     quotas = _quotas({task: len(items) for task, items in by_task.items()}, limit)
-    drawn = [sample for task in wanted for sample in rng.sample(by_task[task], quotas[task])]
+    drawn = [sample for task in by_task for sample in rng.sample(by_task[task], quotas[task])]
     rng.shuffle(drawn)
     return drawn
+
+
+def load_samples(split: str, limit: int | None = None, seed: int = 0) -> list[Sample]:
+    """A built-in split by name, or a user's JSONL file by a path ending in `.jsonl` (`{"image", "question",
+    "answer"}` lines, see r2t2.data.jsonl): what `r2t2 eval --split` takes. `limit` draws as `load_split`
+    does, balanced over the tasks the file names (all "user" unless its lines say otherwise)."""
+    if not split.endswith(".jsonl"):
+        return load_split(split, limit=limit, seed=seed)
+    _check_limit(limit)
+    samples = load_jsonl(split)
+    return samples if limit is None else _draw(samples, dict.fromkeys(s.task for s in samples), limit, seed)

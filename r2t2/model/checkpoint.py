@@ -11,7 +11,6 @@ A checkpoint directory describes itself:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from pathlib import Path
 
@@ -19,13 +18,13 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer
 
 from r2t2.model.config import ModelConfig, ModelConfigError, load_config
+from r2t2.model.fingerprint import FINGERPRINT, files_fingerprint
 from r2t2.model.language_model import load_lm
 from r2t2.model.mmoe import MultimodalMoE
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 DEFAULT_CHECKPOINT = ASSETS / "embedded"
 _VISION = "vision.safetensors"
-_FINGERPRINT = "FINGERPRINT"
 CARD = "MODEL_CARD.md"
 
 
@@ -57,17 +56,22 @@ def save_model(model: MultimodalMoE, directory: Path, card: str | None = None) -
     if card is not None:
         (directory / CARD).write_text(card)
     digest = fingerprint(directory)
-    (directory / _FINGERPRINT).write_text(digest + "\n")
+    (directory / FINGERPRINT).write_text(digest + "\n")
     return digest
 
 
 def fingerprint(directory: Path) -> str:
     """Content hash of the weight files."""
-    digest = hashlib.sha256()
-    for path in sorted([Path(directory) / _VISION, *(Path(directory) / "lm").glob("*.safetensors")]):
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
+    return files_fingerprint([Path(directory) / _VISION, *(Path(directory) / "lm").glob("*.safetensors")])
+
+
+def _hugging_face_config(path: Path) -> bool:
+    """Whether a config.json is a transformers model config (it names its `architectures`)."""
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return False  # load_config reports it, naming the file
+    return isinstance(data, dict) and "architectures" in data
 
 
 def read_config(directory: Path) -> ModelConfig:
@@ -76,7 +80,11 @@ def read_config(directory: Path) -> ModelConfig:
     if not path.is_file():
         raise ModelConfigError("checkpoint", f"no r2t2 checkpoint at {directory} (expected config.json); "
                                              f"train one with `r2t2 train --config FILE --out DIR`")
-    return load_config(path)
+    config = None if _hugging_face_config(path) else load_config(path)
+    if not isinstance(config, ModelConfig):
+        raise ModelConfigError("checkpoint", f"{directory} is a Hugging Face image-text checkpoint, not a composed "
+                                             "family's: transformers' AutoModelForImageTextToText reads it", path)
+    return config
 
 
 def load_model(directory: str | Path = DEFAULT_CHECKPOINT) -> MultimodalMoE:
@@ -106,7 +114,7 @@ def load_model(directory: str | Path = DEFAULT_CHECKPOINT) -> MultimodalMoE:
     model.checkpoint_dir = directory
     model.lm_path = directory / "lm"
     model.fingerprint = fingerprint(directory)
-    recorded = directory / _FINGERPRINT
+    recorded = directory / FINGERPRINT
     if recorded.exists() and recorded.read_text().strip() != model.fingerprint:
         raise ModelConfigError("fingerprint", f"the weights in {directory} hash to {model.fingerprint}, not the "
                                               f"recorded {recorded.read_text().strip()}: files changed or corrupt")

@@ -1,10 +1,14 @@
 """Model families as plain data: a JSON config names every part of a multimodal MoE.
 
-A family config states the vision experts (open_clip towers by architecture name, their input size and
-colour view, random init or a local weights file), the router (its inputs and its routing rows, each
-row one mixture over the experts for one group of soft tokens), the projectors, the question encoder
-and the Hugging Face sparse-MoE language model. `r2t2 train --config FILE` trains one; the config is
-saved into every checkpoint, so a checkpoint describes itself. Shipped families live in `configs/`.
+A family is one of two kinds:
+- composed (`ModelConfig`): the vision experts (open_clip towers by architecture name, their input size
+  and colour view, random init or a local weights file), the router (its inputs and its routing rows,
+  each row one mixture over the experts for one group of soft tokens), the projectors, the question
+  encoder and the Hugging Face sparse-MoE language model;
+- one published image-text-to-text architecture (`ImageTextConfig`): a transformers class holding its
+  own vision tower, merger and sparse-MoE language model (Qwen3-VL-MoE), shrunk by its config fields.
+`r2t2 train --config FILE` trains either; the config is saved into every checkpoint, so a checkpoint
+describes itself. Shipped families live in `configs/`.
 """
 from __future__ import annotations
 
@@ -115,8 +119,59 @@ class ModelConfig:
         return _parse(data, path)
 
 
-def load_config(path: str | Path) -> ModelConfig:
-    """A family config file (JSON), or a shipped family by name ("embedded", "quartet")."""
+@dataclass(frozen=True)
+class ImageTextConfig:
+    """A family whose whole model is one transformers image-text-to-text class, shrunk by its config.
+
+    `text_config` and `vision_config` are that class's own config fields; the vocabulary and the special
+    token ids come from the chat tokenizer r2t2 builds at training time. Images are resized by the
+    architecture's processor to about `image_pixels` pixels (aspect ratio kept), which fixes how many
+    image tokens a picture becomes.
+    """
+
+    name: str
+    architecture: str
+    text_config: dict
+    vision_config: dict
+    image_pixels: int = 128 * 128
+    max_question_tokens: int = 24
+    max_answer_tokens: int = 2  # one word + end of turn
+
+    @property
+    def moe_layers(self) -> int:
+        """Sparse-MoE layers of the language model (every layer unless `mlp_only_layers` names dense ones)."""
+        dense = set(self.text_config.get("mlp_only_layers") or ())
+        step = self.text_config.get("decoder_sparse_step", 1)
+        return sum(1 for i in range(self.text_config["num_hidden_layers"]) if i not in dense and (i + 1) % step == 0)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name,
+                "image_text_model": {"architecture": self.architecture, "text_config": dict(self.text_config),
+                                     "vision_config": dict(self.vision_config)},
+                "image_pixels": self.image_pixels, "max_question_tokens": self.max_question_tokens,
+                "max_answer_tokens": self.max_answer_tokens}
+
+    @classmethod
+    def from_dict(cls, data: Any, path: str | Path | None = None) -> "ImageTextConfig":
+        """Validate and build; every problem is a ModelConfigError naming the field (and `path`)."""
+        return _parse_image_text(data, path)
+
+
+FamilyConfig = ModelConfig | ImageTextConfig
+# Architectures r2t2 trains and writes in their published checkpoint layout.
+IMAGE_TEXT_ARCHITECTURES = ("Qwen3VLMoeForConditionalGeneration",)
+IMAGE_TEXT_KEY = "image_text_model"  # the field that makes a config an ImageTextConfig
+
+
+def parse_family(data: Any, path: str | Path | None = None) -> FamilyConfig:
+    """Either kind of family config, told apart by its `image_text_model` field."""
+    if isinstance(data, dict) and IMAGE_TEXT_KEY in data:
+        return ImageTextConfig.from_dict(data, path)
+    return ModelConfig.from_dict(data, path)
+
+
+def load_config(path: str | Path) -> FamilyConfig:
+    """A family config file (JSON), or a shipped family by name ("embedded", "quartet", "qwen3vl")."""
     path = Path(path)
     if not path.suffix and not path.exists():
         path = CONFIG_DIR / f"{path.name}.json"
@@ -127,7 +182,7 @@ def load_config(path: str | Path) -> ModelConfig:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise ModelConfigError("config", f"not valid JSON: {err}", path) from None
-    return ModelConfig.from_dict(data, path)
+    return parse_family(data, path)
 
 
 # ---- validation ---------------------------------------------------------------------------------------
@@ -258,4 +313,91 @@ def _parse(data: Any, path: Any) -> ModelConfig:
     head_dim = config.lm.get("head_dim") or hidden // heads
     if head_dim * heads != hidden and "head_dim" not in config.lm:
         raise ModelConfigError("lm.hidden_size", f"{hidden} is not divisible by num_attention_heads {heads}", path)
+    return config
+
+
+# ---- image-text-to-text families ------------------------------------------------------------------------
+_TOKENIZER_FIELDS = ("vocab_size", "pad_token_id", "bos_token_id", "eos_token_id")
+
+
+def _image_text_text(data: dict, path: Any) -> dict:
+    where = f"{IMAGE_TEXT_KEY}.text_config."
+    for key in _TOKENIZER_FIELDS:
+        if key in data:
+            raise ModelConfigError(f"{where}{key}", "is set from the chat tokenizer r2t2 builds; leave it out", path)
+    for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_experts", "num_experts_per_tok",
+                "moe_intermediate_size", "max_position_embeddings"):
+        _positive(data, key, where, path)
+    if data["num_experts_per_tok"] > data["num_experts"]:
+        raise ModelConfigError(f"{where}num_experts_per_tok", f"{data['num_experts_per_tok']} is more than "
+                                                               f"num_experts {data['num_experts']}", path)
+    if data.get("norm_topk_prob", True) is not True:
+        raise ModelConfigError(f"{where}norm_topk_prob", "must be true: transformers' Qwen3-VL-MoE router always "
+                                                         "renormalises its top-k weights, and vLLM must do the same",
+                               path)
+    hidden, inner = data["hidden_size"], data["moe_intermediate_size"]
+    if inner == hidden or 2 * inner == hidden:
+        # The published checkpoint stores experts transposed; transformers' loader tells the layouts apart by
+        # shape, which square expert matrices make impossible.
+        raise ModelConfigError(f"{where}moe_intermediate_size", f"{inner} makes the expert matrices square with "
+                                                                f"hidden_size {hidden}; choose another size", path)
+    heads = data["num_attention_heads"]
+    head_dim = data.get("head_dim") or hidden // heads
+    if "head_dim" not in data and head_dim * heads != hidden:
+        raise ModelConfigError(f"{where}hidden_size", f"{hidden} is not divisible by num_attention_heads {heads}",
+                               path)
+    rope = data.get("rope_parameters") or {}
+    section = rope.get("mrope_section") if isinstance(rope, dict) else None
+    if section is not None and (not isinstance(section, list) or len(section) != 3
+                                or any(not isinstance(x, int) for x in section) or sum(section) != head_dim // 2):
+        raise ModelConfigError(f"{where}rope_parameters.mrope_section", f"must be 3 integers summing to head_dim/2 "
+                                                                         f"= {head_dim // 2}, got {section!r}", path)
+    return {**data, "norm_topk_prob": True}
+
+
+def _image_text_vision(data: dict, text: dict, path: Any) -> dict:
+    where = f"{IMAGE_TEXT_KEY}.vision_config."
+    for key in ("depth", "hidden_size", "num_heads", "patch_size", "spatial_merge_size"):
+        _positive(data, key, where, path)
+    if data.get("out_hidden_size", text["hidden_size"]) != text["hidden_size"]:
+        raise ModelConfigError(f"{where}out_hidden_size", f"must equal text_config.hidden_size {text['hidden_size']}: "
+                                                          "the merger feeds the language model", path)
+    deepstack = data.get("deepstack_visual_indexes", [])
+    if not isinstance(deepstack, list) or any(not isinstance(i, int) or not 0 <= i < data["depth"] for i in deepstack):
+        raise ModelConfigError(f"{where}deepstack_visual_indexes", f"must list vision block indexes below depth "
+                                                                   f"{data['depth']}, got {deepstack!r}", path)
+    if len(deepstack) > text["num_hidden_layers"]:
+        raise ModelConfigError(f"{where}deepstack_visual_indexes", "feeds one language model layer each: at most "
+                                                                   f"{text['num_hidden_layers']}", path)
+    return {**data, "out_hidden_size": text["hidden_size"], "deepstack_visual_indexes": list(deepstack)}
+
+
+def _parse_image_text(data: Any, path: Any) -> ImageTextConfig:
+    if not isinstance(data, dict):
+        raise ModelConfigError("config", f"must be a JSON object, got {type(data).__name__}", path)
+    allowed = ("name", IMAGE_TEXT_KEY, "image_pixels", "max_question_tokens", "max_answer_tokens")
+    composed = sorted(set(data) & {"experts", "router", "lm", "feature_dim", "question_encoder"})
+    if composed:
+        raise ModelConfigError(composed[0], f"belongs to a composed family; a config with {IMAGE_TEXT_KEY} "
+                                            "describes the whole model by that one architecture", path)
+    _unknown(data, allowed, "", path)
+    model = _need(data, IMAGE_TEXT_KEY, dict, "", path)
+    _unknown(model, ("architecture", "text_config", "vision_config"), f"{IMAGE_TEXT_KEY}.", path)
+    architecture = _need(model, "architecture", str, f"{IMAGE_TEXT_KEY}.", path)
+    if architecture not in IMAGE_TEXT_ARCHITECTURES:
+        raise ModelConfigError(f"{IMAGE_TEXT_KEY}.architecture", f"r2t2 trains and writes the published checkpoint "
+                                                                 f"layout of {list(IMAGE_TEXT_ARCHITECTURES)}, "
+                                                                 f"not {architecture!r}", path)
+    text = _image_text_text(_need(model, "text_config", dict, f"{IMAGE_TEXT_KEY}.", path), path)
+    vision = _image_text_vision(_need(model, "vision_config", dict, f"{IMAGE_TEXT_KEY}.", path), text, path)
+    config = ImageTextConfig(
+        name=_need(data, "name", str, "", path), architecture=architecture, text_config=text, vision_config=vision,
+        image_pixels=_positive(data, "image_pixels", "", path, ImageTextConfig.image_pixels),
+        max_question_tokens=_positive(data, "max_question_tokens", "", path, ImageTextConfig.max_question_tokens),
+        max_answer_tokens=_positive(data, "max_answer_tokens", "", path, ImageTextConfig.max_answer_tokens),
+    )
+    side = vision["patch_size"] * vision["spatial_merge_size"]
+    if config.image_pixels < side * side:
+        raise ModelConfigError("image_pixels", f"must be at least one merged patch ({side}x{side} = {side * side}), "
+                                               f"got {config.image_pixels}", path)
     return config

@@ -1,0 +1,17 @@
+"""A checkpoint's fingerprint: the content hash of its weight files, what reference indexes are tied to."""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from pathlib import Path
+
+FINGERPRINT = "FINGERPRINT"  # the file a checkpoint records its fingerprint in
+
+
+def files_fingerprint(paths: Iterable[Path]) -> str:
+    """16 hex digits over the files' names and bytes, in path order."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(p) for p in paths):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
