@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 import torch
 
 from serving.backends.protocol import Delta, SamplingOptions, TokenLogprob, check_prompt_embeds
+from serving.backends.vllm_process import worker_in_engine_process
 from serving.config import VllmOptions
 
 
@@ -34,7 +35,8 @@ class VllmBackend:
             gpu_memory_utilization=options.gpu_memory_utilization,
             disable_log_stats=True,
         )
-        self._engine: AsyncLLM | None = AsyncLLM.from_engine_args(args)
+        with worker_in_engine_process():
+            self._engine: AsyncLLM | None = AsyncLLM.from_engine_args(args)
         model_config = self._engine.model_config
         self.hidden_size: int = model_config.get_hidden_size()
         self.max_model_len: int = model_config.max_model_len
