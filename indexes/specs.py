@@ -100,9 +100,11 @@ def build_from_spec(
     cap: int = 5000,
     index_type: str = "auto",
     on_progress: Callable[[float], None] | None = None,
+    progress_bar: bool = False,
 ) -> Manifest:
-    """Load the spec's samples and build a new CURRENT version; the manifest stores the canonical spec."""
+    """Load the spec's samples and build a new CURRENT version; the manifest stores the canonical spec.
+    `progress_bar` draws a terminal progress bar (for a build someone watches, like a server's first start)."""
     canonical = validate_spec(spec, data_dir)
     samples = load_samples(canonical, data_dir)
     return build_index(name, samples, model, embedder, store, dataset_spec=canonical, index_type=index_type,
-                       cap=cap, progress=False, on_progress=on_progress)
+                       cap=cap, progress=progress_bar, on_progress=on_progress)

@@ -174,6 +174,19 @@ class RecordNeighbour(BaseModel):
     distance: float = Field(description="Euclidean distance to the request in `neighbour_space`")
 
 
+class NeighbourQuestion(BaseModel):
+    """The neighbours that share one question (and task), once: copies of a question asked of several images."""
+
+    question: str | None = Field(description="the question they share")
+    task: str | None = Field(description="its task")
+    count: int = Field(description="how many of the neighbours ask it")
+    weight: float = Field(description="their summed share of the pull, 0 to 1")
+    similarity: float | None = Field(description="its question's cosine similarity to the request's (the same for "
+                                                 "every copy); null in routing space (meanshift)")
+    distance: float = Field(description="the first copy's distance in `neighbour_space`")
+    answers: dict[str, int] = Field(description="each answer of these neighbours with how many give it")
+
+
 class LineSearchPoint(BaseModel):
     """One evaluation of the kernel strategy's line search."""
 
@@ -231,6 +244,12 @@ class R2T2Record(BaseModel):
         description="question: neighbours are reference questions near the request's (ngd, kernel); routing: "
                     "reference routings near the current routing (meanshift); null: none used")
     neighbours: list[RecordNeighbour] = Field(description="nearest first; empty when the strategy uses none")
+    neighbour_questions: list[NeighbourQuestion] = Field(description="the neighbours grouped by question, in the "
+                                                         "order of `neighbours`: copies of one question appear once "
+                                                         "with their count and answers")
+    explanation: str = Field(description="one sentence: why the routing moved as it did, or did not (the "
+                                         "strategy, a fallback, the guard's reason, the loss or line search, the "
+                                         "experts that gained and lost weight)")
     guard: RecordGuard | None = Field(None, description="the evidence guard's verdict; null when the guard was "
                                                         "off or does not apply to the strategy")
     kernel_bandwidth: float | None = Field(None, description="the kernel bandwidth used (median of the "
@@ -240,8 +259,10 @@ class R2T2Record(BaseModel):
                                                "before each step and after the last (steps_taken + 1 values)")
     distance_moved: list[float] | None = Field(None, description="meanshift: how far each update moved the "
                                                "routing (it stops once an update moves less than 1e-4)")
-    toward_neighbours: float | None = Field(None, description="kernel: how far the final routing lies toward the "
-                                            "neighbours' weighted routing (0 = router's own, 1 = neighbours')")
+    toward_neighbours: float | None = Field(None, description="kernel: where the routing the answer used lies between "
+                                            "the router's (0) and the neighbours' weighted routing (1); 0 when the "
+                                            "guard kept the router's routing, so `moved` is 0 exactly when this is 0 "
+                                            "or the two routings are equal")
     line_search: list[LineSearchPoint] | None = Field(None, description="kernel: every mix the line search tried")
     index: RecordIndex | None = Field(description="the reference index used; null for strategies that use none")
     changed_answer: bool | None = Field(description="whether re-routing changed the answer: false when the routing "

@@ -62,7 +62,7 @@ def reroute_many(model: RoutedModel, requests: Sequence[RerouteRequest]) -> list
             if not is_valid_routing(routing):
                 raise RuntimeError(f"strategy {result.strategy!r} produced an invalid routing")  # a bug, not input
             results[i] = dataclasses.replace(result, routing=routing, seconds=seconds)
-            # --- evidence guard (issue 13): per request, after its strategy ran; keeps r0 unless supported ---
+            # --- evidence guard: per request, after its strategy ran; keeps r0 unless supported ---
             if checked[i].config.guard and result.strategy in GUARDED and result.fallback is None:
                 results[i] = guarded(model, checked[i], results[i])
     return results  # type: ignore[return-value]  (every slot is filled above)
@@ -84,8 +84,12 @@ def guarded(model: RoutedModel, request: RerouteRequest, result: RerouteResult) 
         losses = NeighbourLosses(model, [request.neighbourhood.batch[indices]] * 2, [chosen.weights] * 2)
     verdict = judge(request.r0, result.routing, chosen.weights, request.neighbourhood.routings[chosen.indices],
                     losses, GuardSettings(config.guard_max_spread, config.guard_fit_loss, config.guard_min_gain))
-    routing = request.r0.clone() if verdict.fired else result.routing
-    return dataclasses.replace(result, routing=routing, guard=verdict)
+    if not verdict.fired:
+        return dataclasses.replace(result, guard=verdict)
+    # The router's routing is what the answer uses: a kernel result says so (alpha 1, toward the neighbours 0),
+    # so `toward_neighbours` and `moved` describe the same routing; its line search still lists what it tried.
+    alpha = None if result.alpha is None else 1.0
+    return dataclasses.replace(result, routing=request.r0.clone(), guard=verdict, alpha=alpha)
 
 
 def _losses_seen(result: RerouteResult) -> tuple[float, float] | None:
