@@ -120,9 +120,9 @@ class IndexManager:
             return build_from_spec(name, spec, pipeline.model, pipeline.embedder, self._store, data_dir=self._data_dir,
                                    cap=cap, index_type=index_type, on_progress=progress)
 
-        job_id = self._jobs.submit(name, rebuild)
-        logger.info("index %s: rebuild job %s for model %s queued (%s)", name, job_id, model, spec)
-        return self._jobs.status(job_id).to_dict()
+        job = self._jobs.submit(name, rebuild)
+        logger.info("index %s: rebuild job %s for model %s queued (%s)", name, job.id, model, spec)
+        return job.to_dict()  # as queued: the 202 reply never says a job runs before it was polled
 
     @_mapped
     def job(self, job_id: str) -> dict[str, Any]:
