@@ -488,7 +488,10 @@ class IndexJob(BaseModel):
     object: Literal["index.job"] = "index.job"
     id: str
     index: str
-    state: Literal["queued", "running", "succeeded", "failed"]
+    state: Literal["queued", "running", "succeeded", "failed"] = Field(
+        description="queued: accepted, waiting for the one build slot (a new job's reply always says queued); "
+                    "running: building; succeeded: `version` is built and now current; failed: `error` says why "
+                    "(`interrupted` when the server stopped while the job was queued or running)")
     progress: float = Field(ge=0, le=1, description="share of the samples encoded so far")
     created_at: float = Field(description="Unix time (seconds)")
     started_at: float | None = None

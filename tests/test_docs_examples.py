@@ -71,6 +71,7 @@ def run_bash(pairs: list[tuple[Block, Block | None]], server: RealServer, index:
 def run_python(pairs: list[tuple[Block, Block | None]], server: RealServer, index: str,
                monkeypatch: pytest.MonkeyPatch, folder: Path) -> None:
     monkeypatch.chdir(folder)
+    monkeypatch.syspath_prepend(str(ROOT))  # examples import from the repository as a reader's checkout does
     monkeypatch.setenv("R2T2_ADMIN_TOKEN", server.admin_token)
     namespace: dict[str, object] = {"__name__": "__doc_example__"}
     for block, output in pairs:

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.slow
 TESTS = Path(__file__).resolve().parent
-MAX_EXAMPLES = 20  # per operation and phase: about 1,500 requests, under a minute on 2 cores
+MAX_EXAMPLES = 20  # per operation and phase: about 800 requests, about 15 s on 2 cores
 RUN_TIMEOUT_S = 900
 
 
