@@ -14,7 +14,7 @@ from contextlib import contextmanager
 # What each kind of deployment (serving/app.py names them `<kind>-<model>`) loads before it is healthy.
 LOADS = {"ReRouter": "model and reference index", "Generator": "language model engine",
          "IndexManager": "index store", "Ingress": "HTTP API"}
-POLL_S = 0.25
+POLL_S = 0.5  # each poll asks the Serve controller; a line may come up to this late
 
 
 def process_start() -> float:

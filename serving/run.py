@@ -100,10 +100,10 @@ def run_server(config: ServerConfig, num_cpus: int | None = None, dashboard: boo
     with progress.phase("Ray started"):
         ray.init(num_cpus=num_cpus, include_dashboard=dashboard)
     try:
+        imports.join()
+        infos = check_models(config, progress)  # a model that cannot load ends the start here, before Serve
         with progress.phase("Serve started"):
             serve.start(http_options={"host": config.host, "port": config.port})
-        imports.join()
-        infos = check_models(config, progress)
         deploy(config, infos=infos, progress=progress)
         for card in serve.get_app_handle(APP_NAME).models.remote().result().model_dump()["data"]:
             print(describe(card), flush=True)

@@ -37,10 +37,11 @@ def test_the_server_keeps_to_its_openapi_document(real_server: RealServer, tmp_p
 def test_a_wrong_method_is_405_naming_the_allowed_ones(real_server: RealServer) -> None:
     document = httpx.get(real_server.base + "/openapi.json", timeout=30).json()
     for path, operations in document["paths"].items():
-        allowed = {method.upper() for method in operations} | ({"HEAD"} if "get" in operations else set())
+        allowed = {method.upper() for method in operations}
         wrong = next(m for m in ("PUT", "PATCH", "POST", "DELETE") if m not in allowed)
         url = real_server.base + path.replace("{name}", "embedded").replace("{version}", "1").replace("{job_id}", "x")
         reply = httpx.request(wrong, url, timeout=30)
         assert reply.status_code == 405, (path, wrong, reply.text)
-        assert set(reply.headers["allow"].replace(" ", "").split(",")) == allowed, (path, reply.headers)
+        # Starlette also answers HEAD where it answers GET (and may say so); nothing else.
+        assert set(reply.headers["allow"].replace(" ", "").split(",")) - {"HEAD"} == allowed, (path, reply.headers)
         assert reply.json()["error"]["message"] == "Method Not Allowed"
