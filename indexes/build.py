@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm import tqdm
@@ -21,10 +21,13 @@ from tqdm import tqdm
 from indexes.errors import IndexBuildError, ReferenceIndexError
 from indexes.layout import VersionData, write_files
 from indexes.manifest import Manifest
-from indexes.protocols import EncodedBatch, Embedder, ReferenceEncoder
+from indexes.protocols import Embedder, ReferenceEncoder
 from indexes.reference_index import ReferenceIndex
 from indexes.store import IndexStore, validate_name
 from indexes.vectors import FLAT_THRESHOLD, VectorIndex
+
+if TYPE_CHECKING:
+    from r2t2.model.protocol import EncodedBatch
 
 _UNIT_TOLERANCE = 1e-3
 
@@ -125,7 +128,7 @@ def build_index(
 
     kept: list[tuple[list[Any], _BatchResult, np.ndarray]] = []
     n_kept = seen = 0
-    with tqdm(total=len(ordered), unit="sample", desc=f"index {name}", disable=not progress) as bar:
+    with tqdm(total=len(ordered), unit="sample", desc=f"building index {name}", disable=not progress) as bar:
         results = run(encoder, embedder, batches)
         try:
             for batch, result in zip(batches, results):

@@ -80,21 +80,22 @@ class JobRunner:
             self._records.mkdir(parents=True, exist_ok=True)
             self._recover()
 
-    def submit(self, index: str, rebuild: RebuildFn) -> str:
-        """Queue `rebuild(progress_callback) -> Manifest` for index `index`; returns the job id.
+    def submit(self, index: str, rebuild: RebuildFn) -> JobStatus:
+        """Queue `rebuild(progress_callback) -> Manifest` for index `index`; returns the job as queued (the
+        worker may start it at once: `status` tells what it is doing now).
 
         Raises RebuildInProgressError while another job of the same index is queued or running."""
-        job_id = uuid.uuid4().hex
+        queued = JobStatus(id=uuid.uuid4().hex, index=index, state=JobState.QUEUED, progress=0.0,
+                           created_at=time.time())
         with self._lock:
             busy = next((job for job in self._jobs.values() if job.index == index and not job.finished), None)
             if busy is not None:
                 raise RebuildInProgressError(f"index {index!r} is already being rebuilt by job {busy.id} "
                                              f"({busy.state.value}); wait for it to finish", job_id=busy.id)
-            self._jobs[job_id] = JobStatus(id=job_id, index=index, state=JobState.QUEUED, progress=0.0,
-                                           created_at=time.time())
-        self._put(self._jobs[job_id])
-        self._executor.submit(self._run, job_id, rebuild)
-        return job_id
+            self._jobs[queued.id] = queued
+        self._put(queued)
+        self._executor.submit(self._run, queued.id, rebuild)
+        return queued
 
     def status(self, job_id: str) -> JobStatus:
         with self._lock:

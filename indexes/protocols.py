@@ -5,11 +5,12 @@ with, whether the answer was right, and opaque per-sample arrays the model wants
 """
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from r2t2.model.protocol import EncodedBatch
+if TYPE_CHECKING:  # the index layer never loads a model to run: the model package stays unimported here
+    from r2t2.model.protocol import EncodedBatch
 
 
 @runtime_checkable

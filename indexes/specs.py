@@ -29,7 +29,33 @@ class DatasetSpecError(ValueError):
         self.field = field
 
 
+class DatasetSourceForbidden(DatasetSpecError):
+    """A well-formed JSONL spec this server does not read: it has no data directory, or the path leads out of it."""
+
+
+class DatasetFileMissing(DatasetSpecError):
+    """A JSONL spec naming no file in the data directory."""
+
+
 _FIELDS = {"builtin": ("source", "split", "tasks", "limit", "seed"), "jsonl": ("source", "path")}
+# The JSON schema of a spec, for the OpenAPI document: what `validate_spec` accepts before it looks at files.
+DATASET_SCHEMA: dict[str, Any] = {"oneOf": [
+    {"type": "object", "title": "BuiltinDataset", "additionalProperties": False, "required": ["source", "split"],
+     "properties": {
+         "source": {"const": "builtin"},
+         "split": {"enum": list(SPLITS), "description": "reference is the default index's split"},
+         "tasks": {"anyOf": [{"type": "array", "items": {"enum": list(TASKS)}, "minItems": 1}, {"type": "null"}],
+                   "default": None, "description": "the tasks to draw from; null: all"},
+         "limit": {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "null"}], "default": None,
+                   "description": "draw at most this many samples, balanced over the tasks; null: all"},
+         "seed": {"type": "integer", "minimum": 0, "default": 0}}},
+    {"type": "object", "title": "JsonlDataset", "additionalProperties": False, "required": ["source", "path"],
+     "properties": {
+         "source": {"const": "jsonl"},
+         "path": {"type": "string", "pattern": r"^[^/\s]",
+                  "description": "a JSONL file, relative to the server's indexes.data_dir: 403 when the server has "
+                                 "none or the path leads out of it, 404 when no such file is there"}}},
+]}
 
 
 def _int_at_least(value: Any, field: str, low: int) -> int:
@@ -54,17 +80,17 @@ def _builtin(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _jsonl(spec: dict[str, Any], data_dir: Path | None) -> dict[str, Any]:
-    if data_dir is None:
-        raise DatasetSpecError("dataset.source", "'jsonl' is disabled: no data directory is configured")
     raw = spec.get("path")
-    if not isinstance(raw, str) or not raw.strip():
-        raise DatasetSpecError("dataset.path", "must be a non-empty string (a JSONL file under the data directory)")
+    if not isinstance(raw, str) or not raw.strip() or raw[0] in "/" or raw[0].isspace():
+        raise DatasetSpecError("dataset.path", "must be a path relative to the data directory (a JSONL file in it)")
+    if data_dir is None:
+        raise DatasetSourceForbidden("dataset.source", "'jsonl' is disabled: no data directory is configured")
     root = Path(data_dir).resolve()
-    path = (root / raw).resolve()  # an absolute `raw` replaces root; the check below still applies
+    path = (root / raw).resolve()
     if not path.is_relative_to(root):
-        raise DatasetSpecError("dataset.path", f"must lie inside the data directory {root}, got {raw!r}")
+        raise DatasetSourceForbidden("dataset.path", f"must lie inside the data directory {root}, got {raw!r}")
     if not path.is_file():
-        raise DatasetSpecError("dataset.path", f"{raw!r} is not a file in the data directory {root}")
+        raise DatasetFileMissing("dataset.path", f"{raw!r} is not a file in the data directory {root}")
     return {"source": "jsonl", "path": str(path)}
 
 
@@ -100,9 +126,11 @@ def build_from_spec(
     cap: int = 5000,
     index_type: str = "auto",
     on_progress: Callable[[float], None] | None = None,
+    progress_bar: bool = False,
 ) -> Manifest:
-    """Load the spec's samples and build a new CURRENT version; the manifest stores the canonical spec."""
+    """Load the spec's samples and build a new CURRENT version; the manifest stores the canonical spec.
+    `progress_bar` draws a terminal progress bar (for a build someone watches, like a server's first start)."""
     canonical = validate_spec(spec, data_dir)
     samples = load_samples(canonical, data_dir)
     return build_index(name, samples, model, embedder, store, dataset_spec=canonical, index_type=index_type,
-                       cap=cap, progress=False, on_progress=on_progress)
+                       cap=cap, progress=progress_bar, on_progress=on_progress)

@@ -32,7 +32,8 @@ CURRENT_FILE = "CURRENT"
 TEMP_PREFIX = ".tmp-"
 OWNER_FILE = ".owner.json"
 STALE_AFTER_S = 24 * 3600  # a temp dir from another host is only presumed dead after this long
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"  # index names (the OpenAPI document declares it too)
+_NAME_RE = re.compile(NAME_PATTERN)
 _VERSION_RE = re.compile(r"^v(\d{4,})$")
 
 

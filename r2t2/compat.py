@@ -1,4 +1,4 @@
-"""Make torchvision importable on a CPU-only torch build.
+"""Make torchvision importable on a CPU-only torch build, at the moment something first imports it.
 
 Every x86-64 torchvision wheel on PyPI is a CUDA build. Beside the CPU torch wheel its native library
 cannot load, and torchvision's import then dies registering fake kernels for `torchvision::nms` and
@@ -6,27 +6,36 @@ cannot load, and torchvision's import then dies registering fake kernels for `to
 transformers import torchvision, so without a fix neither works. Defining the two operator schemas
 ourselves lets the pure-Python parts (transforms, models) import; the native ops stay unavailable,
 which nothing in r2t2 uses.
+
+The fix waits for torchvision's first import (`fix_torchvision_on_import`): importing torch and
+torchvision takes seconds, and most processes of a server never need them (Ray's own helpers, the
+HTTP ingress). Child interpreters get the same hook through a sitecustomize on PYTHONPATH.
 """
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
 import os
 import sys
 from pathlib import Path
-
-import torch
+from types import ModuleType
+from typing import Any
 
 _MISSING_OPS = ("nms", "qnms")
-_library: torch.library.Library | None = None  # kept alive: dropping it unregisters the schemas
-_CHILD_SITE = Path(__file__).with_name("child_site")  # a sitecustomize that imports r2t2
+_library: Any = None  # the torch.library.Library kept alive: dropping it unregisters the schemas
+_CHILD_SITE = Path(__file__).with_name("child_site")  # a sitecustomize that installs the hook
 
 
 def _native_ops_loaded() -> bool:
+    import torch
+
     return all(hasattr(torch.ops.torchvision, op) for op in _MISSING_OPS)
 
 
 def ensure_torchvision() -> bool:
-    """Import torchvision, defining its missing operator schemas first if its native library failed.
+    """Import torchvision now, defining its missing operator schemas first if its native library failed.
 
     Returns True when the fix was applied, False when torchvision imported on its own (or is absent).
     Idempotent; safe to call from every entry point.
@@ -46,16 +55,48 @@ def ensure_torchvision() -> bool:
     for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
         del sys.modules[name]
     if not _native_ops_loaded():
+        import torch
+
         _library = torch.library.Library("torchvision", "DEF")
         _library.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
         _library.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
     importlib.import_module("torchvision")
-    _propagate_to_children()
     return True
 
 
-def _propagate_to_children() -> None:
-    """Child interpreters (vLLM's engine core, Ray workers) need the fix before their first import."""
+class _AlreadyImported(importlib.abc.Loader):
+    """Hands the import system the module `ensure_torchvision` imported, instead of executing it twice."""
+
+    def __init__(self, module: ModuleType) -> None:
+        self._module = module
+        self._spec = module.__spec__
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
+        return self._module
+
+    def exec_module(self, module: ModuleType) -> None:
+        module.__spec__ = self._spec  # the import system set ours; the module keeps its real one
+
+
+class _FixOnFirstImport(importlib.abc.MetaPathFinder):
+    """On the first `import torchvision` (or a look-up of it), import it through `ensure_torchvision`."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> importlib.machinery.ModuleSpec | None:
+        if name != "torchvision":
+            return None
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)  # once: the import inside goes the ordinary way
+        ensure_torchvision()
+        module = sys.modules.get("torchvision")
+        return None if module is None else importlib.util.spec_from_loader(name, _AlreadyImported(module))
+
+
+def fix_torchvision_on_import() -> None:
+    """Apply the fix when torchvision is first imported, in this process and in its child interpreters
+    (vLLM's engine core, Ray's workers start fresh ones, which import transformers before any r2t2 code).
+    Idempotent; imports nothing heavy."""
+    if "torchvision" not in sys.modules and not any(isinstance(f, _FixOnFirstImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _FixOnFirstImport())
     paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     if str(_CHILD_SITE) not in paths:
         os.environ["PYTHONPATH"] = os.pathsep.join([str(_CHILD_SITE), *paths])

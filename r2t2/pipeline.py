@@ -26,6 +26,7 @@ from indexes.registry import IndexRegistry
 from indexes.specs import build_from_spec
 from indexes.store import IndexStore
 from r2t2.answer_space import AnswerVerdict, judge
+from r2t2.explain import explained
 from r2t2.model import ServableModel, load_model
 from r2t2.routing import Neighbourhood, RerouteConfig, RerouteRequest, RerouteResult, reroute_many
 from r2t2.routing.block import answer_pins
@@ -336,6 +337,7 @@ class ReroutePipeline:
         result["changed_answer"] = False if result["moved"] == 0 else None
         result["timings"] = done.timings
         result["batch_size"] = done.batch_size
+        result.update(explained(result))  # why it moved, or not (r2t2/explain.py)
         return result
 
     def _lm_record(self, base: list[list[float]], routing: list[list[float]], done: Rerouted) -> dict | None:
@@ -441,7 +443,7 @@ def ensure_default_index(model: ServableModel, embedder: Embedder, store: IndexS
     """
     current = store.current_version(name) if name in store.names() else None
     if current is None:
-        build_from_spec(name, DEFAULT_INDEX_SPEC, model, embedder, store)
+        build_from_spec(name, DEFAULT_INDEX_SPEC, model, embedder, store, progress_bar=True)
         return
     manifest = store.manifest(name, current)
     built_for = manifest.model_fingerprint

@@ -2,6 +2,7 @@
 all of them, and one IndexManager for the shared reference-index store."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from ray.serve import Application
@@ -23,14 +24,19 @@ def deployment_name(kind: str, model: str) -> str:
     return f"{kind}-{model}"
 
 
-def build_app(config: ServerConfig) -> Application:
-    """The deployments, each sized by its own section of the config (the index manager is one replica)."""
+def build_app(config: ServerConfig, lm_paths: Mapping[str, str] | None = None) -> Application:
+    """The deployments, each sized by its own section of the config (the index manager is one replica).
+
+    `lm_paths` (model id -> its language model, as the start-up checks found it) lets each generator start
+    its engine at once; a generator without one asks its re-router, which must load its pipeline first.
+    """
     models: dict[str, tuple[Application, Application]] = {}
     for entry in config.models:
         rerouter = ReRouter.options(name=deployment_name("ReRouter", entry.name), **SHUTDOWN,
                                     **config.rerouter_options(entry).ray_options()).bind(config, entry.name)
         generator = Generator.options(name=deployment_name("Generator", entry.name), **SHUTDOWN,
-                                      **config.generator_options(entry).ray_options()).bind(config, entry.name, rerouter)
+                                      **config.generator_options(entry).ray_options()).bind(
+            config, entry.name, rerouter, (lm_paths or {}).get(entry.name))
         models[entry.name] = (rerouter, generator)
     rerouters = {name: rerouter for name, (rerouter, _) in models.items()}
     indexes = IndexManager.options(ray_actor_options={"num_cpus": config.indexes.num_cpus}, **SHUTDOWN).bind(

@@ -22,17 +22,19 @@ class EngineStartError(RuntimeError):
 class Generator:
     """Streams completions of prompt embeddings with its own engine; Serve restarts it when the engine dies."""
 
-    async def __init__(self, config: ServerConfig, model_name: str, rerouter: DeploymentHandle) -> None:
+    async def __init__(self, config: ServerConfig, model_name: str, rerouter: DeploymentHandle,
+                       lm_path: str | None = None) -> None:
         quiet_client_errors()
-        # The model's re-router (its pipeline) decides which language model the prompts are built for.
-        info = await rerouter.model_info.remote()
+        # The model's re-router (its pipeline) decides which language model the prompts are built for; the
+        # start-up checks pass it on when they know it, so the engine starts while the re-router loads.
+        lm_path = lm_path or (await rerouter.model_info.remote())["lm_path"]
         try:
-            self._backend: GenerationBackend = create_backend(config, config.model(model_name), info["lm_path"])
+            self._backend: GenerationBackend = create_backend(config, config.model(model_name), lm_path)
         except Exception as err:
             # One line for the start-up report (serving.run): engines raise multi-line, very long errors.
             summary = " ".join(str(err).split())
             raise EngineStartError(f"model {model_name!r}: the {config.backend} backend cannot load "
-                                   f"{info['lm_path']}: {summary[:400]}") from None
+                                   f"{lm_path}: {summary[:400]}") from None
 
     async def generate(self, prompt_embeds: torch.Tensor, options: SamplingOptions,
                        lm_rows: LmRows | None = None) -> AsyncIterator[Delta]:

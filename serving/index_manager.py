@@ -25,10 +25,11 @@ from indexes.errors import (IndexInUseError, InvalidIndexNameError, RebuildInPro
                             UnknownJobError, UnknownVersionError)
 from indexes.jobs import JobRunner, ProgressCallback
 from indexes.manifest import Manifest
-from indexes.specs import DatasetSpecError, build_from_spec, validate_spec
+from indexes.specs import (DatasetFileMissing, DatasetSourceForbidden, DatasetSpecError, build_from_spec,
+                           validate_spec)
 from indexes.store import IndexStore, validate_name
 from serving.config import ServerConfig
-from serving.errors import ApiError, Conflict, InvalidRequest, NotFound
+from serving.errors import ApiError, Conflict, Forbidden, InvalidRequest, NotFound
 from serving.logs import quiet_client_errors
 from serving.pipelines import build_pipeline
 
@@ -48,6 +49,10 @@ def _api_error(err: Exception) -> ApiError | None:
         return Conflict(str(err), param="name", code="rebuild_in_progress")
     if isinstance(err, IndexInUseError):
         return Conflict(str(err), param="force", code="index_in_use")
+    if isinstance(err, DatasetSourceForbidden):
+        return Forbidden(str(err), param=err.field, code="dataset_forbidden")
+    if isinstance(err, DatasetFileMissing):
+        return NotFound(str(err), param=err.field, code="file_not_found")
     if isinstance(err, DatasetSpecError):
         return InvalidRequest(str(err), param=err.field)
     if isinstance(err, InvalidIndexNameError):
@@ -120,9 +125,9 @@ class IndexManager:
             return build_from_spec(name, spec, pipeline.model, pipeline.embedder, self._store, data_dir=self._data_dir,
                                    cap=cap, index_type=index_type, on_progress=progress)
 
-        job_id = self._jobs.submit(name, rebuild)
-        logger.info("index %s: rebuild job %s for model %s queued (%s)", name, job_id, model, spec)
-        return self._jobs.status(job_id).to_dict()
+        job = self._jobs.submit(name, rebuild)
+        logger.info("index %s: rebuild job %s for model %s queued (%s)", name, job.id, model, spec)
+        return job.to_dict()  # as queued: the 202 reply never says a job runs before it was polled
 
     @_mapped
     def job(self, job_id: str) -> dict[str, Any]:

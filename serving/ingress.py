@@ -10,7 +10,7 @@ import functools
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -36,9 +36,9 @@ from serving.logs import client_error_line, quiet_client_errors
 from serving.metrics import CONTENT_TYPE, ServingMetrics
 from serving.responses import DONE_EVENT, Completion, sse_error, sse_event
 from serving.retry import retried
-from serving.schemas import (ChatCompletion, ChatCompletionChunk, ChunkDelta, DeletedVersion, GenerationSettings,
-                             HealthStatus, IndexDetail, IndexJob, IndexList, IndexSummary, ModelCard, ModelList,
-                             RebuildRequest)
+from serving.schemas import (FORCE_PATTERN, VERSION_PATTERN, ChatCompletion, ChatCompletionChunk, ChunkDelta,
+                             DeletedVersion, GenerationSettings, HealthStatus, IndexDetail, IndexJob, IndexList,
+                             IndexSummary, ModelCard, ModelList, RebuildRequest)
 
 logger = logging.getLogger("ray.serve")
 api = FastAPI(title="r2t2", version="1",
@@ -72,14 +72,15 @@ async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
     # Unknown routes and wrong methods answer in the OpenAI shape like everything else.
     error = NotFound(str(exc.detail)) if exc.status_code == 404 else ApiError(str(exc.detail))
     error.status = exc.status_code
-    return _error_response(error)
+    # A 405 carries the route's methods in `Allow` (RFC 9110, 15.5.6); Starlette puts them on the exception.
+    return _error_response(error, headers=exc.headers)
 
 
-def _error_response(error: ApiError) -> JSONResponse:
+def _error_response(error: ApiError, headers: Mapping[str, str] | None = None) -> JSONResponse:
     holder = _refusal.get()
     if holder is not None:
         holder["error"] = error
-    return JSONResponse(error.body(), status_code=error.status)
+    return JSONResponse(error.body(), status_code=error.status, headers=headers)
 
 
 def _answered(handler: Callable[..., Awaitable[Response]]) -> Callable[..., Awaitable[Response]]:
@@ -110,16 +111,15 @@ def _parse_rebuild(body: bytes) -> RebuildRequest:
 
 
 def _parse_version(text: str) -> int:
-    """'3', 'v3' and 'v0003' all name version 3."""
-    match = re.fullmatch(r"v?(\d{1,9})", text)
-    if match is None:
+    """'3', 'v3' and 'v0003' all name version 3 (the OpenAPI document declares VERSION_PATTERN)."""
+    if re.fullmatch(VERSION_PATTERN, text) is None:
         raise InvalidRequest(f"version must look like 3 or v0003, got {text!r}", param="version")
-    return int(match.group(1))
+    return int(text.removeprefix("v"))
 
 
 def _parse_force(text: str) -> bool:
-    """Only explicit booleans: a typo must not delete the served version."""
-    if text.lower() not in ("true", "false", "1", "0"):
+    """Only explicit booleans: a typo must not delete the served version (the document declares FORCE_PATTERN)."""
+    if re.fullmatch(FORCE_PATTERN, text) is None:
         raise InvalidRequest(f"force must be true or false, got {text!r}", param="force")
     return text.lower() in ("true", "1")
 
@@ -251,9 +251,12 @@ class Ingress:
     @api.get("/v1/indexes", response_model=None, responses={200: {"model": IndexList}})
     @_answered
     async def list_indexes(self) -> Response:
-        """Every reference index in the store: current version, versions, size and the model it serves."""
+        """Every reference index in the store: current version, versions, size and the model it serves; and
+        whether this server accepts the admin calls that change them."""
         summaries = await self._indexes.list_indexes.remote()
-        return JSONResponse(IndexList(data=[IndexSummary(**s) for s in summaries]).model_dump(mode="json"))
+        listed = IndexList(data=[IndexSummary(**s) for s in summaries],
+                           admin_enabled=self._config.admin_token is not None)
+        return JSONResponse(listed.model_dump(mode="json"))
 
     @api.get("/v1/indexes/{name}", response_model=None,
              responses={200: {"model": IndexDetail}, **openapi.errors(400, 404)})

@@ -13,8 +13,10 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from indexes.store import NAME_PATTERN
 from serving import schemas
-from serving.schemas import ChatCompletionChunk, ChatCompletionRequest, ErrorResponse, RebuildRequest
+from serving.schemas import (FORCE_PATTERN, VERSION_PATTERN, ChatCompletionChunk, ChatCompletionRequest, ErrorResponse,
+                             RebuildRequest)
 
 REF = "#/components/schemas/{model}"
 # (path, method) -> the model of the JSON body its handler parses.
@@ -22,11 +24,14 @@ REQUEST_BODIES: dict[tuple[str, str], type[BaseModel]] = {
     ("/v1/chat/completions", "post"): ChatCompletionRequest,
     ("/v1/indexes/{name}/rebuild", "post"): RebuildRequest,
 }
+# Parameters the handlers parse themselves (a 400 naming them otherwise): the values they accept.
+PARAMETER_PATTERNS = {"name": NAME_PATTERN, "version": VERSION_PATTERN, "force": FORCE_PATTERN}
 _STATUS_MEANING = {
     400: "a malformed request or a bad option; `error.param` names the field",
     401: "a missing or wrong admin token",
-    403: "admin endpoints are off: the server was started without R2T2_ADMIN_TOKEN",
-    404: "an unknown model, index, version or job",
+    403: "admin endpoints are off (the server was started without R2T2_ADMIN_TOKEN), or a JSONL dataset this server "
+         "does not read (it has no indexes.data_dir, or the path leads out of it)",
+    404: "an unknown model, index, version or job, or a JSONL dataset file that is not in the data directory",
     409: "conflicts with the server's state (e.g. the index belongs to another model, or deleting CURRENT)",
     413: "an image over the size or pixel limits",
     415: "an image in a format that is not accepted",
@@ -66,6 +71,8 @@ def install(app: FastAPI) -> None:
                 for parameter in operation.get("parameters", []):
                     if parameter.get("example") == {}:
                         del parameter["example"]
+                    if parameter["name"] in PARAMETER_PATTERNS:
+                        parameter["schema"]["pattern"] = PARAMETER_PATTERNS[parameter["name"]]
             for unused in ("HTTPValidationError", "ValidationError"):
                 components.pop(unused, None)
             for (path, method), model in REQUEST_BODIES.items():

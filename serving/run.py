@@ -1,8 +1,9 @@
 """Start the server on this machine: `python -m serving.run [--config server.yaml]`.
 
 Start-up either completes or exits non-zero with one error line per problem: the config is validated,
-every model's pipeline is built once in this process (preflight), and a deployment that still fails to
-start (e.g. an LM that vLLM cannot load) makes Serve report the application failed, never a silent retry.
+every model's pipeline is built once in this process (preflight, once Ray runs), and a deployment that
+still fails to start (e.g. an LM that vLLM cannot load) makes Serve report the application failed, never
+a silent retry.
 """
 from __future__ import annotations
 
@@ -12,24 +13,36 @@ import signal
 import sys
 import threading
 import time
+from contextlib import nullcontext
 from typing import Any
 
 import r2t2  # noqa: F401  (torchvision fix before anything imports transformers)
 
-from serving.app import build_app
-from serving.config import ConfigFileError, ServerConfig
+from serving.config import ADMIN_TOKEN_ENV, ConfigFileError, ServerConfig
 from serving.preflight import StartupError, check_models
+from serving.progress import StartupProgress
+from serving.quiet import quiet_logs
+from serving.startup import import_in_background
 
 APP_NAME = "r2t2"
 _EXCEPTION_LINE = re.compile(r"^[\w.]*(Error|Exception): ")
 
 
-def deploy(config: ServerConfig, name: str = APP_NAME, route_prefix: str = "/") -> None:
-    """`serve.run` the app; StartupError naming each deployment that failed to start (Serve is left running)."""
+def deploy(config: ServerConfig, name: str = APP_NAME, route_prefix: str = "/",
+           infos: dict[str, dict[str, Any]] | None = None, progress: StartupProgress | None = None) -> None:
+    """`serve.run` the app; StartupError naming each deployment that failed to start (Serve is left running).
+
+    `infos` are the start-up checks' findings per model (their generators then start at once); `progress`
+    writes a line as each deployment becomes healthy.
+    """
     from ray import serve
 
+    from serving.app import build_app
+
+    lm_paths = {model: info["lm_path"] for model, info in (infos or {}).items()}
     try:
-        serve.run(build_app(config), name=name, route_prefix=route_prefix)
+        with progress.deployments(name) if progress is not None else nullcontext():
+            serve.run(build_app(config, lm_paths), name=name, route_prefix=route_prefix)
     except RuntimeError as err:
         raise StartupError(_failed_deployments(name) or str(err).strip().splitlines()[-1]) from None
 
@@ -60,21 +73,42 @@ def describe(card: dict[str, Any]) -> str:
             f"{defaults['max_tokens']}, temperature {defaults['temperature']}, strategy {options.get('strategy')}")
 
 
-def run_server(config: ServerConfig, num_cpus: int | None = None, dashboard: bool = False) -> None:
-    """Check the models, start, and run until SIGINT/SIGTERM; then shut the deployments (and engines) down."""
+def ready_lines(config: ServerConfig, seconds: float) -> list[str]:
+    """What is served where, once everything answers: the API, the playground, and whether admin calls work."""
+    base = f"http://{config.host}:{config.port}"
+    admin = (f"on (Authorization: Bearer ${ADMIN_TOKEN_ENV})" if config.admin_token is not None else
+             f"off: start with {ADMIN_TOKEN_ENV} set to rebuild, activate or delete indexes (docs/api.md)")
+    return [f"r2t2 serving on {base}/v1 after {seconds:.1f} s: {', '.join(config.model_names)}",
+            f"r2t2 playground on {base}/playground/",
+            f"r2t2 index admin {admin}"]
+
+
+def run_server(config: ServerConfig, num_cpus: int | None = None, dashboard: bool = False,
+               verbose: bool = False) -> None:
+    """Check the models, start, and run until SIGINT/SIGTERM; then shut the deployments (and engines) down.
+
+    Each start-up phase is a line with its seconds (serving/progress.py); without `verbose`, messages of
+    other libraries that are expected here are left out of the log (serving/quiet.py).
+    """
     import ray
     from ray import serve
 
-    check_models(config)
+    quiet_logs(verbose)
+    progress = StartupProgress()
+    imports = import_in_background(config)
     # Ray keeps its session (logs, sockets) under /tmp/ray; its dashboard (port 8265) only when asked for.
-    ray.init(num_cpus=num_cpus, include_dashboard=dashboard)
+    with progress.phase("Ray started"):
+        ray.init(num_cpus=num_cpus, include_dashboard=dashboard)
     try:
-        serve.start(http_options={"host": config.host, "port": config.port})
-        deploy(config)
+        imports.join()
+        infos = check_models(config, progress)  # a model that cannot load ends the start here, before Serve
+        with progress.phase("Serve started"):
+            serve.start(http_options={"host": config.host, "port": config.port})
+        deploy(config, infos=infos, progress=progress)
         for card in serve.get_app_handle(APP_NAME).models.remote().result().model_dump()["data"]:
             print(describe(card), flush=True)
-        print(f"r2t2 serving on http://{config.host}:{config.port}/v1", flush=True)
-        print(f"r2t2 playground on http://{config.host}:{config.port}/playground/", flush=True)
+        for line in ready_lines(config, progress.elapsed()):
+            print(line, flush=True)
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         try:
@@ -96,12 +130,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, help="override the config's port")
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs Ray may use (default: all)")
     parser.add_argument("--dashboard", action="store_true", help="also start Ray's dashboard on 127.0.0.1:8265")
+    parser.add_argument("--verbose", action="store_true",
+                        help="log everything, also the libraries' messages that are expected here (serving/quiet.py)")
     args = parser.parse_args(argv)
     overrides = {key: value for key, value in (("host", args.host), ("port", args.port)) if value is not None}
     source = args.config or "the default config"
     try:
         config = ServerConfig.from_yaml(args.config, **overrides) if args.config else ServerConfig(**overrides)
-        run_server(config, args.num_cpus, args.dashboard)
+        run_server(config, args.num_cpus, args.dashboard, args.verbose)
     except ConfigFileError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None

@@ -7,12 +7,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_serializer, field_validator, model_validator
 
+from indexes.specs import DATASET_SCHEMA
 from indexes.vectors import INDEX_TYPES
 
 
 MAX_CHOICES = 8  # most choices (n) one request may ask for
+# Path and query parameters the index API parses itself (serving/ingress.py); the OpenAPI document declares them.
+VERSION_PATTERN = r"^v?[0-9]{1,9}$"  # 3, v3 and v0003 all name version 3
+FORCE_PATTERN = r"^([Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee]|1|0)$"  # true or false, in any case, or 1 or 0
 
 
 class _Request(BaseModel):
@@ -104,8 +108,24 @@ class StreamOptions(_Request):
     include_usage: bool = Field(False, description="put `usage` on the final chunk")
 
 
+class ResponseFormat(_Request):
+    type: Literal["text"]
+
+
+def _present(field: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"properties": {field: schema}, "required": [field]}
+
+
 class ChatCompletionRequest(_Request):
     """POST /v1/chat/completions. Unknown fields are refused (400) rather than silently ignored."""
+
+    # The rules between fields that `_one_token_limit` enforces, stated in the OpenAPI document too.
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"allOf": [
+        {"not": {"allOf": [_present("max_tokens", {"type": "integer"}),
+                           _present("max_completion_tokens", {"type": "integer"})]}},
+        {"if": _present("stream_options", {"type": "object"}), "then": _present("stream", {"const": True})},
+        {"if": _present("top_logprobs", {"type": "integer"}), "then": _present("logprobs", {"const": True})},
+    ]})
 
     model: str = Field(min_length=1, description="a served model id (GET /v1/models)")
     messages: list[ChatMessage] = Field(min_length=1, description="the conversation; the last message is the "
@@ -129,28 +149,31 @@ class ChatCompletionRequest(_Request):
                                                                           "generated (OpenAI's definition)")
     frequency_penalty: float | None = Field(None, ge=-2, le=2, description="lowers a token's logit per earlier "
                                                                            "occurrence in the generated text")
-    response_format: dict[str, Any] | None = Field(None, description="only {\"type\": \"text\"}: answers are "
+    response_format: ResponseFormat | None = Field(None, description="only {\"type\": \"text\"}: answers are "
                                                                      "free text (no JSON mode)")
-    tools: list[Any] | None = Field(None, description="refused unless empty: the model does not call tools")
-    tool_choice: Any = Field(None, description="refused unless \"none\": the model does not call tools")
+    tools: Annotated[list[Any], Field(max_length=0)] | None = Field(
+        None, description="empty or left out: the model does not call tools")
+    tool_choice: Literal["none"] | None = Field(None, description="\"none\" or left out: the model does not call "
+                                                                  "tools")
     stream: bool = Field(False, description="answer as server-sent events (chat.completion.chunk), then [DONE]")
     stream_options: StreamOptions | None = Field(None, description="only with stream=true")
     user: str | None = Field(None, description="accepted for compatibility; not used")
     r2t2: R2T2Options = Field(R2T2Options(), description="re-routing options; with the openai client pass "
                                                          "them as extra_body={\"r2t2\": {...}}")
 
-    @field_validator("response_format")
+    # Before the type checks, so that what is refused is named in words rather than by a type mismatch.
+    @field_validator("response_format", mode="before")
     @classmethod
-    def _text_only(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None and value.get("type") != "text":
+    def _text_only(cls, value: Any) -> Any:
+        if value is not None and not (isinstance(value, dict) and value.get("type") == "text"):
             raise ValueError("only {\"type\": \"text\"} is supported: the model answers in free text, there is no "
                              "JSON or schema mode")
         return value
 
-    @field_validator("tools", "tool_choice")
+    @field_validator("tools", "tool_choice", mode="before")
     @classmethod
     def _no_tools(cls, value: Any) -> Any:
-        if value not in (None, [], "none"):
+        if value is not None and not (value == [] and isinstance(value, list) or value == "none"):
             raise ValueError("tool calling is not supported: the model answers questions about an image in text")
         return value
 
@@ -219,6 +242,19 @@ class RecordNeighbour(BaseModel):
                                      "for neighbours found in routing space (meanshift), not by question")
     weight: float = Field(description="its share of the pull, 0 to 1 (kernel weight; the weights sum to 1)")
     distance: float = Field(description="Euclidean distance to the request in `neighbour_space`")
+
+
+class NeighbourQuestion(BaseModel):
+    """The neighbours that share one question (and task), once: copies of a question asked of several images."""
+
+    question: str | None = Field(description="the question they share")
+    task: str | None = Field(description="its task")
+    count: int = Field(description="how many of the neighbours ask it")
+    weight: float = Field(description="their summed share of the pull, 0 to 1")
+    similarity: float | None = Field(description="its question's cosine similarity to the request's (the same for "
+                                                 "every copy); null in routing space (meanshift)")
+    distance: float = Field(description="the first copy's distance in `neighbour_space`")
+    answers: dict[str, int] = Field(description="each answer of these neighbours with how many give it")
 
 
 class LineSearchPoint(BaseModel):
@@ -294,6 +330,12 @@ class R2T2Record(BaseModel):
         description="question: neighbours are reference questions near the request's (ngd, kernel); routing: "
                     "reference routings near the current routing (meanshift); null: none used")
     neighbours: list[RecordNeighbour] = Field(description="nearest first; empty when the strategy uses none")
+    neighbour_questions: list[NeighbourQuestion] = Field(description="the neighbours grouped by question, in the "
+                                                         "order of `neighbours`: copies of one question appear once "
+                                                         "with their count and answers")
+    explanation: str = Field(description="one sentence: why the routing moved as it did, or did not (the "
+                                         "strategy, a fallback, the guard's reason, the loss or line search, the "
+                                         "experts that gained and lost weight)")
     guard: RecordGuard | None = Field(None, description="the evidence guard's verdict and the answer check's; null "
                                                         "when neither ran")
     answer_source: Literal["speculative", "rerouted", "base"] | None = Field(
@@ -307,8 +349,10 @@ class R2T2Record(BaseModel):
                                                "before each step and after the last (steps_taken + 1 values)")
     distance_moved: list[float] | None = Field(None, description="meanshift: how far each update moved the "
                                                "routing (it stops once an update moves less than 1e-4)")
-    toward_neighbours: float | None = Field(None, description="kernel: how far the final routing lies toward the "
-                                            "neighbours' weighted routing (0 = router's own, 1 = neighbours')")
+    toward_neighbours: float | None = Field(None, description="kernel: where the routing the answer used lies between "
+                                            "the router's (0) and the neighbours' weighted routing (1); 0 when the "
+                                            "guard kept the router's routing, so `moved` is 0 exactly when this is 0 "
+                                            "or the two routings are equal")
     line_search: list[LineSearchPoint] | None = Field(None, description="kernel: every mix the line search tried")
     lm_routing: RecordLmRouting | None = Field(None, description="the LM rows before and after and what the engine "
                                                "ran; null for a model without LM routing rows")
@@ -463,9 +507,9 @@ class ErrorResponse(BaseModel):
 
 
 class RebuildRequest(_Request):
-    """Body of POST /v1/indexes/{name}/rebuild; `dataset` is checked by indexes.specs."""
+    """Body of POST /v1/indexes/{name}/rebuild; `dataset` is checked by indexes.specs, whose schema it declares."""
 
-    dataset: dict[str, Any] = Field(
+    dataset: Annotated[dict[str, Any], WithJsonSchema(DATASET_SCHEMA)] = Field(
         description="the samples to index, one of two forms. Built-in: {\"source\": \"builtin\", \"split\": "
                     "\"reference\" (or train, test, paraphrase), \"tasks\": a list of color, shape, presence, count, "
                     "spatial, digit or null for all, \"limit\": int or null, \"seed\": 0}. JSONL: {\"source\": "
@@ -476,7 +520,8 @@ class RebuildRequest(_Request):
     model: str | None = Field(None, min_length=1, description="the served model to build for; default the "
                               "index's owner, or the only served model (with several, a new index needs it)")
     cap: int = Field(5000, ge=1, le=1_000_000, description="most correctly answered samples kept")
-    index_type: str = Field("auto", description=f"FAISS index: auto (by size) or one of {list(INDEX_TYPES)}")
+    index_type: str = Field("auto", description=f"FAISS index: auto (by size) or one of {list(INDEX_TYPES)}",
+                            json_schema_extra={"enum": ["auto", *INDEX_TYPES]})
 
     @field_validator("index_type")
     @classmethod
@@ -507,6 +552,9 @@ class IndexSummary(BaseModel):
 class IndexList(BaseModel):
     object: Literal["list"] = "list"
     data: list[IndexSummary]
+    admin_enabled: bool = Field(description="whether this server accepts the admin calls (rebuild, activate, "
+                                            "delete): it was started with an admin token (R2T2_ADMIN_TOKEN); "
+                                            "without one they answer 403")
 
 
 class IndexDetail(IndexSummary):
@@ -521,7 +569,10 @@ class IndexJob(BaseModel):
     object: Literal["index.job"] = "index.job"
     id: str
     index: str
-    state: Literal["queued", "running", "succeeded", "failed"]
+    state: Literal["queued", "running", "succeeded", "failed"] = Field(
+        description="queued: accepted, waiting for the one build slot (a new job's reply always says queued); "
+                    "running: building; succeeded: `version` is built and now current; failed: `error` says why "
+                    "(`interrupted` when the server stopped while the job was queued or running)")
     progress: float = Field(ge=0, le=1, description="share of the samples encoded so far")
     created_at: float = Field(description="Unix time (seconds)")
     started_at: float | None = None

@@ -84,16 +84,19 @@ def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealServer
     from indexes.specs import build_from_spec
     from indexes.store import IndexStore
     from r2t2.model import load_model
+    from r2t2.pipeline import DEFAULT_INDEX_SPEC
     from serving.config import ServerConfig
     from serving.run import deploy
 
     families = ["embedded", "quartet"] if quartet_shipped() else ["embedded"]
     index_dir, data_dir = tmp_path_factory.mktemp("indexes"), tmp_path_factory.mktemp("data")
     # Each family's default index (named after it), built once here rather than by the apps' re-routers at
-    # start-up, and from 1000 reference samples instead of the production 8000, which take minutes on 2 cores.
+    # start-up. The embedded one is built as `make serve` builds it (about 30 s), so the documents' example
+    # outputs (tests/test_docs_examples.py) are what a user sees; the quartet's from 1000 reference samples.
     for family in families:
-        build_from_spec(family, {"source": "builtin", "split": "reference", "limit": 1000}, load_model(family),
-                        MiniLMEmbedder(), IndexStore(index_dir))
+        small = {"source": "builtin", "split": "reference", "limit": 1000}
+        spec = DEFAULT_INDEX_SPEC if family == "embedded" else small
+        build_from_spec(family, spec, load_model(family), MiniLMEmbedder(), IndexStore(index_dir))
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -104,7 +107,8 @@ def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealServer
         return ServerConfig.model_validate({
             # max_model_len: both shipped LMs have 128 positions (the backends cap the limit there anyway).
             "backend": backend, "max_model_len": 128, "vllm": {"kv_cache_gib": 1, "dtype": "float32"},
-            "admin_token": token, "index_dir": str(index_dir),
+            # The torch app runs as a server started without R2T2_ADMIN_TOKEN: its admin calls are off.
+            "admin_token": token if backend == "vllm" else None, "index_dir": str(index_dir),
             "models": [{"name": f"r2t2-{family}", "pipeline": {"checkpoint": family}} for family in served],
             "ingress": small, "rerouter": small, "generator": small,
             "indexes": {"refresh_interval_s": interval, "data_dir": str(data_dir), "num_cpus": 0.1},

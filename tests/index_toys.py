@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from indexes.protocols import EncodedBatch
+from r2t2.model.protocol import EncodedBatch
 
 ROUTING_SHAPE = (2, 4)
 TOY_DIM = 8

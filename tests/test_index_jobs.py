@@ -34,7 +34,7 @@ def test_rebuild_job_succeeds_with_version_and_progress(runner: JobRunner, tmp_p
         return build_index("demo", toy_samples(80), ToyEncoder(), ToyEmbedder(), store, {}, batch_size=8,
                            progress=False, on_progress=record)
 
-    job_id = runner.submit("demo", rebuild)
+    job_id = runner.submit("demo", rebuild).id
     status = runner.wait(job_id, timeout_s=30)
     assert status.state is JobState.SUCCEEDED and status.version == 1 and status.progress == 1.0
     assert status.index == "demo" and status.error is None and status.finished_at >= status.started_at
@@ -45,7 +45,7 @@ def test_rebuild_job_succeeds_with_version_and_progress(runner: JobRunner, tmp_p
 def test_failed_job_reports_error(runner: JobRunner, tmp_path) -> None:
     store = IndexStore(tmp_path)
     job_id = runner.submit("demo", lambda report: build_index(
-        "demo", toy_samples(40), ToyEncoder(fail_after_batches=0), ToyEmbedder(), store, {}, progress=False))
+        "demo", toy_samples(40), ToyEncoder(fail_after_batches=0), ToyEmbedder(), store, {}, progress=False)).id
     status = runner.wait(job_id, timeout_s=30)
     assert status.state is JobState.FAILED and "RuntimeError: toy encoder crashed" in status.error
     assert status.version is None
@@ -62,7 +62,8 @@ def test_queued_then_running_states(runner: JobRunner) -> None:
         raise ValueError("stopped")
 
     first = runner.submit("a", slow)
-    second = runner.submit("b", slow)
+    assert first.state is JobState.QUEUED and first.started_at is None  # as queued, whatever the worker does now
+    first, second = first.id, runner.submit("b", slow).id
     assert started.wait(5)
     assert runner.status(second).state is JobState.QUEUED
     assert runner.wait(first, 0.05).state is JobState.RUNNING and runner.status(first).progress == 0.5
@@ -80,7 +81,7 @@ def test_job_records_survive_a_restart_and_unfinished_jobs_say_interrupted(tmp_p
     records = tmp_path / "jobs"
     first = JobRunner(records=records)
     done = first.submit("a", lambda report: build_index("a", toy_samples(40), ToyEncoder(), ToyEmbedder(),
-                                                        IndexStore(tmp_path / "store"), {}, progress=False))
+                                                        IndexStore(tmp_path / "store"), {}, progress=False)).id
     assert first.wait(done, 30).state is JobState.SUCCEEDED
     release, started = threading.Event(), threading.Event()
 
@@ -89,9 +90,9 @@ def test_job_records_survive_a_restart_and_unfinished_jobs_say_interrupted(tmp_p
         release.wait(10)
         raise RuntimeError("released")
 
-    running = first.submit("b", stuck)
+    running = first.submit("b", stuck).id
     assert started.wait(5)
-    queued = first.submit("c", stuck)
+    queued = first.submit("c", stuck).id
     # A new process reads the records while the first one still "runs" (as if it had been killed).
     second = JobRunner(records=records)
     try:
@@ -116,15 +117,15 @@ def test_a_second_rebuild_of_one_index_is_refused_while_the_first_runs(runner: J
         release.wait(5)
         raise ValueError("stopped")
 
-    first = runner.submit("demo", slow)
+    first = runner.submit("demo", slow).id
     assert started.wait(5)
     with pytest.raises(RebuildInProgressError, match=first) as caught:
         runner.submit("demo", slow)
     assert caught.value.job_id == first
-    other = runner.submit("other", slow)  # another index may queue meanwhile
+    other = runner.submit("other", slow).id  # another index may queue meanwhile
     release.set()
     assert runner.wait(first, 5).state is JobState.FAILED and runner.wait(other, 5).state is JobState.FAILED
-    assert runner.wait(runner.submit("demo", lambda report: (_ for _ in ()).throw(ValueError("x"))), 5).finished
+    assert runner.wait(runner.submit("demo", lambda report: (_ for _ in ()).throw(ValueError("x"))).id, 5).finished
 
 
 def test_a_killed_build_leaves_no_version_and_its_files_are_cleaned(tmp_path) -> None:

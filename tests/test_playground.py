@@ -113,9 +113,15 @@ def test_compares_the_four_strategies_for_every_model(real_server: RealServer, b
             assert len(card.find_elements("css selector", ".routing-row")) == rows
             assert len(card.find_elements("css selector", ".routing .bar")) == 2 * rows * experts
             assert card.find_element("css selector", ".stage-list .total + dd").text.endswith("ms")
-        for strategy in ("kernel", "ngd"):
-            assert len(found[strategy].find_elements("css selector", "ol.neighbours li")) == 3, strategy
-        assert found["ngd"].find_elements("css selector", "svg.loss polyline"), "no NGD loss curve"
+            assert card.find_element("css selector", ".why").text.strip(), f"{model} {strategy}: no explanation"
+        for strategy in ("kernel", "ngd"):  # k=3 neighbours, copies of one question shown once with their count
+            groups = found[strategy].find_elements("css selector", "ol.neighbours li")
+            assert sum(int(g.get_attribute("data-count")) for g in groups) == 3, strategy
+        for strategy in ("ngd", "meanshift"):  # NGD's loss per step, mean shift's distance per update
+            assert found[strategy].find_elements("css selector", "svg.loss polyline"), f"no {strategy} trace"
+        # Every axis label lies inside its chart (none is cut at the left edge).
+        assert browser.execute_script(
+            "return [...document.querySelectorAll('svg.loss text')].every((t) => t.getBBox().x >= 0)")
         assert console_errors(browser) == [], model
         slug = model.removeprefix("r2t2-")
         screenshot(browser, shots / f"playground-{slug}.png", 1280)
@@ -172,3 +178,13 @@ def test_indexes_panel_lists_describes_and_rebuilds(real_server: RealServer, bro
 
     assert WebDriverWait(browser, 180).until(finished) == "succeeded", browser.find_element("id", "rebuild-job").text
     WebDriverWait(browser, 30).until(lambda d: d.find_elements("css selector", "#indexes-table tr[data-index=playground]"))
+
+
+def test_the_rebuild_form_shows_only_where_admin_calls_are_on(real_server: RealServer, browser: WebDriver) -> None:
+    """The session's /torch app runs without an admin token: the page says how to turn admin calls on instead."""
+    for base, admin in ((real_server.base, True), (real_server.base + "/torch", False)):
+        assert httpx.get(base + "/v1/indexes", timeout=30).json()["admin_enabled"] is admin
+        open_page(browser, base)  # ready once the indexes are listed
+        assert browser.find_element("id", "rebuild-form").is_displayed() is admin
+        assert browser.find_element("id", "rebuild-off").is_displayed() is not admin
+    assert "R2T2_ADMIN_TOKEN" in browser.find_element("id", "rebuild-off").text

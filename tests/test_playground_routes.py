@@ -66,6 +66,8 @@ def test_samples_are_easy_vqa_test_pngs(client: TestClient) -> None:
 
     samples = client.get("/playground/samples").json()["data"]
     assert len(samples) >= 4 and len({s["image"] for s in samples}) == len(samples)
+    # The first rewords an easy-VQA question (the paraphrase split), as README.md's first example says.
+    assert samples[0]["reworded_from"] == "what color is the rectangle?" != samples[0]["question"]
     for sample in samples:
         assert sample["question"].endswith("?") and sample["answer"] in easy_vqa.get_answers()
         prefix, payload = sample["image"].split(",", 1)

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from conftest import JOB_TIMEOUT_S, wait_for_job
-from indexes.specs import DatasetSpecError, validate_spec
+from indexes.specs import DatasetFileMissing, DatasetSourceForbidden, DatasetSpecError, validate_spec
 from r2t2.pipeline import DEFAULT_INDEX
 
 if TYPE_CHECKING:
@@ -61,11 +61,14 @@ def test_jsonl_paths_stay_inside_the_data_dir(tmp_path: Path) -> None:
     (data / "link.jsonl").symlink_to(tmp_path / "secret.jsonl")
     expected = {"source": "jsonl", "path": str((data / "mine.jsonl").resolve())}
     assert validate_spec({"source": "jsonl", "path": "mine.jsonl"}, data) == expected
-    assert validate_spec({"source": "jsonl", "path": str(data / "mine.jsonl")}, data) == expected
-    for outside in ("../secret.jsonl", str(tmp_path / "secret.jsonl"), "link.jsonl", "/etc/passwd", "missing.jsonl"):
-        with pytest.raises(DatasetSpecError, match="dataset.path"):
-            validate_spec({"source": "jsonl", "path": outside}, data)
-    with pytest.raises(DatasetSpecError, match="disabled"):
+    # Malformed (400), refused by this server (403), or naming no file (404): the OpenAPI document declares the first.
+    for path, refusal in ((str(data / "mine.jsonl"), DatasetSpecError), ("/etc/passwd", DatasetSpecError),
+                          (" mine.jsonl", DatasetSpecError), ("../secret.jsonl", DatasetSourceForbidden),
+                          ("link.jsonl", DatasetSourceForbidden), ("missing.jsonl", DatasetFileMissing)):
+        with pytest.raises(refusal, match="dataset.path") as caught:
+            validate_spec({"source": "jsonl", "path": path}, data)
+        assert type(caught.value) is refusal, path
+    with pytest.raises(DatasetSourceForbidden, match="disabled"):
         validate_spec({"source": "jsonl", "path": "mine.jsonl"}, None)
 
 

@@ -10,7 +10,6 @@ from functools import cache
 
 import numpy as np
 from PIL import Image
-from sklearn import datasets
 
 from r2t2.data.sample import Sample
 from r2t2.data.wording import FORMS_BY_KIND
@@ -27,6 +26,8 @@ _RENDER_SEEDS: dict[str, int] = {"train": 8811, "reference": 8822, "test": 8833}
 @cache
 def _scans() -> tuple[np.ndarray, np.ndarray]:
     """All 8x8 scans (grey levels 0-16) and their labels, read once from scikit-learn."""
+    from sklearn import datasets  # here: importing scikit-learn takes a second, and most callers never read digits
+
     bunch = datasets.load_digits()
     return bunch.images, bunch.target
 

@@ -125,8 +125,12 @@ def guarded(model: RoutedModel, request: RerouteRequest, result: RerouteResult) 
         neighbour_routings = torch.where(request.movable, neighbour_routings, 0.0)
     verdict = judge(request.r0, result.routing, chosen.weights, neighbour_routings,
                     losses, GuardSettings(config.guard_max_spread, config.guard_fit_loss, config.guard_min_gain))
-    routing = request.r0.clone() if verdict.fired else result.routing
-    return dataclasses.replace(result, routing=routing, guard=verdict)
+    if not verdict.fired:
+        return dataclasses.replace(result, guard=verdict)
+    # The router's routing is what the answer uses: a kernel result says so (alpha 1, toward the neighbours 0),
+    # so `toward_neighbours` and `moved` describe the same routing; its line search still lists what it tried.
+    alpha = None if result.alpha is None else 1.0
+    return dataclasses.replace(result, routing=request.r0.clone(), guard=verdict, alpha=alpha)
 
 
 def _losses_seen(result: RerouteResult) -> tuple[float, float] | None:

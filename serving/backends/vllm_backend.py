@@ -20,6 +20,8 @@ from serving.backends.protocol import (Delta, LmReport, LmRows, LmShape, Samplin
                                        check_prompt_embeds)
 from serving.backends.vllm_routing import EXTRA_KEY
 from serving.backends.vllm_routing.plugin import ROUTABLE
+from serving.backends.protocol import Delta, SamplingOptions, TokenLogprob, check_prompt_embeds
+from serving.backends.vllm_process import worker_in_engine_process
 from serving.config import VllmOptions
 
 
@@ -60,7 +62,8 @@ class VllmBackend:
             disable_log_stats=True,
             **routing,
         )
-        self._engine: AsyncLLM | None = AsyncLLM.from_engine_args(args)
+        with worker_in_engine_process():
+            self._engine: AsyncLLM | None = AsyncLLM.from_engine_args(args)
         model_config = self._engine.model_config
         self.hidden_size: int = model_config.get_hidden_size()
         self.max_model_len: int = model_config.max_model_len

@@ -57,7 +57,8 @@ function setImage(url, name, sample = null) {
 
 function showExpected() {
   const expected = expectedAnswer();
-  $("expected").textContent = expected ? `Expected answer (easy-VQA label): ${expected}` : "";
+  const reworded = expected && state.sample.reworded_from ? `; the question rewords “${state.sample.reworded_from}”` : "";
+  $("expected").textContent = expected ? `Expected answer (easy-VQA label): ${expected}${reworded}` : "";
 }
 
 function readFile(file) {

@@ -80,27 +80,34 @@ export function timingChart(timings) {
   ]);
 }
 
-// A per-step trace (NGD's loss) as a small SVG line chart with its extremes and step range written out.
-export function lossChart(losses, quantity) {
-  const width = 280, height = 120, pad = { left: 54, right: 10, top: 10, bottom: 26 };
-  const low = Math.min(...losses), high = Math.max(...losses);
+// A per-step trace (NGD's loss, mean shift's distance moved) as a small SVG line chart with its extremes and
+// step range written out. `first` is the step of the first value (NGD's trace starts before step 1, at 0).
+const CHAR_PX = 6.5;  // width of one digit of the 10 px axis labels (style.css), so no label is clipped
+
+export function lossChart(values, quantity, first = 0) {
+  const width = 280, height = 120;
+  const low = Math.min(...values), high = Math.max(...values);
   const span = high - low || 1;
   let digits = 3;  // significant digits: as few as make the two ends read differently
   while (digits < 8 && high.toPrecision(digits) === low.toPrecision(digits)) digits += 1;
   const tick = (v) => v.toPrecision(digits);
-  const x = (i) => pad.left + (losses.length === 1 ? 0 : (i / (losses.length - 1)) * (width - pad.left - pad.right));
+  const pad = { left: 8 + CHAR_PX * Math.max(tick(high).length, tick(low).length), right: 10, top: 10, bottom: 26 };
+  const last = first + values.length - 1;
+  const across = width - pad.left - pad.right;
+  const x = (i) => pad.left + (values.length === 1 ? across / 2 : (i / (values.length - 1)) * across);
   const y = (v) => pad.top + (1 - (v - low) / span) * (height - pad.top - pad.bottom);
-  const points = losses.map((v, i) => `${x(i).toFixed(1)},${y(v).toFixed(1)}`).join(" ");
-  const label = `${quantity} over ${losses.length - 1} steps: from ${tick(losses[0])} to ${tick(losses[losses.length - 1])}`;
+  const points = values.map((v, i) => `${x(i).toFixed(1)},${y(v).toFixed(1)}`).join(" ");
+  const label = values.length === 1 ? `${quantity} at step ${first}: ${tick(values[0])}`
+    : `${quantity} over steps ${first} to ${last}: from ${tick(values[0])} to ${tick(values[values.length - 1])}`;
   return svg("svg", { class: "loss", viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": label }, [
     svg("title", { text: label }),
     svg("line", { x1: pad.left, y1: height - pad.bottom, x2: width - pad.right, y2: height - pad.bottom, class: "axis" }),
     svg("line", { x1: pad.left, y1: pad.top, x2: pad.left, y2: height - pad.bottom, class: "axis" }),
     svg("text", { x: pad.left - 4, y: pad.top + 8, "text-anchor": "end", text: tick(high) }),
     svg("text", { x: pad.left - 4, y: height - pad.bottom, "text-anchor": "end", text: tick(low) }),
-    svg("text", { x: pad.left, y: height - 8, text: "step 0" }),
-    svg("text", { x: width - pad.right, y: height - 8, "text-anchor": "end", text: `step ${losses.length - 1}` }),
+    svg("text", { x: pad.left, y: height - 8, text: `step ${first}` }),
+    values.length > 1 ? svg("text", { x: width - pad.right, y: height - 8, "text-anchor": "end", text: `step ${last}` }) : null,
     svg("polyline", { points, class: "line" }),
-    ...losses.map((v, i) => svg("circle", { cx: x(i).toFixed(1), cy: y(v).toFixed(1), r: 2.5, class: "dot" })),
+    ...values.map((v, i) => svg("circle", { cx: x(i).toFixed(1), cy: y(v).toFixed(1), r: 2.5, class: "dot" })),
   ]);
 }

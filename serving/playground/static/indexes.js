@@ -52,7 +52,10 @@ function row(index) {
 
 export async function refreshIndexes() {
   try {
-    const { data } = await listIndexes();
+    const { data, admin_enabled: admin } = await listIndexes();
+    // The rebuild form only where the server accepts admin calls; otherwise how to turn them on.
+    $("rebuild-form").hidden = !admin;
+    $("rebuild-off").hidden = admin;
     $("indexes-table").tBodies[0].replaceChildren(...data.map(row));
     $("index-names").replaceChildren(...data.map((i) => el("option", { value: i.name })));
     showError("");

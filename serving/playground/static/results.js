@@ -15,17 +15,22 @@ function section(title, body) {
   return el("section", { class: "part" }, [el("h4", { text: title }), body]);
 }
 
-// One entry per neighbour, every number named in words (ids are long: they get a line of their own).
-function neighbourList(neighbours) {
-  if (!neighbours || !neighbours.length) return el("p", { class: "hint", text: "No neighbours used by this strategy." });
-  return el("ol", { class: "neighbours" }, neighbours.map((n) => el("li", {}, [
-    el("div", { class: "mono neighbour-id", text: n.id }),
-    ...(n.question == null ? [] : [el("div", { class: "neighbour-question", text: `“${n.question}” (${n.task})` })]),
+// One entry per question the neighbours ask: copies of one question (asked of several images) are one entry
+// with their count and answers (the record's neighbour_questions); every number named in words.
+function neighbourList(record) {
+  const groups = record.neighbour_questions || [];
+  if (!groups.length) return el("p", { class: "hint", text: "No neighbours used by this strategy." });
+  const ids = (group) => (record.neighbours || []).filter((n) => n.question === group.question && n.task === group.task).map((n) => n.id);
+  return el("ol", { class: "neighbours" }, groups.map((group) => el("li", { "data-count": group.count }, [
+    el("div", { class: "neighbour-question", text: `“${group.question}” (${group.task})${group.count > 1 ? ` × ${group.count}` : ""}` }),
     el("div", { class: "neighbour-stats" }, [
-      ...(n.answer == null ? [] : ["answer ", el("strong", { text: n.answer }), " · "]),
-      n.similarity == null ? "" : `similarity ${fixed(n.similarity)} · `,
-      `kernel weight ${fixed(n.weight)}`,
+      `answer${Object.keys(group.answers).length > 1 ? "s" : ""} `,
+      ...Object.entries(group.answers).flatMap(([answer, count], i) => [i ? ", " : "", el("strong", { text: answer }), count > 1 ? ` ×${count}` : ""]),
+      " · ",
+      group.similarity == null ? "" : `similarity ${fixed(group.similarity)} · `,
+      `kernel weight ${fixed(group.weight)}`,
     ]),
+    el("div", { class: "mono neighbour-id", text: ids(group).join(", ") }),
   ])));
 }
 
@@ -39,23 +44,22 @@ function finished(reply, card, expected) {
   const record = reply.r2t2 || {};
   const answer = reply.choices[0].message.content;
   const extras = [];
-  if (record.fallback) extras.push(el("p", { class: "note", text: `fallback: ${record.fallback}` }));
-  if (typeof record.moved === "number") extras.push(el("p", { class: "hint", text: `moved ${fixed(record.moved)} of the routing weight` }));
-  if (typeof record.toward_neighbours === "number") extras.push(el("p", { class: "hint", text: `line search went ${fixed(record.toward_neighbours)} of the way to the neighbours' routing` }));
   if (typeof record.changed_answer === "boolean") extras.push(el("p", { class: "hint", text: record.changed_answer ? "re-routing changed the answer" : "re-routing did not change the answer" }));
   if (record.index) extras.push(el("p", { class: "hint", text: `index ${record.index.name} v${record.index.version}` }));
-  // Mean shift records the distance moved per step and neighbours from the routing pool; NGD a loss per step.
+  // NGD records the neighbours' loss before each step and after the last (step 0 on); mean shift the distance
+  // each update moved (update 1 on), and finds its neighbours among reference routings.
   const meanshift = record.neighbour_space === "routing";
   const trace = ((meanshift ? record.distance_moved : record.neighbour_loss) || []).filter((v) => typeof v === "number");
   const quantity = meanshift ? "distance moved" : "neighbour loss";
   return [
     el("p", { class: "answer" }, [el("span", { class: "answer-label", text: "answer" }), el("strong", { class: "answer-text", text: answer }), verdict(answer, expected)]),
+    el("p", { class: `why${record.guard && record.guard.fired || record.fallback ? " kept" : ""}`, text: record.explanation || "" }),
     ...extras,
     section("routing before → after", routingChart(record, card)),
     section("timings", timingChart(record.timings)),
-    section(meanshift ? "neighbours in routing space" : "neighbours", neighbourList(record.neighbours)),
-    section(meanshift ? "distance moved per step" : "loss curve",
-      trace.length > 1 ? lossChart(trace, quantity) : el("p", { class: "hint", text: "No per-step trace for this strategy." })),
+    section(meanshift ? "neighbours in routing space" : "neighbours", neighbourList(record)),
+    section(meanshift ? "distance moved per update" : "loss curve",
+      trace.length ? lossChart(trace, quantity, meanshift ? 1 : 0) : el("p", { class: "hint", text: "No per-step trace for this strategy." })),
   ];
 }
 
