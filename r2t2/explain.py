@@ -74,9 +74,16 @@ def _rows(routing: dict[str, Any]) -> dict[str, dict[str, float]]:
     return {"": routing or {}}
 
 
+def _lm_rows(record: dict[str, Any], field: str) -> dict[str, dict[str, float]]:
+    """The LM rows' listed weights ({row: {expert: weight}}), from the record's `lm_routing`."""
+    layers = (record.get("lm_routing") or {}).get("layers") or []
+    return {layer["row"]: {entry["expert"]: entry["weight"] for entry in layer[field]} for layer in layers}
+
+
 def _shift(record: dict[str, Any]) -> str:
-    """Which expert lost the most weight and which gained the most, in the row that moved most."""
-    before, after = _rows(record.get("base_routing") or {}), _rows(record.get("routing") or {})
+    """Which expert lost the most weight and which gained the most, in the row that moved most (vision or LM)."""
+    before = {**_rows(record.get("base_routing") or {}), **_lm_rows(record, "base")}
+    after = {**_rows(record.get("routing") or {}), **_lm_rows(record, "routing")}
     changes = [(row, expert, after.get(row, {}).get(expert, 0.0) - weight)
                for row, weights in before.items() for expert, weight in weights.items()]
     if not changes:

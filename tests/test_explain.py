@@ -77,6 +77,17 @@ def test_the_sentence_says_why(given: dict, expected: str) -> None:
     assert explained(given)["explanation"] == expected
 
 
+def test_a_move_of_the_lm_rows_names_their_experts() -> None:
+    lm = {"applied": True, "layers": [
+        {"row": "lm.layer1", "layer": 1, "engine_experts": ["e0", "e2"], "engine_tokens": 2,
+         "base": [{"expert": "e2", "weight": 0.5}, {"expert": "e0", "weight": 0.3}, {"expert": "e1", "weight": 0.2}],
+         "routing": [{"expert": "e0", "weight": 0.7}, {"expert": "e2", "weight": 0.2}, {"expert": "e1", "weight": 0.1}]}]}
+    given = record("kernel", 0.0, toward_neighbours=1.0, lm_routing=lm)
+    given["moved"] = 0.4  # the LM row moved; the vision row did not
+    assert explained(given)["explanation"] == ("Kernel regression moved 0.40 of the routing weight from e2 to e0 in "
+                                               "row lm.layer1, 1.00 of the way to the neighbours' weighted routing.")
+
+
 def test_copies_of_one_question_are_one_group_with_their_answers() -> None:
     other = {"id": "ref-9", "question": "is there a circle?", "answer": "no", "task": "presence",
              "similarity": 0.5, "weight": 0.1, "distance": 0.9}
