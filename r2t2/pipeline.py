@@ -45,7 +45,9 @@ NEEDS_NEIGHBOURS = ("ngd", "kernel")
 # simplex's own scale. Measured side by side in BENCHMARKS.md; requests can still ask for lr=0.01.
 # The evidence guard (routing/guard.py) is on for them: on the paraphrase-val split it never cost
 # accuracy net of broken answers (BENCHMARKS.md, section 1c); a request can turn it off with guard=false.
-FAMILY_DEFAULTS = {"lr": 0.2, "guard": True}
+# So is the answer check (r2t2/answer_space.py): on paraphrase-val it replaced only answers of another kind
+# and cost no fix at answer_space_k 16, 64 or 256 (BENCHMARKS.md, section 1d); answer_check=false turns it off.
+FAMILY_DEFAULTS = {"lr": 0.2, "guard": True, "answer_check": True}
 
 
 LM_TOP_EXPERTS = 8  # an LM row in the record lists its this many heaviest experts
