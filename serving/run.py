@@ -99,10 +99,12 @@ def run_server(config: ServerConfig, num_cpus: int | None = None, dashboard: boo
     # Ray keeps its session (logs, sockets) under /tmp/ray; its dashboard (port 8265) only when asked for.
     with progress.phase("Ray started"):
         ray.init(num_cpus=num_cpus, include_dashboard=dashboard)
+    serving = False
     try:
         imports.join()
         infos = check_models(config, progress)  # a model that cannot load ends the start here, before Serve
         with progress.phase("Serve started"):
+            serving = True
             serve.start(http_options={"host": config.host, "port": config.port})
         deploy(config, infos=infos, progress=progress)
         for card in serve.get_app_handle(APP_NAME).models.remote().result().model_dump()["data"]:
@@ -118,7 +120,8 @@ def run_server(config: ServerConfig, num_cpus: int | None = None, dashboard: boo
     finally:
         stopping = time.monotonic()
         print("r2t2 stopping", flush=True)
-        serve.shutdown()
+        if serving:  # else Serve would log that it has nothing to shut down
+            serve.shutdown()
         ray.shutdown()
         print(f"r2t2 stopped in {time.monotonic() - stopping:.1f} s", flush=True)
 
