@@ -24,9 +24,10 @@ __all__ = ["Delta", "GenerationBackend", "LmReport", "LmRoutingRefused", "LmRows
 
 def model_length(config: ServerConfig, lm_path: str) -> int:
     """The served context length: the checkpoint's positions, capped by the config's max_model_len when set."""
-    config = json.loads((Path(lm_path) / "config.json").read_text())
+    checkpoint = json.loads((Path(lm_path) / "config.json").read_text())
     # An image-text checkpoint keeps its language model's under text_config.
-    positions = config.get("max_position_embeddings") or config.get("text_config", {}).get("max_position_embeddings")
+    positions = checkpoint.get("max_position_embeddings") or \
+        checkpoint.get("text_config", {}).get("max_position_embeddings")
     limits = [n for n in (config.max_model_len, positions) if n]
     if not limits:
         raise ValueError(f"{lm_path}/config.json has no max_position_embeddings: set max_model_len in the server "
