@@ -399,7 +399,8 @@ def serve_model(model: ServableModel, family: str, options: dict[str, Any] | Non
     name), `build_default_index` (default True), `r2t2` (default strategy settings), `device` ("cpu", the
     default, or e.g. "cuda": the model, its batches, neighbour tensors and re-routing run there; the model
     must then have `.to(device)`), `embedder` (the neighbour embedder, see `neighbour_embedder`; its indexes
-    must have been built with it). Unknown options are a ValueError naming them.
+    must have been built with it). Unknown options are a ValueError naming them. A model without vision rows
+    re-routes its LM rows unless `r2t2` names another target.
     """
     options = dict(options or {})
     unknown = sorted(set(options) - set(_SERVE_OPTIONS))
