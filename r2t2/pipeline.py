@@ -128,7 +128,8 @@ class ReroutePipeline:
     def info(self) -> dict[str, Any]:
         """What a client or the server needs to know about the served model (JSON-ready)."""
         return {"model_name": self.model_name, "family": self.family, "fingerprint": self.model.fingerprint,
-                "lm_path": self.lm_path, "engine_input": self.model.engine_input, "routing_shape": list(self.model.routing_shape),
+                "lm_path": self.lm_path, "engine_input": self.model.engine_input,
+                "routing_shape": list(self.model.routing_shape),
                 "routing_rows": self.layout.to_dict(),
                 "default_index": self.default_index, "max_positions": self.model.max_positions,
                 # An adapter model may read questions of any length (None); the shipped families cap them.

@@ -34,7 +34,8 @@ class Generator:
             engine = info["lm_path"], info["engine_input"]
         lm_path, engine_input = engine
         try:
-            self._backend: GenerationBackend = create_backend(config, config.model(model_name), lm_path, engine_input)
+            self._backend: GenerationBackend = create_backend(config, config.model(model_name), lm_path,
+                                                              engine_input)
         except Exception as err:
             # One line for the start-up report (serving.run): engines raise multi-line, very long errors.
             summary = " ".join(str(err).split())

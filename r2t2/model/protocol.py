@@ -81,7 +81,7 @@ class ServableModel(RoutedModel, Protocol):
     lm_path: Path  # Hugging Face directory the generation engine loads (the LM alone, or the whole image-text model)
     max_positions: int  # the language model's context length (prompt + generated tokens)
     routing_layout: RoutingLayout  # the routing's rows: name, kind (vision | lm), experts, LM layer
-    engine_input: str  # r2t2.engine_prompt.PROMPT_EMBEDS or TEXT_IMAGE: what `engine_prompts` gives, the engine's set-up
+    engine_input: str  # r2t2.engine_prompt PROMPT_EMBEDS or TEXT_IMAGE: what `engine_prompts` gives
 
     def encode_query(self, image: Image.Image, question: str, answer: str | None = None) -> EncodedQuery:
         """Encode one request; `answer` (the label) only for evaluation."""
