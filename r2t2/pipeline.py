@@ -26,6 +26,7 @@ from indexes.registry import IndexRegistry
 from indexes.specs import build_from_spec
 from indexes.store import IndexStore
 from r2t2.answer_space import AnswerVerdict, judge
+from r2t2.engine_prompt import EnginePrompt
 from r2t2.explain import explained
 from r2t2.model import ServableModel, load_model
 from r2t2.routing import Neighbourhood, RerouteConfig, RerouteRequest, RerouteResult, reroute_many
@@ -55,7 +56,7 @@ LM_TOP_EXPERTS = 8  # an LM row in the record lists its this many heaviest exper
 
 @dataclass
 class Prepared:
-    prompt_embeds: torch.Tensor  # [S, hidden] float32: the whole prompt for the language model
+    prompt: EnginePrompt  # what the generation engine is fed (the model's `engine_prompts`)
     record: dict  # JSON-able account of what R2-T2 did
     # {decoder layer: distribution over its experts} the engine applies at the answer position; None: its routers
     lm_routing: dict[int, list[float]] | None = None
@@ -63,7 +64,7 @@ class Prepared:
     answer_space: frozenset[str] | None = None
 
 
-BaseReady = Callable[[int, torch.Tensor], None]  # (request's position in the batch, its base prompt [S, hidden])
+BaseReady = Callable[[int, EnginePrompt], None]  # (request's position in the batch, its prompt under the base routing)
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,8 @@ class ReroutePipeline:
     def info(self) -> dict[str, Any]:
         """What a client or the server needs to know about the served model (JSON-ready)."""
         return {"model_name": self.model_name, "family": self.family, "fingerprint": self.model.fingerprint,
-                "lm_path": self.lm_path, "routing_shape": list(self.model.routing_shape),
+                "lm_path": self.lm_path, "engine_input": self.model.engine_input,
+                "routing_shape": list(self.model.routing_shape),
                 "routing_rows": self.layout.to_dict(),
                 "default_index": self.default_index, "max_positions": self.model.max_positions,
                 # An adapter model may read questions of any length (None); the shipped families cap them.
@@ -290,15 +292,15 @@ class ReroutePipeline:
 
         def encoded(position: int, item: _Found) -> None:
             assert on_base is not None
-            on_base(positions[position], self.model.prompt_embeds(item.batch, item.request.r0)[0])
+            on_base(positions[position], self.model.engine_prompts(item.batch, item.request.r0)[0])
 
         done = iter(self.rerouted_many(valid, None if on_base is None else encoded))
         outcomes: list[Prepared | Exception] = []
         for query in queries:
             outcome = query if isinstance(query, Exception) else next(done)
             if not isinstance(outcome, Exception):
-                prompt = self.model.prompt_embeds(outcome.query, outcome.result.routing)[0]
-                outcome = Prepared(prompt_embeds=prompt, record=self.record(outcome),
+                prompt = self.model.engine_prompts(outcome.query, outcome.result.routing)[0]
+                outcome = Prepared(prompt=prompt, record=self.record(outcome),
                                    lm_routing=self.lm_routing(outcome), answer_space=outcome.answer_space)
             outcomes.append(outcome)
         return outcomes
@@ -385,7 +387,7 @@ def load_pipeline(config: dict[str, Any] | None = None) -> ReroutePipeline:
     options = dict(config or {})
     model = load_model(options.pop("checkpoint", "embedded"))
     options["r2t2"] = {**FAMILY_DEFAULTS, **options.get("r2t2", {})}
-    return serve_model(model, model.config.name, options)
+    return serve_model(model, model.family, options)
 
 
 _SERVE_OPTIONS = ("model_name", "index_dir", "default_index", "build_default_index", "r2t2", "device", "embedder")
@@ -398,7 +400,8 @@ def serve_model(model: ServableModel, family: str, options: dict[str, Any] | Non
     name), `build_default_index` (default True), `r2t2` (default strategy settings), `device` ("cpu", the
     default, or e.g. "cuda": the model, its batches, neighbour tensors and re-routing run there; the model
     must then have `.to(device)`), `embedder` (the neighbour embedder, see `neighbour_embedder`; its indexes
-    must have been built with it). Unknown options are a ValueError naming them.
+    must have been built with it). Unknown options are a ValueError naming them. A model without vision rows
+    re-routes its LM rows unless `r2t2` names another target.
     """
     options = dict(options or {})
     unknown = sorted(set(options) - set(_SERVE_OPTIONS))
@@ -412,7 +415,9 @@ def serve_model(model: ServableModel, family: str, options: dict[str, Any] | Non
         ensure_default_index(model, embedder, store, default_index)
     registry = IndexRegistry(store, expected_fingerprint=model.fingerprint, expected_embedder=embedder.name,
                              expected_rows=routing_row_names(model))
-    defaults = RerouteConfig().replace(**options.get("r2t2", {}))
+    # A model without vision rows (all its routing is the LM's) re-routes its LM rows unless told otherwise.
+    target = {} if routing_layout(model).has("vision") else {"target": "lm"}
+    defaults = RerouteConfig().replace(**{**target, **options.get("r2t2", {})})
     device = torch.device(options.get("device") or "cpu")
     if device.type != "cpu":
         if not callable(getattr(model, "to", None)):

@@ -14,10 +14,10 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-import torch
 from ray.serve.handle import DeploymentHandle
 
 from r2t2.answer_space import judge
+from r2t2.engine_prompt import EnginePrompt
 from serving.backends import Delta, SamplingOptions
 from serving.choices import Stream, open_streams
 
@@ -53,10 +53,10 @@ class Answers:
 
     def __init__(self, generator: DeploymentHandle, sampling: SamplingOptions, n: int, speculative: bool) -> None:
         self._generator, self._sampling, self._n, self._speculative = generator, sampling, n, speculative
-        self._base_prompt: torch.Tensor | None = None
+        self._base_prompt: EnginePrompt | None = None
         self._base: asyncio.Task[list[Stream]] | None = None
 
-    def base_ready(self, prompt: torch.Tensor) -> None:
+    def base_ready(self, prompt: EnginePrompt) -> None:
         """The request is encoded: start its answer under the router's routing (when speculating)."""
         self._base_prompt = prompt
         if self._speculative and self._base is None:
@@ -84,15 +84,15 @@ class Answers:
             record["answer_source"] = "speculative" if self._base is not None else "rerouted"
             if self._base is not None:
                 return await self._base
-            return await open_streams(self._generator, final["prompt_embeds"], self._sampling, self._n)
+            return await open_streams(self._generator, final["prompt"], self._sampling, self._n)
         space = final["answer_space"]
         if space is None and not compare_with_none:
             await self.cancel()
             record["answer_source"] = "rerouted"
-            return await open_streams(self._generator, final["prompt_embeds"], self._sampling, self._n,
+            return await open_streams(self._generator, final["prompt"], self._sampling, self._n,
                                       final["lm_rows"])
         rerouted_streams, base_streams = await asyncio.gather(
-            open_streams(self._generator, final["prompt_embeds"], self._sampling, self._n, final["lm_rows"]),
+            open_streams(self._generator, final["prompt"], self._sampling, self._n, final["lm_rows"]),
             self._base_streams())
         rerouted = await asyncio.gather(*(_drained(s) for s in rerouted_streams))
         base = await asyncio.gather(*(_drained(s) for s in base_streams))

@@ -24,11 +24,12 @@ def deployment_name(kind: str, model: str) -> str:
     return f"{kind}-{model}"
 
 
-def build_app(config: ServerConfig, lm_paths: Mapping[str, str] | None = None) -> Application:
+def build_app(config: ServerConfig, engines: Mapping[str, tuple[str, str]] | None = None) -> Application:
     """The deployments, each sized by its own section of the config (the index manager is one replica).
 
-    `lm_paths` (model id -> its language model, as the start-up checks found it) lets each generator start
-    its engine at once; a generator without one asks its re-router, which must load its pipeline first.
+    `engines` (model id -> the checkpoint its engine loads and its `engine_input`, as the start-up checks found
+    them) lets each generator start its engine at once; a generator without one asks its re-router, which must
+    load its pipeline first.
     """
     models: dict[str, tuple[Application, Application]] = {}
     for entry in config.models:
@@ -36,7 +37,7 @@ def build_app(config: ServerConfig, lm_paths: Mapping[str, str] | None = None) -
                                     **config.rerouter_options(entry).ray_options()).bind(config, entry.name)
         generator = Generator.options(name=deployment_name("Generator", entry.name), **SHUTDOWN,
                                       **config.generator_options(entry).ray_options()).bind(
-            config, entry.name, rerouter, (lm_paths or {}).get(entry.name))
+            config, entry.name, rerouter, (engines or {}).get(entry.name))
         models[entry.name] = (rerouter, generator)
     rerouters = {name: rerouter for name, (rerouter, _) in models.items()}
     indexes = IndexManager.options(ray_actor_options={"num_cpus": config.indexes.num_cpus}, **SHUTDOWN).bind(

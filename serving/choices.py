@@ -12,9 +12,9 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
-import torch
 from ray.serve.handle import DeploymentHandle
 
+from r2t2.engine_prompt import EnginePrompt
 from serving.backends import Delta, LmRows, SamplingOptions
 from serving.errors import ServiceUnavailable
 from serving.retry import ATTEMPTS, replica_lost, retried
@@ -27,7 +27,7 @@ def choice_sampling(sampling: SamplingOptions, index: int) -> SamplingOptions:
     return sampling if sampling.seed is None or index == 0 else replace(sampling, seed=sampling.seed + index)
 
 
-async def generate_all(generator: DeploymentHandle, prompt: torch.Tensor, sampling: SamplingOptions,
+async def generate_all(generator: DeploymentHandle, prompt: EnginePrompt, sampling: SamplingOptions,
                        n: int, lm_rows: LmRows | None = None) -> list[list[Delta]]:
     """Every choice's deltas, generated concurrently; a choice whose replica died is generated again."""
 
@@ -42,7 +42,7 @@ async def generate_all(generator: DeploymentHandle, prompt: torch.Tensor, sampli
     return list(await asyncio.gather(*(one(i) for i in range(n))))
 
 
-async def open_streams(generator: DeploymentHandle, prompt: torch.Tensor, sampling: SamplingOptions,
+async def open_streams(generator: DeploymentHandle, prompt: EnginePrompt, sampling: SamplingOptions,
                        n: int, lm_rows: LmRows | None = None) -> list[Stream]:
     """Each choice's stream with its first delta already received, so a refusal is still a status code and a
     replica lost before anything was sent is retried; a loss later on is resumed where it can be."""
@@ -55,7 +55,7 @@ async def open_streams(generator: DeploymentHandle, prompt: torch.Tensor, sampli
     return list(await asyncio.gather(*(one(i) for i in range(n))))
 
 
-async def _opened(generator: DeploymentHandle, prompt: torch.Tensor, options: SamplingOptions,
+async def _opened(generator: DeploymentHandle, prompt: EnginePrompt, options: SamplingOptions,
                   lm_rows: LmRows | None) -> Stream:
     async def attempt() -> Stream:
         deltas = generator.options(stream=True).generate.remote(prompt, options, lm_rows)
@@ -64,7 +64,7 @@ async def _opened(generator: DeploymentHandle, prompt: torch.Tensor, options: Sa
     return await retried(attempt, "generator")
 
 
-async def _resuming(generator: DeploymentHandle, prompt: torch.Tensor, options: SamplingOptions,
+async def _resuming(generator: DeploymentHandle, prompt: EnginePrompt, options: SamplingOptions,
                     lm_rows: LmRows | None, first: Delta | None, rest: AsyncIterator[Delta]) -> AsyncIterator[Delta]:
     """`rest`, and after a replica loss the rest of a fresh generation of the same (reproducible) completion."""
     sent_text, sent_tokens = "" if first is None else first.text, 0 if first is None else first.num_tokens

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import torch
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from r2t2.engine_prompt import EnginePrompt
 from serving.backends import (Delta, GenerationBackend, LmRoutingRefused, LmRows, PromptTooLong, SamplingOptions,
                               create_backend)
 from serving.config import ServerConfig
@@ -20,28 +20,34 @@ class EngineStartError(RuntimeError):
 
 @serve.deployment
 class Generator:
-    """Streams completions of prompt embeddings with its own engine; Serve restarts it when the engine dies."""
+    """Streams completions of its model's engine prompts with its own engine; Serve restarts it when the engine
+    dies."""
 
     async def __init__(self, config: ServerConfig, model_name: str, rerouter: DeploymentHandle,
-                       lm_path: str | None = None) -> None:
+                       engine: tuple[str, str] | None = None) -> None:
         quiet_client_errors()
-        # The model's re-router (its pipeline) decides which language model the prompts are built for; the
-        # start-up checks pass it on when they know it, so the engine starts while the re-router loads.
-        lm_path = lm_path or (await rerouter.model_info.remote())["lm_path"]
+        # The model's re-router (its pipeline) decides which checkpoint the engine loads and what it is fed
+        # (`engine_input`); the start-up checks pass both on when they know them, so the engine starts while the
+        # re-router loads.
+        if engine is None:
+            info = await rerouter.model_info.remote()
+            engine = info["lm_path"], info["engine_input"]
+        lm_path, engine_input = engine
         try:
-            self._backend: GenerationBackend = create_backend(config, config.model(model_name), lm_path)
+            self._backend: GenerationBackend = create_backend(config, config.model(model_name), lm_path,
+                                                              engine_input)
         except Exception as err:
             # One line for the start-up report (serving.run): engines raise multi-line, very long errors.
             summary = " ".join(str(err).split())
             raise EngineStartError(f"model {model_name!r}: the {config.backend} backend cannot load "
                                    f"{lm_path}: {summary[:400]}") from None
 
-    async def generate(self, prompt_embeds: torch.Tensor, options: SamplingOptions,
+    async def generate(self, prompt: EnginePrompt, options: SamplingOptions,
                        lm_rows: LmRows | None = None) -> AsyncIterator[Delta]:
         """Deltas of one completion, under the request's LM rows when it has them; too many tokens or LM rows
         the engine cannot apply are a 400, a failure with a dead engine a 503."""
         try:
-            async for delta in self._backend.generate(prompt_embeds, options, lm_rows):
+            async for delta in self._backend.generate(prompt, options, lm_rows):
                 yield delta
         except PromptTooLong as err:
             raise InvalidRequest(str(err), param="max_tokens", code="context_length_exceeded") from None

@@ -22,6 +22,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from r2t2.engine_prompt import prompt_length
 from serving import playground
 from serving.auth import require_admin
 from serving import openapi
@@ -150,7 +151,7 @@ async def _prepared(rerouter: DeploymentHandle, image: Any, job: ChatJob,
     """The re-router's final stage for the request, its base prompt handed to `base_ready` on the way."""
     async for stage in rerouter.options(stream=True).prepare.remote(image, job.question, job.overrides, job.index):
         if stage["stage"] == "base":
-            base_ready(stage["prompt_embeds"])
+            base_ready(stage["prompt"])
         else:
             return stage
     raise InternalError("the re-router ended without its final stage")
@@ -332,7 +333,7 @@ class Ingress:
                 final = await retried(lambda: _prepared(served.rerouter, image, job, answers.base_ready), "re-router")
                 record: dict[str, Any] = final["record"]
                 strategy = str(record.get("strategy", strategy))
-                completion = Completion(model=job.model, prompt_tokens=int(final["prompt_embeds"].shape[0]),
+                completion = Completion(model=job.model, prompt_tokens=prompt_length(final["prompt"]),
                                         n=job.choices, with_logprobs=job.sampling.logprobs is not None)
                 _check_context(served.card, completion.prompt_tokens, job.sampling.max_tokens)
                 generate_started = time.perf_counter()

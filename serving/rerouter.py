@@ -12,11 +12,17 @@ from PIL import Image
 from ray import serve
 
 from indexes.registry import ForeignIndexError, IndexRegistry
+from r2t2.engine_prompt import EnginePrompt
 from serving.batcher import ContinuousBatcher
 from serving.config import ServerConfig
 from serving.errors import IndexOfAnotherModel, from_pipeline_error
 from serving.logs import quiet_client_errors
 from serving.pipelines import build_pipeline
+
+
+def _portable(prompt: EnginePrompt) -> EnginePrompt:
+    """A prompt fit to travel to another process: embeddings detached and on the CPU."""
+    return prompt.detach().cpu() if isinstance(prompt, torch.Tensor) else prompt
 
 
 @dataclass(frozen=True)
@@ -27,7 +33,7 @@ class _Job:
     base: asyncio.Future
     loop: asyncio.AbstractEventLoop
 
-    def base_ready(self, prompt: torch.Tensor) -> None:
+    def base_ready(self, prompt: EnginePrompt) -> None:
         """Called from the batch's worker thread: hand the base prompt to the request's event loop."""
         self.loop.call_soon_threadsafe(lambda: None if self.base.done() else self.base.set_result(prompt))
 
@@ -62,9 +68,9 @@ class ReRouter:
 
     async def prepare(self, image: Image.Image, question: str, overrides: dict[str, Any],
                       index: str | None) -> AsyncIterator[dict[str, Any]]:
-        """Stream the request's two stages: {"stage": "base", "prompt_embeds"} as soon as it is encoded (its
+        """Stream the request's two stages: {"stage": "base", "prompt"} as soon as it is encoded (its engine
         prompt under the router's own routing, for a speculative answer), then {"stage": "final"} with the
-        prompt embeddings, the r2t2 record, the LM rows the engine must apply (None: none) and the answer space
+        engine prompt, the r2t2 record, the LM rows the engine must apply (None: none) and the answer space
         of the answer check (None: no check). Documented pipeline errors come back as 4xx ApiErrors."""
         loop = asyncio.get_running_loop()
         job = _Job((image, question, overrides, index), loop.create_future(), loop)
@@ -72,7 +78,7 @@ class ReRouter:
         try:
             await asyncio.wait({job.base, prepared}, return_when=asyncio.FIRST_COMPLETED)
             if job.base.done():
-                yield {"stage": "base", "prompt_embeds": job.base.result().detach().cpu()}
+                yield {"stage": "base", "prompt": _portable(job.base.result())}
             try:
                 done = await prepared
             except ForeignIndexError as err:
@@ -82,7 +88,7 @@ class ReRouter:
                 if api_error is None:
                     raise
                 raise api_error from None
-            yield {"stage": "final", "prompt_embeds": done.prompt_embeds.detach().cpu(), "record": done.record,
+            yield {"stage": "final", "prompt": _portable(done.prompt), "record": done.record,
                    "lm_rows": done.lm_routing,
                    "answer_space": None if done.answer_space is None else sorted(done.answer_space)}
         finally:

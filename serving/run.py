@@ -39,10 +39,10 @@ def deploy(config: ServerConfig, name: str = APP_NAME, route_prefix: str = "/",
 
     from serving.app import build_app
 
-    lm_paths = {model: info["lm_path"] for model, info in (infos or {}).items()}
+    engines = {model: (info["lm_path"], info["engine_input"]) for model, info in (infos or {}).items()}
     try:
         with progress.deployments(name) if progress is not None else nullcontext():
-            serve.run(build_app(config, lm_paths), name=name, route_prefix=route_prefix)
+            serve.run(build_app(config, engines), name=name, route_prefix=route_prefix)
     except RuntimeError as err:
         raise StartupError(_failed_deployments(name) or str(err).strip().splitlines()[-1]) from None
 

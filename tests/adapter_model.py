@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from r2t2.engine_prompt import PROMPT_EMBEDS
 from r2t2.model import EncodedBatch, EncodedQuery, MultimodalMoE, load_model
 from r2t2.model.batches import LabelledBatch
 from r2t2.pipeline import ReroutePipeline, serve_model
@@ -35,6 +36,7 @@ class PerTokenRouting:
         self.fingerprint: str = f"{inner.fingerprint}-per-token"  # its own indexes, never the inner model's
         self.lm_path: Path = inner.lm_path
         self.max_positions: int = inner.max_positions
+        self.engine_input: str = PROMPT_EMBEDS  # its LM reads soft tokens: the engine is fed prompt embeddings
         self.routing_layout = vision_layout([f"token-{t + 1}" for t in range(tokens)], inner.config.expert_names)
 
     # RoutedModel: what the strategies need
@@ -54,7 +56,7 @@ class PerTokenRouting:
     def encode_query(self, image: Image.Image, question: str, answer: str | None = None) -> EncodedQuery:
         return self._inner.encode_query(image, question, answer)
 
-    def prompt_embeds(self, query: LabelledBatch, routing: Tensor) -> list[Tensor]:
+    def engine_prompts(self, query: LabelledBatch, routing: Tensor) -> list[Tensor]:
         return self._inner.prompt_embeds(query, routing)
 
     def answer(self, query: LabelledBatch, routing: Tensor) -> list[str]:

@@ -113,7 +113,7 @@ def test_guard_verdict_is_recorded_and_a_fired_guard_keeps_the_base_routing(repo
 def test_prepare_gives_prompt_and_named_record(pipeline) -> None:
     sample = load_split("paraphrase", limit=1, seed=2)[0]
     prepared = pipeline.prepare(sample.image, sample.question, {"strategy": "kernel", "k": 3}, None)
-    assert prepared.prompt_embeds.ndim == 2 and prepared.prompt_embeds.shape[1] == 128
+    assert prepared.prompt.ndim == 2 and prepared.prompt.shape[1] == 128
     record = prepared.record
     assert set(record["routing"]) == set(pipeline.model.config.expert_names)
     assert record["lm_routing"]["applied"] is False and prepared.lm_routing is None
@@ -165,7 +165,7 @@ def test_a_mixed_batch_of_16_matches_each_request_alone(pipeline) -> None:
         routing = {e: torch.tensor(w) for e, w in joint.record["routing"].items()}
         for expert, weight in alone.record["routing"].items():
             assert abs(routing[expert] - weight) <= 1e-6, (request[2], expert)
-        assert torch.allclose(joint.prompt_embeds, alone.prompt_embeds, atol=1e-5, rtol=0)
+        assert torch.allclose(joint.prompt, alone.prompt, atol=1e-5, rtol=0)
         answers = [pipeline.model.answer(pipeline.model.encode_query(request[0], request[1]).batch,
                                          torch.tensor([list(p.record["routing"].values())])) for p in (joint, alone)]
         assert answers[0] == answers[1]
@@ -193,4 +193,4 @@ def test_target_lm_moves_the_lm_rows_and_hands_them_to_the_engine(pipeline) -> N
         assert len(weights) == 4 and abs(sum(weights) - 1) < 1e-5
         assert layer["routing"][0]["weight"] == pytest.approx(max(weights))
     base = pipeline.prepare(sample.image, sample.question, {"strategy": "none"}, None)
-    assert torch.equal(prepared.prompt_embeds, base.prompt_embeds)  # the vision rows did not move
+    assert torch.equal(prepared.prompt, base.prompt)  # the vision rows did not move

@@ -9,8 +9,9 @@ import torch
 from safetensors import safe_open
 
 import r2t2  # noqa: F401
-from r2t2.model import ImageTextConfig, ModelConfigError, load_config, load_model
+from r2t2.model import ImageTextConfig, ModelConfigError, load_config, load_model, read_config
 from r2t2.model.hf_checkpoint import FAMILY, WEIGHTS
+from r2t2.model.image_text_model import ImageTextModel
 from r2t2.model.qwen3vl import answer_routing, build_model, chat_inputs, generate_answers, load_checkpoint, prompt
 from r2t2.model.tokenizer import build_chat_tokenizer
 from r2t2.train_image_text import ImageTextTrainConfig, train_image_text
@@ -115,7 +116,8 @@ def test_the_checkpoint_is_in_the_published_layout_and_describes_itself(trained)
     assert card.startswith("# r2t2 model card: qwen3vl") and "| paraphrase |" in card
     assert set(report["accuracy"]) == {"test", "paraphrase"} and 0 <= report["accuracy"]["test"]["all"] <= 100
     with pytest.raises(ModelConfigError, match="Hugging Face"):
-        load_model(out)  # the composed-family loader refuses it clearly
+        read_config(out)  # the composed-family reader refuses it clearly
+    assert isinstance(load_model(out), ImageTextModel)  # load_model serves it through its adapter
 
 
 def test_transformers_reads_it_back_with_its_own_loader_and_answers_the_same(trained) -> None:

@@ -1,4 +1,5 @@
-"""Both generation backends give the same greedy text for the same prompt embeddings."""
+"""Both generation backends give the same greedy text for the same prompt embeddings; text+image prompts are
+checked before an engine sees them, and only the vLLM backend takes them."""
 from __future__ import annotations
 
 import asyncio
@@ -6,8 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
-from serving.backends import Delta, PromptTooLong, SamplingOptions, check_prompt_embeds
+from r2t2.engine_prompt import TEXT_IMAGE, TextImagePrompt
+from serving.backends import Delta, PromptTooLong, SamplingOptions, check_prompt_embeds, check_text_image
 from serving.backends.torch_backend import TorchBackend
 from serving.config import VllmOptions
 
@@ -43,6 +46,20 @@ def test_check_prompt_embeds_rejects_bad_input() -> None:
         check_prompt_embeds(torch.full((3, HIDDEN), float("nan")), HIDDEN, 64, options)
     with pytest.raises(PromptTooLong, match="exceeds"):
         check_prompt_embeds(torch.zeros(62, HIDDEN), HIDDEN, 64, options)
+
+
+def test_check_text_image_rejects_bad_input(tiny_mixtral_dir: Path) -> None:
+    options = SamplingOptions(max_tokens=4)
+    prompt = TextImagePrompt("<|vision_start|><|image_pad|><|vision_end|>what color?", Image.new("RGB", (64, 64)), 33)
+    assert check_text_image(prompt, 64, options) is prompt
+    with pytest.raises(TypeError, match="TextImagePrompt"):
+        check_text_image(torch.zeros(3, HIDDEN), 64, options)
+    with pytest.raises(ValueError, match="text"):
+        check_text_image(TextImagePrompt("", prompt.image, 33), 64, options)
+    with pytest.raises(PromptTooLong, match="exceeds"):
+        check_text_image(prompt, 36, options)
+    with pytest.raises(ValueError, match="backend: vllm"):  # refused at start-up, before loading anything
+        TorchBackend(str(tiny_mixtral_dir), max_model_len=256, engine_input=TEXT_IMAGE)
 
 
 def test_sampling_options_validate() -> None:

@@ -44,6 +44,16 @@ def test_two_models_config_serves_both_families_on_two_cores() -> None:
     assert app_builder({"config_path": str(DEPLOY / "two-models.yaml")}) is not None
 
 
+def test_three_models_config_adds_the_qwen3vl_family_on_two_cores() -> None:
+    config = ServerConfig.from_yaml(DEPLOY / "three-models.yaml")
+    assert [(m.name, m.pipeline["checkpoint"]) for m in config.models] == [
+        ("r2t2-embedded", "embedded"), ("r2t2-quartet", "quartet"), ("r2t2-qwen3vl", "qwen3vl")]
+    cpus = config.ingress.num_cpus + config.indexes.num_cpus + sum(
+        config.rerouter_options(m).num_cpus + config.generator_options(m).num_cpus for m in config.models)
+    assert cpus <= 2 and all(config.vllm_options(m).enforce_eager for m in config.models)  # LM routing needs eager
+    assert app_builder({"config_path": str(DEPLOY / "three-models.yaml")}) is not None
+
+
 def test_rayservice_puts_generators_on_gpus() -> None:
     docs = list(yaml.safe_load_all((DEPLOY / "rayservice.yaml").read_text()))
     service = next(d for d in docs if d["kind"] == "RayService")

@@ -19,8 +19,10 @@ from transformers import AutoTokenizer
 
 from r2t2.model.config import ModelConfig, ModelConfigError, load_config
 from r2t2.model.fingerprint import FINGERPRINT, files_fingerprint
+from r2t2.model.image_text_model import ImageTextModel, is_image_text_checkpoint
 from r2t2.model.language_model import load_lm
 from r2t2.model.mmoe import MultimodalMoE
+from r2t2.model.protocol import ServableModel
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 DEFAULT_CHECKPOINT = ASSETS / "embedded"
@@ -87,9 +89,13 @@ def read_config(directory: Path) -> ModelConfig:
     return config
 
 
-def load_model(directory: str | Path = DEFAULT_CHECKPOINT) -> MultimodalMoE:
-    """A frozen model in eval mode (parameters never require grad: strategies only move routing)."""
+def load_model(directory: str | Path = DEFAULT_CHECKPOINT) -> ServableModel:
+    """A frozen model in eval mode (parameters never require grad: strategies only move routing): a composed
+    family's `MultimodalMoE`, or for a Hugging Face image-text checkpoint (the `qwen3vl` family, a published
+    Qwen3-VL-MoE) its adapter, `ImageTextModel`."""
     directory = resolve_checkpoint(directory)
+    if is_image_text_checkpoint(directory):
+        return ImageTextModel(directory)
     config = read_config(directory)
     # Expert weight files only seed training; the trained weights are in vision.safetensors.
     config = dataclasses.replace(config, experts=tuple(dataclasses.replace(e, weights=None) for e in config.experts))

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from r2t2.routing.layout import RoutingLayout
+
 
 @dataclass
 class LmRouting:
@@ -42,6 +44,23 @@ class LmRouting:
     answer_from: int | None = None
     captured: dict[int, Tensor] = field(default_factory=dict)  # layer -> [number of answer tokens, E]
     ran: dict[int, dict] = field(default_factory=dict)  # layer -> {"experts": [...], "tokens": n}
+
+
+def pinned_rows(layout: RoutingLayout, routing: Tensor, pinned: Sequence[bool] | None,
+                answer: Tensor) -> LmRouting | None:
+    """The LM rows of `routing` ([L, E] or [B, L, E]) that `pinned` applies, placed at the `answer` tokens
+    [B, S]; None when it applies none (every layer keeps its router)."""
+    if pinned is None:
+        return None
+    if len(pinned) != layout.shape[0]:
+        raise ValueError(f"pinned names {len(pinned)} rows; the routing has {layout.shape[0]}")
+    rows = [i for i, row in enumerate(layout.rows) if row.kind == "lm" and pinned[i]]
+    if not rows:
+        return None
+    width = max(len(layout.rows[i].experts) for i in rows)
+    values = routing[..., rows, :width]
+    values = values.expand(answer.shape[0], *values.shape[-2:]) if values.ndim == 2 else values
+    return LmRouting(tuple(layout.rows[i].layer for i in rows), answer, rows=values)
 
 
 _ACTIVE: ContextVar[LmRouting | None] = ContextVar("r2t2_lm_routing", default=None)

@@ -28,8 +28,9 @@ from r2t2.model.batches import LabelledBatch
 from r2t2.model.config import ModelConfig
 from r2t2.model.experts import ExpertBank
 from r2t2.model.language_model import build_lm, prefix_lm
-from r2t2.model.lm_routing import LmRouting, install_router_hooks, routing_at
+from r2t2.model.lm_routing import LmRouting, install_router_hooks, pinned_rows, routing_at
 from r2t2.model.projector import ExpertProjectors
+from r2t2.engine_prompt import PROMPT_EMBEDS
 from r2t2.model.protocol import EncodedBatch, EncodedQuery
 from r2t2.model.question_encoder import MINILM_NAME, MiniLMEmbedder
 from r2t2.model.router import Router
@@ -76,6 +77,13 @@ class MultimodalMoE(nn.Module):
         self.checkpoint_dir: Path | None = None
         self.lm_path: Path | None = None
         self.fingerprint: str | None = None
+
+    engine_input = PROMPT_EMBEDS  # the LM reads the image as soft tokens: the engine is fed prompt embeddings
+
+    @property
+    def family(self) -> str:
+        """The family name: its served id is r2t2-<family>, its default index is named after it."""
+        return self.config.name
 
     def use_lm(self, lm: nn.Module) -> None:
         """Make `lm` the language model (a loaded checkpoint replaces the freshly built one), with the routers of
@@ -133,7 +141,7 @@ class MultimodalMoE(nn.Module):
         suffix = torch.cat([soft, tail], dim=1)
         answer = torch.zeros(suffix.shape[:2], dtype=torch.bool, device=suffix.device)
         answer[:, soft.shape[1]:] = True
-        with routing_at(self._applied_lm_rows(routing, pinned, answer)):
+        with routing_at(pinned_rows(self.routing_layout, routing, pinned, answer)):
             logits = lm.logits(cache, suffix)[:, soft.shape[1]:]
         targets = answers.masked_fill(answers == self.tokenizer.pad_token_id, -100)
         token_loss = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none", ignore_index=-100)
@@ -146,20 +154,6 @@ class MultimodalMoE(nn.Module):
             return routing
         layers, experts = self._vision_shape
         return routing[..., :layers, :experts]
-
-    def _applied_lm_rows(self, routing: Tensor, pinned: Sequence[bool] | None, answer: Tensor) -> LmRouting | None:
-        """The LM rows of `routing` that `pinned` applies, placed at the `answer` tokens [B, S]; None: none."""
-        if pinned is None:
-            return None
-        if len(pinned) != self.routing_shape[0]:
-            raise ValueError(f"pinned names {len(pinned)} rows; the routing has {self.routing_shape[0]}")
-        rows = [row for row in self._lm_rows if pinned[row]]
-        if not rows:
-            return None
-        layers = tuple(self.config.lm_routing_indices[self._lm_rows.index(row)] for row in rows)
-        values = routing[..., rows, :self.config.lm_experts]
-        values = values.expand(answer.shape[0], *values.shape[-2:]) if values.ndim == 2 else values
-        return LmRouting(layers, answer, rows=values)
 
     def _embed_ids(self, ids: Sequence[int]) -> Tensor:
         return self.lm.get_input_embeddings()(torch.as_tensor(list(ids), device=self.device))
@@ -259,6 +253,10 @@ class MultimodalMoE(nn.Module):
             soft = self.soft_tokens(batch.features, routing)
             return [self._prompt(batch, b, soft[b]) for b in range(len(batch))]
 
+    def engine_prompts(self, batch: LabelledBatch, routing: Tensor) -> list[Tensor]:
+        """What the vLLM engine is fed: the prompt embeddings."""
+        return self.prompt_embeds(batch, routing)
+
     def answer_loss(self, batch: LabelledBatch, routing: Tensor) -> Tensor:
         """Mean answer cross-entropy per sample [B] through the full transformers forward.
 
@@ -301,7 +299,7 @@ class MultimodalMoE(nn.Module):
             mask = pad_sequence([torch.ones(len(s), dtype=torch.long) for s in seqs], batch_first=True)
             positions = torch.arange(mask.shape[1])[None, :]
             answer = (positions >= prompt_lengths[:, None] - 1) & (positions < lengths[:, None])
-            with routing_at(self._applied_lm_rows(routing, pinned, answer.to(self.device))):
+            with routing_at(pinned_rows(self.routing_layout, routing, pinned, answer.to(self.device))):
                 logits = self.lm(inputs_embeds=pad_sequence(seqs, batch_first=True), attention_mask=mask).logits
             next_ids = logits[torch.arange(len(seqs)), lengths - 1].argmax(-1).tolist()
             for b, token in enumerate(next_ids):

@@ -1,8 +1,8 @@
 """The adapter protocol: every method r2t2 calls on a model, declared in one place.
 
 A model that implements `ServableModel` can be re-routed (the strategies need `RoutedModel`), indexed
-(`encode_references`, `reference_batch`), served (`encode_query`, `prompt_embeds`, `lm_path`) and
-evaluated (`answer`). Models built from a family config (`r2t2.model.MultimodalMoE`) implement it; so
+(`encode_references`, `reference_batch`), served (`encode_query`, `engine_input`, `engine_prompts`, `lm_path`)
+and evaluated (`answer`). Models built from a family config (`r2t2.model.MultimodalMoE`) implement it; so
 can a user's own torch module, see docs/models.md. Nothing here imports the index or serving layers:
 they import this.
 """
@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 from torch import Tensor
 
+from r2t2.engine_prompt import EnginePrompt
 from r2t2.routing.layout import RoutingLayout
 from r2t2.routing.protocol import ReferenceBatch, RoutedModel
 
@@ -77,16 +78,19 @@ class ServableModel(RoutedModel, Protocol):
     """
 
     fingerprint: str  # hash of the weights: reference indexes are tied to it
-    lm_path: Path  # Hugging Face-format language model directory: what the generation backend loads
+    lm_path: Path  # Hugging Face directory the generation engine loads (the LM alone, or the whole image-text model)
     max_positions: int  # the language model's context length (prompt + generated tokens)
     routing_layout: RoutingLayout  # the routing's rows: name, kind (vision | lm), experts, LM layer
+    engine_input: str  # r2t2.engine_prompt PROMPT_EMBEDS or TEXT_IMAGE: what `engine_prompts` gives
 
     def encode_query(self, image: Image.Image, question: str, answer: str | None = None) -> EncodedQuery:
         """Encode one request; `answer` (the label) only for evaluation."""
         ...
 
-    def prompt_embeds(self, query: ReferenceBatch, routing: Tensor) -> list[Tensor]:
-        """The language model's prompt [S, hidden] per sample under `routing`: what the generator is fed."""
+    def engine_prompts(self, query: ReferenceBatch, routing: Tensor) -> list[EnginePrompt]:
+        """What the generation engine is fed per sample under `routing`: prompt embeddings [S, hidden]
+        (engine_input PROMPT_EMBEDS) or a TextImagePrompt (TEXT_IMAGE). LM rows never change it: they travel
+        beside the prompt to the engine."""
         ...
 
     def answer(self, query: ReferenceBatch, routing: Tensor) -> list[str]:

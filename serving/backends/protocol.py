@@ -1,8 +1,9 @@
 """What the Generator deployment needs from a text generation engine.
 
-Backends take the prompt as embeddings (soft visual tokens + question), never as text: the
-re-routed multimodal prefix exists only as vectors. Each call carries its own options; a backend
-keeps no per-request state between calls.
+A backend is fed what its model's `engine_input` says (r2t2/engine_prompt.py): prompt embeddings (soft
+visual tokens + question; the re-routed multimodal prefix exists only as vectors), or, for a model the engine
+runs whole, the chat text and the image for the engine's own multimodal processor. Each call carries its
+own options; a backend keeps no per-request state between calls.
 """
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
 import torch
+
+from r2t2.engine_prompt import PROMPT_EMBEDS, EnginePrompt, TextImagePrompt
 
 FinishReason = Literal["stop", "length"]
 # A request's LM routing: decoder layer -> the distribution over that layer's experts that replaces its router's
@@ -81,15 +84,15 @@ class Delta:
 
 @runtime_checkable
 class GenerationBackend(Protocol):
-    """A text generator fed with prompt embeddings."""
+    """A text generator fed with one kind of engine prompt."""
 
     hidden_size: int
     max_model_len: int
     lm_routing: bool  # whether it can apply a request's LM rows (else such a request is refused)
 
-    def generate(self, prompt_embeds: torch.Tensor, options: SamplingOptions,
+    def generate(self, prompt: EnginePrompt, options: SamplingOptions,
                  lm_rows: LmRows | None = None) -> AsyncIterator[Delta]:
-        """Stream the completion of one prompt [S, hidden_size], under `lm_rows` when given."""
+        """Stream the completion of one prompt (of the backend's kind), under `lm_rows` when given."""
         ...
 
     async def check_health(self) -> None:
@@ -128,6 +131,19 @@ def check_prompt_embeds(
     if not torch.isfinite(embeds).all():
         raise ValueError("prompt_embeds contain NaN or infinite values")
     return embeds
+
+
+def check_text_image(prompt: EnginePrompt, max_model_len: int, options: SamplingOptions) -> TextImagePrompt:
+    """Validate a text+image prompt before an engine sees it."""
+    if not isinstance(prompt, TextImagePrompt):
+        raise TypeError(f"this engine runs the whole image-text model and takes a TextImagePrompt, "
+                        f"got {type(prompt).__name__}")
+    if not prompt.text or prompt.tokens < 1:
+        raise ValueError("a text+image prompt needs its text and its token count")
+    if prompt.tokens + options.max_tokens > max_model_len:
+        raise PromptTooLong(f"prompt of {prompt.tokens} positions + max_tokens {options.max_tokens} exceeds the "
+                            f"model length {max_model_len}")
+    return prompt
 
 
 class LmRoutingRefused(ValueError):

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 
 import torch
 
+from r2t2.engine_prompt import PROMPT_EMBEDS
 from serving.backends.protocol import (Delta, FinishReason, LmRows, LmShape, SamplingOptions, TokenLogprob,
                                        check_prompt_embeds)
 
@@ -19,9 +20,13 @@ from serving.backends.protocol import (Delta, FinishReason, LmRows, LmShape, Sam
 class TorchBackend:
     """`AutoModelForCausalLM.generate(inputs_embeds=...)` in a worker thread."""
 
-    def __init__(self, lm_path: str, max_model_len: int) -> None:
+    def __init__(self, lm_path: str, max_model_len: int, engine_input: str = PROMPT_EMBEDS) -> None:
         import r2t2  # noqa: F401  (transformers imports torchvision, which needs the fix first)
         from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if engine_input != PROMPT_EMBEDS:
+            raise ValueError(f"the torch backend generates from prompt embeddings only; this model's engine input "
+                             f"is {engine_input!r}: serve it with backend: vllm")
 
         self._model = AutoModelForCausalLM.from_pretrained(lm_path, dtype=torch.float32).eval()
         self._tokenizer = AutoTokenizer.from_pretrained(lm_path)
@@ -84,12 +89,12 @@ class TorchBackend:
             found.append(TokenLogprob(self._tokenizer.decode([token_id]), float(logp[token_id]), alternatives))
         return tuple(found)
 
-    async def generate(self, prompt_embeds: torch.Tensor, options: SamplingOptions,
+    async def generate(self, prompt: torch.Tensor, options: SamplingOptions,
                        lm_rows: LmRows | None = None) -> AsyncIterator[Delta]:
         """Yield the whole completion as one delta, computed off the event loop."""
         if self._closed:
             raise RuntimeError("the torch backend was shut down")
-        embeds = check_prompt_embeds(prompt_embeds, self.hidden_size, self.max_model_len, options)
+        embeds = check_prompt_embeds(prompt, self.hidden_size, self.max_model_len, options)
         if lm_rows is not None:
             self._shape.check(lm_rows, None if self.lm_routing else "the language model has no MoE layers")
         yield await asyncio.to_thread(self._generate_blocking, embeds, options, lm_rows)

@@ -1,4 +1,8 @@
-"""Generation with vLLM's asynchronous engine, fed with prompt embeddings.
+"""Generation with vLLM's asynchronous engine, fed what the served model's `engine_input` says.
+
+A model whose language model reads the image as soft tokens is fed prompt embeddings; a published
+image-text model that vLLM runs whole (Qwen3-VL-MoE) is fed its chat text and image, which vLLM's own
+multimodal processor for the architecture turns into the model's input.
 
 vLLM batches concurrent requests continuously, which is why it is the default backend. Its engine
 core runs in a separate process; when that process dies, `check_health` raises and Ray Serve
@@ -14,10 +18,9 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import torch
-
+from r2t2.engine_prompt import PROMPT_EMBEDS, TEXT_IMAGE, EnginePrompt
 from serving.backends.protocol import (Delta, LmReport, LmRows, LmShape, SamplingOptions, TokenLogprob,
-                                       check_prompt_embeds)
+                                       check_prompt_embeds, check_text_image)
 from serving.backends.vllm_routing import EXTRA_KEY
 from serving.backends.vllm_routing.plugin import ROUTABLE
 from serving.backends.protocol import Delta, SamplingOptions, TokenLogprob, check_prompt_embeds
@@ -35,15 +38,23 @@ def lm_routing_refusal(shape: LmShape, options: VllmOptions) -> str | None:
     return None
 
 
-class VllmBackend:
-    """An `AsyncLLM` engine with prompt embeddings enabled (and LM routing where the model allows it)."""
+# One image per request, and no video: vLLM then reserves no memory for inputs r2t2 never sends.
+_ONE_IMAGE = {"image": 1, "video": 0}
 
-    def __init__(self, lm_path: str, options: VllmOptions, max_model_len: int) -> None:
+
+class VllmBackend:
+    """An `AsyncLLM` engine fed prompt embeddings or text and an image (and LM routing where the model allows)."""
+
+    def __init__(self, lm_path: str, options: VllmOptions, max_model_len: int,
+                 engine_input: str = PROMPT_EMBEDS) -> None:
         # vLLM reads this when the engine is configured; its default is sized for a dedicated host.
         os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(options.kv_cache_gib)
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
+        if engine_input not in (PROMPT_EMBEDS, TEXT_IMAGE):
+            raise ValueError(f"unknown engine input {engine_input!r}")
+        self._engine_input = engine_input
         self._shape = LmShape.of(lm_path)
         self._refusal = lm_routing_refusal(self._shape, options)
         self.lm_routing: bool = self._refusal is None
@@ -52,9 +63,11 @@ class VllmBackend:
             "logits_processors": ["serving.backends.vllm_routing.slots:RoutingSlots"],
             "worker_extension_cls": "serving.backends.vllm_routing.worker.RoutingReports",
         }
+        inputs: dict[str, Any] = {"enable_prompt_embeds": True} if engine_input == PROMPT_EMBEDS else {
+            "limit_mm_per_prompt": _ONE_IMAGE}
         args = AsyncEngineArgs(
             model=lm_path,
-            enable_prompt_embeds=True,
+            **inputs,
             dtype=options.dtype,
             max_model_len=max_model_len,
             enforce_eager=options.enforce_eager,
@@ -74,7 +87,7 @@ class VllmBackend:
             raise RuntimeError("the vLLM backend was shut down")
         return self._engine
 
-    async def generate(self, prompt_embeds: torch.Tensor, options: SamplingOptions,
+    async def generate(self, prompt: EnginePrompt, options: SamplingOptions,
                        lm_rows: LmRows | None = None) -> AsyncIterator[Delta]:
         """Stream deltas of one completion; the request is aborted if the caller stops iterating.
 
@@ -84,16 +97,15 @@ class VllmBackend:
         from vllm.sampling_params import RequestOutputKind
 
         engine = self._running_engine()
-        embeds = check_prompt_embeds(prompt_embeds, self.hidden_size, self.max_model_len, options)
+        engine_prompt, prompt_len = self._engine_prompt(prompt, options)
         request_id = f"r2t2-{uuid.uuid4().hex}"
-        prompt: dict[str, Any] = {"prompt_embeds": embeds.to(self._dtype)}
         extra = None
         if lm_rows is not None:
             rows = self._shape.check(lm_rows, self._refusal)
-            extra = {EXTRA_KEY: {"key": request_id, "prompt_len": int(embeds.shape[0]),
+            extra = {EXTRA_KEY: {"key": request_id, "prompt_len": prompt_len,
                                  "layers": {str(layer): weights for layer, weights in rows.items()}}}
             # Keys and values computed under these rows must never be reused by a request without them.
-            prompt["cache_salt"] = hashlib.sha256(json.dumps(extra[EXTRA_KEY]["layers"]).encode()).hexdigest()
+            engine_prompt["cache_salt"] = hashlib.sha256(json.dumps(extra[EXTRA_KEY]["layers"]).encode()).hexdigest()
         params = SamplingParams(
             max_tokens=options.max_tokens,
             temperature=options.temperature,
@@ -106,7 +118,7 @@ class VllmBackend:
             output_kind=RequestOutputKind.DELTA,
             extra_args=extra,
         )
-        async for output in engine.generate(prompt, params, request_id=request_id):
+        async for output in engine.generate(engine_prompt, params, request_id=request_id):
             completion = output.outputs[0]
             finish = completion.finish_reason if output.finished else None
             if finish not in (None, "stop", "length"):
@@ -115,6 +127,14 @@ class VllmBackend:
                                                                            options.logprobs)
             report = await self._report(request_id, lm_rows) if output.finished and lm_rows is not None else None
             yield Delta(completion.text, len(completion.token_ids), finish, logprobs, report)
+
+    def _engine_prompt(self, prompt: EnginePrompt, options: SamplingOptions) -> tuple[dict[str, Any], int]:
+        """vLLM's prompt for one request, validated, and its length in positions."""
+        if self._engine_input == TEXT_IMAGE:
+            checked = check_text_image(prompt, self.max_model_len, options)
+            return {"prompt": checked.text, "multi_modal_data": {"image": checked.image}}, checked.tokens
+        embeds = check_prompt_embeds(prompt, self.hidden_size, self.max_model_len, options)
+        return {"prompt_embeds": embeds.to(self._dtype)}, int(embeds.shape[0])
 
     async def _report(self, request_id: str, lm_rows: LmRows) -> LmReport:
         """What the engine's workers ran for this request's LM rows (every worker routes the same). An answer

@@ -1,0 +1,35 @@
+"""What a served model's generation engine is fed: prompt embeddings, or the chat text and the image.
+
+Kept apart from the model code so the server's ingress and generator can name prompts without importing
+any model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from PIL import Image
+from torch import Tensor
+
+# What a model's generation engine is fed, fixed per model (`ServableModel.engine_input`):
+PROMPT_EMBEDS = "prompt_embeds"  # the prompt as embeddings [S, hidden]: the LM never sees the image itself
+TEXT_IMAGE = "text+image"  # chat-templated text and the image, through the engine's own multimodal processor
+ENGINE_INPUTS = (PROMPT_EMBEDS, TEXT_IMAGE)
+
+
+@dataclass(frozen=True)
+class TextImagePrompt:
+    """A prompt for an engine that runs the whole multimodal model: the chat-templated text, holding the
+    architecture's one image placeholder, and the image that fills it. `tokens` is the prompt's length once
+    the processor has expanded the placeholder into the image's tokens (what the context limit counts)."""
+
+    text: str
+    image: Image.Image
+    tokens: int
+
+
+EnginePrompt = Tensor | TextImagePrompt  # one sample's prompt, as `engine_prompts` gives it
+
+
+def prompt_length(prompt: EnginePrompt) -> int:
+    """The positions a prompt takes in the engine's context."""
+    return prompt.tokens if isinstance(prompt, TextImagePrompt) else int(prompt.shape[0])

@@ -1,0 +1,82 @@
+"""Batches of an image-text model: each sample's image, its chat prompt's token ids and its answer's.
+
+What an index stores for such a model (plain arrays, one row per sample) and what its losses and answers
+are computed from. The image is kept at the size the model reads it (`ImageTextModel` brings every image
+to one square size), so a stored reference is the very input it was answered with.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+
+
+def _index(index: Sequence[int] | Tensor) -> Tensor:
+    return index if isinstance(index, Tensor) else torch.as_tensor(list(index), dtype=torch.long)
+
+
+def _padded(rows: Sequence[Tensor], pad: int) -> Tensor:
+    """[B, longest] from 2-D tensors of different widths, right-padded with `pad`."""
+    width = max(row.shape[1] for row in rows)
+    return torch.cat([F.pad(row, (0, width - row.shape[1]), value=pad) for row in rows])
+
+
+@dataclass(frozen=True)
+class ChatBatch:
+    """Samples of one image-text model; `questions` only for queries (the engine's text prompt is built
+    from them), never stored."""
+
+    images: Tensor  # [B, H, W, 3] uint8, at the model's input size
+    prompt_ids: Tensor  # [B, P] the chat prompt with the image's tokens expanded, right-padded
+    prompt_lengths: Tensor  # [B]
+    answer_ids: Tensor  # [B, A] the answer's tokens then the end of turn, right-padded
+    answer_lengths: Tensor  # [B]
+    questions: tuple[str, ...] | None = None
+    # Routing-independent work (the image processor's pixels) computed once per batch; a batch belongs to one
+    # request or one index build, so this never crosses requests.
+    _memo: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, index: Sequence[int] | Tensor) -> "ChatBatch":
+        i = _index(index)
+        questions = None if self.questions is None else tuple(self.questions[j] for j in i.tolist())
+        return ChatBatch(self.images[i], self.prompt_ids[i], self.prompt_lengths[i], self.answer_ids[i],
+                         self.answer_lengths[i], questions)
+
+    def memo(self, key: str, compute: Callable[[], Any]) -> Any:
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
+
+    def pil_images(self) -> list[Image.Image]:
+        return [Image.fromarray(image.numpy()) for image in self.images]
+
+    @classmethod
+    def join(cls, batches: Sequence["ChatBatch"], pad_id: int) -> "ChatBatch":
+        """Every sample of `batches` in order (token ids re-padded to the widest)."""
+        questions = [b.questions for b in batches]
+        return cls(torch.cat([b.images for b in batches]), _padded([b.prompt_ids for b in batches], pad_id),
+                   torch.cat([b.prompt_lengths for b in batches]), _padded([b.answer_ids for b in batches], pad_id),
+                   torch.cat([b.answer_lengths for b in batches]),
+                   None if any(q is None for q in questions) else tuple(q for qs in questions for q in qs))
+
+    def payload(self) -> dict[str, np.ndarray]:
+        """Plain arrays for an index to store."""
+        return {"images": self.images.numpy(), "prompt_ids": self.prompt_ids.numpy().astype("int32"),
+                "prompt_lengths": self.prompt_lengths.numpy().astype("int32"),
+                "answer_ids": self.answer_ids.numpy().astype("int32"),
+                "answer_lengths": self.answer_lengths.numpy().astype("int32")}
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, np.ndarray]) -> "ChatBatch":
+        return cls(torch.as_tensor(np.asarray(payload["images"], dtype=np.uint8)),
+                   *(torch.as_tensor(payload[key], dtype=torch.long)
+                     for key in ("prompt_ids", "prompt_lengths", "answer_ids", "answer_lengths")))

@@ -1,0 +1,235 @@
+"""A published image-text MoE served through the adapter protocol: Qwen3-VL-MoE, read by transformers.
+
+The whole model is transformers' `Qwen3VLMoeForConditionalGeneration` from a plain Hugging Face directory
+(the shipped `qwen3vl` checkpoint, or `Qwen/Qwen3-VL-30B-A3B-Instruct` downloaded). It has no vision
+mixture: its routing rows are the language model's last MoE layers (C3PO's pathway), each the layer's
+router distribution at the answer position, the last prompt token. Rows are read and applied by the router
+hooks of `r2t2.model.lm_routing`; the generation engine is vLLM running the same directory, fed the chat
+text and the image through its own multimodal processor (`engine_input` TEXT_IMAGE), with the rows applied
+inside it by r2t2's vLLM extension.
+
+Every image is brought to one square size first (the size the processor picks for a square image of the
+family's `image_pixels`), so that a reference stored in an index is exactly the input it was answered with
+and every sample has the same number of image tokens.
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+
+from r2t2.data.sample import Sample
+from r2t2.errors import QuestionTooLong
+from r2t2.model.chat_batch import ChatBatch
+from r2t2.model.config import ImageTextConfig, ModelConfigError
+from r2t2.model.fingerprint import FINGERPRINT
+from r2t2.model.hf_checkpoint import FAMILY, fingerprint
+from r2t2.model.lm_routing import LmRouting, install_router_hooks, moe_layers, pinned_rows, routing_at
+from r2t2.engine_prompt import TEXT_IMAGE, TextImagePrompt
+from r2t2.model.protocol import EncodedBatch, EncodedQuery
+from r2t2.model.qwen3vl import load_checkpoint, prompt
+from r2t2.model.tokenizer import IM_END, IMAGE_PAD
+from r2t2.routing.layout import LayoutRow, RoutingLayout
+
+DEFAULT_LM_ROWS = 5  # C3PO's critical layers: the last five MoE layers (all of them when there are fewer)
+
+
+def is_image_text_checkpoint(directory: Path) -> bool:
+    """Whether `directory` is a Hugging Face checkpoint of an architecture this adapter serves."""
+    path = Path(directory) / "config.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return isinstance(data, dict) and "Qwen3VLMoeForConditionalGeneration" in (data.get("architectures") or [])
+
+
+class ImageTextModel:
+    """A frozen Qwen3-VL-MoE checkpoint as a `ServableModel` with one LM routing row per routed MoE layer."""
+
+    engine_input = TEXT_IMAGE
+
+    def __init__(self, directory: Path, lm_rows: int = DEFAULT_LM_ROWS) -> None:
+        directory = Path(directory)
+        self.model, self.processor = load_checkpoint(directory)
+        family = directory / FAMILY  # the r2t2 family config a trained checkpoint carries
+        config = ImageTextConfig.from_dict(json.loads(family.read_text()), family) if family.is_file() else None
+        self.family: str = config.name if config is not None else directory.name
+        text = self.model.config.text_config
+        self.tokenizer = self.processor.tokenizer
+        sparse = [i for i, layer in enumerate(moe_layers(self.model)) if _is_sparse(layer)]
+        self._layers = tuple(sparse[-lm_rows:]) if lm_rows else ()
+        if not self._layers:
+            raise ModelConfigError("lm_rows", f"{directory} routes no MoE layer (lm_rows={lm_rows})")
+        install_router_hooks(self.model, self._layers)
+        experts = tuple(f"e{e}" for e in range(text.num_experts))
+        self.routing_layout = RoutingLayout(tuple(LayoutRow(f"lm.layer{layer}", "lm", experts, layer=layer)
+                                                  for layer in self._layers))
+        self.max_positions: int = text.max_position_embeddings
+        self.max_question_tokens: int = config.max_question_tokens if config is not None else 256
+        self._max_answer_tokens = config.max_answer_tokens if config is not None else 16
+        self._side = _square_side(config.image_pixels if config is not None
+                                  else self.processor.image_processor.size["shortest_edge"],
+                                  self.model.config.vision_config)
+        self._image_token = self.tokenizer.convert_tokens_to_ids(IMAGE_PAD)
+        self._end = self.tokenizer.convert_tokens_to_ids(IM_END)
+        self._pad = self.tokenizer.pad_token_id
+        self._prompt_width = self._prompt_ids([Image.new("RGB", (self._side, self._side))], [""])[0].shape[1] \
+            + self.max_question_tokens
+        self.lm_path: Path = directory
+        self.fingerprint: str = fingerprint(directory)
+        recorded = directory / FINGERPRINT
+        if recorded.exists() and recorded.read_text().strip() != self.fingerprint:
+            raise ModelConfigError("fingerprint", f"the weights in {directory} hash to {self.fingerprint}, not the "
+                                                  f"recorded {recorded.read_text().strip()}: files changed or corrupt")
+
+    # ---- RoutedModel ----------------------------------------------------------------------------------
+    @property
+    def routing_shape(self) -> tuple[int, int]:
+        return self.routing_layout.shape
+
+    def base_routing(self, query: ChatBatch) -> Tensor:
+        """[L, E]: each routed layer's router distribution at the last prompt token of the query."""
+        return self._answer_routing(query[[0]])[0]
+
+    def routing_loss(self, batch: ChatBatch, routing: Tensor, pinned: Sequence[bool] | None = None) -> Tensor:
+        """Mean answer cross-entropy per sample [B] with the pinned LM rows of `routing` ([L, E] or [B, L, E])
+        in place at the answer position (the last prompt token and the answer's tokens); differentiable in the
+        routing only. Unpinned rows leave their layers to the routers."""
+        inputs, answer = self._inputs(batch, with_answers=True)
+        with routing_at(pinned_rows(self.routing_layout, routing, pinned, answer)):
+            logits = self.model(**inputs).logits
+        targets = torch.full_like(inputs["input_ids"], -100)
+        length = inputs["input_ids"].shape[1]
+        for b, count in enumerate(batch.answer_lengths.tolist()):
+            targets[b, length - count:] = batch.answer_ids[b, :count]  # predicted from the last prompt token on
+        token_loss = F.cross_entropy(logits.transpose(1, 2).float(), targets, reduction="none", ignore_index=-100)
+        return token_loss.sum(1) / (targets != -100).sum(1).clamp_min(1)
+
+    def join_batches(self, batches: Sequence[ChatBatch]) -> ChatBatch:
+        """One batch of every sample: the neighbours of several requests in one `routing_loss` call."""
+        return ChatBatch.join(batches, self._pad)
+
+    # ---- ServableModel --------------------------------------------------------------------------------
+    def encode_query(self, image: Image.Image, question: str, answer: str | None = None) -> EncodedQuery:
+        """A batch of one; a question longer than `max_question_tokens` is refused (QuestionTooLong)."""
+        tokens = len(self.tokenizer(question, add_special_tokens=False).input_ids)
+        if tokens > self.max_question_tokens:
+            raise QuestionTooLong(tokens, self.max_question_tokens)
+        return EncodedQuery(self._batch([image], [question], [answer or ""]))
+
+    def engine_prompts(self, batch: ChatBatch, routing: Tensor) -> list[TextImagePrompt]:
+        """The chat text and image of each query: the routing is all LM rows, which travel beside the prompt."""
+        if batch.questions is None:
+            raise ValueError("engine prompts are built for queries (encode_query), not for stored references")
+        return [TextImagePrompt(prompt(self.processor, question), image, int(length))
+                for question, image, length in zip(batch.questions, batch.pil_images(), batch.prompt_lengths)]
+
+    @torch.no_grad()
+    def answer(self, batch: ChatBatch, routing: Tensor, pinned: Sequence[bool] | None = None) -> list[str]:
+        """Greedy answers with transformers' `generate`; pinned LM rows govern the last prompt token and every
+        generated token, as in the vLLM engine."""
+        inputs, _ = self._inputs(batch, with_answers=False)
+        length = inputs["input_ids"].shape[1]
+        applied = pinned_rows(self.routing_layout, routing, pinned, torch.zeros(len(batch), length, dtype=torch.bool))
+        if applied is not None:
+            applied.answer, applied.answer_from = None, length - 1  # marked per call, as the key/value cache grows
+        with routing_at(applied):
+            output = self.model.generate(**inputs, max_new_tokens=self._max_answer_tokens, do_sample=False)
+        return [text.strip() for text in self.processor.batch_decode(output[:, length:], skip_special_tokens=True)]
+
+    def encode_references(self, samples: Sequence[Sample]) -> EncodedBatch:
+        """Answer reference samples with the routers; store their images, prompts, answers and LM routing."""
+        questions = [self._cut(s.question) for s in samples]
+        batch = self._batch([s.image for s in samples], questions, [s.answer for s in samples])
+        routing = self._answer_routing(batch)
+        answers = self.answer(batch, routing)
+        correct = np.asarray([a == s.answer for a, s in zip(answers, samples)], dtype=bool)
+        return EncodedBatch(batch.payload(), routing.numpy(), correct)
+
+    def reference_batch(self, payload: dict[str, np.ndarray]) -> ChatBatch:
+        return ChatBatch.from_payload(payload)
+
+    # ---- inputs -------------------------------------------------------------------------------------
+    def _answer_routing(self, batch: ChatBatch) -> Tensor:
+        """[B, L, E] float32: each routed layer's router distribution at each sample's last prompt token."""
+        inputs, _ = self._inputs(batch, with_answers=False)
+        last = torch.zeros(inputs["input_ids"].shape, dtype=torch.bool)
+        last[:, -1] = True
+        with torch.no_grad(), routing_at(LmRouting(self._layers, last, capture=True)) as seen:
+            self.model(**inputs, logits_to_keep=1)
+        return torch.stack([seen.captured[layer] for layer in self._layers], dim=1).float()
+
+    def _inputs(self, batch: ChatBatch, with_answers: bool) -> tuple[dict[str, Tensor], Tensor]:
+        """The model's keyword inputs, each sequence left-padded so that all end together: the prompt, and with
+        `with_answers` the answer's tokens after it (the last one only as a target). Also the answer mask
+        [B, S]: the last prompt token and the answer tokens after it."""
+        sequences, answer_tokens = [], []
+        for b in range(len(batch)):
+            sequence = batch.prompt_ids[b, :int(batch.prompt_lengths[b])]
+            fed = int(batch.answer_lengths[b]) - 1 if with_answers else 0
+            sequences.append(torch.cat([sequence, batch.answer_ids[b, :fed]]))
+            answer_tokens.append(fed + 1)
+        length = max(len(s) for s in sequences)
+        input_ids = torch.full((len(batch), length), self._pad, dtype=torch.long)
+        attention = torch.zeros((len(batch), length), dtype=torch.long)
+        answer = torch.zeros((len(batch), length), dtype=torch.bool)
+        for b, (sequence, count) in enumerate(zip(sequences, answer_tokens)):
+            input_ids[b, length - len(sequence):] = sequence
+            attention[b, length - len(sequence):] = 1
+            answer[b, length - count:] = True
+        pixels = batch.memo("pixels", lambda: self.processor.image_processor(images=batch.pil_images(),
+                                                                             return_tensors="pt"))
+        inputs = {"input_ids": input_ids, "attention_mask": attention, "pixel_values": pixels["pixel_values"],
+                  "image_grid_thw": pixels["image_grid_thw"],
+                  "mm_token_type_ids": (input_ids == self._image_token).int()}
+        return inputs, answer
+
+    def _batch(self, images: Sequence[Image.Image], questions: Sequence[str], answers: Sequence[str]) -> ChatBatch:
+        squares = [image.convert("RGB").resize((self._side, self._side), Image.BILINEAR) for image in images]
+        prompt_ids, prompt_lengths = self._prompt_ids(squares, questions)
+        answer_ids = [self.tokenizer(a, add_special_tokens=False).input_ids[:self._max_answer_tokens - 1]
+                      + [self._end] for a in answers]
+        answer_width = self._max_answer_tokens
+        answer_tensor = torch.full((len(answers), answer_width), self._pad, dtype=torch.long)
+        for b, ids in enumerate(answer_ids):
+            answer_tensor[b, :len(ids)] = torch.as_tensor(ids)
+        prompt_tensor = torch.full((len(questions), self._prompt_width), self._pad, dtype=torch.long)
+        prompt_tensor[:, :prompt_ids.shape[1]] = prompt_ids[:, :self._prompt_width]
+        return ChatBatch(torch.as_tensor(np.stack([np.asarray(s) for s in squares])), prompt_tensor, prompt_lengths,
+                         answer_tensor, torch.as_tensor([len(ids) for ids in answer_ids]), tuple(questions))
+
+    def _prompt_ids(self, images: Sequence[Image.Image], questions: Sequence[str]) -> tuple[Tensor, Tensor]:
+        """Right-padded chat prompt ids [B, P] (the image placeholder expanded by the processor) and lengths."""
+        texts = [prompt(self.processor, question) for question in questions]
+        side, self.tokenizer.padding_side = self.tokenizer.padding_side, "right"
+        try:
+            encoded = self.processor(images=list(images), text=texts, padding=True, return_tensors="pt")
+        finally:
+            self.tokenizer.padding_side = side
+        return encoded["input_ids"], encoded["attention_mask"].sum(1)
+
+    def _cut(self, question: str) -> str:
+        """A reference question cut to `max_question_tokens` (a query that long is refused instead)."""
+        ids = self.tokenizer(question, add_special_tokens=False).input_ids
+        return question if len(ids) <= self.max_question_tokens else self.tokenizer.decode(
+            ids[:self.max_question_tokens])
+
+
+def _is_sparse(layer: torch.nn.Module) -> bool:
+    gate = getattr(getattr(layer, "mlp", None), "gate", None)
+    return gate is not None and hasattr(gate, "top_k")
+
+
+def _square_side(pixels: int, vision_config: object) -> int:
+    """The side of the square the processor resizes an image of about `pixels` pixels to (a multiple of
+    patch x merge)."""
+    factor = vision_config.patch_size * vision_config.spatial_merge_size
+    return max(factor, round(math.sqrt(pixels) / factor) * factor)

@@ -1,0 +1,89 @@
+"""The shipped Qwen3-VL-MoE checkpoint through the adapter protocol: what load_model gives for it reads and
+applies LM rows with the router hooks, answers as plain transformers does, and round-trips through an index."""
+import pytest
+import torch
+
+import r2t2  # noqa: F401
+from r2t2.data import load_split
+from r2t2.engine_prompt import TEXT_IMAGE, TextImagePrompt
+from r2t2.errors import QuestionTooLong
+from r2t2.model import ServableModel, load_model
+from r2t2.model.image_text_model import ImageTextModel
+from r2t2.model.qwen3vl import IGNORE, answer_routing, chat_inputs, generate_answers
+
+SAMPLES = 12
+
+
+@pytest.fixture(scope="module")
+def qwen3vl():
+    torch.set_num_threads(1)  # beside other work on 2 cores, one thread is many times faster than two
+    model = load_model("qwen3vl")
+    samples = load_split("test", limit=SAMPLES, seed=7)
+    return model, samples, model.encode_references(samples)
+
+
+def test_load_model_serves_the_checkpoint_through_its_adapter(qwen3vl) -> None:
+    model, _, _ = qwen3vl
+    assert isinstance(model, ImageTextModel) and isinstance(model, ServableModel)
+    assert model.engine_input == TEXT_IMAGE and model.family == "qwen3vl"
+    assert model.routing_layout.names == ["lm.layer0", "lm.layer1", "lm.layer2", "lm.layer3"]
+    assert {row.kind for row in model.routing_layout.rows} == {"lm"} and model.routing_shape == (4, 8)
+    assert model.lm_path.name == "qwen3vl" and model.fingerprint == (model.lm_path / "FINGERPRINT").read_text().strip()
+
+
+def test_routings_and_answers_are_what_plain_transformers_gives(qwen3vl) -> None:
+    model, samples, encoded = qwen3vl
+    images, questions = [s.image for s in samples], [s.question for s in samples]
+    expected = answer_routing(model.model, chat_inputs(model.processor, images, questions))  # output_router_logits
+    assert torch.allclose(torch.from_numpy(encoded.routings), expected, atol=1e-5)
+    answers = generate_answers(model.model, model.processor, images, questions)
+    assert list(encoded.correct) == [a == s.answer for a, s in zip(answers, samples)]
+    batch = model.reference_batch(encoded.payload)
+    assert model.answer(batch, torch.from_numpy(encoded.routings)) == answers
+
+
+def test_routing_loss_is_the_answer_loss_and_moves_with_pinned_rows_only(qwen3vl) -> None:
+    model, samples, encoded = qwen3vl
+    batch = model.reference_batch(encoded.payload)
+    routing = torch.from_numpy(encoded.routings)
+    inputs = chat_inputs(model.processor, [s.image for s in samples], [s.question for s in samples],
+                         [s.answer for s in samples])
+    logits = model.model(**{k: v for k, v in inputs.items() if k != "labels"}).logits[:, :-1]
+    labels = inputs["labels"][:, 1:]
+    plain = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, reduction="none", ignore_index=IGNORE)
+    plain = plain.sum(1) / (labels != IGNORE).sum(1)
+    assert torch.allclose(model.routing_loss(batch, routing), plain, atol=1e-4)
+
+    moved = torch.softmax(2 * torch.randn(routing.shape, generator=torch.Generator().manual_seed(0)), -1)
+    moved.requires_grad_(True)
+    assert torch.equal(model.routing_loss(batch, moved), model.routing_loss(batch, routing))  # unpinned: routers
+    pinned = (False, False, True, True)
+    loss = model.routing_loss(batch, moved, pinned=pinned)
+    assert not torch.allclose(loss, plain, atol=1e-3)
+    loss.sum().backward()
+    assert moved.grad[:, 2:].abs().sum() > 0 and moved.grad[:, :2].abs().sum() == 0  # only the pinned rows
+    changed = model.answer(batch, moved.detach(), pinned=(True,) * 4)
+    assert changed != model.answer(batch, routing)
+
+
+def test_queries_and_engine_prompts(qwen3vl) -> None:
+    model, samples, encoded = qwen3vl
+    query = model.encode_query(samples[0].image, samples[0].question).batch
+    assert torch.allclose(model.base_routing(query), torch.from_numpy(encoded.routings[0]), atol=1e-5)
+    (prompt,) = model.engine_prompts(query, model.base_routing(query))
+    assert isinstance(prompt, TextImagePrompt) and prompt.text.count("<|image_pad|>") == 1
+    assert prompt.tokens == int(query.prompt_lengths[0]) and prompt.image.size == (64, 64)
+    with pytest.raises(QuestionTooLong):
+        model.encode_query(samples[0].image, " ".join(["what"] * (model.max_question_tokens + 1)))
+    joined = model.join_batches([model.reference_batch(encoded.payload)[[0, 1]], query])
+    assert len(joined) == 3 and torch.equal(joined.prompt_ids[2], query.prompt_ids[0])
+
+
+def test_served_defaults_target_its_lm_rows(qwen3vl, tmp_path) -> None:
+    from r2t2.pipeline import serve_model
+
+    model, _, _ = qwen3vl
+    pipeline = serve_model(model, model.family, {"index_dir": str(tmp_path), "build_default_index": False})
+    assert pipeline.defaults.target == "lm" and pipeline.info()["engine_input"] == TEXT_IMAGE
+    with pytest.raises(ValueError, match="vision"):
+        pipeline.config_for({"target": "vision"})
