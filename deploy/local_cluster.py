@@ -124,12 +124,13 @@ class LocalCluster:
                         "--include-dashboard", "false"]
         else:
             command += ["--address", self.address]
+        earlier = log.stat().st_size if log.exists() else 0  # a node started again appends to its log
         with log.open("ab") as output:
             process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
                                        env={**os.environ, **ATTACH_ENV, MARK: str(directory)},
                                        start_new_session=True)
         deadline = time.monotonic() + START_TIMEOUT_S
-        while "Ray runtime started" not in log.read_text(errors="replace"):
+        while "Ray runtime started" not in log.read_bytes()[earlier:].decode(errors="replace"):
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"node {node} did not start; see {log}:\n{log.read_text(errors='replace')[-2000:]}")
             time.sleep(0.5)
