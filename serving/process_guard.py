@@ -97,20 +97,20 @@ def running(process: psutil.Process) -> bool:
         return False
 
 
-def main(argv: list[str]) -> None:
-    pid = int(argv[0])
-    stopped = watch(pid)
-    if stopped:
-        print(f"r2t2 process guard: process {pid} is gone; stopped what it left running: {', '.join(stopped)}",
-              file=sys.stderr, flush=True)
-
-
 def process_name(process: psutil.Process) -> str:
     """Its name, or "?" once it is gone."""
     try:
         return process.name()
     except psutil.Error:
         return "?"
+
+
+def main(argv: list[str]) -> None:
+    pid = int(argv[0])
+    stopped = watch(pid)
+    if stopped:
+        print(f"r2t2 process guard: process {pid} is gone; stopped what it left running: {', '.join(stopped)}",
+              file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":
