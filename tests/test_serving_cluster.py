@@ -36,8 +36,9 @@ def server() -> Iterator[ClusterServer]:
     sections = {"rerouter": {"num_replicas": 2, "max_replicas_per_node": 1, "num_cpus": 0.1},
                 "generator": ON_HEAD}
     with served_on_cluster(root, ("head", "rerouters"), sections) as started:
+        nodes = started.cluster.nodes()  # read now: `down` removes the file that lists them
         yield started
-    left = LocalCluster(root).processes()
+    left = [process for node in nodes for process in LocalCluster(root).node_processes(node)]
     assert not left, f"the cluster left processes behind: {[(p.pid, p.name()) for p in left]}"
 
 
