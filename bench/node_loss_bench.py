@@ -9,7 +9,7 @@ it (bench/cluster.py), loaded by closed-loop clients sending mixed-strategy requ
 of the node (its `ray start`, raylet, agents, replicas, vLLM engine) gets SIGKILL at once, as when its machine
 fails, and `--down-for` seconds later the node is started again (a new Ray node with the same resources). For
 each loss: requests sent and failed from the kill until `--settle` s after the deployments were back at full
-strength; when the failures started and ended, relative to the kill, and why; when Ray marked the node dead;
+strength, and those sent before the kill that it cut off (+in flight); when the failures started and ended, relative to the kill, and why; when Ray marked the node dead;
 when /healthz was 200 again; when every replica ran again.
 
 Layouts:
@@ -70,6 +70,8 @@ async def _lose(server: ClusterServer, load: Load, watcher: Watcher, node: str, 
     await asyncio.sleep(settle_s)
     after = [s for s in watcher.samples if s.at >= killed_at]
     failed = [o for o in load.outcomes if o.started >= killed_at and o.status != 200]
+    # Requests sent before the kill that were still running when it came, and failed.
+    cut_off = [o for o in load.outcomes if o.started < killed_at <= o.started + o.latency_s and o.status != 200]
     unhealthy = [s.at for s in after if s.healthz != 200]
     return {"node": node, "processes_killed": killed, "restarted_after_s": restarted_at - killed_at,
             "marked_dead_after_s": next((s.at - killed_at for s in after if lost in s.dead_nodes), None),
@@ -78,6 +80,7 @@ async def _lose(server: ClusterServer, load: Load, watcher: Watcher, node: str, 
             "full_strength_after_s": back_at - killed_at,
             "failures_from_s": min((o.started - killed_at for o in failed), default=None),
             "failures_until_s": max((o.started + o.latency_s - killed_at for o in failed), default=None),
+            "failed_in_flight_at_kill": len(cut_off),
             **load.summary(killed_at, time.perf_counter()),
             "replicas_running": [(round(s.at - killed_at, 1), s.running(REROUTER), s.running(GENERATOR))
                                  for s in after]}
@@ -111,18 +114,23 @@ async def _run_layout(name: str, concurrency: int, settle_s: float, down_for_s: 
 
 def _report(layout: str, results: dict[str, Any]) -> None:
     print(f"\n== layout {layout}: {json.dumps(results['placement'])}")
-    print(f"{'phase':<22}{'sent':>6}{'failed':>8}{'failures from..until s':>24}{'dead s':>8}{'/healthz 200 s':>16}"
-          f"{'full s':>8}{'p50 s':>7}{'max s':>7}")
+    print(f"{'phase':<22}{'sent':>6}{'failed':>8}{'+in flight':>11}{'failures from..until s':>24}{'dead s':>8}"
+          f"{'/healthz 200 s':>16}{'full s':>8}{'p50 s':>7}{'max s':>7}")
     for phase, row in results.items():
         if phase == "placement":
             continue
         window = ("-" if row.get("failures_from_s") is None
                   else f"{row['failures_from_s']:.1f}..{row['failures_until_s']:.1f}")
-        print(f"{phase:<22}{row['sent']:>6}{row['failed']:>8}{window:>24}{_seconds(row.get('marked_dead_after_s')):>8}"
+        print(f"{phase:<22}{row['sent']:>6}{row['failed']:>8}{_count(row.get('failed_in_flight_at_kill')):>11}"
+              f"{window:>24}{_seconds(row.get('marked_dead_after_s')):>8}"
               f"{_seconds(row.get('healthz_200_again_after_s')):>16}{_seconds(row.get('full_strength_after_s')):>8}"
               f"{row['p50_s']:>7.2f}{row['max_s']:>7.2f}")
         for failure in row["failures"]:
             print(f"    {failure[:200]}")
+
+
+def _count(value: int | None) -> str:
+    return "-" if value is None else str(value)
 
 
 def _seconds(value: float | None) -> str:
