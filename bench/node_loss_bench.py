@@ -9,8 +9,9 @@ it (bench/cluster.py), loaded by closed-loop clients sending mixed-strategy requ
 of the node (its `ray start`, raylet, agents, replicas, vLLM engine) gets SIGKILL at once, as when its machine
 fails, and `--down-for` seconds later the node is started again (a new Ray node with the same resources). For
 each loss: requests sent and failed from the kill until `--settle` s after the deployments were back at full
-strength, and those sent before the kill that it cut off (+in flight); when the failures started and ended, relative to the kill, and why; when Ray marked the node dead;
-when /healthz was 200 again; when every replica ran again.
+strength, and those sent before the kill that it cut off (+in flight); when the failures started and ended,
+relative to the kill, and why; when Ray marked the node dead; when /healthz was 200 again; when every replica
+ran again.
 
 Layouts:
 - pinned: one re-router, on the rerouters node, and one generator, on the generators node
