@@ -138,6 +138,7 @@ def launch(config: Path, log: Path, way: str) -> Launched:
     marker = uuid.uuid4().hex
     env = {**os.environ, MARKER: marker}
     if way == "Ctrl-C in a terminal":
+        log.touch()  # the copying thread opens it later: read before that, it is there and empty
         terminal, user_side = pty.openpty()
         process = subprocess.Popen(_command(config), cwd=ROOT, env=env, stdin=user_side, stdout=user_side,
                                    stderr=user_side, preexec_fn=_in_terminal)
