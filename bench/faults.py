@@ -49,7 +49,7 @@ def local_server() -> Iterator[LocalServer]:
 
     with tempfile.TemporaryDirectory(prefix="r2t2-bench-") as temp:
         index_dir = Path(temp) / "indexes"
-        _copy_or_build_index(index_dir)
+        copy_or_build_index(index_dir)
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
@@ -70,7 +70,8 @@ def local_server() -> Iterator[LocalServer]:
             ray.shutdown()
 
 
-def _copy_or_build_index(index_dir: Path) -> None:
+def copy_or_build_index(index_dir: Path) -> None:
+    """The embedded model's reference index in `index_dir`: the developer's (var/indexes), else 1000 references."""
     from indexes.store import IndexStore
 
     shipped = IndexStore()

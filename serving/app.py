@@ -7,7 +7,7 @@ from typing import Any
 
 from ray.serve import Application
 
-from serving.config import ServerConfig
+from serving.config import ServerConfig, actor_options
 from serving.generator import Generator
 from serving.index_manager import IndexManager
 from serving.ingress import Ingress
@@ -40,8 +40,8 @@ def build_app(config: ServerConfig, engines: Mapping[str, tuple[str, str]] | Non
             config, entry.name, rerouter, (engines or {}).get(entry.name))
         models[entry.name] = (rerouter, generator)
     rerouters = {name: rerouter for name, (rerouter, _) in models.items()}
-    indexes = IndexManager.options(ray_actor_options={"num_cpus": config.indexes.num_cpus}, **SHUTDOWN).bind(
-        config, rerouters)
+    placed = actor_options(config.indexes.num_cpus, 0.0, config.indexes.resources)
+    indexes = IndexManager.options(ray_actor_options=placed, **SHUTDOWN).bind(config, rerouters)
     return Ingress.options(**config.ingress.ray_options(), **SHUTDOWN).bind(config, models, indexes)
 
 

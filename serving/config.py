@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
@@ -21,11 +21,17 @@ class _Strict(BaseModel):
 
 
 class Autoscaling(_Strict):
-    """Ray Serve autoscaling bounds; when set, it replaces a fixed replica count."""
+    """Ray Serve autoscaling bounds; when set, it replaces a fixed replica count.
+
+    The delays are Serve's own defaults: a replica is added after the load stayed above the target for
+    `upscale_delay_s`, and removed after it stayed below for `downscale_delay_s`.
+    """
 
     min_replicas: int = Field(1, ge=0)
     max_replicas: int = Field(2, ge=1)
     target_ongoing_requests: float = Field(2.0, gt=0)
+    upscale_delay_s: float = Field(30.0, ge=0)
+    downscale_delay_s: float = Field(600.0, ge=0)
 
     @model_validator(mode="after")
     def _bounds(self) -> "Autoscaling":
@@ -34,14 +40,23 @@ class Autoscaling(_Strict):
         return self
 
 
+# Custom resources a deployment's replicas need, e.g. {"r2t2_rerouters": 1}: on a cluster whose nodes offer them
+# (`ray start --resources`), they pin the deployment to those nodes (deploy/local-cluster.sh labels its nodes so).
+Resources = dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")], Annotated[float, Field(gt=0)]]
+
+
 class DeploymentOptions(_Strict):
-    """Scale and resources of one Ray Serve deployment."""
+    """Scale, resources and placement of one Ray Serve deployment."""
 
     num_replicas: int = Field(1, ge=1)
     autoscaling: Autoscaling | None = None
     max_ongoing_requests: int = Field(16, ge=1)
     num_cpus: float = Field(0.5, ge=0)
     num_gpus: float = Field(0.0, ge=0)
+    resources: Resources = Field(default_factory=dict)
+    # At most this many replicas on one node (None: no limit): 1 spreads replicas over nodes, so losing a
+    # node loses one replica of the deployment, not all of them.
+    max_replicas_per_node: int | None = Field(None, ge=1)
 
     def ray_options(self) -> dict[str, Any]:
         """Keyword arguments for `Deployment.options`."""
@@ -50,11 +65,18 @@ class DeploymentOptions(_Strict):
             if self.autoscaling is not None
             else {"num_replicas": self.num_replicas}
         )
+        spread = {} if self.max_replicas_per_node is None else {"max_replicas_per_node": self.max_replicas_per_node}
         return {
             **scale,
+            **spread,
             "max_ongoing_requests": self.max_ongoing_requests,
-            "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus},
+            "ray_actor_options": actor_options(self.num_cpus, self.num_gpus, self.resources),
         }
+
+
+def actor_options(num_cpus: float, num_gpus: float, resources: dict[str, float]) -> dict[str, Any]:
+    """`ray_actor_options` of a deployment: its CPUs, GPUs and custom resources (left out when none)."""
+    return {"num_cpus": num_cpus, "num_gpus": num_gpus, **({"resources": dict(resources)} if resources else {})}
 
 
 class ReRouterOptions(DeploymentOptions):
@@ -115,6 +137,7 @@ class IndexOptions(_Strict):
     # JSONL rebuild specs may only name files under this directory; unset refuses JSONL specs over HTTP.
     data_dir: str | None = None
     num_cpus: float = Field(0.25, ge=0)  # the IndexManager's single replica (builds run in it)
+    resources: Resources = Field(default_factory=dict)  # custom resources pinning it, as for the deployments
 
 
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # also part of deployment names ('#' is not allowed)

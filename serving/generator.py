@@ -12,6 +12,7 @@ from serving.backends import (Delta, GenerationBackend, LmRoutingRefused, LmRows
 from serving.config import ServerConfig
 from serving.errors import InvalidRequest, ServiceUnavailable
 from serving.logs import quiet_client_errors
+from serving.process_guard import guard_children
 
 
 class EngineStartError(RuntimeError):
@@ -33,6 +34,8 @@ class Generator:
             info = await rerouter.model_info.remote()
             engine = info["lm_path"], info["engine_input"]
         lm_path, engine_input = engine
+        # The engine's processes must not outlive this replica, even when it dies without shutting them down.
+        self._guard = guard_children()
         try:
             self._backend: GenerationBackend = create_backend(config, config.model(model_name), lm_path,
                                                               engine_input)

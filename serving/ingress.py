@@ -35,11 +35,12 @@ from serving.errors import (ApiError, IndexOfAnotherModel, InternalError, Invali
 from serving.images import install_pil_bomb_guard, load_image
 from serving.logs import client_error_line, quiet_client_errors
 from serving.metrics import CONTENT_TYPE, ServingMetrics
+from serving.placement import controller, nodes, placement
 from serving.responses import DONE_EVENT, Completion, sse_error, sse_event
 from serving.retry import retried
 from serving.schemas import (FORCE_PATTERN, VERSION_PATTERN, ChatCompletion, ChatCompletionChunk, ChunkDelta,
                              DeletedVersion, GenerationSettings, HealthStatus, IndexDetail, IndexJob, IndexList,
-                             IndexSummary, ModelCard, ModelList, RebuildRequest)
+                             IndexSummary, ModelCard, ModelList, Placement, RebuildRequest)
 
 logger = logging.getLogger("ray.serve")
 api = FastAPI(title="r2t2", version="1",
@@ -199,6 +200,7 @@ class Ingress:
                        indexes: DeploymentHandle) -> None:
         quiet_client_errors()
         self._config = config
+        self._app = serve.get_replica_context().app_name
         self._indexes = indexes
         self._metrics = ServingMetrics()
         install_pil_bomb_guard(config.images.max_pixels)
@@ -237,6 +239,15 @@ class Ingress:
             logger.warning("health check failed: %s", "; ".join(down))
             return _error_response(ServiceUnavailable(f"unhealthy: {'; '.join(down)}", code="unhealthy"))
         return JSONResponse({"status": "ok", "models": list(self._models)})
+
+    @api.get("/placement", response_model=None, responses={200: {"model": Placement}})
+    @_answered
+    async def replica_placement(self) -> Response:
+        """Which Ray node each replica of this server runs on, and the cluster's nodes (lost ones too) with the
+        r2t2_* resources that deployments are pinned with (docs/operations.md)."""
+        details = await controller().get_serve_instance_details.remote()
+        found = placement(details, self._app, await asyncio.to_thread(nodes))
+        return JSONResponse(Placement(**found).model_dump(mode="json"))
 
     @api.get("/metrics", response_class=Response,
              responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},

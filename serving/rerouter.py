@@ -18,6 +18,7 @@ from serving.config import ServerConfig
 from serving.errors import IndexOfAnotherModel, from_pipeline_error
 from serving.logs import quiet_client_errors
 from serving.pipelines import build_pipeline
+from serving.placement import this_replica
 
 
 def _portable(prompt: EnginePrompt) -> EnginePrompt:
@@ -47,6 +48,7 @@ class ReRouter:
 
         quiet_client_errors()  # a refused request is one line in the ingress's log, not a traceback here
         self._model_name = model_name
+        self._replica = this_replica()  # each record says which replica, on which node, re-routed it
         entry = config.model(model_name)
         options = config.rerouter_options(entry)
         self._pipeline = build_pipeline(config, entry, device=options.device)
@@ -88,8 +90,8 @@ class ReRouter:
                 if api_error is None:
                     raise
                 raise api_error from None
-            yield {"stage": "final", "prompt": _portable(done.prompt), "record": done.record,
-                   "lm_rows": done.lm_routing,
+            yield {"stage": "final", "prompt": _portable(done.prompt),
+                   "record": {**done.record, "rerouted_by": dict(self._replica)}, "lm_rows": done.lm_routing,
                    "answer_space": None if done.answer_space is None else sorted(done.answer_space)}
         finally:
             prepared.cancel()

@@ -8,21 +8,27 @@ a silent retry.
 from __future__ import annotations
 
 import argparse
+import os
 import re
-import signal
 import sys
-import threading
 import time
 from contextlib import nullcontext
 from typing import Any
 
-import r2t2  # noqa: F401  (torchvision fix before anything imports transformers)
+# Ray's APIs call ray.init() on first use; a Serve thread still running after ray.shutdown() would then start a
+# fresh local Ray instance while the server stops. Off, before anything imports ray (it reads this at import).
+os.environ.setdefault("RAY_ENABLE_AUTO_CONNECT", "0")
 
-from serving.config import ADMIN_TOKEN_ENV, ConfigFileError, ServerConfig
-from serving.preflight import StartupError, check_models
-from serving.progress import StartupProgress
-from serving.quiet import quiet_logs
-from serving.startup import import_in_background
+import r2t2  # noqa: E402,F401  (torchvision fix before anything imports transformers)
+
+from serving.config import ADMIN_TOKEN_ENV, ConfigFileError, ServerConfig  # noqa: E402
+from serving.placement import current_placement, placement_lines  # noqa: E402
+from serving.preflight import StartupError, check_models  # noqa: E402
+from serving.progress import StartupProgress  # noqa: E402
+from serving.quiet import quiet_logs  # noqa: E402
+from serving.startup import import_in_background  # noqa: E402
+from serving.stopping import (ClusterWatch, StopRequested, catch_stop_signals, ignore_stop_signals, shut_down,
+                              stop_signals, tag_processes)  # noqa: E402
 
 APP_NAME = "r2t2"
 _EXCEPTION_LINE = re.compile(r"^[\w.]*(Error|Exception): ")
@@ -84,8 +90,9 @@ def ready_lines(config: ServerConfig, seconds: float) -> list[str]:
 
 
 def run_server(config: ServerConfig, num_cpus: int | None = None, dashboard: bool = False,
-               verbose: bool = False) -> None:
-    """Check the models, start, and run until SIGINT/SIGTERM; then shut the deployments (and engines) down.
+               verbose: bool = False, address: str | None = None) -> None:
+    """Check the models, start Ray (or attach to the cluster at `address`) and the app, and run until a stop
+    signal or until the cluster is gone; then stop within seconds, leaving no process behind (serving/stopping.py).
 
     Each start-up phase is a line with its seconds (serving/progress.py); without `verbose`, messages of
     other libraries that are expected here are left out of the log (serving/quiet.py).
@@ -95,35 +102,49 @@ def run_server(config: ServerConfig, num_cpus: int | None = None, dashboard: boo
 
     quiet_logs(verbose)
     progress = StartupProgress()
-    imports = import_in_background(config)
-    # Ray keeps its session (logs, sockets) under /tmp/ray; its dashboard (port 8265) only when asked for.
-    with progress.phase("Ray started"):
-        ray.init(num_cpus=num_cpus, include_dashboard=dashboard)
-    serving = False
-    try:
-        imports.join()
-        infos = check_models(config, progress)  # a model that cannot load ends the start here, before Serve
-        with progress.phase("Serve started"):
-            serving = True
-            serve.start(http_options={"host": config.host, "port": config.port})
-        deploy(config, infos=infos, progress=progress)
-        for card in serve.get_app_handle(APP_NAME).models.remote().result().model_dump()["data"]:
-            print(describe(card), flush=True)
-        for line in ready_lines(config, progress.elapsed()):
-            print(line, flush=True)
-        stop = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with stop_signals():
+        watch, tag, reason, serving = None, None, "start-up failed", False
+        imports = import_in_background(config)
         try:
-            stop.wait()
-        except KeyboardInterrupt:
-            pass
-    finally:
-        stopping = time.monotonic()
-        print("r2t2 stopping", flush=True)
-        if serving:  # else Serve would log that it has nothing to shut down
-            serve.shutdown()
-        ray.shutdown()
-        print(f"r2t2 stopped in {time.monotonic() - stopping:.1f} s", flush=True)
+            # Ray keeps its session (logs, sockets) under /tmp/ray; its dashboard (port 8265) only when asked for.
+            with progress.phase("Ray started" if address is None else f"attached to the Ray cluster at {address}"):
+                if address is None:
+                    tag = tag_processes()  # what this server starts, it stops
+                    ray.init(num_cpus=num_cpus, include_dashboard=dashboard)
+                else:
+                    ray.init(address=address)
+            catch_stop_signals()
+            watch = ClusterWatch()
+            imports.join()
+            infos = check_models(config, progress)  # a model that cannot load ends the start here, before Serve
+            with progress.phase("Serve started"):
+                serving = True
+                serve.start(http_options={"host": config.host, "port": config.port})
+            deploy(config, infos=infos, progress=progress)
+            for card in serve.get_app_handle(APP_NAME).models.remote().result().model_dump()["data"]:
+                print(describe(card), flush=True)
+            for line in placement_lines(current_placement(APP_NAME)):
+                print(line, flush=True)
+            for line in ready_lines(config, progress.elapsed()):
+                print(line, flush=True)
+            watch.wait()
+            reason = "the Ray cluster is gone"
+        except StopRequested as stop:
+            reason = str(stop)
+        finally:
+            ignore_stop_signals()
+            if tag is not None or watch is not None or reason != "start-up failed":  # else nothing was started
+                _stop(watch, tag, reason, serving)
+
+
+def _stop(watch: ClusterWatch | None, tag: str | None, reason: str, serving: bool) -> None:
+    stopping = time.monotonic()
+    print(f"r2t2 stopping ({reason})", flush=True)
+    left = shut_down(watch, tag, serving)  # without Serve started, Serve would log it has nothing to shut down
+    if left:
+        print(f"r2t2 stopped {len(left)} processes it had started that were still running: {', '.join(left)}",
+              flush=True)
+    print(f"r2t2 stopped in {time.monotonic() - stopping:.1f} s", flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -135,12 +156,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dashboard", action="store_true", help="also start Ray's dashboard on 127.0.0.1:8265")
     parser.add_argument("--verbose", action="store_true",
                         help="log everything, also the libraries' messages that are expected here (serving/quiet.py)")
+    parser.add_argument("--address", help="attach to a running Ray cluster instead of starting one: its head's "
+                                          "HOST:PORT, or 'auto' ($RAY_ADDRESS, else the cluster `ray start` "
+                                          "started on this machine)")
     args = parser.parse_args(argv)
+    if args.address and (args.num_cpus is not None or args.dashboard):
+        parser.error("--num-cpus and --dashboard set up the Ray instance r2t2 starts; with --address the "
+                     "cluster's own settings apply")
     overrides = {key: value for key, value in (("host", args.host), ("port", args.port)) if value is not None}
     source = args.config or "the default config"
     try:
         config = ServerConfig.from_yaml(args.config, **overrides) if args.config else ServerConfig(**overrides)
-        run_server(config, args.num_cpus, args.dashboard, args.verbose)
+        run_server(config, args.num_cpus, args.dashboard, args.verbose, args.address)
     except ConfigFileError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None

@@ -298,6 +298,13 @@ class RecordGuard(BaseModel):
                                                "moved and the check is on")
 
 
+class RecordReplica(BaseModel):
+    """The re-router replica that re-routed the request."""
+
+    replica: str = Field(description="its Serve replica id (GET /placement lists every replica and its node)")
+    node: str = Field(description="the name of the Ray node it runs on (its IP address when the node has no name)")
+
+
 class RecordTimings(BaseModel):
     """Seconds spent in each stage of this request."""
 
@@ -363,6 +370,8 @@ class R2T2Record(BaseModel):
                                                  "under the router's own routing, with the same sampling")
     batch_size: int | None = Field(None, description="how many requests the re-router re-routed together with "
                                                      "this one, itself included (1: alone)")
+    rerouted_by: RecordReplica | None = Field(None, description="the re-router replica that re-routed this request "
+                                                                "and its node")
     timings: RecordTimings = Field(description="seconds per stage")
 
 
@@ -597,3 +606,32 @@ class HealthStatus(BaseModel):
 
     status: Literal["ok"] = "ok"
     models: list[str] = Field(description="the served model ids")
+
+
+class PlacementNode(BaseModel):
+    """A Ray node of the cluster the server runs on."""
+
+    node_id: str
+    name: str = Field(description="the node's name (`ray start --node-name`), else its IP address")
+    ip: str
+    alive: bool = Field(description="false for a node that was lost (its replicas were started elsewhere)")
+    resources: dict[str, float] = Field(description="its r2t2_* custom resources, which deployments are pinned with "
+                                                    "(`resources` in a deployment's config section)")
+
+
+class PlacementReplica(BaseModel):
+    """One replica of a deployment and the node it runs on."""
+
+    replica: str = Field(description="the Serve replica id (a record's `rerouted_by.replica`)")
+    state: str = Field(description="Serve's replica state: STARTING, RUNNING, STOPPING, ...")
+    pid: int | None
+    node_id: str | None
+    node: str | None = Field(description="the name of its node")
+    node_ip: str | None
+
+
+class Placement(BaseModel):
+    """GET /placement: which node every replica of this server runs on."""
+
+    nodes: list[PlacementNode] = Field(description="every node the cluster has had, the live ones first")
+    deployments: dict[str, list[PlacementReplica]] = Field(description="deployment name -> its replicas")

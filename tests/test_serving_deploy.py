@@ -1,4 +1,4 @@
-"""The deployment files parse, satisfy Ray's schema, and build the app they name."""
+"""The deployment files parse, satisfy Ray's (and KubeRay's) schemas, and build the app they name."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,6 +8,7 @@ import yaml
 from ray.serve.schema import ServeDeploySchema
 
 import r2t2  # noqa: F401
+from deploy.rayservice_check import kuberay_problems, manifest_problems, serve_config_problems
 from serving.app import app_builder
 from serving.config import ServerConfig
 
@@ -26,6 +27,39 @@ def test_serve_configs_are_valid_and_build(serve_config: dict) -> None:
     assert app["import_path"] == "serving.app:app_builder"
     ServerConfig.model_validate(app["args"])
     assert app_builder(app["args"]) is not None
+
+
+def test_local_cluster_config_pins_each_deployment_to_its_node() -> None:
+    from deploy.local_cluster import ROLES
+
+    config = ServerConfig.from_yaml(DEPLOY / "local-cluster.yaml")
+    [entry] = config.models
+    pins = {"ingress": config.ingress.resources, "indexes": config.indexes.resources,
+            "rerouter": config.rerouter_options(entry).resources,
+            "generator": config.generator_options(entry).resources}
+    assert pins == {"ingress": {"r2t2_head": 1}, "indexes": {"r2t2_head": 1}, "rerouter": {"r2t2_rerouters": 1},
+                    "generator": {"r2t2_generators": 1}}
+    offered = {resource for resources in ROLES.values() for resource in resources}  # by the cluster's nodes
+    assert all(set(resources) <= offered for resources in pins.values())
+    options = config.rerouter_options(entry).ray_options()
+    assert options["ray_actor_options"] == {"num_cpus": 0.1, "num_gpus": 0.0, "resources": {"r2t2_rerouters": 1}}
+    assert app_builder({"config_path": str(DEPLOY / "local-cluster.yaml")}) is not None
+
+
+def test_spreading_pinning_and_autoscaling_reach_serve_as_serve_takes_them() -> None:
+    from pydantic import ValidationError
+    from ray.serve.config import AutoscalingConfig
+
+    from serving.config import DeploymentOptions
+
+    spread = DeploymentOptions(num_replicas=2, max_replicas_per_node=1, resources={"r2t2_worker": 1}).ray_options()
+    assert spread["max_replicas_per_node"] == 1 and spread["ray_actor_options"]["resources"] == {"r2t2_worker": 1}
+    assert "max_replicas_per_node" not in DeploymentOptions().ray_options()
+    scaled = DeploymentOptions(autoscaling={"max_replicas": 3, "upscale_delay_s": 5, "downscale_delay_s": 30})
+    assert AutoscalingConfig(**scaled.ray_options()["autoscaling_config"]).downscale_delay_s == 30
+    for bad in ({"resources": {"r2t2 head": 1}}, {"resources": {"r2t2_head": 0}}, {"max_replicas_per_node": 0}):
+        with pytest.raises(ValidationError):
+            DeploymentOptions(**bad)
 
 
 def test_container_config_and_config_path_argument() -> None:
@@ -64,3 +98,42 @@ def test_rayservice_puts_generators_on_gpus() -> None:
     gpu_limits = groups["gpu"]["template"]["spec"]["containers"][0]["resources"]["limits"]
     assert gpu_limits["nvidia.com/gpu"] == "1"
     assert any(d["kind"] == "PersistentVolumeClaim" and "ReadWriteMany" in d["spec"]["accessModes"] for d in docs)
+
+
+def _rayservice() -> dict:
+    return next(d for d in yaml.safe_load_all((DEPLOY / "rayservice.yaml").read_text()) if d["kind"] == "RayService")
+
+
+def test_rayservice_satisfies_kuberays_schema_and_r2t2s_config() -> None:
+    assert manifest_problems(DEPLOY / "rayservice.yaml") == []
+
+
+def _workers(service: dict) -> list:
+    return service["spec"]["rayClusterConfig"]["workerGroupSpecs"]
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    (lambda s: _workers(s)[0].update(replica=1), "workerGroupSpecs.0: Additional properties are not allowed"),
+    (lambda s: _workers(s)[1].update(replicas="two"), "workerGroupSpecs.1.replicas: 'two' is not of type 'integer'"),
+    (lambda s: s["spec"]["rayClusterConfig"]["headGroupSpec"]["rayStartParams"].update({"num-cpus": 0}),
+     "rayStartParams.num-cpus: 0 is not of type 'string'"),
+    (lambda s: s["spec"].update(serveConfig="{}"), "spec: Additional properties are not allowed ('serveConfig'"),
+], ids=["misspelt field", "wrong type", "number where KubeRay wants a string", "unknown spec field"])
+def test_a_wrong_field_in_the_rayservice_fails_kuberays_schema(change, expected: str) -> None:  # noqa: ANN001
+    service = _rayservice()
+    assert kuberay_problems(service) == []
+    change(service)
+    assert any(expected in problem for problem in kuberay_problems(service)), kuberay_problems(service)
+
+
+@pytest.mark.parametrize(("old", "new", "expected"), [
+    ("num_gpus: 0.25", "num_gpu: 0.25", "args.rerouter.num_gpu: Extra inputs are not permitted"),
+    ("device: cuda ", "device: tpu ", "args.rerouter.device: String should match pattern"),
+    ("proxy_location:", "proxy_locations:", "proxy_locations: not a field of Ray Serve's ServeDeploySchema"),
+    ("route_prefix:", "route_prefx:", "applications.0.route_prefx: not a field of Ray Serve's"),
+], ids=["misspelt r2t2 setting", "bad r2t2 value", "misspelt Serve key", "misspelt application key"])
+def test_a_wrong_field_in_serve_config_v2_fails_the_check(old: str, new: str, expected: str) -> None:
+    text = _rayservice()["spec"]["serveConfigV2"]
+    assert old in text and serve_config_problems(text) == []
+    problems = serve_config_problems(text.replace(old, new, 1))
+    assert any(expected in problem for problem in problems), problems

@@ -18,6 +18,7 @@ ROUTES: dict[tuple[str, str], tuple[type[BaseModel] | None, dict[str, type[BaseM
     ("/v1/chat/completions", "post"): (schemas.ChatCompletionRequest, {"200": schemas.ChatCompletion}),
     ("/v1/models", "get"): (None, {"200": schemas.ModelList}),
     ("/healthz", "get"): (None, {"200": schemas.HealthStatus, "503": schemas.ErrorResponse}),
+    ("/placement", "get"): (None, {"200": schemas.Placement}),
     ("/v1/indexes", "get"): (None, {"200": schemas.IndexList}),
     ("/v1/indexes/{name}", "get"): (None, {"200": schemas.IndexDetail, "404": schemas.ErrorResponse}),
     ("/v1/indexes/{name}/rebuild", "post"): (schemas.RebuildRequest, {"202": schemas.IndexJob,

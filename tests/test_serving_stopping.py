@@ -1,0 +1,47 @@
+"""Every way of stopping the server leaves no process behind, within 15 s.
+
+Each way starts a real server (`python -m serving.run`: Ray, the four deployments, a vLLM engine) in the
+setting that way needs (a terminal for Ctrl-C; in the background with SIGINT ignored, as a script's `&` leaves
+it; a PID namespace of its own for `ray stop`, which stops every Ray process it can see), stops it, and then
+looks for any process still carrying the server's marker (bench/stop_ways.py): the server, Ray's processes,
+the replicas, vLLM's engine core and worker, multiprocessing's resource tracker. Whatever happens, the test
+kills what it started.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bench.stop_ways import WAYS, Launched, launch, namespaces_allowed, stop, write_config
+
+pytestmark = pytest.mark.slow
+STOPPED_WITHIN_S = 15.0
+
+
+@pytest.fixture(scope="module")
+def config_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_config(tmp_path_factory.mktemp("stopping"))
+
+
+@pytest.fixture
+def server(config_file: Path, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Launched]:
+    if request.param == "ray stop" and not namespaces_allowed():
+        pytest.skip("`ray stop` stops every Ray process on the machine; it runs only in a PID namespace of its own, "
+                    "and unshare is not permitted here")
+    launched = launch(config_file, tmp_path / "server.log", request.param)
+    try:
+        launched.wait_until_serving()
+        yield launched
+    finally:
+        launched.kill()
+
+
+@pytest.mark.parametrize("server", WAYS, indirect=True, ids=WAYS)
+def test_every_way_of_stopping_leaves_nothing_behind(server: Launched) -> None:
+    assert [p for p in server.left() if p.name() == "VLLM::EngineCore"], "no engine core: nothing would be tested"
+    seconds, left = stop(server, STOPPED_WITHIN_S)
+    assert not left, f"{server.way}: still running {STOPPED_WITHIN_S} s later: {left}\n{server.text()[-3000:]}"
+    assert "r2t2 stopped in" in server.text(), server.text()[-3000:]
+    print(f"{server.way}: no process left after {seconds:.1f} s")  # shown with pytest -s
