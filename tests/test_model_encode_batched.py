@@ -1,4 +1,5 @@
-"""Encoding a batch of requests in one pass gives each request what encoding it alone gives (to 1e-6).
+"""Encoding a batch of requests in one pass gives each request what encoding it alone gives: its routing,
+LM rows included, to 1e-6 (measured 5e-7), its features to float rounding.
 
 `encode_queries` runs the experts, MiniLM, the router and the LM rows' forward once per batch; these tests
 hold every part of each request's result to `encode_query` plus `base_routing` on that request alone, for
@@ -52,7 +53,10 @@ def test_each_request_of_a_batch_is_encoded_as_it_is_alone(model) -> None:
         assert len(b) == 1
         for name in ("question_ids", "question_lengths", "answer_ids"):
             assert torch.equal(getattr(a, name), getattr(b, name)), (i, name)
-        assert torch.allclose(a.features, b.features, atol=1e-6, rtol=0), (i, (a.features - b.features).abs().max())
+        # The experts' features are float32 sums over many terms, up to ~20 in size, and a batched convolution
+        # adds them in another order: they agree to float rounding of their scale (measured 1.7e-6 of it).
+        scale = a.features.abs().max()
+        assert torch.allclose(a.features, b.features, atol=4e-6 * scale, rtol=0), (i, (a.features - b.features).abs().max())
         assert torch.allclose(a.question_embeddings, b.question_embeddings, atol=1e-6, rtol=0)
         assert np.allclose(alone.question_embedding, joint.encoded.question_embedding, atol=1e-6, rtol=0)
         assert joint.encoded.question_embedder == alone.question_embedder
