@@ -86,8 +86,9 @@ class ServableModel(RoutedModel, Protocol):
 
     Optional: `encode_queries(images, questions, answers) -> list[RoutedQuery | Exception]`, the requests of
     a batch encoded and routed in one pass, slot i holding what `encode_query` and `base_routing` give request
-    i alone (the routing to 1e-6, the features to float rounding) or that request's own error. The pipeline calls it for every batch when a
-    model has it; without it each request is encoded alone (same results, less throughput).
+    i alone (the routing to 1e-6, the features to float rounding) or that request's own error. The pipeline
+    calls it for every batch when a model has it; without it each request is encoded alone (same results,
+    less throughput).
     """
 
     fingerprint: str  # hash of the weights: reference indexes are tied to it
