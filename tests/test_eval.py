@@ -208,14 +208,14 @@ def test_a_model_without_batched_encode_and_a_refused_batch_encode_each_request_
     assert getattr(pipeline.model, "encode_queries", None) is None
     one_by_one = pipeline.prepare_many(requests)
     monkeypatch.undo()
-    model, calls = pipeline.model, []
+    encode_queries, calls = pipeline.model.encode_queries, []
 
     def refusing(images, questions, answers):  # noqa: ANN001, ANN202
         """Refuses a batch holding the question "boom" as a whole, as a model might on unexpected input."""
         calls.append(len(questions))
         if "boom" in questions:
             raise RuntimeError("boom")
-        return model.encode_queries(images, questions, answers)
+        return encode_queries(images, questions, answers)
 
     monkeypatch.setattr(pipeline.model, "encode_queries", refusing, raising=False)
     isolated = pipeline.prepare_many(requests[:2] + [(samples[0].image, "boom", {"strategy": "ngd"}, None)]
