@@ -1,8 +1,8 @@
 """Why R2-T2 fixed or broke an answer: per-query records and the diagnostics `r2t2 eval` derives from them.
 
 A record holds what is needed to read one failure instead of guessing it: the question, each
-strategy's answer, base and final routing, how far the routing moved, the neighbours (id, question,
-answer, task, weight) and the guard's verdict. Diagnostics are computed from records only, so a dump
+strategy's answer, base and final routing, how far the routing moved and in how many steps, the neighbours
+(id, question, answer, task, weight) and the guard's verdict. Diagnostics are computed from records only, so a dump
 read back (`read_dump`) gives the same numbers as the run that wrote it.
 """
 from __future__ import annotations

@@ -102,8 +102,8 @@ def _run_record(done: Rerouted, answer: str, correct: bool, verdict: AnswerVerdi
     """One strategy's account of one query: its answer, routings, the neighbours it used and the answer check."""
     result = done.result.to_dict()
     return {"answer": answer, "correct": correct, "base_routing": result["base_routing"],
-            "routing": result["routing"], "moved": result["moved"], "fallback": result["fallback"],
-            "guard": result.get("guard"), "answer_check": None if verdict is None else verdict.to_dict(),
+            "routing": result["routing"], "moved": result["moved"], "steps_taken": result.get("steps_taken"),
+            "fallback": result["fallback"], "guard": result.get("guard"), "answer_check": None if verdict is None else verdict.to_dict(),
             "neighbours": [{"id": n["id"], "question": done.neighbours.get(n["id"], {}).get("question"),
                             "answer": done.neighbours.get(n["id"], {}).get("answer"),
                             "task": done.neighbours.get(n["id"], {}).get("task"), "weight": n["weight"]}

@@ -28,7 +28,7 @@ from indexes.store import IndexStore
 from r2t2.answer_space import AnswerVerdict, judge
 from r2t2.engine_prompt import EnginePrompt
 from r2t2.explain import explained
-from r2t2.model import ServableModel, load_model
+from r2t2.model import RoutedQuery, ServableModel, load_model
 from r2t2.routing import Neighbourhood, RerouteConfig, RerouteRequest, RerouteResult, reroute_many
 from r2t2.routing.block import answer_pins
 from r2t2.routing.layout import TARGETS, RoutingLayout
@@ -158,15 +158,22 @@ class ReroutePipeline:
                       on_encoded: Callable[[int, _Found], None] | None = None) -> list[Rerouted | Exception]:
         """Re-route a batch of queries, each with its own settings; results (or that query's error) in order.
 
-        Each query is encoded and searched on its own; then all are re-routed in one `reroute_many` call,
-        which shares model calls between requests of the same strategy. A failure of one query (e.g. an
-        unknown index) is its own result and never reaches the others. `on_encoded(position, found)` is told
-        of each query as soon as it is encoded, before any re-routing.
+        The queries are encoded together (`_encoded`), each is searched on its own, then all are re-routed in
+        one `reroute_many` call, which shares model calls between requests of the same strategy. A failure of
+        one query (e.g. a question too long, an unknown index) is its own result and never reaches the others.
+        `on_encoded(position, found)` is told of each query as soon as it is encoded and searched, before any
+        re-routing.
         """
+        started = time.perf_counter()
+        encoded = self._encoded(queries)
+        encode_seconds = time.perf_counter() - started
         found: list[_Found | Exception] = []
-        for position, query in enumerate(queries):
+        for position, (query, routed) in enumerate(zip(queries, encoded)):
+            if isinstance(routed, Exception):
+                found.append(routed)
+                continue
             try:
-                found.append(self._found(query))
+                found.append(self._found(query, routed, encode_seconds))
             except Exception as err:  # noqa: BLE001 (the query's own error, returned in its slot)
                 found.append(err)
                 continue
@@ -222,16 +229,33 @@ class ReroutePipeline:
                 outcomes.append(err)
         return outcomes
 
-    def _found(self, query: Query) -> _Found:
-        """Encode one query, and find what its strategy needs: neighbours, the routing pool, or its label."""
+    def _encoded(self, queries: Sequence[Query]) -> list[RoutedQuery | Exception]:
+        """Every query encoded with its base routing, in one `encode_queries` call when the model has it; should
+        that call refuse the batch, each query alone, so only a bad one fails. A model without it: one
+        `encode_query` and `base_routing` per query."""
+        together = getattr(self.model, "encode_queries", None)
+        if together is None:
+            return [_encoded_alone(self.model, query) for query in queries]
+        try:
+            return list(together([q.image for q in queries], [q.question for q in queries],
+                                 [q.answer for q in queries]))
+        except Exception as err:  # noqa: BLE001 (isolated below)
+            if len(queries) == 1:
+                return [err]
+        outcomes: list[RoutedQuery | Exception] = []
+        for query in queries:
+            try:
+                outcomes.append(together([query.image], [query.question], [query.answer])[0])
+            except Exception as err:  # noqa: BLE001 (that query's own error)
+                outcomes.append(err)
+        return outcomes
+
+    def _found(self, query: Query, routed: RoutedQuery, encode_seconds: float) -> _Found:
+        """Find what an encoded query's strategy needs: neighbours, the routing pool, or its label."""
         config, image, question = query.config, query.image, query.question
-        timings: dict[str, float] = {}
-        started = time.perf_counter()
-        encoded = self.model.encode_query(image, question, query.answer)
+        encoded, r0 = routed.encoded, routed.base_routing
         batch = encoded.batch
-        r0 = self.model.base_routing(batch)
-        timings["encode"] = time.perf_counter() - started
-        timings["embed"] = 0.0
+        timings: dict[str, float] = {"encode": encode_seconds, "embed": 0.0}
         snapshot, neighbourhood, pool, embedding = None, None, None, None
         described: dict[str, dict[str, Any]] = {}
         if config.strategy in NEEDS_NEIGHBOURS or config.strategy == "meanshift":
@@ -360,6 +384,15 @@ class ReroutePipeline:
         return {"applied": done.pinned is not None, "layers": [
             {"row": row.name, "layer": row.layer, "base": heaviest(base[i], row.experts),
              "routing": heaviest(routing[i], row.experts), "engine_experts": None} for i, row in rows]}
+
+
+def _encoded_alone(model: ServableModel, query: Query) -> RoutedQuery | Exception:
+    """One query through `encode_query` and `base_routing` (a model without `encode_queries`), or its error."""
+    try:
+        encoded = model.encode_query(query.image, query.question, query.answer)
+        return RoutedQuery(encoded, model.base_routing(encoded.batch))
+    except Exception as err:  # noqa: BLE001 (the query's own error, returned in its slot)
+        return err
 
 
 def _described(keys: list[str], found: Candidates) -> dict[str, dict[str, Any]]:

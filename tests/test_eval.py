@@ -11,6 +11,7 @@ from indexes.embedders import MiniLMEmbedder
 from indexes.registry import IndexRegistry
 from indexes.store import IndexStore
 from r2t2.data import load_split
+from r2t2.errors import QuestionTooLong
 from r2t2.diagnostics import diagnose, read_dump, write_dump
 from r2t2.eval import evaluate, format_table, per_expert_shift
 from r2t2.routing.guard import REASONS
@@ -175,10 +176,55 @@ def test_one_bad_request_in_a_batch_fails_alone(pipeline) -> None:
     sample = load_split("test", limit=1)[0]
     outcomes = pipeline.prepare_many([(sample.image, sample.question, {"strategy": "ngd"}, None),
                                       (sample.image, sample.question, {"strategy": "ngd", "k": 0}, None),
-                                      (sample.image, sample.question, {"strategy": "kernel"}, "no-such-index")])
+                                      (sample.image, sample.question, {"strategy": "kernel"}, "no-such-index"),
+                                      (sample.image, "what " * 200 + "is it?", {"strategy": "ngd"}, None)])
     assert outcomes[0].record["strategy"] == "ngd" and outcomes[0].record["batch_size"] == 1
     assert isinstance(outcomes[1], ValueError) and "k must be" in str(outcomes[1])
     assert isinstance(outcomes[2], Exception) and "no-such-index" in str(outcomes[2])
+    assert isinstance(outcomes[3], QuestionTooLong)
+
+
+class WithoutBatchedEncode:
+    """The embedded model seen through a wrapper that lacks the optional `encode_queries`."""
+
+    def __init__(self, inner) -> None:  # noqa: ANN001
+        self._inner = inner
+
+    def __getattr__(self, name: str):  # noqa: ANN204
+        if name == "encode_queries":
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+
+def _routings(prepared: list) -> list[torch.Tensor]:
+    return [torch.tensor(list(p.record["routing"].values())) for p in prepared]
+
+
+def test_a_model_without_batched_encode_and_a_refused_batch_encode_each_request_alone(pipeline, monkeypatch) -> None:
+    samples = load_split("paraphrase", limit=4, seed=5)
+    requests = [(s.image, s.question, {"strategy": "ngd"}, None) for s in samples]
+    batched = pipeline.prepare_many(requests)
+    monkeypatch.setattr(pipeline, "model", WithoutBatchedEncode(pipeline.model))
+    assert getattr(pipeline.model, "encode_queries", None) is None
+    one_by_one = pipeline.prepare_many(requests)
+    monkeypatch.undo()
+    encode_queries, calls = pipeline.model.encode_queries, []
+
+    def refusing(images, questions, answers):  # noqa: ANN001, ANN202
+        """Refuses a batch holding the question "boom" as a whole, as a model might on unexpected input."""
+        calls.append(len(questions))
+        if "boom" in questions:
+            raise RuntimeError("boom")
+        return encode_queries(images, questions, answers)
+
+    monkeypatch.setattr(pipeline.model, "encode_queries", refusing, raising=False)
+    isolated = pipeline.prepare_many(requests[:2] + [(samples[0].image, "boom", {"strategy": "ngd"}, None)]
+                                     + requests[2:])
+    assert calls == [5, 1, 1, 1, 1, 1]
+    assert isinstance(isolated[2], RuntimeError)
+    del isolated[2]
+    for joint, alone, separate in zip(_routings(batched), _routings(one_by_one), _routings(isolated)):
+        assert torch.allclose(joint, alone, atol=1e-6, rtol=0) and torch.allclose(joint, separate, atol=1e-6, rtol=0)
 
 
 def test_target_lm_moves_the_lm_rows_and_hands_them_to_the_engine(pipeline) -> None:

@@ -42,6 +42,7 @@ def test_exported_names_match_implementations() -> None:
     ({"alpha": -0.1}, "alpha"),
     ({"meanshift_alpha": 2.0}, "meanshift_alpha"),
     ({"meanshift_tol": -1.0}, "meanshift_tol"),
+    ({"ngd_tol": -1e-3}, "ngd_tol"),
     ({"bandwidth": 0.0}, "bandwidth"),
     ({"line_search_steps": 1}, "line_search_steps"),
     ({"oracle_steps": -5}, "oracle_steps"),

@@ -31,7 +31,7 @@ from r2t2.model.language_model import build_lm, prefix_lm
 from r2t2.model.lm_routing import LmRouting, install_router_hooks, pinned_rows, routing_at
 from r2t2.model.projector import ExpertProjectors
 from r2t2.engine_prompt import PROMPT_EMBEDS
-from r2t2.model.protocol import EncodedBatch, EncodedQuery
+from r2t2.model.protocol import EncodedBatch, EncodedQuery, RoutedQuery
 from r2t2.model.question_encoder import MINILM_NAME, MiniLMEmbedder
 from r2t2.model.router import Router
 from r2t2.model.tokenizer import ANS, BOS, SEP
@@ -220,12 +220,44 @@ class MultimodalMoE(nn.Module):
 
         A question longer than `max_question_tokens` raises QuestionTooLong instead of being cut.
         """
-        tokens = len(self.tokenizer(question, add_special_tokens=False).input_ids)
-        if tokens > self.max_question_tokens:
-            raise QuestionTooLong(tokens, self.max_question_tokens)
+        self._check_question(question)
         sentence = self.embed_questions([question])
         batch = self.labelled_batch([image], [question], [answer or ""], question_embeddings=sentence)
         return EncodedQuery(batch, sentence[0].numpy(), MINILM_NAME)
+
+    def encode_queries(self, images: Sequence[Image.Image], questions: Sequence[str],
+                       answers: Sequence[str | None]) -> list[RoutedQuery | Exception]:
+        """Many requests in one pass: the experts, the question encoder, the router and the LM rows' forward
+        each run once over all of them, which is what makes a batch cheaper than its requests alone.
+
+        Slot i holds what `encode_query` and `base_routing` give request i alone (to float rounding), or
+        that request's own error (QuestionTooLong); the others are encoded without it.
+        """
+        outcomes: list[RoutedQuery | Exception | None] = []
+        for question in questions:
+            try:
+                self._check_question(question)
+                outcomes.append(None)
+            except QuestionTooLong as err:
+                outcomes.append(err)
+        valid = [i for i, outcome in enumerate(outcomes) if outcome is None]
+        if valid:
+            sentences = self.embed_questions([questions[i] for i in valid])
+            features = self.encode_images([images[i] for i in valid])
+            singles = [self.labelled_batch([images[i]], [questions[i]], [answers[i] or ""], features=features[[j]],
+                                           question_embeddings=sentences[[j]]) for j, i in enumerate(valid)]
+            joined = self.join_batches(singles)
+            with torch.no_grad():
+                routings = self.full_routing(joined, self.route(joined))
+            for j, i in enumerate(valid):
+                outcomes[i] = RoutedQuery(EncodedQuery(singles[j], sentences[j].numpy(), MINILM_NAME), routings[j])
+        return outcomes  # type: ignore[return-value]  (every slot is filled above)
+
+    def _check_question(self, question: str) -> None:
+        """QuestionTooLong for a question longer than the router and the LM read (never cut silently)."""
+        tokens = len(self.tokenizer(question, add_special_tokens=False).input_ids)
+        if tokens > self.max_question_tokens:
+            raise QuestionTooLong(tokens, self.max_question_tokens)
 
     def answer(self, query: LabelledBatch, routing: Tensor, pinned: Sequence[bool] | None = None) -> list[str]:
         return self.generate(query, routing, pinned=pinned)

@@ -61,6 +61,14 @@ class EncodedQuery:
     question_embedder: str | None = None
 
 
+@dataclass(frozen=True)
+class RoutedQuery:
+    """One request encoded together with the router's routing for it: a slot of `encode_queries`."""
+
+    encoded: EncodedQuery
+    base_routing: Tensor  # [L, E], what `base_routing(encoded.batch)` gives
+
+
 @runtime_checkable
 class ServableModel(RoutedModel, Protocol):
     """A frozen multimodal MoE that r2t2 can re-route, index, serve and evaluate.
@@ -75,6 +83,12 @@ class ServableModel(RoutedModel, Protocol):
     token and every token after it), the layer picking its top-k experts from it as its router would; an
     LM row that is not pinned leaves the layer to its router. A model without LM rows is never given
     `pinned`. The generation backend applies the same rows inside the engine (docs/models.md).
+
+    Optional: `encode_queries(images, questions, answers) -> list[RoutedQuery | Exception]`, the requests of
+    a batch encoded and routed in one pass, slot i holding what `encode_query` and `base_routing` give request
+    i alone (the routing to 1e-6, the features to float rounding) or that request's own error. The pipeline
+    calls it for every batch when a model has it; without it each request is encoded alone (same results,
+    less throughput).
     """
 
     fingerprint: str  # hash of the weights: reference indexes are tied to it

@@ -16,7 +16,7 @@ from r2t2.routing.layout import TARGETS
 STRATEGIES: tuple[str, ...] = ("none", "ngd", "kernel", "meanshift", "oracle")
 NEIGHBOURHOODS: tuple[str, ...] = ("knn", "epsilon")
 
-_FLOAT_FIELDS = ("epsilon", "bandwidth", "lr", "lr_min", "alpha", "meanshift_alpha", "meanshift_tol",
+_FLOAT_FIELDS = ("epsilon", "bandwidth", "lr", "lr_min", "ngd_tol", "alpha", "meanshift_alpha", "meanshift_tol",
                  "oracle_lr", "guard_max_spread", "guard_fit_loss", "guard_min_gain")
 _INT_FIELDS = ("k", "steps", "line_search_steps", "oracle_steps", "core_experts", "answer_space_k")
 
@@ -45,6 +45,8 @@ class RerouteConfig:
     steps: int = 10
     lr: float = 1e-2
     lr_min: float = 1e-5
+    # NGD stops a request once a step would move its routing by less than this (half-L1, largest row); 0: never.
+    ngd_tol: float = 1e-3
     alpha: float | None = None
     line_search_steps: int = 8
     meanshift_alpha: float = 0.5
@@ -98,8 +100,9 @@ class RerouteConfig:
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {value}")
-        if self.meanshift_tol < 0:
-            raise ValueError(f"meanshift_tol must be >= 0, got {self.meanshift_tol}")
+        for name in ("ngd_tol", "meanshift_tol"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("guard_max_spread", "guard_fit_loss", "guard_min_gain"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")

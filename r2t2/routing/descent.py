@@ -64,7 +64,8 @@ class _Trace:
                 self.losses[q].append(value)
                 self.steps_of[q].append(len(self.snapshots) - 1)
 
-    def stop(self, q: int, step: int, reason: str) -> None:
+    def stop(self, q: int, step: int, reason: str | None) -> None:
+        """Request q stops after `step` updates; `reason` None: it settled (not a fallback)."""
         self.stopped_at[q], self.fallback[q] = step, reason
 
     def results(self, starts: Tensor, steps: int) -> list[Descent]:
@@ -79,15 +80,23 @@ class _Trace:
         return out
 
 
-def projected_adam(objective: Callable[[Tensor], Tensor], starts: Tensor, steps: int, lr: Tensor,
-                   lr_min: Tensor, movable: Tensor | None = None) -> list[Descent]:
-    """Minimise `objective(routings [Q, L, E]) -> losses [Q]` from valid `starts` [Q, L, E], per request.
+Objective = Callable[[Tensor, list[int]], Tensor]
 
-    `lr` and `lr_min` are [Q]. Each step: losses and gradients at the current iterates, one Adam update
-    per request at its cosine learning rate on the gradient's within-simplex part (row mean removed),
-    projection of every row back onto the simplex. A request whose loss or gradient turns non-finite, or
-    whose step overflows the simplex's numeric range (a learning rate far too large), stops there: it
-    keeps its last iterate with a finite loss and names the cause in `fallback`; the others go on.
+
+def projected_adam(objective: Objective, starts: Tensor, steps: int, lr: Tensor, lr_min: Tensor,
+                   movable: Tensor | None = None, tolerance: Tensor | None = None) -> list[Descent]:
+    """Minimise `objective(routings [Q, L, E], live) -> losses [Q]` from valid `starts` [Q, L, E], per request.
+
+    `live` lists the requests still descending: only their losses are read, so an objective may skip the
+    others' work. `lr` and `lr_min` are [Q]. Each step: losses and gradients at the current iterates, one
+    Adam update per request at its cosine learning rate on the gradient's within-simplex part (row mean
+    removed), projection of every row back onto the simplex. A request whose loss or gradient turns
+    non-finite, or whose step overflows the simplex's numeric range (a learning rate far too large), stops
+    there: it keeps its last iterate with a finite loss and names the cause in `fallback`; the others go on.
+
+    `tolerance` ([Q], or None for none) stops a request whose update would move its routing by less than
+    that (half the L1 distance, largest row): it keeps the iterate whose loss it already has, and its
+    `steps` count the updates it made. 0 never stops a request.
 
     `movable` ([Q, L, E] bool, or None for all) confines each request to some entries: the others keep
     their start values, and each row's movable entries share the mass those leave.
@@ -100,7 +109,7 @@ def projected_adam(objective: Callable[[Tensor], Tensor], starts: Tensor, steps:
     shape = (-1,) + (1,) * (routing.ndim - 1)
     for step in range(steps):
         current = routing.detach().requires_grad_(True)
-        loss = objective(current)
+        loss = objective(current, _indices(live))
         values = loss.detach().tolist()
         _stop(trace, live, [not math.isfinite(v) for v in values], step, "non-finite loss at step {step}")
         if not any(live):
@@ -131,14 +140,27 @@ def projected_adam(objective: Callable[[Tensor], Tensor], starts: Tensor, steps:
         overflowed = (finite.flatten(1).all(1) & _rows_sum_to_one(projected)).logical_not().tolist()
         _stop(trace, live, overflowed, step,
               "the step at step {step} overflowed (learning rate too large for the routing's scale)")
+        if tolerance is not None:
+            _stop(trace, live, (_step_size(routing, projected) < tolerance).tolist(), step, None)
         mask = _mask(live, routing, shape)
         routing = projected if mask is None else torch.where(mask, projected, routing)
+        if not any(live):
+            break
     if any(live):
         with torch.no_grad():
-            values = objective(routing).tolist()
+            values = objective(routing, _indices(live)).tolist()
         _stop(trace, live, [not math.isfinite(v) for v in values], steps, "non-finite loss after step {step}")
         trace.record(routing, values, live)
     return trace.results(starts, steps)
+
+
+def _step_size(routing: Tensor, updated: Tensor) -> Tensor:
+    """[Q]: how far each request's update moves its routing, half the L1 distance of its largest row (as `moved`)."""
+    return ((updated - routing).abs().sum(-1) / 2).flatten(1).amax(1)
+
+
+def _indices(live: list[bool]) -> list[int]:
+    return [q for q, alive in enumerate(live) if alive]
 
 
 def _within_simplex(gradient: Tensor, movable: Tensor | None) -> Tensor:
@@ -156,12 +178,12 @@ def _mask(live: list[bool], like: Tensor, shape: tuple[int, ...]) -> Tensor | No
     return None if all(live) else torch.tensor(live, device=like.device).view(shape)
 
 
-def _stop(trace: _Trace, live: list[bool], failed: list[bool], step: int, reason: str) -> None:
-    """Stop every live request that `failed` (in place on `live`)."""
+def _stop(trace: _Trace, live: list[bool], failed: list[bool], step: int, reason: str | None) -> None:
+    """Stop every live request that `failed` (in place on `live`); `reason` None: they settled."""
     for q, (alive, bad) in enumerate(zip(live, failed)):
         if alive and bad:
             live[q] = False
-            trace.stop(q, step, reason.format(step=step))
+            trace.stop(q, step, None if reason is None else reason.format(step=step))
 
 
 def _rows_sum_to_one(routing: Tensor) -> Tensor:

@@ -105,12 +105,12 @@ class NeighbourLosses:
     """The weighted neighbours of Q queries, and their kernel-weighted neighbour loss under Q routings.
 
     When the model can join batches (the optional `join_batches(batches) -> batch` of the RoutedModel
-    protocol) every evaluation is one model call over all neighbours of all queries, each sample under
-    its own query's routing; otherwise one call per query. The same path serves a single
+    protocol) every evaluation is one model call over all neighbours of the queries it evaluates, each
+    sample under its own query's routing; otherwise one call per query. The same path serves a single
     request (Q = 1), so a request's losses do not depend on which other requests share its batch. The
-    joined batch is built once, so whatever the model caches on it (e.g. prefix keys/values) is reused
-    at every step. With a `placement` the routings are blocks (routing/block.py), placed into each
-    query's full base routing before the model sees them.
+    joined batch is kept, so whatever the model caches on it (e.g. prefix keys/values) is reused at every
+    step. With a `placement` the routings are blocks (routing/block.py), placed into each query's full
+    base routing before the model sees them.
     """
 
     def __init__(self, model: RoutedModel, batches: Sequence[ReferenceBatch], weights: Sequence[Tensor],
@@ -120,29 +120,55 @@ class NeighbourLosses:
         self.model = model
         self.placement = placement
         self.batches = list(batches)
-        self.weights = torch.cat([w.detach() for w in weights])  # [N], every query's neighbours in order
-        sizes = torch.as_tensor([len(b) for b in self.batches])
-        self.owner = torch.repeat_interleave(torch.arange(len(self.batches)), sizes).to(self.weights.device)
-        join = getattr(model, "join_batches", None)
-        self.joined = (self.batches[0] if len(self.batches) == 1
-                       else None if join is None else join(self.batches))
+        self.weights = [w.detach() for w in weights]
+        self._part = self._joined(list(range(len(self.batches))))
 
-    def __call__(self, routings: Tensor) -> Tensor:
-        """[Q] losses, query q's neighbours answered under `routings[q]` ([Q, L, E])."""
-        owner = self.owner.to(routings.device)
+    def _joined(self, queries: list[int]) -> _Part:
+        """The neighbours of `queries` as one batch (None: the model cannot join), their owners and weights."""
+        picked = [self.batches[q] for q in queries]
+        sizes = torch.as_tensor([len(b) for b in picked])
+        weights = torch.cat([self.weights[q] for q in queries])
+        owner = torch.repeat_interleave(torch.as_tensor(queries), sizes).to(weights.device)
+        join = getattr(self.model, "join_batches", None)
+        joined = picked[0] if len(picked) == 1 else None if join is None else join(picked)
+        return _Part(queries, joined, owner, weights)
+
+    def __call__(self, routings: Tensor, live: Sequence[int] | None = None) -> Tensor:
+        """[Q] losses, query q's neighbours answered under `routings[q]` ([Q, L, E]).
+
+        `live` (None: every query) names the queries whose losses are wanted; the others' entries may be
+        anything. Once at most half of the queries evaluated so far are wanted, the evaluation narrows to
+        them for good: joining them again costs the model one pass over their prefixes (no backward), less
+        than the steps it saves.
+        """
+        if live is not None and len(live) < len(self._part.queries) and 2 * len(live) <= len(self._part.queries):
+            self._part = self._joined(list(live))
+        part = self._part
+        owner = part.owner.to(routings.device)
         if self.placement is not None:
             routings = self.placement.full(routings)
         pinned = None if self.placement is None else self.placement.block.pinned
-        if self.joined is not None:
-            losses = _checked(model_loss(self.model, self.joined, routings[owner], pinned), owner.shape[0])
+        if part.joined is not None:
+            losses = _checked(model_loss(self.model, part.joined, routings[owner], pinned), owner.shape[0])
         else:
             losses = torch.cat([
-                _checked(model_loss(self.model, batch, routings[q].expand(len(batch), *routings.shape[1:]), pinned),
-                         len(batch))
-                for q, batch in enumerate(self.batches)])
-        weights = self.weights.to(device=losses.device, dtype=losses.dtype)
-        return torch.zeros(len(self.batches), dtype=losses.dtype, device=losses.device).index_add(
+                _checked(model_loss(self.model, self.batches[q],
+                                    routings[q].expand(len(self.batches[q]), *routings.shape[1:]), pinned),
+                         len(self.batches[q]))
+                for q in part.queries])
+        weights = part.weights.to(device=losses.device, dtype=losses.dtype)
+        return torch.zeros(routings.shape[0], dtype=losses.dtype, device=losses.device).index_add(
             0, owner, weights * losses)
+
+
+@dataclass(frozen=True)
+class _Part:
+    """The queries a NeighbourLosses evaluates: their joined neighbours, each sample's query and weight."""
+
+    queries: list[int]
+    joined: ReferenceBatch | None
+    owner: Tensor  # [N] the query of each neighbour sample
+    weights: Tensor  # [N]
 
 
 def model_loss(model: RoutedModel, batch: ReferenceBatch, routing: Tensor,

@@ -17,7 +17,8 @@ from r2t2.routing.result import RerouteResult
 
 
 def neighbourhood_gradient_descent(model: RoutedModel, requests: Sequence[RerouteRequest]) -> list[RerouteResult]:
-    """`config.steps` projected Adam steps on L(r) = sum_i K_i l_i(r) / sum_i K_i from r0, per request.
+    """Up to `config.steps` projected Adam steps on L(r) = sum_i K_i l_i(r) / sum_i K_i from r0, per request;
+    a request stops early once a step would move its routing by less than `config.ngd_tol`.
 
     The requests (validated, all with the same `steps`) descend together: each step is one batched
     loss and one backward over every request's neighbours. Each returns its final iterate (not the best
@@ -39,10 +40,10 @@ def neighbourhood_gradient_descent(model: RoutedModel, requests: Sequence[Rerout
         losses = NeighbourLosses(model, [r.neighbourhood.batch[c.indices.tolist()] for r, c in zip(picked, chosen)],
                                  [c.weights for c in chosen], Placement.of(picked))
         starts = torch.stack([r.r0 for r in picked])
-        settings = torch.tensor([[r.config.lr, r.config.lr_min] for r in picked], dtype=starts.dtype,
-                                device=starts.device)
+        settings = torch.tensor([[r.config.lr, r.config.lr_min, r.config.ngd_tol] for r in picked],
+                                dtype=starts.dtype, device=starts.device)
         descents = projected_adam(losses, starts, picked[0].config.steps, settings[:, 0], settings[:, 1],
-                                  stacked_movable(picked))
+                                  stacked_movable(picked), tolerance=settings[:, 2])
         for i, request, weighted, descent in zip(moving, picked, chosen, descents):
             results[i] = RerouteResult(strategy="ngd", base_routing=request.r0, routing=descent.final,
                                        neighbours=weighted.describe(request.neighbourhood.ids),

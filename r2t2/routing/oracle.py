@@ -51,7 +51,7 @@ def oracle(model: RoutedModel, r0: Tensor, config: RerouteConfig, target: Refere
         full = placement.full(routings, torch.zeros(len(routings), dtype=torch.long))
         return model_loss(model, target[[0] * len(routings)], full, placement.block.pinned)
 
-    def descent_loss(routing: Tensor) -> Tensor:
+    def descent_loss(routing: Tensor, _: list[int]) -> Tensor:
         if placement is None:
             return model.routing_loss(target, routing[0]).sum().reshape(1)
         return loss(routing).sum().reshape(1)

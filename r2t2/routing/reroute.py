@@ -135,9 +135,9 @@ def guarded(model: RoutedModel, request: RerouteRequest, result: RerouteResult) 
 
 def _losses_seen(result: RerouteResult) -> tuple[float, float] | None:
     """The neighbour loss at r0 and at the result's routing, when the strategy's own trace holds both:
-    NGD's first and last losses (a completed descent starts at r0 and ends with the final routing's loss),
-    or the kernel line search's points at alpha 1 (r0) and at the alpha it chose."""
-    if result.strategy == "ngd" and result.steps > 0 and len(result.losses) == result.steps + 1:
+    NGD's first and last losses (a descent that ran to its end or settled starts at r0 and ends with the
+    final routing's loss), or the kernel line search's points at alpha 1 (r0) and at the alpha it chose."""
+    if result.strategy == "ngd" and len(result.losses) == result.steps + 1:
         return result.losses[0], result.losses[-1]
     if result.strategy == "kernel" and result.line_search:
         at = {point.alpha: point.loss for point in result.line_search}
