@@ -107,9 +107,8 @@ def validate_spec(spec: Any, data_dir: Path | None = None) -> dict[str, Any]:
     return _builtin(spec) if source == "builtin" else _jsonl(spec, data_dir)
 
 
-def load_samples(spec: dict[str, Any], data_dir: Path | None = None) -> list[Sample]:
-    """The samples a spec names (validated first)."""
-    spec = validate_spec(spec, data_dir)
+def _samples(spec: dict[str, Any]) -> list[Sample]:
+    """The samples of a canonical spec (validated already: its JSONL path is absolute)."""
     if spec["source"] == "jsonl":
         return load_jsonl(spec["path"])
     return load_split(spec["split"], tasks=spec["tasks"], limit=spec["limit"], seed=spec["seed"])
@@ -131,6 +130,6 @@ def build_from_spec(
     """Load the spec's samples and build a new CURRENT version; the manifest stores the canonical spec.
     `progress_bar` draws a terminal progress bar (for a build someone watches, like a server's first start)."""
     canonical = validate_spec(spec, data_dir)
-    samples = load_samples(canonical, data_dir)
+    samples = _samples(canonical)
     return build_index(name, samples, model, embedder, store, dataset_spec=canonical, index_type=index_type,
                        cap=cap, progress=progress_bar, on_progress=on_progress)

@@ -122,7 +122,7 @@ class IndexManager:
 
         def rebuild(progress: ProgressCallback) -> Manifest:
             pipeline = self._pipeline(model)
-            return build_from_spec(name, spec, pipeline.model, pipeline.embedder, self._store, data_dir=self._data_dir,
+            return build_from_spec(name, dataset, pipeline.model, pipeline.embedder, self._store, data_dir=self._data_dir,
                                    cap=cap, index_type=index_type, on_progress=progress)
 
         job = self._jobs.submit(name, rebuild)

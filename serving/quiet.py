@@ -33,6 +33,9 @@ EXPECTED: tuple[Expected, ...] = (
              r"torch\.(bfloat16|float16)",
              "the shipped checkpoints are stored in float32 and served in `vllm.dtype` (bfloat16 by default): vLLM "
              "casts each tensor as it loads it, one line per tensor"),
+    Expected("vllm.v1.engine.input_processor", r"Passing raw prompts to InputProcessor is deprecated",
+             "the generator hands AsyncLLM.generate a prompt dict ({prompt_embeds}, or {prompt, multi_modal_data}) "
+             "as vLLM 0.32's engine API documents; vLLM says once per engine that it plans another input type"),
     Expected("vllm.v1.worker.cpu_worker", r"lib(tcmalloc|iomp) is not found in LD_PRELOAD",
              "allocator and OpenMP advice for large models on CPU; the shipped language models are a few MB"),
     Expected("vllm.platforms.cpu", r"Triton is not installed\. triton-cpu is expected",
