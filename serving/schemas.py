@@ -138,7 +138,8 @@ class ChatCompletionRequest(_Request):
     top_p: float | None = Field(None, gt=0, le=1, description="nucleus sampling; default generation.top_p (1)")
     n: int = Field(1, ge=1, le=MAX_CHOICES, description=f"choices to generate (1 to {MAX_CHOICES}); they share one "
                                                         "re-routing. With a seed, choice i samples with seed + i")
-    stop: str | Annotated[list[Annotated[str, Field(min_length=1)]], Field(max_length=4)] | None = Field(
+    # The list first: a refused list's message is then its own ("at most 4 items"), not the string branch's.
+    stop: Annotated[list[Annotated[str, Field(min_length=1)]], Field(max_length=4)] | str | None = Field(
         None, description="a string or up to 4 strings; generation ends before the first one (not included)")
     seed: int | None = Field(None, ge=0, le=2**63 - 1, description="with temperature > 0, the same seed gives the "
                                                                    "same answer on the same server")
