@@ -215,19 +215,8 @@ class ReroutePipeline:
         return None if done.answer_space is None else judge(base, rerouted, done.answer_space)
 
     def _rerouted(self, ready: list[_Found]) -> list[RerouteResult | Exception]:
-        """One `reroute_many` call; should it refuse the batch, each request alone, so only a bad one fails."""
-        try:
-            return list(reroute_many(self.model, [f.request for f in ready]))
-        except Exception as err:  # noqa: BLE001 (isolated below)
-            if len(ready) == 1:
-                return [err]
-        outcomes: list[RerouteResult | Exception] = []
-        for item in ready:
-            try:
-                outcomes.append(reroute_many(self.model, [item.request])[0])
-            except Exception as err:  # noqa: BLE001 (that request's own error)
-                outcomes.append(err)
-        return outcomes
+        """One `reroute_many` call for the batch (each request alone should it refuse the batch)."""
+        return _batch_or_each([f.request for f in ready], lambda requests: reroute_many(self.model, requests))
 
     def _encoded(self, queries: Sequence[Query]) -> list[RoutedQuery | Exception]:
         """Every query encoded with its base routing, in one `encode_queries` call when the model has it; should
@@ -236,19 +225,8 @@ class ReroutePipeline:
         together = getattr(self.model, "encode_queries", None)
         if together is None:
             return [_encoded_alone(self.model, query) for query in queries]
-        try:
-            return list(together([q.image for q in queries], [q.question for q in queries],
-                                 [q.answer for q in queries]))
-        except Exception as err:  # noqa: BLE001 (isolated below)
-            if len(queries) == 1:
-                return [err]
-        outcomes: list[RoutedQuery | Exception] = []
-        for query in queries:
-            try:
-                outcomes.append(together([query.image], [query.question], [query.answer])[0])
-            except Exception as err:  # noqa: BLE001 (that query's own error)
-                outcomes.append(err)
-        return outcomes
+        return _batch_or_each(list(queries), lambda some: together([q.image for q in some], [q.question for q in some],
+                                                                    [q.answer for q in some]))
 
     def _found(self, query: Query, routed: RoutedQuery, encode_seconds: float) -> _Found:
         """Find what an encoded query's strategy needs: neighbours, the routing pool, or its label."""
@@ -384,6 +362,23 @@ class ReroutePipeline:
         return {"applied": done.pinned is not None, "layers": [
             {"row": row.name, "layer": row.layer, "base": heaviest(base[i], row.experts),
              "routing": heaviest(routing[i], row.experts), "engine_experts": None} for i, row in rows]}
+
+
+def _batch_or_each(items: list[Any], call: Callable[[list[Any]], Sequence[Any]]) -> list[Any]:
+    """`call` on the whole batch, one result per item; should it refuse the batch, `call` on each item alone, so
+    only a bad item fails (its slot holds its own error)."""
+    try:
+        return list(call(items))
+    except Exception as err:  # noqa: BLE001 (isolated below)
+        if len(items) == 1:
+            return [err]
+    outcomes: list[Any] = []
+    for item in items:
+        try:
+            outcomes.append(call([item])[0])
+        except Exception as err:  # noqa: BLE001 (that item's own error)
+            outcomes.append(err)
+    return outcomes
 
 
 def _encoded_alone(model: ServableModel, query: Query) -> RoutedQuery | Exception:
