@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from bench.stop_ways import WAYS, Launched, launch, namespaces_allowed, stop, write_config
+from serving.process_guard import process_name
 
 pytestmark = pytest.mark.slow
 STOPPED_WITHIN_S = 15.0
@@ -40,7 +41,8 @@ def server(config_file: Path, tmp_path: Path, request: pytest.FixtureRequest) ->
 
 @pytest.mark.parametrize("server", WAYS, indirect=True, ids=WAYS)
 def test_every_way_of_stopping_leaves_nothing_behind(server: Launched) -> None:
-    assert [p for p in server.left() if p.name() == "VLLM::EngineCore"], "no engine core: nothing would be tested"
+    names = [process_name(p) for p in server.left()]
+    assert "VLLM::EngineCore" in names, f"no engine core, nothing would be tested; running: {names}\n{server.text()[-3000:]}"
     seconds, left = stop(server, STOPPED_WITHIN_S)
     assert not left, f"{server.way}: still running {STOPPED_WITHIN_S} s later: {left}\n{server.text()[-3000:]}"
     assert "r2t2 stopped in" in server.text(), server.text()[-3000:]
