@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from transformers import MixtralForCausalLM
 
-from r2t2.model.lm_routing import route_tokens
+from r2t2.model.lm_routing import narrowed_to, route_tokens
 
 
 @dataclass(frozen=True)
@@ -71,18 +71,22 @@ class CachedLM:
             mixed = mixed.index_add(0, rows, weights[rows, slot, None] * out)
         return mixed.view_as(x)
 
-    def _layers(self, x: Tensor, positions: Tensor, mask: Tensor | None,
-                cache: PrefixCache | None) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+    def _layers(self, x: Tensor, positions: Tensor, mask: Tensor | None, cache: PrefixCache | None,
+                keep_from: int = 0) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+        """Every layer over `x` [B, S, h]; the last one only at the positions from `keep_from` on (the others'
+        outputs are never read: they reach those positions through its keys and values alone)."""
         cos, sin = self._rope(positions)
         keys, values = [], []
         b, s, _ = x.shape
+        last = len(self.lm.model.layers) - 1
         for i, layer in enumerate(self.lm.model.layers):
             attn = layer.self_attn
+            start = keep_from if i == last else 0
             h = _rms(x, layer.input_layernorm.weight, self.eps)
-            q = F.linear(h, attn.q_proj.weight).view(b, s, self.heads, self.head_dim).transpose(1, 2)
+            q = F.linear(h[:, start:], attn.q_proj.weight).view(b, s - start, self.heads, self.head_dim).transpose(1, 2)
             k = F.linear(h, attn.k_proj.weight).view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
             v = F.linear(h, attn.v_proj.weight).view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
-            q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+            q, k = _rotate(q, cos[:, :, start:], sin[:, :, start:]), _rotate(k, cos, sin)
             keys.append(k)
             values.append(v)
             if cache is not None:
@@ -91,9 +95,11 @@ class CachedLM:
             if self.kv_heads != self.heads:
                 k = k.repeat_interleave(self.heads // self.kv_heads, dim=1)
                 v = v.repeat_interleave(self.heads // self.kv_heads, dim=1)
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
-            x = x + F.linear(out.transpose(1, 2).reshape(b, s, -1), attn.o_proj.weight)
-            x = x + self._moe(i, layer, _rms(x, layer.post_attention_layernorm.weight, self.eps))
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=None if mask is None else mask[:, :, start:],
+                                                 is_causal=mask is None)
+            x = x[:, start:] + F.linear(out.transpose(1, 2).reshape(b, s - start, -1), attn.o_proj.weight)
+            with narrowed_to(start):
+                x = x + self._moe(i, layer, _rms(x, layer.post_attention_layernorm.weight, self.eps))
         return x, keys, values
 
     @torch.no_grad()
@@ -103,8 +109,9 @@ class CachedLM:
         _, keys, values = self._layers(embeds, positions, None, None)
         return PrefixCache(tuple(keys), tuple(values), lengths)
 
-    def logits(self, cache: PrefixCache, suffix: Tensor) -> Tensor:
-        """Logits [B, S, V] of the suffix tokens [B, S, h] that follow each cached prefix."""
+    def logits(self, cache: PrefixCache, suffix: Tensor, keep_from: int = 0) -> Tensor:
+        """Logits [B, S - keep_from, V] of the suffix tokens [B, S, h] that follow each cached prefix, at the
+        suffix positions from `keep_from` on."""
         b, s, _ = suffix.shape
         width = cache.keys[0].shape[2]
         device = suffix.device
@@ -112,6 +119,6 @@ class CachedLM:
         prefix_ok = torch.arange(width, device=device)[None, :] < cache.lengths[:, None]  # [B, P]
         causal = torch.ones(s, s, dtype=torch.bool, device=device).tril()
         mask = torch.cat([prefix_ok[:, None, :].expand(b, s, width), causal.expand(b, s, s)], dim=-1)
-        x, _, _ = self._layers(suffix, positions, mask.unsqueeze(1), cache)
+        x, _, _ = self._layers(suffix, positions, mask.unsqueeze(1), cache, keep_from)
         x = _rms(x, self.lm.model.norm.weight, self.eps)
         return F.linear(x, self.lm.lm_head.weight)

@@ -57,7 +57,9 @@ class PrefixLM(Protocol):
 
     def prefix(self, embeds: Tensor, lengths: Tensor) -> Any: ...
 
-    def logits(self, cache: Any, suffix: Tensor) -> Tensor: ...
+    def logits(self, cache: Any, suffix: Tensor, keep_from: int = 0) -> Tensor:
+        """Logits [B, S - keep_from, V] of the suffix [B, S, h] after each cached prefix, from `keep_from` on."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -79,13 +81,13 @@ class HFPrefixLM:
         out = self.lm(inputs_embeds=embeds, attention_mask=mask, use_cache=True)
         return _HFPrefix(out.past_key_values, mask, lengths)
 
-    def logits(self, cache: _HFPrefix, suffix: Tensor) -> Tensor:
-        """Logits [B, S, V] of the suffix [B, S, h] following each (right-padded) prefix."""
+    def logits(self, cache: _HFPrefix, suffix: Tensor, keep_from: int = 0) -> Tensor:
+        """Logits [B, S - keep_from, V] of the suffix [B, S, h] following each (right-padded) prefix."""
         b, s, _ = suffix.shape
         mask = torch.cat([cache.mask, torch.ones(b, s, dtype=torch.long, device=suffix.device)], dim=1)
         positions = cache.lengths[:, None] + torch.arange(s, device=suffix.device)[None, :]
         return self.lm(inputs_embeds=suffix, attention_mask=mask, position_ids=positions,
-                       past_key_values=copy.deepcopy(cache.past), use_cache=True).logits
+                       past_key_values=copy.deepcopy(cache.past), use_cache=True, logits_to_keep=s - keep_from).logits
 
 
 def prefix_lm(lm: PreTrainedModel) -> PrefixLM:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor, nn
@@ -74,6 +74,18 @@ def routing_at(routing: LmRouting | None) -> Iterator[LmRouting | None]:
         yield routing
     finally:
         _ACTIVE.reset(token)
+
+
+@contextmanager
+def narrowed_to(start: int) -> Iterator[None]:
+    """Inside the block, the active routing marks only the tokens from sequence index `start` on: for a
+    forward whose later layers run on the tail of the sequence (the marks stay in the [B, S] layout)."""
+    active = _ACTIVE.get()
+    if start == 0 or active is None or active.answer is None:
+        yield
+        return
+    with routing_at(replace(active, answer=active.answer[:, start:])):
+        yield
 
 
 def route_tokens(layer: int, logits: Tensor, top_k: int, normalise: bool,

@@ -117,7 +117,7 @@ class MultimodalMoE(nn.Module):
         answer = torch.zeros(suffix.shape[:2], dtype=torch.bool, device=suffix.device)
         answer[:, -1] = True
         with torch.no_grad(), routing_at(LmRouting(self.config.lm_routing_indices, answer, capture=True)) as seen:
-            lm.logits(cache, suffix)
+            lm.logits(cache, suffix, keep_from=suffix.shape[1] - 1)
         for row, layer in zip(self._lm_rows, self.config.lm_routing_indices):
             full[:, row, :self.config.lm_experts] = seen.captured[layer].to(full.dtype)
         return full
@@ -142,7 +142,7 @@ class MultimodalMoE(nn.Module):
         answer = torch.zeros(suffix.shape[:2], dtype=torch.bool, device=suffix.device)
         answer[:, soft.shape[1]:] = True
         with routing_at(pinned_rows(self.routing_layout, routing, pinned, answer)):
-            logits = lm.logits(cache, suffix)[:, soft.shape[1]:]
+            logits = lm.logits(cache, suffix, keep_from=soft.shape[1])
         targets = answers.masked_fill(answers == self.tokenizer.pad_token_id, -100)
         token_loss = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none", ignore_index=-100)
         return token_loss.sum(1) / (targets != -100).sum(1).clamp_min(1)
