@@ -9,6 +9,7 @@ from r2t2.engine_prompt import TEXT_IMAGE, TextImagePrompt
 from r2t2.errors import QuestionTooLong
 from r2t2.model import ServableModel, load_model
 from r2t2.model.image_text_model import ImageTextModel
+from r2t2.model.lm_routing import pinned_rows, routing_at
 from r2t2.model.qwen3vl import IGNORE, answer_routing, chat_inputs, generate_answers
 
 SAMPLES = 12
@@ -64,6 +65,43 @@ def test_routing_loss_is_the_answer_loss_and_moves_with_pinned_rows_only(qwen3vl
     assert moved.grad[:, 2:].abs().sum() > 0 and moved.grad[:, :2].abs().sum() == 0  # only the pinned rows
     changed = model.answer(batch, moved.detach(), pinned=(True,) * 4)
     assert changed != model.answer(batch, routing)
+
+
+def _full_forward_loss(model: ImageTextModel, images, questions, answers, routing: torch.Tensor,
+                       pinned: tuple[bool, ...]) -> torch.Tensor:
+    """The answer loss of one plain transformers forward over every whole sequence, the rows applied at the
+    last prompt token and the answer's tokens (each position that predicts an answer token)."""
+    inputs = chat_inputs(model.processor, images, questions, answers)
+    labels = inputs["labels"][:, 1:]
+    answer = torch.zeros_like(inputs["labels"], dtype=torch.bool)
+    answer[:, :-1] = labels != IGNORE
+    with routing_at(pinned_rows(model.routing_layout, routing, pinned, answer)):
+        logits = model.model(**{k: v for k, v in inputs.items() if k != "labels"}).logits[:, :-1]
+    loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, reduction="none", ignore_index=IGNORE)
+    return loss.sum(1) / (labels != IGNORE).sum(1)
+
+
+def test_routing_loss_runs_the_answer_tail_alone_and_equals_the_whole_forward(qwen3vl, monkeypatch) -> None:
+    model, samples, encoded = qwen3vl
+    batch = model.reference_batch(encoded.payload)
+    moved = torch.softmax(2 * torch.randn(encoded.routings.shape, generator=torch.Generator().manual_seed(1)), -1)
+    everything = (True,) * 4
+    images, questions, answers = [s.image for s in samples], [s.question for s in samples], [s.answer for s in samples]
+    assert torch.allclose(model.routing_loss(batch, moved, pinned=everything),
+                          _full_forward_loss(model, images, questions, answers, moved, everything), atol=1e-5)
+    assert batch.memo("answer tail", lambda: None).past is not None  # the image and question ran once, ahead
+
+    # A checkpoint that answers in many tokens (the shipped family's answers are one word, one token): a long
+    # answer beside a short question reaches back over that prompt's image, so every call runs the whole
+    # sequences, with the same result.
+    monkeypatch.setattr(model, "_max_answer_tokens", 16)
+    images, questions, answers = images[:2], ["what?", questions[1]], [" ".join(["yes"] * 12), answers[1]]
+    long_batch = model._batch(images, questions, answers)
+    assert int(long_batch.answer_lengths[0]) == 13  # twelve words, then <|im_end|>
+    rows = moved[:2]
+    assert torch.allclose(model.routing_loss(long_batch, rows, pinned=everything),
+                          _full_forward_loss(model, images, questions, answers, rows, everything), atol=1e-5)
+    assert long_batch.memo("answer tail", lambda: None).past is None
 
 
 def test_queries_and_engine_prompts(qwen3vl) -> None:

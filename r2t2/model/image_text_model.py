@@ -14,10 +14,13 @@ and every sample has the same number of image tokens.
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -102,16 +105,40 @@ class ImageTextModel:
     def routing_loss(self, batch: ChatBatch, routing: Tensor, pinned: Sequence[bool] | None = None) -> Tensor:
         """Mean answer cross-entropy per sample [B] with the pinned LM rows of `routing` ([L, E] or [B, L, E])
         in place at the answer position (the last prompt token and the answer's tokens); differentiable in the
-        routing only. Unpinned rows leave their layers to the routers."""
+        routing only. Unpinned rows leave their layers to the routers.
+
+        The rows change nothing before the answer position, so the image and most of the prompt are run once
+        per batch (their keys and values kept on it) and each call runs only the last tokens: those holding
+        the answer positions of every sample."""
+        prompt = batch.memo("answer tail", lambda: self._answer_tail(batch))
+        with routing_at(pinned_rows(self.routing_layout, routing, pinned, prompt.answer)):
+            logits = self.model(**prompt.inputs, past_key_values=copy.deepcopy(prompt.past), use_cache=True).logits
+        token_loss = F.cross_entropy(logits.transpose(1, 2).float(), prompt.targets, reduction="none", ignore_index=-100)
+        return token_loss.sum(1) / (prompt.targets != -100).sum(1).clamp_min(1)
+
+    def _answer_tail(self, batch: ChatBatch) -> _AnswerTail:
+        """Run every sample's sequence (prompt, then the answer's tokens but the last) up to the tail that holds
+        all the samples' answer positions; what a routing-loss call needs to run that tail alone."""
         inputs, answer = self._inputs(batch, with_answers=True)
-        with routing_at(pinned_rows(self.routing_layout, routing, pinned, answer)):
-            logits = self.model(**inputs).logits
-        targets = torch.full_like(inputs["input_ids"], -100)
-        length = inputs["input_ids"].shape[1]
+        ids = inputs["input_ids"]
+        length = ids.shape[1]
+        targets = torch.full_like(ids, -100)
         for b, count in enumerate(batch.answer_lengths.tolist()):
             targets[b, length - count:] = batch.answer_ids[b, :count]  # predicted from the last prompt token on
-        token_loss = F.cross_entropy(logits.transpose(1, 2).float(), targets, reduction="none", ignore_index=-100)
-        return token_loss.sum(1) / (targets != -100).sum(1).clamp_min(1)
+        split = int(answer.any(0).nonzero().min())  # the first position that is some sample's answer position
+        images = inputs["mm_token_type_ids"]
+        positions, _ = self.model.model.get_rope_index(ids, images, image_grid_thw=inputs["image_grid_thw"],
+                                                       attention_mask=inputs["attention_mask"])
+        if bool(images[:, split:].any()):  # a short prompt's image reaches the tail: every call runs it all
+            return _AnswerTail({**inputs, "position_ids": positions}, None, answer, targets)
+        with torch.no_grad():
+            past = self.model(input_ids=ids[:, :split], attention_mask=inputs["attention_mask"][:, :split],
+                              position_ids=positions[..., :split], pixel_values=inputs["pixel_values"],
+                              image_grid_thw=inputs["image_grid_thw"], mm_token_type_ids=images[:, :split],
+                              use_cache=True, logits_to_keep=1).past_key_values
+        tail = {"input_ids": ids[:, split:], "attention_mask": inputs["attention_mask"],
+                "position_ids": positions[..., split:]}
+        return _AnswerTail(tail, past, answer[:, split:], targets[:, split:])
 
     def join_batches(self, batches: Sequence[ChatBatch]) -> ChatBatch:
         """One batch of every sample: the neighbours of several requests in one `routing_loss` call."""
@@ -221,6 +248,18 @@ class ImageTextModel:
         ids = self.tokenizer(question, add_special_tokens=False).input_ids
         return question if len(ids) <= self.max_question_tokens else self.tokenizer.decode(
             ids[:self.max_question_tokens])
+
+
+@dataclass(frozen=True)
+class _AnswerTail:
+    """A batch's sequences with everything before the answer positions already run (`past`, its keys and
+    values; None when nothing could be run ahead): the keyword inputs of the rest, its answer marks and its
+    targets (-100 where no answer token is predicted)."""
+
+    inputs: dict[str, Tensor]
+    past: Any
+    answer: Tensor  # [B, T] bool
+    targets: Tensor  # [B, T]
 
 
 def _is_sparse(layer: torch.nn.Module) -> bool:
