@@ -88,7 +88,7 @@ class ReRouterOptions(DeploymentOptions):
     and optimiser state: "cpu", or "cuda"/"cuda:N" with `num_gpus` > 0 so Ray grants the replica a GPU.
     """
 
-    max_ongoing_requests: int = Field(32, ge=1)
+    max_ongoing_requests: int = Field(64, ge=1)
     max_batch_size: int = Field(16, ge=1, le=256)
     batch_wait_s: float = Field(0.0, ge=0, le=1.0)  # hold a batch open this long for stragglers
     device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$")
@@ -187,7 +187,10 @@ class ServerConfig(_Strict):
     vllm: VllmOptions = VllmOptions()
     ingress: DeploymentOptions = DeploymentOptions(num_cpus=0.25, max_ongoing_requests=64)
     rerouter: ReRouterOptions = ReRouterOptions(num_cpus=0.5)
-    generator: DeploymentOptions = DeploymentOptions(num_cpus=0.5, max_ongoing_requests=64)
+    # Each stage takes every request the one before it can send (a request makes up to two generator calls:
+    # the speculative answer and the re-routed one); a full replica makes Ray Serve's caller back off and
+    # retry, which at 64 concurrent clients halved the throughput (BENCHMARKS.md section 2).
+    generator: DeploymentOptions = DeploymentOptions(num_cpus=0.5, max_ongoing_requests=128)
     indexes: IndexOptions = IndexOptions()
     admin_token: SecretStr | None = None
 
