@@ -54,13 +54,19 @@ def test_every_way_of_stopping_leaves_nothing_behind(server: Launched) -> None:
 
 
 def _engine_core_seen(server: Launched, within_s: float = ENGINE_TITLE_WAIT_S) -> bool:
-    """Whether vLLM's engine core runs among the server's processes; its process title, by which it is known,
-    may be set a little after the server says it is serving."""
+    """Whether vLLM's engine core runs among the server's processes: known by its process title, or, where
+    the title is not (yet) set, by the command line multiprocessing spawned it with (the engine's only one)."""
     deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
-        if any(process_name(p) == "VLLM::EngineCore" for p in server.left()):
+        if any(_is_engine_core(p) for p in server.left()):
             return True
         time.sleep(0.5)
+    return False
+
+
+def _is_engine_core(process: psutil.Process) -> bool:
+    with contextlib.suppress(psutil.Error):
+        return process_name(process) == "VLLM::EngineCore" or "multiprocessing.spawn" in " ".join(process.cmdline())
     return False
 
 
