@@ -43,16 +43,26 @@ def test_routings_and_answers_are_what_plain_transformers_gives(qwen3vl) -> None
     assert model.answer(batch, torch.from_numpy(encoded.routings)) == answers
 
 
+def _full_forward_loss(model: ImageTextModel, images, questions, answers, routing: torch.Tensor,
+                       pinned: tuple[bool, ...] | None) -> torch.Tensor:
+    """The answer loss of one plain transformers forward over every whole sequence, the rows `pinned` names
+    (None: none) applied at the last prompt token and the answer's tokens (each position that predicts one)."""
+    inputs = chat_inputs(model.processor, images, questions, answers)
+    labels = inputs["labels"][:, 1:]
+    answer = torch.zeros_like(inputs["labels"], dtype=torch.bool)
+    answer[:, :-1] = labels != IGNORE
+    with routing_at(pinned_rows(model.routing_layout, routing, pinned, answer)):
+        logits = model.model(**{k: v for k, v in inputs.items() if k != "labels"}).logits[:, :-1]
+    loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, reduction="none", ignore_index=IGNORE)
+    return loss.sum(1) / (labels != IGNORE).sum(1)
+
+
 def test_routing_loss_is_the_answer_loss_and_moves_with_pinned_rows_only(qwen3vl) -> None:
     model, samples, encoded = qwen3vl
     batch = model.reference_batch(encoded.payload)
     routing = torch.from_numpy(encoded.routings)
-    inputs = chat_inputs(model.processor, [s.image for s in samples], [s.question for s in samples],
-                         [s.answer for s in samples])
-    logits = model.model(**{k: v for k, v in inputs.items() if k != "labels"}).logits[:, :-1]
-    labels = inputs["labels"][:, 1:]
-    plain = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, reduction="none", ignore_index=IGNORE)
-    plain = plain.sum(1) / (labels != IGNORE).sum(1)
+    plain = _full_forward_loss(model, [s.image for s in samples], [s.question for s in samples],
+                               [s.answer for s in samples], routing, None)  # no rows applied: the routers
     assert torch.allclose(model.routing_loss(batch, routing), plain, atol=1e-4)
 
     moved = torch.softmax(2 * torch.randn(routing.shape, generator=torch.Generator().manual_seed(0)), -1)
@@ -65,20 +75,6 @@ def test_routing_loss_is_the_answer_loss_and_moves_with_pinned_rows_only(qwen3vl
     assert moved.grad[:, 2:].abs().sum() > 0 and moved.grad[:, :2].abs().sum() == 0  # only the pinned rows
     changed = model.answer(batch, moved.detach(), pinned=(True,) * 4)
     assert changed != model.answer(batch, routing)
-
-
-def _full_forward_loss(model: ImageTextModel, images, questions, answers, routing: torch.Tensor,
-                       pinned: tuple[bool, ...]) -> torch.Tensor:
-    """The answer loss of one plain transformers forward over every whole sequence, the rows applied at the
-    last prompt token and the answer's tokens (each position that predicts an answer token)."""
-    inputs = chat_inputs(model.processor, images, questions, answers)
-    labels = inputs["labels"][:, 1:]
-    answer = torch.zeros_like(inputs["labels"], dtype=torch.bool)
-    answer[:, :-1] = labels != IGNORE
-    with routing_at(pinned_rows(model.routing_layout, routing, pinned, answer)):
-        logits = model.model(**{k: v for k, v in inputs.items() if k != "labels"}).logits[:, :-1]
-    loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, reduction="none", ignore_index=IGNORE)
-    return loss.sum(1) / (labels != IGNORE).sum(1)
 
 
 def test_routing_loss_runs_the_answer_tail_alone_and_equals_the_whole_forward(qwen3vl, monkeypatch) -> None:
