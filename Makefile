@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 serve: install
-	$(PY) -m r2t2.cli serve
+	$(PY) -m entrypoints.cli serve
 
 test: install browser
 	$(PY) -m pytest

@@ -25,8 +25,8 @@ from torch.nn.utils.rnn import pad_sequence
 
 from indexes.embedders import MiniLMEmbedder
 from r2t2.data import load_split
-from r2t2.diagnostics import fixed_broken, purity
-from r2t2.pipeline import load_pipeline
+from pipeline.diagnostics import fixed_broken, purity
+from pipeline.pipeline import load_pipeline
 from r2t2.routing import Neighbourhood, RerouteRequest, reroute_many
 
 _BATCH = 128

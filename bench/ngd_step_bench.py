@@ -20,7 +20,7 @@ from torch.profiler import ProfilerActivity, profile
 
 import r2t2  # noqa: F401
 from r2t2.data import load_split
-from r2t2.pipeline import Query, load_pipeline
+from pipeline.pipeline import Query, load_pipeline
 from r2t2.routing import RerouteConfig
 
 

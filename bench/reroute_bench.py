@@ -21,7 +21,7 @@ import torch
 
 import r2t2  # noqa: F401
 from r2t2.data import load_split
-from r2t2.pipeline import load_pipeline
+from pipeline.pipeline import load_pipeline
 
 STRATEGIES = ("none", "kernel", "ngd")
 

@@ -13,7 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from r2t2.eval import per_expert_shift  # noqa: E402
+from pipeline.evaluate import per_expert_shift  # noqa: E402
 
 
 def main() -> None:

@@ -24,7 +24,7 @@ from urllib.parse import urlparse
 
 import httpx
 
-from r2t2.eval import parse_variant
+from pipeline.evaluate import parse_variant
 
 MAX_REQUESTS = 1000
 

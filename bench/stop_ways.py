@@ -28,7 +28,7 @@ import yaml
 
 from bench.faults import FAMILY, MODEL, copy_or_build_index
 from deploy.local_cluster import free_port
-from serving.stopping import tagged_processes
+from serving.lifecycle.stopping import tagged_processes
 
 ROOT = Path(__file__).resolve().parents[1]
 MARKER = "R2T2_STOP_WAYS"

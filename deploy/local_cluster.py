@@ -40,8 +40,8 @@ from pathlib import Path
 
 import psutil
 
-from serving.process_guard import process_name, still_running, terminate
-from serving.stopping import tagged_processes
+from serving.lifecycle.child_processes import process_name, still_running, terminate
+from serving.lifecycle.stopping import tagged_processes
 
 MARK = "R2T2_LOCAL_CLUSTER"  # every process of a node carries MARK=<that node's directory>
 DEFAULT_DIR = Path("/tmp/r2t2-local-cluster")  # short: Ray's socket paths live under it (107 characters at most)

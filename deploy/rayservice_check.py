@@ -66,9 +66,9 @@ def serve_config_problems(text: str) -> list[str]:
     for number, application in enumerate(data["applications"]):
         problems += _unknown_keys(application, ServeApplicationSchema, f"applications.{number}.")
     for application in deploy.applications:
-        if application.import_path != "serving.app:app_builder":
+        if application.import_path != "serving.deployments.app:app_builder":
             problems.append(f"serveConfigV2: application {application.name} imports {application.import_path}, "
-                            "not r2t2's serving.app:app_builder")
+                            "not r2t2's serving.deployments.app:app_builder")
             continue
         try:
             ServerConfig.model_validate(application.args or {})

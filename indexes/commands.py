@@ -76,8 +76,8 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
 
 def _build(args: argparse.Namespace) -> None:
     from indexes.build import build_index
+    from indexes.embedders import neighbour_embedder
     from r2t2.model import load_model
-    from r2t2.pipeline import neighbour_embedder
 
     validate_name(args.name)  # before the slow part: loading data and model
     if args.jsonl and (args.tasks or args.limit):

@@ -6,11 +6,14 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from indexes.protocols import Embedder
+from r2t2.model.protocol import ServableModel
 from r2t2.model.question_encoder import MINILM_DIM, MINILM_NAME, MiniLMEmbedder, unit_rows
 
-__all__ = ["MINILM_DIM", "MINILM_NAME", "ImageQuestionEmbedder", "MiniLMEmbedder", "make_embedder"]
+__all__ = ["MINILM_DIM", "MINILM_NAME", "ImageQuestionEmbedder", "MiniLMEmbedder", "make_embedder",
+           "neighbour_embedder"]
 IMAGE_QUESTION_PREFIX = "image:"
 
 
@@ -62,3 +65,15 @@ def make_embedder(
             raise ValueError(f"embedder {name!r} does not match the model's image embedding ({embedder.name!r})")
         return embedder
     raise ValueError(f"unknown embedder {name!r}; valid: minilm, {MINILM_NAME}, image+question")
+
+
+def neighbour_embedder(name: str | None, model: ServableModel) -> Embedder:
+    """The embedder neighbours are searched with: MiniLM by default, or `name` as `r2t2 index build --embedder`
+    takes it (image+question uses the model's own image embedding)."""
+    if name is None:
+        return MiniLMEmbedder()
+    if name == "image+question" or name.startswith(IMAGE_QUESTION_PREFIX):
+        image_dim = model.image_embedding([Image.new("RGB", (64, 64))]).shape[1]
+        return make_embedder(name, image_embed=model.image_embedding, image_name=f"model-{model.fingerprint[:12]}",
+                             image_dim=image_dim)
+    return make_embedder(name)

@@ -82,7 +82,7 @@ def actor_options(num_cpus: float, num_gpus: float, resources: dict[str, float])
 class ReRouterOptions(DeploymentOptions):
     """A re-router's deployment, its request batching and the device its model runs on.
 
-    Concurrent requests are re-routed in batches (serving/batcher.py): a lone request starts at once,
+    Concurrent requests are re-routed in batches (serving/deployments/batcher.py): a lone request starts at once,
     and under load everything that queued while a batch ran forms the next one, up to
     `max_batch_size` (1 turns batching off). `device` places the model, its batches, neighbour tensors
     and optimiser state: "cpu", or "cuda"/"cuda:N" with `num_gpus` > 0 so Ray grants the replica a GPU.
@@ -141,7 +141,7 @@ class IndexOptions(_Strict):
 
 
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # also part of deployment names ('#' is not allowed)
-DEFAULT_FACTORY = "r2t2.pipeline:load_pipeline"
+DEFAULT_FACTORY = "pipeline.pipeline:load_pipeline"
 
 
 class ModelEntry(_Strict):

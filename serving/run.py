@@ -22,12 +22,12 @@ os.environ.setdefault("RAY_ENABLE_AUTO_CONNECT", "0")
 import r2t2  # noqa: E402,F401  (torchvision fix before anything imports transformers)
 
 from serving.config import ADMIN_TOKEN_ENV, ConfigFileError, ServerConfig  # noqa: E402
-from serving.placement import current_placement, placement_lines  # noqa: E402
-from serving.preflight import StartupError, check_models  # noqa: E402
-from serving.progress import StartupProgress  # noqa: E402
-from serving.quiet import quiet_logs  # noqa: E402
-from serving.startup import import_in_background  # noqa: E402
-from serving.stopping import (ClusterWatch, StopRequested, catch_stop_signals, ignore_stop_signals, shut_down,
+from serving.deployments.placement import current_placement, placement_lines  # noqa: E402
+from serving.lifecycle.preflight import StartupError, check_models  # noqa: E402
+from serving.lifecycle.progress import StartupProgress  # noqa: E402
+from serving.lifecycle.quiet import quiet_logs  # noqa: E402
+from serving.lifecycle.startup import import_in_background  # noqa: E402
+from serving.lifecycle.stopping import (ClusterWatch, StopRequested, catch_stop_signals, ignore_stop_signals, shut_down,
                               stop_signals, tag_processes)  # noqa: E402
 
 APP_NAME = "r2t2"
@@ -43,7 +43,7 @@ def deploy(config: ServerConfig, name: str = APP_NAME, route_prefix: str = "/",
     """
     from ray import serve
 
-    from serving.app import build_app
+    from serving.deployments.app import build_app
 
     engines = {model: (info["lm_path"], info["engine_input"]) for model, info in (infos or {}).items()}
     try:
@@ -92,10 +92,10 @@ def ready_lines(config: ServerConfig, seconds: float) -> list[str]:
 def run_server(config: ServerConfig, num_cpus: int | None = None, dashboard: bool = False,
                verbose: bool = False, address: str | None = None) -> None:
     """Check the models, start Ray (or attach to the cluster at `address`) and the app, and run until a stop
-    signal or until the cluster is gone; then stop within seconds, leaving no process behind (serving/stopping.py).
+    signal or until the cluster is gone; then stop within seconds, leaving no process behind (serving/lifecycle/stopping.py).
 
-    Each start-up phase is a line with its seconds (serving/progress.py); without `verbose`, messages of
-    other libraries that are expected here are left out of the log (serving/quiet.py).
+    Each start-up phase is a line with its seconds (serving/lifecycle/progress.py); without `verbose`, messages of
+    other libraries that are expected here are left out of the log (serving/lifecycle/quiet.py).
     """
     import ray
     from ray import serve
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs Ray may use (default: all)")
     parser.add_argument("--dashboard", action="store_true", help="also start Ray's dashboard on 127.0.0.1:8265")
     parser.add_argument("--verbose", action="store_true",
-                        help="log everything, also the libraries' messages that are expected here (serving/quiet.py)")
+                        help="log everything, also the libraries' messages that are expected here (serving/lifecycle/quiet.py)")
     parser.add_argument("--address", help="attach to a running Ray cluster instead of starting one: its head's "
                                           "HOST:PORT, or 'auto' ($RAY_ADDRESS, else the cluster `ray start` "
                                           "started on this machine)")

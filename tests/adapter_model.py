@@ -21,7 +21,7 @@ from torch import Tensor
 from r2t2.engine_prompt import PROMPT_EMBEDS
 from r2t2.model import EncodedBatch, EncodedQuery, MultimodalMoE, load_model
 from r2t2.model.batches import LabelledBatch
-from r2t2.pipeline import ReroutePipeline, serve_model
+from pipeline.pipeline import ReroutePipeline, serve_model
 from r2t2.routing.layout import vision_layout
 
 

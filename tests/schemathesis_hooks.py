@@ -5,7 +5,7 @@ state, so tests/schemathesis.toml lets positive chat cases be answered 400. This
 allowance to those rules: such a 400 must name the conversation (its last message is not a user's
 question; its image is missing, misplaced or not one; its question text is missing or too long) or the
 image itself. A 400 naming any other field means the document allows what the server refuses: declare the
-rule in the schema (serving/schemas.py).
+rule in the schema (serving/api/schemas.py).
 """
 from __future__ import annotations
 

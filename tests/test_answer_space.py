@@ -6,7 +6,7 @@ import r2t2  # noqa: F401
 from indexes.build import build_index
 from indexes.reference_index import ReferenceIndex
 from indexes.store import IndexStore
-from r2t2.answer_space import judge, normalise
+from pipeline.answer_check import judge, normalise
 from tests.index_toys import ToyEmbedder, ToyEncoder, ToySample
 
 

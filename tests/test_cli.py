@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from r2t2.cli import main
-from r2t2.eval import format_table
+from entrypoints.cli import main
+from pipeline.evaluate import format_table
 
 
 @pytest.mark.parametrize("argv,fragment", [

@@ -12,11 +12,11 @@ from indexes.registry import IndexRegistry
 from indexes.store import IndexStore
 from r2t2.data import load_split
 from r2t2.errors import QuestionTooLong
-from r2t2.diagnostics import diagnose, read_dump, write_dump
-from r2t2.eval import evaluate, format_table, per_expert_shift
+from pipeline.diagnostics import diagnose, read_dump, write_dump
+from pipeline.evaluate import evaluate, format_table, per_expert_shift
 from r2t2.routing.guard import REASONS
 from r2t2.model import load_model
-from r2t2.pipeline import ReroutePipeline
+from pipeline.pipeline import ReroutePipeline
 
 STRATEGIES = ["none", "meanshift", "kernel", "ngd", "oracle", "ngd:guard=true"]
 

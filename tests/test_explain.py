@@ -4,7 +4,7 @@ import r2t2  # noqa: F401
 import pytest
 import torch
 
-from r2t2.explain import explained, neighbour_questions
+from pipeline.explain import explained, neighbour_questions
 from r2t2.routing import RerouteConfig, reroute
 from routing_toys import BestRoutingBatch, QuadraticModel, make_neighbourhood, random_routings
 

@@ -31,7 +31,7 @@ def adapter_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from indexes.specs import build_from_spec
     from indexes.store import IndexStore
     from r2t2.model import load_model
-    from serving.app import build_app
+    from serving.deployments.app import build_app
     from serving.config import ServerConfig
 
     index_dir = tmp_path_factory.mktemp("adapter-indexes")

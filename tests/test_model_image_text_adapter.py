@@ -114,7 +114,7 @@ def test_queries_and_engine_prompts(qwen3vl) -> None:
 
 
 def test_served_defaults_target_its_lm_rows(qwen3vl, tmp_path) -> None:
-    from r2t2.pipeline import serve_model
+    from pipeline.pipeline import serve_model
 
     model, _, _ = qwen3vl
     pipeline = serve_model(model, model.family, {"index_dir": str(tmp_path), "build_default_index": False})

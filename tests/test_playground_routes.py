@@ -14,8 +14,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from serving.playground import router
-from serving.playground.routes import ASSETS, STATIC
+from serving.api.playground import router
+from serving.api.playground.routes import ASSETS, STATIC
 
 ROOT = Path(__file__).resolve().parents[1]
 SVG_NAMESPACE = "http://www.w3.org/2000/svg"  # a name, never fetched
@@ -79,4 +79,4 @@ def test_samples_are_easy_vqa_test_pngs(client: TestClient) -> None:
 def test_package_data_ships_every_asset() -> None:
     patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["serving"]
     for name in ASSETS:
-        assert any(fnmatch.fnmatch(f"playground/static/{name}", p) for p in patterns), name
+        assert any(fnmatch.fnmatch(f"api/playground/static/{name}", p) for p in patterns), name

@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from serving.batcher import ContinuousBatcher
+from serving.deployments.batcher import ContinuousBatcher
 
 
 def test_concurrent_calls_form_batches_and_keep_their_own_outcomes() -> None:

@@ -9,7 +9,7 @@ from ray.serve.schema import ServeDeploySchema
 
 import r2t2  # noqa: F401
 from deploy.rayservice_check import kuberay_problems, manifest_problems, serve_config_problems
-from serving.app import app_builder
+from serving.deployments.app import app_builder
 from serving.config import ServerConfig
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
@@ -24,7 +24,7 @@ def _serve_configs() -> list[dict]:
 def test_serve_configs_are_valid_and_build(serve_config: dict) -> None:
     ServeDeploySchema.model_validate(serve_config)
     (app,) = serve_config["applications"]
-    assert app["import_path"] == "serving.app:app_builder"
+    assert app["import_path"] == "serving.deployments.app:app_builder"
     ServerConfig.model_validate(app["args"])
     assert app_builder(app["args"]) is not None
 

@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from serving import schemas
-from serving.ingress import api
-from serving.openapi import REF
+from serving.api import schemas
+from serving.deployments.ingress import api
+from serving.api.openapi import REF
 
 DOCUMENT = api.openapi()
 COMPONENTS = DOCUMENT["components"]["schemas"]

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 import r2t2  # noqa: F401  (puts r2t2's child sitecustomize on PYTHONPATH)
-from serving.quiet import ENVIRONMENT, EXPECTED, QUIET_ENV, install, quiet_logs
+from serving.lifecycle.quiet import ENVIRONMENT, EXPECTED, QUIET_ENV, install, quiet_logs
 
 
 def test_expected_messages_are_dropped_and_others_kept(caplog: pytest.LogCaptureFixture) -> None:

@@ -1,5 +1,5 @@
 """A bad multi-model config is refused at start-up with an error naming the field and file, never a
-half-started server: config validation, the driver-side checks (serving.preflight), the registry's
+half-started server: config validation, the driver-side checks (serving.lifecycle.preflight), the registry's
 handling of another model's indexes, and one real Serve start-up whose generator cannot load its LM.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from indexes.layout import PAYLOAD_FILE
 from indexes.registry import ForeignIndexError, IndexRegistry
 from indexes.store import IndexStore
 from serving.config import ConfigFileError, ServerConfig
-from serving.preflight import StartupError, check_models
+from serving.lifecycle.preflight import StartupError, check_models
 from serving.run import main
 from tests.index_toys import ToyEmbedder, ToyEncoder, toy_samples
 
@@ -33,7 +33,7 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_default_config_serves_the_embedded_family_only() -> None:
     (entry,) = ServerConfig().models
     assert (entry.name, entry.pipeline, entry.pipeline_factory) == (
-        "r2t2-embedded", {"checkpoint": "embedded"}, "r2t2.pipeline:load_pipeline")
+        "r2t2-embedded", {"checkpoint": "embedded"}, "pipeline.pipeline:load_pipeline")
 
 
 def test_per_model_sections_override_the_server_wide_ones(tmp_path: Path) -> None:

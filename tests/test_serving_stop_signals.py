@@ -28,7 +28,7 @@ def _python(code: str, **options: object) -> subprocess.Popen:
 def test_a_stop_signal_stops_a_server_launched_with_sigint_ignored(signum: signal.Signals) -> None:
     process = _python("""
         import time
-        from serving.stopping import StopRequested, stop_signals
+        from serving.lifecycle.stopping import StopRequested, stop_signals
         with stop_signals():
             try:
                 print("ready", flush=True)
@@ -45,7 +45,7 @@ def test_a_stop_signal_stops_a_server_launched_with_sigint_ignored(signum: signa
 def test_the_guard_stops_what_a_killed_process_left_running() -> None:
     parent = _python("""
         import subprocess, time
-        from serving.process_guard import guard_children
+        from serving.lifecycle.child_processes import guard_children
         guard = guard_children()
         child = subprocess.Popen(["sleep", "300"], start_new_session=True)  # a group of its own, like an engine
         grandchild = subprocess.Popen(["sleep", "300"])

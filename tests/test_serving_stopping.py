@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from bench.stop_ways import WAYS, Launched, launch, namespaces_allowed, stop, write_config
-from serving.process_guard import process_name
+from serving.lifecycle.child_processes import process_name
 
 pytestmark = pytest.mark.slow
 STOPPED_WITHIN_S = 15.0

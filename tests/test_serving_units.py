@@ -13,9 +13,9 @@ from PIL import Image
 
 import r2t2  # noqa: F401
 from r2t2.errors import NotFoundError
-from serving.chat import parse_body, parse_chat_request
+from serving.api.chat import parse_body, parse_chat_request
 from serving.config import ADMIN_TOKEN_ENV, GenerationDefaults, ImageLimits, ServerConfig
-from serving.errors import (
+from serving.api.errors import (
     ApiError,
     InternalError,
     InvalidRequest,
@@ -25,8 +25,8 @@ from serving.errors import (
     from_pipeline_error,
     to_api_error,
 )
-from serving.images import decode_data_url, load_image
-from serving.metrics import ServingMetrics
+from serving.api.images import decode_data_url, load_image
+from serving.api.metrics import ServingMetrics
 
 LIMITS = ImageLimits(max_encoded_bytes=50_000, max_pixels=10_000)
 
@@ -279,8 +279,8 @@ def test_metrics_render_counts() -> None:
 
 # --- admin auth -------------------------------------------------------------------------------------
 def test_require_admin(monkeypatch: pytest.MonkeyPatch) -> None:
-    from serving.auth import require_admin
-    from serving.errors import Forbidden, Unauthorized
+    from serving.api.auth import require_admin
+    from serving.api.errors import Forbidden, Unauthorized
 
     monkeypatch.delenv(ADMIN_TOKEN_ENV, raising=False)
     with pytest.raises(Forbidden, match="disabled") as disabled:
@@ -306,8 +306,8 @@ def test_served_context_is_the_model_s_own_unless_capped(tmp_path: Path) -> None
 def test_retried_makes_a_call_again_only_when_its_replica_was_lost() -> None:
     from ray.exceptions import ActorDiedError
 
-    from serving.errors import ServiceUnavailable
-    from serving.retry import retried
+    from serving.api.errors import ServiceUnavailable
+    from serving.deployments.retry import retried
 
     calls: list[int] = []
 

@@ -6,13 +6,13 @@ import fails unless the fix in `r2t2.compat` is applied first. Importing r2t2 on
 an import hook: a child that never imports torchvision (most of Ray's) pays nothing for it.
 
 A server started without --verbose also quiets every child's log the same way as its own
-(serving/quiet.py); it marks the environment for that.
+(serving/lifecycle/quiet.py); it marks the environment for that.
 """
 import os
 
 import r2t2  # noqa: F401  (installs the torchvision fix)
 
-if os.environ.get("R2T2_QUIET_LOGS") == "1":  # serving.quiet.QUIET_ENV
-    from serving.quiet import install
+if os.environ.get("R2T2_QUIET_LOGS") == "1":  # serving.lifecycle.quiet.QUIET_ENV
+    from serving.lifecycle.quiet import install
 
     install()

@@ -59,7 +59,7 @@ class RerouteConfig:
     guard_max_spread: float = 0.5
     guard_fit_loss: float = 0.05
     guard_min_gain: float = 0.0
-    # The answer check (r2t2/answer_space.py): a changed answer is sent only if the references nearest the
+    # The answer check (pipeline/answer_check.py): a changed answer is sent only if the references nearest the
     # neighbours (`answer_space_k` of them per neighbour) hold it as an answer; otherwise the base answer is.
     answer_check: bool = False
     answer_space_k: int = 16

@@ -21,8 +21,8 @@ from typing import Any
 from r2t2.engine_prompt import PROMPT_EMBEDS, TEXT_IMAGE, EnginePrompt
 from serving.backends.protocol import (Delta, LmReport, LmRows, LmShape, SamplingOptions, TokenLogprob,
                                        check_prompt_embeds, check_text_image)
-from serving.backends.vllm_routing import EXTRA_KEY
-from serving.backends.vllm_routing.plugin import ROUTABLE
+from serving.vllm_plugin import EXTRA_KEY
+from serving.vllm_plugin.plugin import ROUTABLE
 from serving.backends.protocol import Delta, SamplingOptions, TokenLogprob, check_prompt_embeds
 from serving.backends.vllm_process import worker_in_engine_process
 from serving.config import VllmOptions
@@ -60,8 +60,8 @@ class VllmBackend:
         self.lm_routing: bool = self._refusal is None
         routing: dict[str, Any] = {} if self._refusal is not None else {
             "hf_overrides": {"architectures": [ROUTABLE[self._shape.architecture]]},
-            "logits_processors": ["serving.backends.vllm_routing.slots:RoutingSlots"],
-            "worker_extension_cls": "serving.backends.vllm_routing.worker.RoutingReports",
+            "logits_processors": ["serving.vllm_plugin.slots:RoutingSlots"],
+            "worker_extension_cls": "serving.vllm_plugin.worker.RoutingReports",
         }
         inputs: dict[str, Any] = {"enable_prompt_embeds": True} if engine_input == PROMPT_EMBEDS else {
             "limit_mm_per_prompt": _ONE_IMAGE}

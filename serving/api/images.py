@@ -1,0 +1,121 @@
+"""Turn a chat `image_url` into a checked RGB image.
+
+Limits are enforced in the cheapest order: the encoded length before base64 decoding, the header's
+pixel count before any pixel is decoded (PIL's decompression-bomb guard, set to the same limit by
+`install_pil_bomb_guard`, is the second line),
+and the real format against the declared mime type. Every failure is an ApiError with a 4xx status.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import io
+import re
+
+import httpx
+from PIL import Image, UnidentifiedImageError
+
+from serving.config import ImageLimits
+from serving.api.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+
+ACCEPTED_FORMATS = {"png": "PNG", "jpeg": "JPEG", "jpg": "JPEG", "webp": "WEBP", "gif": "GIF", "bmp": "BMP"}
+_DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[\w.+-]+)*)(?P<b64>;base64)?,")
+_PARAM = "messages.content.image_url.url"
+
+
+def install_pil_bomb_guard(max_pixels: int) -> None:
+    """Set PIL's process-wide decompression-bomb limit; called once per replica at start-up."""
+    Image.MAX_IMAGE_PIXELS = max_pixels
+
+
+def _format_from_mime(mime: str | None) -> str:
+    if mime is None or not mime.startswith("image/"):
+        raise UnsupportedMediaType(f"image data must have an image/* mime type, got {mime!r}", param=_PARAM)
+    subtype = mime.split("/", 1)[1].lower()
+    if subtype not in ACCEPTED_FORMATS:
+        raise UnsupportedMediaType(
+            f"unsupported image type {mime!r}; accepted: {', '.join(sorted(set(ACCEPTED_FORMATS)))}",
+            param=_PARAM,
+        )
+    return ACCEPTED_FORMATS[subtype]
+
+
+def decode_image_bytes(data: bytes, limits: ImageLimits, expected_format: str | None = None) -> Image.Image:
+    """Open, check and fully decode image bytes; returns an RGB image."""
+    if len(data) > limits.max_encoded_bytes:
+        raise PayloadTooLarge(f"image is {len(data)} bytes; the limit is {limits.max_encoded_bytes}", param=_PARAM)
+    try:
+        # Only the accepted decoders ever see user bytes.
+        image = Image.open(io.BytesIO(data), formats=sorted(set(ACCEPTED_FORMATS.values())))
+        width, height = image.size
+        if width * height > limits.max_pixels:
+            raise PayloadTooLarge(
+                f"image is {width}x{height} = {width * height} pixels; the limit is {limits.max_pixels}",
+                param=_PARAM,
+            )
+        if expected_format is not None and image.format != expected_format:
+            raise UnsupportedMediaType(
+                f"image data is {image.format} but was declared as {expected_format}", param=_PARAM
+            )
+        image.load()
+        return image.convert("RGB")
+    except Image.DecompressionBombError as err:
+        raise PayloadTooLarge(f"image exceeds the pixel limit: {err}", param=_PARAM) from None
+    except UnidentifiedImageError:
+        accepted = ", ".join(sorted(set(ACCEPTED_FORMATS.values())))
+        raise InvalidRequest(f"image data is not a readable image ({accepted})", param=_PARAM) from None
+    except (OSError, SyntaxError, ValueError) as err:  # truncated or corrupt files surface as these
+        raise InvalidRequest(f"image data is corrupt: {err}", param=_PARAM) from None
+
+
+def decode_data_url(url: str, limits: ImageLimits) -> Image.Image:
+    """Decode a `data:image/<type>;base64,<payload>` URL."""
+    match = _DATA_URL.match(url)
+    if match is None or match.group("b64") is None:
+        raise InvalidRequest("image data URLs must look like data:image/<type>;base64,<data>", param=_PARAM)
+    expected = _format_from_mime(match.group("mime"))
+    payload = url[match.end():]
+    # base64 inflates by 4/3: refuse oversize payloads before allocating the decoded bytes.
+    if len(payload) * 3 // 4 > limits.max_encoded_bytes + 3:
+        raise PayloadTooLarge(f"image is over the {limits.max_encoded_bytes}-byte limit", param=_PARAM)
+    try:
+        data = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidRequest("image data is not valid base64", param=_PARAM) from None
+    return decode_image_bytes(data, limits, expected)
+
+
+async def fetch_remote_image(url: str, limits: ImageLimits) -> Image.Image:
+    """Download an http(s) image with a size cap and a timeout (only when the config allows it)."""
+    if not limits.allow_remote_urls:
+        raise InvalidRequest(
+            "remote image URLs are disabled on this server; send the image as a base64 data URL", param=_PARAM
+        )
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with httpx.AsyncClient(timeout=limits.remote_timeout_s, follow_redirects=False) as client:
+            async with client.stream("GET", url) as response:
+                if response.status_code != 200:
+                    raise InvalidRequest(f"fetching the image returned HTTP {response.status_code}", param=_PARAM)
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > limits.max_encoded_bytes:
+                        raise PayloadTooLarge(
+                            f"remote image is over the {limits.max_encoded_bytes}-byte limit", param=_PARAM
+                        )
+                    chunks.append(chunk)
+    except httpx.HTTPError as err:
+        raise InvalidRequest(f"could not fetch the image: {type(err).__name__}", param=_PARAM) from None
+    return await asyncio.to_thread(decode_image_bytes, b"".join(chunks), limits)
+
+
+async def load_image(url: str, limits: ImageLimits) -> Image.Image:
+    """Any accepted image URL to an RGB image."""
+    if url.startswith("data:"):
+        # Decoding a large image takes long enough to stall every other request on the event loop.
+        return await asyncio.to_thread(decode_data_url, url, limits)
+    if url.startswith(("http://", "https://")):
+        return await fetch_remote_image(url, limits)
+    raise InvalidRequest("image_url.url must be a data: URL (or http(s) when enabled)", param=_PARAM)

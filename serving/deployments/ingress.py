@@ -1,0 +1,412 @@
+"""Ingress deployment: the OpenAI-compatible HTTP API in front of every served model's re-router and generator.
+
+Every failure inside a handler is turned into the OpenAI error shape with its status here, so a
+bad request is answered and the replica carries on.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Header, Query, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import ValidationError
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from r2t2.engine_prompt import prompt_length
+from serving.api import playground
+from serving.api.auth import require_admin
+from serving.api import openapi
+from serving.api.chat import ChatJob, parse_body, parse_chat_request
+from serving.deployments.answers import Answers
+from serving.deployments.choices import Stream, merged
+from serving.config import ServerConfig
+from serving.api.errors import (ApiError, IndexOfAnotherModel, InternalError, InvalidRequest, NotFound,
+                            ServiceUnavailable, to_api_error)
+from serving.api.images import install_pil_bomb_guard, load_image
+from serving.api.logs import client_error_line, quiet_client_errors
+from serving.api.metrics import CONTENT_TYPE, ServingMetrics
+from serving.deployments.placement import controller, nodes, placement
+from serving.api.responses import DONE_EVENT, Completion, sse_error, sse_event
+from serving.deployments.retry import retried
+from serving.api.schemas import (FORCE_PATTERN, VERSION_PATTERN, ChatCompletion, ChatCompletionChunk, ChunkDelta,
+                             DeletedVersion, GenerationSettings, HealthStatus, IndexDetail, IndexJob, IndexList,
+                             IndexSummary, ModelCard, ModelList, Placement, RebuildRequest)
+
+logger = logging.getLogger("ray.serve")
+api = FastAPI(title="r2t2", version="1",
+              description="R2-T2 test-time re-routing behind an OpenAI-compatible API. Every error has the OpenAI "
+                          "shape {\"error\": {message, type, param, code}}; every reply carries an x-request-id "
+                          "header that the server log names. A guide with examples: docs/api.md.")
+api.include_router(playground.router)  # the page at /playground/ (serving/playground)
+openapi.install(api)
+HEALTH_TIMEOUT_S = 0.8  # /healthz answers within a second even while a replica restarts
+INVALID = "invalid"  # the metrics' strategy label of a request refused before its strategy is known
+# The refusal a handler answered with, for the one log line the middleware writes (a fresh holder per request).
+_refusal: ContextVar[dict[str, ApiError] | None] = ContextVar("r2t2_refusal", default=None)
+
+
+@api.middleware("http")
+async def _log_refusals(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    """Every 4xx is one log line with the request id and the reason; 5xx tracebacks are logged where they occur."""
+    holder: dict[str, ApiError] = {}
+    _refusal.set(holder)
+    response = await call_next(request)
+    if 400 <= response.status_code < 500:
+        error = holder.get("error") or ApiError(f"HTTP {response.status_code}")
+        error.status = response.status_code
+        logger.warning(client_error_line(request.headers.get("x-request-id", ""), request.method,
+                                         request.url.path, error))
+    return response
+
+
+@api.exception_handler(StarletteHTTPException)
+async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    # Unknown routes and wrong methods answer in the OpenAI shape like everything else.
+    error = NotFound(str(exc.detail)) if exc.status_code == 404 else ApiError(str(exc.detail))
+    error.status = exc.status_code
+    # A 405 carries the route's methods in `Allow` (RFC 9110, 15.5.6); Starlette puts them on the exception.
+    return _error_response(error, headers=exc.headers)
+
+
+def _error_response(error: ApiError, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    holder = _refusal.get()
+    if holder is not None:
+        holder["error"] = error
+    return JSONResponse(error.body(), status_code=error.status, headers=headers)
+
+
+def _answered(handler: Callable[..., Awaitable[Response]]) -> Callable[..., Awaitable[Response]]:
+    """Index endpoints: any failure is answered in the OpenAI error shape with its status."""
+
+    @functools.wraps(handler)  # keeps the signature FastAPI reads parameters from
+    async def run(*args: Any, **kwargs: Any) -> Response:
+        try:
+            return await handler(*args, **kwargs)
+        except Exception as err:  # noqa: BLE001 (every failure is answered, none kills the replica)
+            error = to_api_error(err)
+            if error.status >= 500:
+                logger.error("index request failed: %r", err, exc_info=err)
+            return _error_response(error)
+
+    return run
+
+
+def _parse_rebuild(body: bytes) -> RebuildRequest:
+    """A 400 naming the first bad field; the dataset spec itself is checked by the index manager."""
+    try:
+        return RebuildRequest.model_validate_json(body or b"{}")
+    except ValidationError as err:
+        first = err.errors(include_url=False)[0]
+        param = ".".join(str(part) for part in first["loc"]) or None
+        raise InvalidRequest(f"invalid rebuild request{f' at {param}' if param else ''}: {first['msg']}",
+                             param=param) from None
+
+
+def _parse_version(text: str) -> int:
+    """'3', 'v3' and 'v0003' all name version 3 (the OpenAPI document declares VERSION_PATTERN)."""
+    if re.fullmatch(VERSION_PATTERN, text) is None:
+        raise InvalidRequest(f"version must look like 3 or v0003, got {text!r}", param="version")
+    return int(text.removeprefix("v"))
+
+
+def _parse_force(text: str) -> bool:
+    """Only explicit booleans: a typo must not delete the served version (the document declares FORCE_PATTERN)."""
+    if re.fullmatch(FORCE_PATTERN, text) is None:
+        raise InvalidRequest(f"force must be true or false, got {text!r}", param="force")
+    return text.lower() in ("true", "1")
+
+
+async def _health(handle: DeploymentHandle) -> str | None:
+    """None when the component's check_health answers in time, else what went wrong."""
+    try:
+        await asyncio.wait_for(handle.check_health.remote(), HEALTH_TIMEOUT_S)
+    except TimeoutError:
+        return f"no answer within {HEALTH_TIMEOUT_S} s (starting or restarting)"
+    except Exception as err:  # noqa: BLE001 (any failure means unhealthy)
+        return type(err).__name__
+    return None
+
+
+def _check_context(card: ModelCard, prompt_tokens: int, max_tokens: int) -> None:
+    """A 400 before any generation when the prompt and the asked-for tokens overflow the served context."""
+    if prompt_tokens + max_tokens > card.max_model_len:
+        raise InvalidRequest(
+            f"the prompt takes {prompt_tokens} positions and max_tokens is {max_tokens}: {prompt_tokens + max_tokens} "
+            f"exceeds {card.id}'s context of {card.max_model_len} positions (max_model_len in /v1/models); ask for "
+            f"at most {max(card.max_model_len - prompt_tokens, 0)} tokens", param="max_tokens",
+            code="context_length_exceeded")
+
+
+async def _prepared(rerouter: DeploymentHandle, image: Any, job: ChatJob,
+                    base_ready: Callable[[Any], None]) -> dict[str, Any]:
+    """The re-router's final stage for the request, its base prompt handed to `base_ready` on the way."""
+    async for stage in rerouter.options(stream=True).prepare.remote(image, job.question, job.overrides, job.index):
+        if stage["stage"] == "base":
+            base_ready(stage["prompt"])
+        else:
+            return stage
+    raise InternalError("the re-router ended without its final stage")
+
+
+def _check_lm_routing(card: ModelCard, overrides: dict[str, Any]) -> None:
+    """A 400 before any work for a request that re-routes LM rows on a model whose engine cannot apply them."""
+    target = overrides.get("target", card.r2t2_defaults.get("target", "vision"))
+    if target in ("lm", "both") and not card.lm_routing:
+        has_rows = any(row.kind == "lm" for row in card.routing_rows)
+        why = "its engine cannot apply LM routing (see the server log)" if has_rows else "it has no LM routing rows"
+        raise InvalidRequest(f"target {target!r} re-routes the language model's experts, but {card.id!r}: {why}",
+                             param="r2t2.target", code="lm_routing_unavailable")
+
+
+def _engine_experts(record: dict[str, Any], report: dict[int, dict] | None, card: ModelCard) -> None:
+    """Name, in the record's LM rows, the experts the engine ran under them (its report, by layer)."""
+    if report is None or not record.get("lm_routing"):
+        return
+    experts = {row.name: row.experts for row in card.routing_rows}
+    for layer in record["lm_routing"]["layers"]:
+        ran = report.get(layer["layer"])
+        if ran is not None:
+            layer["engine_experts"] = [experts[layer["row"]][expert] for expert in ran["experts"]]
+            layer["engine_tokens"] = ran["tokens"]
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """One served model's deployments and its card for /v1/models; fixed at start-up, shared read-only."""
+
+    rerouter: DeploymentHandle
+    generator: DeploymentHandle
+    card: ModelCard
+
+
+# Every helper the handlers call is defined above: serve.ingress freezes (pickles) the app with its handlers
+# when the class is decorated, so a module global defined below this point would be missing in the replica.
+@serve.deployment
+@serve.ingress(api)
+class Ingress:
+    """Parses requests, checks images, and chains the named model's re-router and generator."""
+
+    async def __init__(self, config: ServerConfig, models: dict[str, tuple[DeploymentHandle, DeploymentHandle]],
+                       indexes: DeploymentHandle) -> None:
+        quiet_client_errors()
+        self._config = config
+        self._app = serve.get_replica_context().app_name
+        self._indexes = indexes
+        self._metrics = ServingMetrics()
+        install_pil_bomb_guard(config.images.max_pixels)
+        created = int(time.time())
+        self._models: dict[str, ServedModel] = {}
+        self._owners: dict[str, str] = {}  # fingerprint -> model id, to say whose an index is
+        for name, (rerouter, generator) in models.items():
+            info = await rerouter.model_info.remote()
+            lm_routing = any(row["kind"] == "lm" for row in info["routing_rows"]) and \
+                await generator.lm_routing.remote()
+            card = ModelCard(id=name, created=created, routing_shape=info["routing_shape"],
+                             routing_rows=info["routing_rows"], default_index=info["default_index"],
+                             lm_routing=lm_routing,
+                             max_model_len=await generator.max_model_len.remote(),
+                             max_question_tokens=info.get("max_question_tokens"),
+                             defaults=GenerationSettings(**config.generation.model_dump()),
+                             r2t2_defaults=info.get("r2t2_defaults", {}), fingerprint=info["fingerprint"])
+            self._models[name] = ServedModel(rerouter, generator, card)
+            self._owners.setdefault(info["fingerprint"], name)
+
+    @api.get("/v1/models", response_model=ModelList)
+    async def models(self) -> ModelList:
+        """The served models with their routing layout, context length, question limit and defaults."""
+        return ModelList(data=[served.card for served in self._models.values()])
+
+    @api.get("/healthz", response_model=None, responses={200: {"model": HealthStatus}, **openapi.errors(503)})
+    async def healthz(self) -> JSONResponse:
+        """200 when every model's re-router and generator and the index manager answer, within about a second;
+        503 naming each one that does not (a replica restarting makes its calls wait: that is a 503 too)."""
+        components = {"index manager": self._indexes}
+        for name, served in self._models.items():
+            components |= {f"{name} re-router": served.rerouter, f"{name} generator": served.generator}
+        checks = await asyncio.gather(*(_health(handle) for handle in components.values()))
+        down = [f"{component}: {problem}" for component, problem in zip(components, checks) if problem]
+        if down:
+            logger.warning("health check failed: %s", "; ".join(down))
+            return _error_response(ServiceUnavailable(f"unhealthy: {'; '.join(down)}", code="unhealthy"))
+        return JSONResponse({"status": "ok", "models": list(self._models)})
+
+    @api.get("/placement", response_model=None, responses={200: {"model": Placement}})
+    @_answered
+    async def replica_placement(self) -> Response:
+        """Which Ray node each replica of this server runs on, and the cluster's nodes (lost ones too) with the
+        r2t2_* resources that deployments are pinned with (docs/operations.md)."""
+        details = await controller().get_serve_instance_details.remote()
+        found = placement(details, self._app, await asyncio.to_thread(nodes))
+        return JSONResponse(Placement(**found).model_dump(mode="json"))
+
+    @api.get("/metrics", response_class=Response,
+             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                              "description": "Prometheus text format: r2t2_requests_total{strategy,status}, "
+                                             "r2t2_request_latency_seconds{strategy}, r2t2_stage_latency_seconds"
+                                             "{strategy,stage}, r2t2_reroute_fallbacks_total{strategy}, "
+                                             "r2t2_errors_total{type}; strategy is the one that ran, or "
+                                             "'invalid' for a request refused before it was known"}})
+    async def metrics(self) -> Response:
+        """This ingress replica's counters and latency histograms (Prometheus sums replicas)."""
+        return Response(self._metrics.render(), media_type=CONTENT_TYPE)
+
+    @api.get("/v1/indexes", response_model=None, responses={200: {"model": IndexList}})
+    @_answered
+    async def list_indexes(self) -> Response:
+        """Every reference index in the store: current version, versions, size and the model it serves; and
+        whether this server accepts the admin calls that change them."""
+        summaries = await self._indexes.list_indexes.remote()
+        listed = IndexList(data=[IndexSummary(**s) for s in summaries],
+                           admin_enabled=self._config.admin_token is not None)
+        return JSONResponse(listed.model_dump(mode="json"))
+
+    @api.get("/v1/indexes/{name}", response_model=None,
+             responses={200: {"model": IndexDetail}, **openapi.errors(400, 404)})
+    @_answered
+    async def describe_index(self, name: str) -> Response:
+        """One index: its summary, the current version's manifest, and every version's size, date and data set."""
+        return JSONResponse(IndexDetail(**await self._indexes.describe.remote(name)).model_dump(mode="json"))
+
+    @api.post("/v1/indexes/{name}/rebuild", response_model=None, status_code=202,
+              responses={202: {"model": IndexJob}, **openapi.errors(400, 401, 403, 404, 409)})
+    @_answered
+    async def rebuild_index(self, name: str, request: Request, authorization: str | None = Header(None)) -> Response:
+        """Admin only. 202 with the job to poll at `Location`; the new version is served once it succeeds.
+
+        The body's `model` picks the served model to build for; by default the index's owner, or the only
+        served model (with several, a new index needs `model`).
+        """
+        require_admin(self._config, authorization)
+        body = _parse_rebuild(await request.body())
+        job = IndexJob(**await self._indexes.start_rebuild.remote(name, body.model, body.dataset, body.cap,
+                                                                  body.index_type))
+        return JSONResponse(job.model_dump(mode="json"), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
+
+    @api.get("/v1/jobs/{job_id}", response_model=None, responses={200: {"model": IndexJob}, **openapi.errors(404)})
+    @_answered
+    async def job(self, job_id: str) -> Response:
+        """A rebuild job: poll until `state` is succeeded (its `version` is now current) or failed (`error`)."""
+        return JSONResponse(IndexJob(**await self._indexes.job.remote(job_id)).model_dump(mode="json"))
+
+    @api.delete("/v1/indexes/{name}/versions/{version}", response_model=None,
+                responses={200: {"model": DeletedVersion}, **openapi.errors(400, 401, 403, 404, 409)})
+    @_answered
+    async def delete_version(self, name: str, version: str,
+                             force: str = Query("false", description="true deletes even the current version"),
+                             authorization: str | None = Header(None)) -> Response:
+        """Admin only. Deleting the CURRENT version needs `?force=true` (the index then serves nothing)."""
+        require_admin(self._config, authorization)
+        deleted = await self._indexes.delete_version.remote(name, _parse_version(version), _parse_force(force))
+        return JSONResponse(DeletedVersion(**deleted).model_dump(mode="json"))
+
+    @api.post("/v1/indexes/{name}/versions/{version}/activate", response_model=None,
+              responses={200: {"model": IndexSummary}, **openapi.errors(400, 401, 403, 404, 409)})
+    @_answered
+    async def activate_version(self, name: str, version: str, authorization: str | None = Header(None)) -> Response:
+        """Admin only. Make an existing version current again (e.g. after a bad rebuild); re-routers swap to it
+        like to a rebuilt one, within `indexes.refresh_interval_s`. 409 if it was built for a model not served."""
+        require_admin(self._config, authorization)
+        summary = await self._indexes.activate_version.remote(name, _parse_version(version))
+        return JSONResponse(IndexSummary(**summary).model_dump(mode="json"))
+
+    @api.post("/v1/chat/completions", response_model=None,
+              responses={200: {"model": ChatCompletion, "content": openapi.event_stream(ChatCompletionChunk),
+                               "description": "the answer and its r2t2 record; with stream=true, server-sent "
+                                              "chat.completion.chunk events (the last one carries the record), "
+                                              "then `data: [DONE]`"},
+                         **openapi.errors(400, 404, 413, 415, 503)})
+    async def chat_completions(self, request: Request) -> Response:
+        """Answer one question about one image, re-routed per the request's `r2t2` options (docs/api.md).
+
+        Every check, the context length included, happens before the status line, so a streaming request
+        that cannot be answered gets its 4xx like any other.
+        """
+        started = time.perf_counter()
+        strategy = INVALID
+        try:
+            job = parse_chat_request(parse_body(await request.body()), list(self._models), self._config.generation)
+            served = self._models[job.model]
+            strategy = str(job.overrides.get("strategy", served.card.r2t2_defaults.get("strategy", INVALID)))
+            _check_lm_routing(served.card, job.overrides)
+            image = await load_image(job.image_url, self._config.images)
+            answers = Answers(served.generator, job.sampling, job.choices, job.speculative)
+            try:
+                final = await retried(lambda: _prepared(served.rerouter, image, job, answers.base_ready), "re-router")
+                record: dict[str, Any] = final["record"]
+                strategy = str(record.get("strategy", strategy))
+                completion = Completion(model=job.model, prompt_tokens=prompt_length(final["prompt"]),
+                                        n=job.choices, with_logprobs=job.sampling.logprobs is not None)
+                _check_context(served.card, completion.prompt_tokens, job.sampling.max_tokens)
+                generate_started = time.perf_counter()
+                # Each choice's first delta is awaited here: a refusal is still a status code.
+                streams = await answers.streams(final, job.compare_with_none)
+            except BaseException:
+                await answers.cancel()
+                raise
+            if job.stream:
+                events = self._stream(job, completion, streams, record, strategy, started, generate_started)
+                return StreamingResponse(events, media_type="text/event-stream")
+            async for index, delta in merged(streams):
+                completion.add(delta, index)
+            self._finish(job, record, completion, strategy, started, generate_started)
+            return JSONResponse(completion.response(record).model_dump(mode="json"))
+        except Exception as err:  # noqa: BLE001 (every failure is answered, none kills the replica)
+            return _error_response(self._failed(err, strategy))
+
+    async def _stream(self, job: ChatJob, completion: Completion, streams: list[Stream], record: dict[str, Any],
+                      strategy: str, started: float, generate_started: float) -> AsyncIterator[str]:
+        """SSE events: a role chunk per choice, content chunks, each choice's finish chunk (the last one carries
+        the record), then [DONE]. A failure after the status line (a replica lost mid-answer) is an error event."""
+        try:
+            for index in range(job.choices):
+                yield sse_event(completion.chunk(ChunkDelta(role="assistant", content=""), index=index))
+            last = 0  # the choice that finished last: its finish chunk carries the record
+            async for index, delta in merged(streams):
+                completion.add(delta, index)
+                if delta.text or delta.logprobs:
+                    yield sse_event(completion.chunk(ChunkDelta(content=delta.text), index=index,
+                                                     logprobs=delta.logprobs))
+                if delta.finish_reason is not None:
+                    if completion.finished:
+                        last = index
+                    else:
+                        yield sse_event(completion.chunk(ChunkDelta(), delta.finish_reason, index=index))
+            if not completion.finished:
+                raise InternalError("the generator ended without a finish reason")
+            self._finish(job, record, completion, strategy, started, generate_started)
+            yield sse_event(completion.chunk(ChunkDelta(), completion.choices[last].finish_reason, record,
+                                             with_usage=job.include_usage, index=last))
+        except Exception as err:  # noqa: BLE001 (the status is sent; report in-band)
+            yield sse_error(self._failed(err, strategy))
+        yield DONE_EVENT
+
+    def _finish(self, job: ChatJob, record: dict[str, Any], completion: Completion, strategy: str, started: float,
+                generate_started: float) -> None:
+        now = time.perf_counter()
+        timings = record.setdefault("timings", {})
+        timings["generate"] = now - generate_started
+        timings["total"] = now - started
+        if job.compare_with_none:
+            record.setdefault("answer_without_rerouting", completion.text)
+            record["changed_answer"] = completion.text != record["answer_without_rerouting"]
+        _engine_experts(record, completion.choices[0].lm_report, self._models[job.model].card)
+        self._metrics.observe_success(strategy, timings["total"], timings, bool(record.get("fallback")))
+
+    def _failed(self, err: BaseException, strategy: str) -> ApiError:
+        error = to_api_error(err)
+        if isinstance(error, IndexOfAnotherModel):
+            error = error.naming(self._owners)
+        if error.status >= 500:
+            logger.error("request failed: %r", err, exc_info=err)
+        self._metrics.observe_error(strategy, error.status, type(error).__name__)
+        return error

@@ -1,0 +1,106 @@
+"""ReRouter deployment: one served model's R2-T2 pipeline (encode, search, re-route, build the prompt), with
+concurrent requests re-routed in batches on the configured device."""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from PIL import Image
+from ray import serve
+
+from indexes.registry import ForeignIndexError, IndexRegistry
+from r2t2.engine_prompt import EnginePrompt
+from serving.deployments.batcher import ContinuousBatcher
+from serving.config import ServerConfig
+from serving.api.errors import IndexOfAnotherModel, from_pipeline_error
+from serving.api.logs import quiet_client_errors
+from serving.pipelines import build_pipeline
+from serving.deployments.placement import this_replica
+
+
+def _portable(prompt: EnginePrompt) -> EnginePrompt:
+    """A prompt fit to travel to another process: embeddings detached and on the CPU."""
+    return prompt.detach().cpu() if isinstance(prompt, torch.Tensor) else prompt
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One request in the batcher: what to prepare, and where its base prompt goes once it is encoded."""
+
+    request: tuple[Image.Image, str, dict[str, Any], str | None]
+    base: asyncio.Future
+    loop: asyncio.AbstractEventLoop
+
+    def base_ready(self, prompt: EnginePrompt) -> None:
+        """Called from the batch's worker thread: hand the base prompt to the request's event loop."""
+        self.loop.call_soon_threadsafe(lambda: None if self.base.done() else self.base.set_result(prompt))
+
+
+@serve.deployment
+class ReRouter:
+    """Owns the pipeline of one served model; each request keeps its own options, whichever batch it joins."""
+
+    def __init__(self, config: ServerConfig, model_name: str) -> None:
+        import r2t2  # noqa: F401  (torchvision fix before the pipeline imports open_clip/transformers)
+
+        quiet_client_errors()  # a refused request is one line in the ingress's log, not a traceback here
+        self._model_name = model_name
+        self._replica = this_replica()  # each record says which replica, on which node, re-routed it
+        entry = config.model(model_name)
+        options = config.rerouter_options(entry)
+        self._pipeline = build_pipeline(config, entry, device=options.device)
+        # The pipeline's batch call runs in a worker thread, so this replica keeps answering health checks.
+        self._batcher = ContinuousBatcher(self._prepare_jobs, options.max_batch_size, options.batch_wait_s)
+        # Hot swap: follow each index's CURRENT pointer. A request keeps the snapshot it started with.
+        # Pipelines without reference indexes (no IndexRegistry) have nothing to follow.
+        self._registry = getattr(self._pipeline, "registry", None)
+        if isinstance(self._registry, IndexRegistry):
+            self._registry.start_auto_refresh(config.indexes.refresh_interval_s)
+
+    def _prepare_jobs(self, jobs: list[_Job]) -> list[Any]:
+        return self._pipeline.prepare_many([job.request for job in jobs],
+                                           on_base=lambda position, prompt: jobs[position].base_ready(prompt))
+
+    def model_info(self) -> dict[str, Any]:
+        """The pipeline's `info()`: routing shape, experts, fingerprint, and the LM the generator must load."""
+        return self._pipeline.info()
+
+    async def prepare(self, image: Image.Image, question: str, overrides: dict[str, Any],
+                      index: str | None) -> AsyncIterator[dict[str, Any]]:
+        """Stream the request's two stages: {"stage": "base", "prompt"} as soon as it is encoded (its engine
+        prompt under the router's own routing, for a speculative answer), then {"stage": "final"} with the
+        engine prompt, the r2t2 record, the LM rows the engine must apply (None: none) and the answer space
+        of the answer check (None: no check). Documented pipeline errors come back as 4xx ApiErrors."""
+        loop = asyncio.get_running_loop()
+        job = _Job((image, question, overrides, index), loop.create_future(), loop)
+        prepared = asyncio.ensure_future(self._batcher.submit(job))
+        try:
+            await asyncio.wait({job.base, prepared}, return_when=asyncio.FIRST_COMPLETED)
+            if job.base.done():
+                yield {"stage": "base", "prompt": _portable(job.base.result())}
+            try:
+                done = await prepared
+            except ForeignIndexError as err:
+                raise IndexOfAnotherModel(err.name, err.fingerprint, self._model_name) from None
+            except Exception as err:
+                api_error = from_pipeline_error(err)
+                if api_error is None:
+                    raise
+                raise api_error from None
+            yield {"stage": "final", "prompt": _portable(done.prompt),
+                   "record": {**done.record, "rerouted_by": dict(self._replica)}, "lm_rows": done.lm_routing,
+                   "answer_space": None if done.answer_space is None else sorted(done.answer_space)}
+        finally:
+            prepared.cancel()
+
+    async def check_health(self) -> None:
+        """The pipeline lives in this process; a live replica is a healthy one."""
+
+    def __del__(self) -> None:
+        # Serve calls this on replica shutdown: stop the refresh thread with the replica.
+        registry = getattr(self, "_registry", None)
+        if isinstance(registry, IndexRegistry):
+            registry.close()
