@@ -22,6 +22,8 @@ from pathlib import Path
 import httpx
 
 from bench.serving_bench import easy_vqa_requests, percentile
+from r2t2.compat import install_torchvision_fix
+from serving.lifecycle.child_env import prepare_server_process
 
 FAMILY = "embedded"
 MODEL = f"r2t2-{FAMILY}"
@@ -40,6 +42,7 @@ class LocalServer:
 @contextlib.contextmanager
 def local_server() -> Iterator[LocalServer]:
     """The embedded model behind the full app on a free loopback port; shut down on exit."""
+    prepare_server_process()  # this process starts Ray: the torchvision fix here and in every worker
     import ray
     from ray import serve
 
@@ -80,6 +83,7 @@ def copy_or_build_index(index_dir: Path) -> None:
         shutil.copytree(shipped.version_dir(FAMILY, current), target.index_dir(FAMILY) / "v0001")
         target.set_current(FAMILY, 1)
         return
+    install_torchvision_fix()  # building loads open_clip and transformers, which import torchvision
     from indexes.embedders import MiniLMEmbedder
     from indexes.specs import build_from_spec
     from r2t2.model import load_model

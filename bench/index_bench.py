@@ -18,7 +18,6 @@ import time
 import faiss
 import numpy as np
 
-import r2t2  # noqa: F401
 from indexes.vectors import INDEX_TYPES, VectorIndex
 
 DIM = 384

@@ -23,11 +23,15 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
 
-from indexes.embedders import MiniLMEmbedder
-from r2t2.data import load_split
-from pipeline.diagnostics import fixed_broken, purity
-from pipeline.pipeline import load_pipeline
-from r2t2.routing import Neighbourhood, RerouteRequest, reroute_many
+from r2t2.compat import install_torchvision_fix
+
+install_torchvision_fix()  # before the imports below load open_clip and transformers, which import torchvision
+
+from indexes.embedders import MiniLMEmbedder  # noqa: E402
+from r2t2.data import load_split  # noqa: E402
+from pipeline.diagnostics import fixed_broken, purity  # noqa: E402
+from pipeline.factory import load_pipeline  # noqa: E402
+from r2t2.routing import Neighbourhood, RerouteRequest, reroute_many  # noqa: E402
 
 _BATCH = 128
 
@@ -92,7 +96,7 @@ def main() -> None:
     torch.manual_seed(args.seed)
     pipeline = load_pipeline({"checkpoint": args.model})
     model = pipeline.model
-    index = pipeline.registry.get(pipeline.default_index)
+    index = pipeline.reference_index()
     refs = index.take(np.arange(index.size))
     samples = load_split(args.split, limit=args.limit, seed=args.seed)
     encoded = [model.encode_query(s.image, s.question, s.answer).batch for s in samples]

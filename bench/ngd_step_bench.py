@@ -18,10 +18,14 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-import r2t2  # noqa: F401
-from r2t2.data import load_split
-from pipeline.pipeline import Query, load_pipeline
-from r2t2.routing import RerouteConfig
+from r2t2.compat import install_torchvision_fix
+
+install_torchvision_fix()  # before the imports below load open_clip and transformers, which import torchvision
+
+from r2t2.data import load_split  # noqa: E402
+from pipeline.factory import load_pipeline  # noqa: E402
+from pipeline.query import Query  # noqa: E402
+from r2t2.routing import RerouteConfig  # noqa: E402
 
 
 def fixed_steps(options: dict) -> dict:

@@ -2,8 +2,9 @@
 answers of both, and on how many questions they agree.
 
 The two loaders below use transformers and vLLM alone, as a user with the directory would; r2t2 supplies
-only the torchvision fix (`r2t2.compat`, needed beside the CPU torch; vLLM's engine processes inherit it
-through PYTHONPATH) and, in `main`, the questions. tests/test_qwen3vl_checkpoint.py runs the same two.
+only the torchvision fix (`r2t2.compat`, needed beside the CPU torch; `main` applies it here and, through
+`serving.lifecycle.child_env`, in vLLM's engine processes) and, in `main`, the questions.
+tests/test_qwen3vl_checkpoint.py runs the same two.
 
     .venv/bin/python -m bench.qwen3vl_agreement [--questions 120] [--checkpoint DIR] [--dtype bfloat16]
 """
@@ -18,9 +19,10 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-import r2t2.compat  # noqa: F401  (the torchvision fix; `import r2t2` applies it)
+import r2t2
+from serving.lifecycle.child_env import prepare_server_process
 
-CHECKPOINT = Path(r2t2.compat.__file__).parent / "assets" / "qwen3vl"
+CHECKPOINT = Path(r2t2.__file__).parent / "assets" / "qwen3vl"
 
 
 def chat_prompt(processor, question: str) -> str:  # noqa: ANN001 (a transformers processor)
@@ -67,6 +69,7 @@ def vllm_answers(checkpoint: Path, images: Sequence[Image.Image], questions: Seq
 
 
 def main() -> None:
+    prepare_server_process()  # transformers and vLLM's engine process import torchvision
     from r2t2.data import load_split
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

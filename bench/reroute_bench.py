@@ -19,9 +19,12 @@ import time
 
 import torch
 
-import r2t2  # noqa: F401
-from r2t2.data import load_split
-from pipeline.pipeline import load_pipeline
+from r2t2.compat import install_torchvision_fix
+
+install_torchvision_fix()  # before the imports below load open_clip and transformers, which import torchvision
+
+from r2t2.data import load_split  # noqa: E402
+from pipeline.factory import load_pipeline  # noqa: E402
 
 STRATEGIES = ("none", "kernel", "ngd")
 
@@ -31,7 +34,7 @@ def measure(pipeline, requests: list, batch: int | None) -> dict[str, float | di
     lone, stages = [], []
     for request in requests:
         started = time.perf_counter()
-        stages.append(pipeline.prepare(*request).record["timings"])
+        stages.append(pipeline.prepare(*request).record.public()["timings"])
         lone.append(time.perf_counter() - started)
     batched = None
     if batch is not None:

@@ -13,6 +13,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from r2t2.compat import install_torchvision_fix  # noqa: E402
+
+install_torchvision_fix()  # before pipeline.evaluate loads open_clip and transformers, which import torchvision
+
 from pipeline.evaluate import per_expert_shift  # noqa: E402
 
 

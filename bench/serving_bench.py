@@ -24,7 +24,7 @@ from urllib.parse import urlparse
 
 import httpx
 
-from pipeline.evaluate import parse_variant
+from r2t2.compat import install_torchvision_fix
 
 MAX_REQUESTS = 1000
 
@@ -76,6 +76,8 @@ def percentile(values: list[float], q: float) -> float:
 async def run_level(client: httpx.AsyncClient, base: str, model: str, pairs: list[tuple[str, str]],
                     strategy: str, concurrency: int, max_tokens: int) -> LevelResult:
     """Send every pair once with at most `concurrency` in flight."""
+    from pipeline.evaluate import parse_variant  # loads r2t2's model code (torchvision): only where requests are built
+
     gate = asyncio.Semaphore(concurrency)
     latencies: list[float] = []
     batch_sizes: list[int] = []
@@ -136,6 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--timeout", type=float, default=300.0, help="per-request timeout in seconds")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
+    install_torchvision_fix()  # the strategies are read by r2t2's evaluation code, which imports torchvision
     if not 1 <= args.requests <= MAX_REQUESTS:
         parser.error(f"--requests must be in 1..{MAX_REQUESTS}")
     if any(c < 1 or c > 64 for c in args.concurrency):

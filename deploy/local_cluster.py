@@ -40,6 +40,7 @@ from pathlib import Path
 
 import psutil
 
+from serving.lifecycle.child_env import prepare_server_process
 from serving.lifecycle.child_processes import process_name, still_running, terminate
 from serving.lifecycle.stopping import tagged_processes
 
@@ -93,7 +94,7 @@ class LocalCluster:
             raise ValueError(f"nodes: 'head' first, then any of {', '.join(list(ROLES)[1:])}; got {nodes}")
         if self.processes():
             raise RuntimeError(f"a local cluster is already up in {self.root}: run `down` first")
-        import r2t2  # noqa: F401  (its torchvision fix, put into PYTHONPATH, reaches every worker started here)
+        prepare_server_process()  # every node's workers, and the vLLM engines they start, get the torchvision fix
 
         shutil.rmtree(self.root, ignore_errors=True)
         self.root.mkdir(parents=True)

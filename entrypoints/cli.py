@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+from r2t2.compat import install_torchvision_fix
+
 
 def _train(args: argparse.Namespace) -> None:
     from r2t2.model.checkpoint import ASSETS
@@ -28,11 +30,12 @@ def _eval(args: argparse.Namespace) -> None:
     from r2t2.data import SPLITS, load_jsonl
     from pipeline.diagnostics import write_dump
     from pipeline.evaluate import evaluate, format_table, parse_variant, save_report
-    from pipeline.pipeline import load_pipeline
-    from r2t2.routing import RerouteConfig
+    from pipeline.factory import load_pipeline
+    from r2t2.routing import RerouteConfig, strategy_names
 
     # Everything the arguments can get wrong is checked before the model loads (which takes a while).
-    splits, strategies = args.split.split(","), args.strategies.split(",")
+    splits = args.split.split(",")
+    strategies = args.strategies.split(",") if args.strategies else list(strategy_names())
     for split in splits:
         if split.endswith(".jsonl"):
             if not Path(split).is_file():
@@ -81,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = verbs.add_parser("eval", help="accuracy and latency of each strategy on the test splits")
     ev.add_argument("--model", default="embedded", help="checkpoint directory or shipped family name")
-    ev.add_argument("--strategies", default="none,meanshift,kernel,ngd,oracle")
+    ev.add_argument("--strategies", default=None,
+                    help="comma-separated strategies, each with options if any (name:lr=0.2:steps=20); "
+                         "default: every registered strategy")
     ev.add_argument("--split", default="test,paraphrase",
                     help='comma-separated built-in splits or JSONL files ({"image", "question", "answer"} lines)')
     ev.add_argument("--limit", type=int, default=None, help="questions per split (balanced over tasks)")
@@ -109,6 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     status 2, like argparse's own errors; a traceback means a bug."""
     from r2t2.errors import R2T2Error
 
+    install_torchvision_fix()  # train, eval and index load open_clip and transformers, which import torchvision
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["serve"]:  # everything after the verb is serving.run's (argparse cannot pass on --options)
         _serve(argv[1:])

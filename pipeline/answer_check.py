@@ -11,11 +11,28 @@ space then says nothing about which answer is of the right kind, and the re-rout
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Literal
 
-Sent = Literal["rerouted", "base"]
-Reason = Literal["unchanged", "in_answer_space", "outside_answer_space", "neither_in_answer_space"]
+import numpy as np
+import torch
+from pydantic import BaseModel, Field
+
+from indexes.reference_index import ReferenceIndex
+from r2t2.routing import RerouteConfig, RerouteResult
+
+
+class AnswerVerdict(BaseModel):
+    """The answer check's verdict (request option r2t2.answer_check), on the first choice."""
+
+    sent: Literal["rerouted", "base"] = Field(description="the answer sent: the re-routed one, or the router's own")
+    reason: Literal["unchanged", "in_answer_space", "outside_answer_space", "neither_in_answer_space"] = Field(
+        description="unchanged: re-routing did not change the answer; in_answer_space: the new answer is one the "
+                    "reference index gives questions like the neighbours'; outside_answer_space: it is not but the "
+                    "router's is, so the router's answer was sent; neither_in_answer_space: neither is (the "
+                    "neighbours are of another kind), so the re-routed answer was kept")
+    rerouted_answer: str = Field(description="the answer under the re-routed routing")
+    base_answer: str = Field(description="the answer under the router's own routing")
+    answer_space_size: int = Field(description="how many distinct answers the answer space held")
 
 
 def normalise(answer: str) -> str:
@@ -23,28 +40,30 @@ def normalise(answer: str) -> str:
     return " ".join(answer.lower().split())
 
 
-@dataclass(frozen=True)
-class AnswerVerdict:
-    """Which answer was sent and why."""
-
-    sent: Sent
-    reason: Reason
-    rerouted_answer: str
-    base_answer: str
-    answer_space_size: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"sent": self.sent, "reason": self.reason, "rerouted_answer": self.rerouted_answer,
-                "base_answer": self.base_answer, "answer_space_size": self.answer_space_size}
-
-
-def judge(base: str, rerouted: str, space: frozenset[str]) -> AnswerVerdict:
+def check_answer(base: str, rerouted: str, space: frozenset[str]) -> AnswerVerdict:
     """The verdict on a re-routed answer against the base routing's answer and the answer space."""
     allowed = {normalise(answer) for answer in space}
+
+    def verdict(sent: Literal["rerouted", "base"], reason: str) -> AnswerVerdict:
+        return AnswerVerdict(sent=sent, reason=reason, rerouted_answer=rerouted, base_answer=base,
+                             answer_space_size=len(allowed))
+
     if normalise(rerouted) == normalise(base):
-        return AnswerVerdict("rerouted", "unchanged", rerouted, base, len(allowed))
+        return verdict("rerouted", "unchanged")
     if normalise(rerouted) in allowed:
-        return AnswerVerdict("rerouted", "in_answer_space", rerouted, base, len(allowed))
+        return verdict("rerouted", "in_answer_space")
     if normalise(base) not in allowed:
-        return AnswerVerdict("rerouted", "neither_in_answer_space", rerouted, base, len(allowed))
-    return AnswerVerdict("base", "outside_answer_space", rerouted, base, len(allowed))
+        return verdict("rerouted", "neither_in_answer_space")
+    return verdict("base", "outside_answer_space")
+
+
+def answer_space(config: RerouteConfig, result: RerouteResult, snapshot: ReferenceIndex | None,
+                 described: dict[str, dict[str, Any]]) -> frozenset[str] | None:
+    """The answers a changed answer must be among: those the index gives the questions nearest the request's
+    neighbours. None when there is nothing to check: the check is off, the routing did not move, or the
+    strategy used no neighbours."""
+    if not config.answer_check or snapshot is None or not result.neighbours \
+            or torch.equal(result.routing, result.base_routing):
+        return None
+    rows = np.asarray([described[n.id]["row"] for n in result.neighbours], dtype=np.int64)
+    return snapshot.answers_near(rows, config.answer_space_k)

@@ -20,9 +20,9 @@ from tqdm import tqdm
 from pipeline.answer_check import AnswerVerdict
 from r2t2.data import load_samples
 from r2t2.data.sample import Sample
-from pipeline.diagnostics import diagnose
-from pipeline.pipeline import ReroutePipeline, Rerouted
-from r2t2.routing import RerouteConfig
+from pipeline.diagnostics import BASE, diagnose
+from pipeline.pipeline import ReroutePipeline
+from pipeline.query import Rerouted
 
 
 @dataclass
@@ -35,7 +35,7 @@ class StrategyStats:
 
 
 def parse_variant(text: str) -> dict:
-    """`ngd` or `ngd:lr=0.2:steps=20` -> request options (values read as JSON scalars when they parse)."""
+    """`NAME` or `NAME:lr=0.2:steps=20` -> request options (values read as JSON scalars when they parse)."""
     strategy, *pairs = text.split(":")
     options: dict = {"strategy": strategy}
     for pair in pairs:
@@ -103,7 +103,7 @@ def _run_record(done: Rerouted, answer: str, correct: bool, verdict: AnswerVerdi
     result = done.result.to_dict()
     return {"answer": answer, "correct": correct, "base_routing": result["base_routing"],
             "routing": result["routing"], "moved": result["moved"], "steps_taken": result.get("steps_taken"),
-            "fallback": result["fallback"], "guard": result.get("guard"), "answer_check": None if verdict is None else verdict.to_dict(),
+            "fallback": result["fallback"], "guard": result.get("guard"), "answer_check": None if verdict is None else verdict.model_dump(),
             "neighbours": [{"id": n["id"], "question": done.neighbours.get(n["id"], {}).get("question"),
                             "answer": done.neighbours.get(n["id"], {}).get("answer"),
                             "task": done.neighbours.get(n["id"], {}).get("task"), "weight": n["weight"]}
@@ -118,9 +118,9 @@ def summarise(stats: dict[str, StrategyStats], tasks: Sequence[str], targets: di
     """Accuracy (overall and per task), oracle-gap share, fixed/broken vs none, median latency.
 
     A strategy's gap is measured to the oracle that re-routes the same rows (`targets`: name -> target;
-    e.g. `kernel:target=lm` against `oracle:target=lm`), else to `oracle`.
+    e.g. `NAME:target=lm` against `oracle:target=lm`), else to `oracle`.
     """
-    base = stats.get("none")
+    base = stats.get(BASE)
     targets = targets or {}
     oracles = {targets.get(name, "vision"): st for name, st in stats.items() if name.split(":")[0] == "oracle"}
     out: dict = {"samples": len(tasks), "strategies": {}}
@@ -145,7 +145,7 @@ def summarise(stats: dict[str, StrategyStats], tasks: Sequence[str], targets: di
                 entry["gap_closed"] = None if gap <= 0 else (acc - _accuracy(base.correct)) / gap
         out["strategies"][name] = entry
     if base is not None and base.seconds:
-        none_ms = out["strategies"]["none"]["median_ms"]
+        none_ms = out["strategies"][BASE]["median_ms"]
         for entry in out["strategies"].values():
             entry["latency_ratio"] = entry["median_ms"] / none_ms if none_ms else None
     return out
@@ -200,11 +200,11 @@ def save_report(report: dict, path: Path) -> None:
     Path(path).write_text(json.dumps(report))
 
 
-def per_expert_shift(report: dict, split: str, strategy: str = "ngd", row: int = 0) -> dict:
+def per_expert_shift(report: dict, split: str, strategy: str, row: int = 0) -> dict:
     """Mean routing per expert of one routing row (default: the first) before/after `strategy`, for initially
     wrong vs right samples (Fig. 4)."""
     data = report["splits"][split]["strategies"]
-    base_correct = data["none"]["correct"]
+    base_correct = data[BASE]["correct"]
     st = data[strategy]
     width = len(report["routing_rows"][row]["experts"])
     groups: dict = defaultdict(lambda: {"before": [], "after": []})

@@ -2,15 +2,17 @@
 
 Read from a finished r2t2 record (docs/record.md), so it says only what the record shows: the strategy,
 a fallback, the guard's verdict and reason, where the line search ended, the loss trace, how far the
-routing moved and which experts gained and lost weight. Neighbours that are the same question (asked
+routing moved and which experts gained and lost weight. The words of each strategy are its registry entry's
+(r2t2/routing/strategies.py: `title`, `evidence`, `why_still`). Neighbours that are the same question (asked
 of different images, so with the same embedding and weight) are one group with their count and answers.
 """
 from __future__ import annotations
 
 from typing import Any
 
+from r2t2.routing.strategies import strategy
+
 STILL = 5e-4  # `moved` below this is reported as not moving (what a 3-decimal display shows as 0.000)
-STRATEGY_NAMES = {"ngd": "NGD", "kernel": "Kernel regression", "meanshift": "Mean shift", "oracle": "The oracle"}
 GUARD_REASONS = {
     "neighbours_disagree": "the neighbours' own routings disagree (spread {neighbour_spread:.2f}), so their "
                            "average suits none of them",
@@ -45,22 +47,21 @@ def neighbour_questions(neighbours: list[dict[str, Any]]) -> list[dict[str, Any]
 
 def explanation(record: dict[str, Any], groups: list[dict[str, Any]]) -> str:
     """One sentence: why the routing the answer was generated with is where it is."""
-    strategy = record.get("strategy")
-    if strategy == "none":
-        return "Strategy none answers with the router's own routing; nothing was re-routed."
-    name = STRATEGY_NAMES.get(strategy, f"Strategy {strategy}")
+    entry = strategy(record["strategy"])
+    if entry.baseline:
+        return f"Strategy {entry.name} answers with the router's own routing; nothing was re-routed."
     moved, fallback, guard = float(record.get("moved") or 0.0), record.get("fallback"), record.get("guard")
     copies = _copies(groups)
     if fallback:
         if moved < STILL:
-            return f"{name} kept the router's routing: {fallback}."
-        return f"{name} stopped early ({fallback}) after moving {_weight(moved)} {_shift(record)}."
+            return f"{entry.title} kept the router's routing: {fallback}."
+        return f"{entry.title} stopped early ({fallback}) after moving {_weight(moved)} {_shift(record)}."
     if guard and guard.get("fired"):
         reason = GUARD_REASONS.get(guard.get("reason"), "{reason}").format(**guard)
         return f"The evidence guard kept the router's routing: {reason}{copies}."
     if moved < STILL:
-        return f"{name} left the routing where the router put it: {_why_still(record, strategy)}{copies}."
-    return f"{name} moved {_weight(moved)} {_shift(record)}{_evidence(record, strategy)}{copies}."
+        return f"{entry.title} left the routing where the router put it: {entry.why_still(record)}{copies}."
+    return f"{entry.title} moved {_weight(moved)} {_shift(record)}{entry.evidence(record)}{copies}."
 
 
 def _weight(moved: float) -> str:
@@ -93,33 +94,6 @@ def _shift(record: dict[str, Any]) -> str:
     lost, gained = min(in_row, key=lambda c: c[1]), max(in_row, key=lambda c: c[1])
     where = f" in row {row}" if row else ""
     return f"from {lost[0]} to {gained[0]}{where}"
-
-
-def _evidence(record: dict[str, Any], strategy: str | None) -> str:
-    """What supported the move, as the strategy's own trace shows it."""
-    if strategy == "ngd" and record.get("neighbour_loss"):
-        losses = record["neighbour_loss"]
-        return (f": in {record.get('steps_taken', len(losses) - 1)} steps the neighbours' answer loss went from "
-                f"{losses[0]:.3f} to {losses[-1]:.3f}")
-    if strategy == "kernel" and record.get("toward_neighbours") is not None:
-        return f", {record['toward_neighbours']:.2f} of the way to the neighbours' weighted routing"
-    if strategy == "meanshift" and record.get("steps_taken"):
-        return f", toward the densest reference routings near it, in {record['steps_taken']} updates"
-    return ""
-
-
-def _why_still(record: dict[str, Any], strategy: str | None) -> str:
-    if strategy in ("ngd", "meanshift") and record.get("steps_taken") == 0:
-        return "it took no steps (steps 0)"
-    if strategy == "kernel" and record.get("toward_neighbours") == 0:
-        return "the line search found the neighbours' loss lowest at the router's own routing"
-    if strategy == "kernel":
-        return "the neighbours' weighted routing is the router's own"
-    if strategy == "meanshift":
-        return "the reference routings nearest to it are centred on it"
-    if strategy == "ngd":
-        return "the neighbours' loss has no slope there"
-    return "nothing moved it"
 
 
 def _copies(groups: list[dict[str, Any]]) -> str:

@@ -1,7 +1,8 @@
-"""r2t2: test-time re-routing (R2-T2) for multimodal mixture-of-experts models."""
-from r2t2.compat import fix_torchvision_on_import
+"""r2t2: test-time re-routing (R2-T2) for multimodal mixture-of-experts models.
 
-# Before any submodule can import open_clip or transformers (both import torchvision).
-fix_torchvision_on_import()
+Importing r2t2 (or any of its modules) changes nothing outside it: entry points apply the torchvision fix
+themselves (`r2t2.compat.install_torchvision_fix`; a process that starts Ray or vLLM,
+`serving.lifecycle.child_env.prepare_server_process`).
+"""
 
 __version__ = "0.1.0"

@@ -7,9 +7,10 @@ transformers import torchvision, so without a fix neither works. Defining the tw
 ourselves lets the pure-Python parts (transforms, models) import; the native ops stay unavailable,
 which nothing in r2t2 uses.
 
-The fix waits for torchvision's first import (`fix_torchvision_on_import`): importing torch and
+The fix waits for torchvision's first import (`install_torchvision_fix`): importing torch and
 torchvision takes seconds, and most processes of a server never need them (Ray's own helpers, the
-HTTP ingress). Child interpreters get the same hook through a sitecustomize on PYTHONPATH.
+HTTP ingress). Importing r2t2 installs nothing: each entry point calls `install_torchvision_fix` itself,
+and a server also hands the hook to the interpreters it starts (serving/lifecycle/child_env.py).
 """
 from __future__ import annotations
 
@@ -17,15 +18,12 @@ import importlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
-import os
 import sys
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 _MISSING_OPS = ("nms", "qnms")
 _library: Any = None  # the torch.library.Library kept alive: dropping it unregisters the schemas
-_CHILD_SITE = Path(__file__).with_name("child_site")  # a sitecustomize that installs the hook
 
 
 def _native_ops_loaded() -> bool:
@@ -38,7 +36,7 @@ def ensure_torchvision() -> bool:
     """Import torchvision now, defining its missing operator schemas first if its native library failed.
 
     Returns True when the fix was applied, False when torchvision imported on its own (or is absent).
-    Idempotent; safe to call from every entry point.
+    Idempotent; the hook `install_torchvision_fix` installs runs it at torchvision's first import.
     """
     global _library
     if "torchvision" in sys.modules and _library is None:
@@ -91,12 +89,8 @@ class _FixOnFirstImport(importlib.abc.MetaPathFinder):
         return None if module is None else importlib.util.spec_from_loader(name, _AlreadyImported(module))
 
 
-def fix_torchvision_on_import() -> None:
-    """Apply the fix when torchvision is first imported, in this process and in its child interpreters
-    (vLLM's engine core, Ray's workers start fresh ones, which import transformers before any r2t2 code).
-    Idempotent; imports nothing heavy."""
+def install_torchvision_fix() -> None:
+    """Apply the fix when torchvision is first imported in this process: call it before anything imports open_clip
+    or transformers. Idempotent; imports nothing heavy."""
     if "torchvision" not in sys.modules and not any(isinstance(f, _FixOnFirstImport) for f in sys.meta_path):
         sys.meta_path.insert(0, _FixOnFirstImport())
-    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    if str(_CHILD_SITE) not in paths:
-        os.environ["PYTHONPATH"] = os.pathsep.join([str(_CHILD_SITE), *paths])

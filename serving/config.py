@@ -141,7 +141,7 @@ class IndexOptions(_Strict):
 
 
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # also part of deployment names ('#' is not allowed)
-DEFAULT_FACTORY = "pipeline.pipeline:load_pipeline"
+DEFAULT_FACTORY = "pipeline.factory:load_pipeline"
 
 
 class ModelEntry(_Strict):
@@ -179,6 +179,9 @@ class ServerConfig(_Strict):
     # a number caps it (never raises it). The served value is in /v1/models and the start-up lines.
     max_model_len: int | None = Field(None, ge=16)
     models: list[ModelEntry] = Field(default_factory=lambda: [EMBEDDED_DEFAULT], min_length=1)
+    # Modules (dotted paths) whose import registers re-routing strategies of one's own (r2t2/routing/strategies.py);
+    # every process that re-routes or checks requests imports them before it serves.
+    strategies: list[Annotated[str, Field(pattern=r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")]] = Field(default_factory=list)
     # One reference-index store shared by every model (each index records the model it was built for);
     # None: $R2T2_INDEX_DIR, else var/indexes in the repository.
     index_dir: str | None = None

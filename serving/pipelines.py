@@ -8,11 +8,20 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from pipeline.protocol import Pipeline
+from r2t2.routing import import_strategies
 from serving.config import ModelEntry, ServerConfig
 
 
-def build_pipeline(config: ServerConfig, entry: ModelEntry, **extra: Any) -> Any:
-    """Call `entry.pipeline_factory` with the entry's pipeline config, `extra` keys laid over it."""
+def build_pipeline(config: ServerConfig, entry: ModelEntry, **extra: Any) -> Pipeline:
+    """Call `entry.pipeline_factory` with the entry's pipeline config, `extra` keys laid over it; what it builds
+    must be a `Pipeline` (TypeError naming the factory otherwise). The server's own strategy modules are imported
+    first, so the model's defaults and its requests may name their strategies."""
+    import_strategies(config.strategies)
     module_name, function_name = entry.pipeline_factory.split(":")
     factory = getattr(importlib.import_module(module_name), function_name)
-    return factory({**config.pipeline_config(entry), **extra})
+    pipeline = factory({**config.pipeline_config(entry), **extra})
+    if not isinstance(pipeline, Pipeline):
+        raise TypeError(f"pipeline_factory {entry.pipeline_factory!r} of model {entry.name!r} built a "
+                        f"{type(pipeline).__name__}, which lacks what serving calls (pipeline.protocol.Pipeline)")
+    return pipeline

@@ -15,20 +15,15 @@ import time
 from contextlib import nullcontext
 from typing import Any
 
-# Ray's APIs call ray.init() on first use; a Serve thread still running after ray.shutdown() would then start a
-# fresh local Ray instance while the server stops. Off, before anything imports ray (it reads this at import).
-os.environ.setdefault("RAY_ENABLE_AUTO_CONNECT", "0")
-
-import r2t2  # noqa: E402,F401  (torchvision fix before anything imports transformers)
-
-from serving.config import ADMIN_TOKEN_ENV, ConfigFileError, ServerConfig  # noqa: E402
-from serving.deployments.placement import current_placement, placement_lines  # noqa: E402
-from serving.lifecycle.preflight import StartupError, check_models  # noqa: E402
-from serving.lifecycle.progress import StartupProgress  # noqa: E402
-from serving.lifecycle.quiet import quiet_logs  # noqa: E402
-from serving.lifecycle.startup import import_in_background  # noqa: E402
+from serving.config import ADMIN_TOKEN_ENV, ConfigFileError, ServerConfig
+from serving.deployments.placement import current_placement, placement_lines
+from serving.lifecycle.child_env import prepare_server_process
+from serving.lifecycle.preflight import StartupError, check_models
+from serving.lifecycle.progress import StartupProgress
+from serving.lifecycle.quiet import quiet_logs
+from serving.lifecycle.startup import import_in_background
 from serving.lifecycle.stopping import (ClusterWatch, StopRequested, catch_stop_signals, ignore_stop_signals, shut_down,
-                              stop_signals, tag_processes)  # noqa: E402
+                                        stop_signals, tag_processes)
 
 APP_NAME = "r2t2"
 _EXCEPTION_LINE = re.compile(r"^[\w.]*(Error|Exception): ")
@@ -148,6 +143,11 @@ def _stop(watch: ClusterWatch | None, tag: str | None, reason: str, serving: boo
 
 
 def main(argv: list[str] | None = None) -> None:
+    # Before anything imports transformers here, or Ray and vLLM start interpreters of their own.
+    prepare_server_process()
+    # Ray's APIs call ray.init() on first use; a Serve thread still running after ray.shutdown() would then start a
+    # fresh local Ray instance while the server stops. Off, before anything imports ray (it reads this at import).
+    os.environ.setdefault("RAY_ENABLE_AUTO_CONNECT", "0")
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", help="YAML server config (defaults apply when left out)")
     parser.add_argument("--host", help="override the config's host (a container needs 0.0.0.0)")

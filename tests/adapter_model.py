@@ -21,7 +21,8 @@ from torch import Tensor
 from r2t2.engine_prompt import PROMPT_EMBEDS
 from r2t2.model import EncodedBatch, EncodedQuery, MultimodalMoE, load_model
 from r2t2.model.batches import LabelledBatch
-from pipeline.pipeline import ReroutePipeline, serve_model
+from pipeline.factory import serve_model
+from pipeline.pipeline import ReroutePipeline
 from r2t2.routing.layout import vision_layout
 
 

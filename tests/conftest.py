@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
+import os
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -13,11 +14,26 @@ from pathlib import Path
 import httpx
 import pytest
 
-import r2t2  # noqa: F401  (torchvision fix before transformers)
+from serving.lifecycle.child_env import CHILD_SITE, prepare_server_process
 
 TINY_WORDS = [f"w{i}" for i in range(60)]
 REAL_SERVER = "real_server"
 Cases = Callable[[int], list[tuple[str, str, str]]]  # n -> (question, answer, PNG data URL) of easy-VQA test
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The suite is an entry point like `r2t2 serve`: the torchvision fix, in this process before any test module
+    imports open_clip or transformers, and in every interpreter a test starts (Ray's workers, vLLM's engine core,
+    servers and commands run as subprocesses)."""
+    prepare_server_process()
+
+
+def without_child_site() -> dict[str, str]:
+    """This process's environment less the child site `pytest_configure` put on PYTHONPATH: an interpreter started
+    with it is as fresh as one a user starts, with no torchvision fix unless it applies one."""
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != str(CHILD_SITE)]
+    env = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
+    return {**env, "PYTHONPATH": os.pathsep.join(paths)} if paths else env
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -84,7 +100,7 @@ def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealServer
     from indexes.specs import build_from_spec
     from indexes.store import IndexStore
     from r2t2.model import load_model
-    from pipeline.pipeline import DEFAULT_INDEX_SPEC
+    from pipeline.factory import DEFAULT_INDEX_SPEC
     from serving.config import ServerConfig
     from serving.run import deploy
 

@@ -2,24 +2,23 @@
 import numpy as np
 import pytest
 
-import r2t2  # noqa: F401
 from indexes.build import build_index
 from indexes.reference_index import ReferenceIndex
 from indexes.store import IndexStore
-from pipeline.answer_check import judge, normalise
+from pipeline.answer_check import check_answer, normalise
 from tests.index_toys import ToyEmbedder, ToyEncoder, ToySample
 
 
 def test_judge_keeps_unchanged_and_supported_answers_and_replaces_the_rest() -> None:
     space = frozenset({"circle", "Rectangle", "triangle"})
-    assert judge("circle", " Circle", space).reason == "unchanged"
-    kept = judge("circle", "rectangle", space)
+    assert check_answer("circle", " Circle", space).reason == "unchanged"
+    kept = check_answer("circle", "rectangle", space)
     assert (kept.sent, kept.reason, kept.answer_space_size) == ("rerouted", "in_answer_space", 3)
-    neither = judge("yes", "no", space)  # the neighbours say nothing about either answer's kind
+    neither = check_answer("yes", "no", space)  # the neighbours say nothing about either answer's kind
     assert (neither.sent, neither.reason) == ("rerouted", "neither_in_answer_space")
-    replaced = judge("circle", "yes", space)
+    replaced = check_answer("circle", "yes", space)
     assert (replaced.sent, replaced.reason) == ("base", "outside_answer_space")
-    assert replaced.to_dict() == {"sent": "base", "reason": "outside_answer_space", "rerouted_answer": "yes",
+    assert replaced.model_dump() == {"sent": "base", "reason": "outside_answer_space", "rerouted_answer": "yes",
                                   "base_answer": "circle", "answer_space_size": 3}
     assert normalise("  Dark   Blue ") == "dark blue"
 
@@ -35,7 +34,7 @@ def test_answers_near_are_the_answers_of_questions_like_the_rows(tmp_path) -> No
     shape_rows = np.asarray([i for i in range(index.size) if index.record(i)["question"] == "what shape is it?"][:2])
     space = index.answers_near(shape_rows, 8)
     assert space <= {"circle", "triangle", "rectangle"} and len(space) >= 2
-    assert judge("circle", "yes", space).sent == "base"
+    assert check_answer("circle", "yes", space).sent == "base"
     assert index.answers_near(np.asarray([], dtype=np.int64), 8) == frozenset()
 
 

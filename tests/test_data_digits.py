@@ -1,5 +1,4 @@
 """Digits: scans split without overlap, renders are legible and labelled with the scan's digit."""
-import r2t2  # noqa: F401
 
 from collections import Counter
 

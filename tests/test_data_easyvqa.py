@@ -1,5 +1,4 @@
 """easy-VQA loader: task tags, the train/reference image split, caching and RGB images."""
-import r2t2  # noqa: F401
 
 import pytest
 

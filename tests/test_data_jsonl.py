@@ -1,5 +1,4 @@
 """User JSONL: file, data-URL and base64 images round-trip; every malformed line names its number."""
-import r2t2  # noqa: F401
 
 import base64
 import io

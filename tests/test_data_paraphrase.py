@@ -1,5 +1,4 @@
 """The paraphrase split re-asks the test split with wording no training question uses."""
-import r2t2  # noqa: F401
 
 import re
 

@@ -1,5 +1,4 @@
 """Generated scenes: counts match the drawn shapes, shapes never touch, spatial answers agree."""
-import r2t2  # noqa: F401
 
 from collections import Counter, defaultdict
 

@@ -1,5 +1,4 @@
 """load_split: validation, determinism and the balanced, seeded `limit` draw."""
-import r2t2  # noqa: F401
 
 from collections import Counter
 

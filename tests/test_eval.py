@@ -5,7 +5,6 @@ import math
 import pytest
 import torch
 
-import r2t2  # noqa: F401
 from indexes.build import build_index
 from indexes.embedders import MiniLMEmbedder
 from indexes.registry import IndexRegistry
@@ -17,6 +16,7 @@ from pipeline.evaluate import evaluate, format_table, per_expert_shift
 from r2t2.routing.guard import REASONS
 from r2t2.model import load_model
 from pipeline.pipeline import ReroutePipeline
+from r2t2.routing import RerouteConfig
 
 STRATEGIES = ["none", "meanshift", "kernel", "ngd", "oracle", "ngd:guard=true"]
 
@@ -29,7 +29,8 @@ def pipeline(tmp_path_factory) -> ReroutePipeline:
     spec = {"source": "builtin", "split": "reference", "limit": 400, "seed": 0}
     build_index("embedded", load_split("reference", limit=400), model, embedder, store, dataset_spec=spec,
                 progress=False)
-    return ReroutePipeline(model, embedder, IndexRegistry(store, model.fingerprint, embedder.name))
+    return ReroutePipeline(model, embedder, IndexRegistry(store, model.fingerprint, embedder.name), RerouteConfig(),
+                           default_index="embedded", model_name="r2t2-embedded", family="embedded")
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +80,7 @@ def test_a_user_jsonl_split_is_evaluated_like_the_same_samples_built_in(pipeline
 def test_table_and_routing_shift(report) -> None:
     table = format_table(report)
     assert "| ngd |" in table and "**paraphrase**" in table
-    shift = per_expert_shift(report, "paraphrase")
+    shift = per_expert_shift(report, "paraphrase", "ngd")
     for group in shift.values():
         assert len(group["before"]) == 3 and abs(sum(group["after"]) - 1) < 1e-4
 
@@ -115,9 +116,9 @@ def test_prepare_gives_prompt_and_named_record(pipeline) -> None:
     sample = load_split("paraphrase", limit=1, seed=2)[0]
     prepared = pipeline.prepare(sample.image, sample.question, {"strategy": "kernel", "k": 3}, None)
     assert prepared.prompt.ndim == 2 and prepared.prompt.shape[1] == 128
-    record = prepared.record
+    record = prepared.record.public()
     assert set(record["routing"]) == set(pipeline.model.config.expert_names)
-    assert record["lm_routing"]["applied"] is False and prepared.lm_routing is None
+    assert record["lm_routing"]["applied"] is False and prepared.lm_rows is None
     assert [layer["row"] for layer in record["lm_routing"]["layers"]] == ["lm.layer0", "lm.layer1"]
     assert abs(sum(record["routing"].values()) - 1) < 1e-4
     assert len(record["neighbours"]) == 3
@@ -133,7 +134,7 @@ def test_prepare_gives_prompt_and_named_record(pipeline) -> None:
 
 def test_meanshift_neighbours_are_described_like_the_others(pipeline) -> None:
     sample = load_split("paraphrase", limit=1, seed=2)[0]
-    record = pipeline.prepare(sample.image, sample.question, {"strategy": "meanshift", "k": 3}, None).record
+    record = pipeline.prepare(sample.image, sample.question, {"strategy": "meanshift", "k": 3}, None).record.public()
     references = {s.id for s in load_split("reference", limit=400)}
     assert record["neighbours"] and all(n["id"] in references and n["question"] and n["answer"] and
                                         n["similarity"] is None for n in record["neighbours"])
@@ -158,17 +159,17 @@ def test_a_mixed_batch_of_16_matches_each_request_alone(pipeline) -> None:
     samples = load_split("paraphrase", limit=16)
     requests = [(s.image, s.question, MIXED_OPTIONS[i % len(MIXED_OPTIONS)], None) for i, s in enumerate(samples)]
     together = pipeline.prepare_many(requests)
-    assert all(p.record["batch_size"] == 16 for p in together)
+    assert all(p.record.batch_size == 16 for p in together)
     for request, joint in zip(requests, together):
         alone = pipeline.prepare(*request)
-        assert alone.record["batch_size"] == 1
-        assert joint.record["strategy"] == alone.record["strategy"] == request[2]["strategy"]
-        routing = {e: torch.tensor(w) for e, w in joint.record["routing"].items()}
-        for expert, weight in alone.record["routing"].items():
+        assert alone.record.batch_size == 1
+        assert joint.record.strategy == alone.record.strategy == request[2]["strategy"]
+        routing = {e: torch.tensor(w) for e, w in joint.record.routing.items()}
+        for expert, weight in alone.record.routing.items():
             assert abs(routing[expert] - weight) <= 1e-6, (request[2], expert)
         assert torch.allclose(joint.prompt, alone.prompt, atol=1e-5, rtol=0)
         answers = [pipeline.model.answer(pipeline.model.encode_query(request[0], request[1]).batch,
-                                         torch.tensor([list(p.record["routing"].values())])) for p in (joint, alone)]
+                                         torch.tensor([list(p.record.routing.values())])) for p in (joint, alone)]
         assert answers[0] == answers[1]
 
 
@@ -178,7 +179,7 @@ def test_one_bad_request_in_a_batch_fails_alone(pipeline) -> None:
                                       (sample.image, sample.question, {"strategy": "ngd", "k": 0}, None),
                                       (sample.image, sample.question, {"strategy": "kernel"}, "no-such-index"),
                                       (sample.image, "what " * 200 + "is it?", {"strategy": "ngd"}, None)])
-    assert outcomes[0].record["strategy"] == "ngd" and outcomes[0].record["batch_size"] == 1
+    assert outcomes[0].record.strategy == "ngd" and outcomes[0].record.batch_size == 1
     assert isinstance(outcomes[1], ValueError) and "k must be" in str(outcomes[1])
     assert isinstance(outcomes[2], Exception) and "no-such-index" in str(outcomes[2])
     assert isinstance(outcomes[3], QuestionTooLong)
@@ -197,7 +198,7 @@ class WithoutBatchedEncode:
 
 
 def _routings(prepared: list) -> list[torch.Tensor]:
-    return [torch.tensor(list(p.record["routing"].values())) for p in prepared]
+    return [torch.tensor(list(p.record.routing.values())) for p in prepared]
 
 
 def test_a_model_without_batched_encode_and_a_refused_batch_encode_each_request_alone(pipeline, monkeypatch) -> None:
@@ -231,11 +232,11 @@ def test_target_lm_moves_the_lm_rows_and_hands_them_to_the_engine(pipeline) -> N
     sample = load_split("paraphrase", limit=1, seed=2)[0]
     prepared = pipeline.prepare(sample.image, sample.question, {"strategy": "kernel", "target": "lm", "guard": False,
                                                                 "alpha": 0.0}, None)
-    record = prepared.record
+    record = prepared.record.public()
     assert record["lm_routing"]["applied"] is True and record["moved"] > 0
-    assert sorted(prepared.lm_routing) == [0, 1]
+    assert sorted(prepared.lm_rows) == [0, 1]
     for layer in record["lm_routing"]["layers"]:
-        weights = prepared.lm_routing[layer["layer"]]
+        weights = prepared.lm_rows[layer["layer"]]
         assert len(weights) == 4 and abs(sum(weights) - 1) < 1e-5
         assert layer["routing"][0]["weight"] == pytest.approx(max(weights))
     base = pipeline.prepare(sample.image, sample.question, {"strategy": "none"}, None)

@@ -1,5 +1,4 @@
 """Each record says in one sentence why its routing moved or not, and its fields cannot contradict each other."""
-import r2t2  # noqa: F401
 
 import pytest
 import torch

@@ -9,7 +9,6 @@ import sys
 import numpy as np
 import pytest
 
-import r2t2  # noqa: F401
 from indexes.build import build_index
 from indexes.errors import IndexBuildError, IndexInUseError, InvalidIndexNameError, UnknownIndexError
 from indexes.reference_index import ReferenceIndex

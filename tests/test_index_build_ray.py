@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import pytest
 
-import r2t2  # noqa: F401
 from indexes.build import build_index
 from indexes.reference_index import ReferenceIndex
 from indexes.store import IndexStore

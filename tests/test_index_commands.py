@@ -5,7 +5,6 @@ import argparse
 
 import pytest
 
-import r2t2  # noqa: F401
 import r2t2.data
 import r2t2.model
 from indexes.commands import register

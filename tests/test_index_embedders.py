@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import r2t2  # noqa: F401
 from indexes.embedders import MINILM_NAME, ImageQuestionEmbedder, MiniLMEmbedder, make_embedder
 from tests.index_toys import ToySample
 

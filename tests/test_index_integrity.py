@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import pytest
 
-import r2t2  # noqa: F401
 from indexes.build import build_index
 from indexes.errors import IndexIntegrityError, IndexMismatchError, UnknownVersionError
 from indexes.layout import INDEX_FILE, PAYLOAD_FILE, SAMPLES_FILE

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-import r2t2  # noqa: F401
 from indexes.build import build_index
 from indexes.errors import RebuildInProgressError, UnknownJobError
 from indexes.jobs import JobRunner, JobState

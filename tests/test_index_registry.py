@@ -6,7 +6,6 @@ import time
 import numpy as np
 import pytest
 
-import r2t2  # noqa: F401
 from indexes.build import build_index
 from indexes.errors import UnknownIndexError
 from indexes.layout import PAYLOAD_FILE

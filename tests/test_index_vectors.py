@@ -4,7 +4,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import r2t2  # noqa: F401
 from indexes.vectors import VectorIndex, choose_index_type, ivf_cells
 from tests.index_toys import unit_vectors
 

@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-import r2t2  # noqa: F401
 from conftest import param_hash
 from r2t2.data import load_split
 from r2t2.model import DEFAULT_CHECKPOINT, load_model

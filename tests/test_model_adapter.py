@@ -1,8 +1,9 @@
-"""A model class defined in the test suite (tests/adapter_model.py) served through the real Ray Serve app.
+"""A model class defined in the test suite (tests/adapter_model.py) served through the real Ray Serve app, with a
+strategy defined in the test suite too (tests/toy_strategy.py, named in the config's `strategies`).
 
-It implements only the adapter protocol, so this proves the pipeline, the index builder and the server
-need nothing more. Generation uses the torch backend to keep this server cheap; vLLM is covered by the
-shared real server.
+The model implements only the adapter protocol and the strategy only its registry entry, so this proves the
+pipeline, the index builder and the server need nothing more. Generation uses the torch backend to keep this
+server cheap; vLLM is covered by the shared real server.
 """
 from __future__ import annotations
 
@@ -14,11 +15,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-import r2t2  # noqa: F401
-
 pytestmark = pytest.mark.slow
 TESTS = Path(__file__).resolve().parent
 MODEL = "per-token"
+NAME = "halfway"  # tests/toy_strategy.py, which the server imports; this process does not (its registry stays built-in)
 
 
 @pytest.fixture(scope="module")
@@ -44,11 +44,11 @@ def adapter_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     config = ServerConfig.model_validate({
         "backend": "torch", "index_dir": str(index_dir), "ingress": small, "generator": small,
         "rerouter": {**small, "max_batch_size": 8},
-        "indexes": {"num_cpus": 0.1},
+        "indexes": {"num_cpus": 0.1}, "strategies": ["toy_strategy"],
         "models": [{"name": MODEL, "pipeline_factory": "adapter_model:load_pipeline",
                     "pipeline": {"build_default_index": False}, "r2t2_defaults": {"lr": 0.2}}],
     })
-    # Ray's workers import the factory's module: they inherit the environment of this process.
+    # Ray's workers import the factory's and the strategy's modules: they inherit the environment of this process.
     os.environ["PYTHONPATH"] = os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])
     ray.init(num_cpus=2, include_dashboard=False)
     try:
@@ -92,3 +92,21 @@ def test_a_model_without_lm_rows_refuses_to_reroute_them(adapter_server: str, ea
     error = reply.json()["error"]
     assert (error["param"], error["code"]) == ("r2t2.target", "lm_routing_unavailable")
     assert "has no LM routing rows" in error["message"]
+
+
+def test_a_strategy_registered_by_a_module_of_the_config_is_served(adapter_server: str, easy_vqa_cases) -> None:
+    document = httpx.get(adapter_server + "/openapi.json", timeout=30).json()
+    offered = document["components"]["schemas"]["R2T2Options"]["properties"]["strategy"]
+    assert NAME in offered["anyOf"][0]["enum"] and f"{NAME}: half-way" in offered["description"]
+    question, _, url = easy_vqa_cases(1)[0]
+    body = {"model": MODEL, "max_tokens": 4, "r2t2": {"strategy": NAME},
+            "messages": [{"role": "user", "content": [{"type": "text", "text": question},
+                                                      {"type": "image_url", "image_url": {"url": url}}]}]}
+    reply = httpx.post(adapter_server + "/v1/chat/completions", json=body, timeout=300)
+    assert reply.status_code == 200, reply.text
+    record = reply.json()["r2t2"]
+    assert record["strategy"] == NAME and record["neighbours"] == []
+    for name, row in record["routing"].items():
+        for expert, weight in row.items():
+            assert weight == pytest.approx((record["base_routing"][name][expert] + 1 / len(row)) / 2, abs=1e-5)
+    assert record["explanation"].startswith("Half-way moved ")

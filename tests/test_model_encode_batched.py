@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-import r2t2  # noqa: F401
 from r2t2.data import load_split
 from r2t2.errors import QuestionTooLong
 from r2t2.model import RoutedQuery, load_model

@@ -10,7 +10,6 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-import r2t2  # noqa: F401
 from conftest import param_hash
 from r2t2.data import load_split
 from r2t2.model import ModelConfig, ModelConfigError, load_config, load_model, read_config, resolve_checkpoint

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-import r2t2  # noqa: F401
+import r2t2
 from r2t2.model import ImageTextConfig, ModelConfigError, load_config, load_model, read_config
 from r2t2.model.hf_checkpoint import FAMILY, WEIGHTS
 from r2t2.model.image_text_model import ImageTextModel

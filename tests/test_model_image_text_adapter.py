@@ -3,7 +3,6 @@ applies LM rows with the router hooks, answers as plain transformers does, and r
 import pytest
 import torch
 
-import r2t2  # noqa: F401
 from r2t2.data import load_split
 from r2t2.engine_prompt import TEXT_IMAGE, TextImagePrompt
 from r2t2.errors import QuestionTooLong
@@ -114,7 +113,7 @@ def test_queries_and_engine_prompts(qwen3vl) -> None:
 
 
 def test_served_defaults_target_its_lm_rows(qwen3vl, tmp_path) -> None:
-    from pipeline.pipeline import serve_model
+    from pipeline.factory import serve_model
 
     model, _, _ = qwen3vl
     pipeline = serve_model(model, model.family, {"index_dir": str(tmp_path), "build_default_index": False})

@@ -1,5 +1,4 @@
 """LM routing rows in the torch model: read at the answer position, applied there, the same on every path."""
-import r2t2  # noqa: F401
 
 import pytest
 import torch

@@ -3,7 +3,6 @@ import os
 
 import pytest
 
-import r2t2  # noqa: F401
 from r2t2.data import load_split
 from r2t2.model import load_model
 

@@ -1,5 +1,4 @@
 """Re-routing a batch of requests gives each request exactly what it gets alone, in fewer model calls."""
-import r2t2  # noqa: F401
 
 import dataclasses
 

@@ -1,5 +1,4 @@
 """Re-routing part of a routing: vision rows, LM rows of another width, both, or only core experts."""
-import r2t2  # noqa: F401
 
 from dataclasses import dataclass
 

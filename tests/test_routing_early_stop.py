@@ -1,6 +1,5 @@
 """NGD's early stop: a request whose next step would barely move its routing stops there, with the routing the
 fixed step count would reach, and the requests descending beside it go on exactly as they would alone."""
-import r2t2  # noqa: F401
 
 import torch
 

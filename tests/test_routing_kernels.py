@@ -1,5 +1,4 @@
 """Kernels give finite non-negative weights; distance kernels peak at 1 and decay; the bandwidth rule."""
-import r2t2  # noqa: F401
 
 import math
 

@@ -1,5 +1,4 @@
 """Neighbourhood selection (kNN, epsilon-ball) and kernel weighting, with their fallbacks."""
-import r2t2  # noqa: F401
 
 import pytest
 import torch

@@ -1,5 +1,4 @@
 """The dispatcher refuses missing or mismatched inputs with clear errors and reports JSON-ready results."""
-import r2t2  # noqa: F401
 
 import json
 

@@ -1,5 +1,4 @@
 """Simplex projection: valid output, idempotent, identity on the simplex, and truly the closest point."""
-import r2t2  # noqa: F401
 
 import pytest
 import torch

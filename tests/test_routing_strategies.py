@@ -1,5 +1,4 @@
 """Each strategy does what the method says, on models whose optima are known."""
-import r2t2  # noqa: F401
 
 import torch
 

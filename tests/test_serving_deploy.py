@@ -7,7 +7,6 @@ import pytest
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
-import r2t2  # noqa: F401
 from deploy.rayservice_check import kuberay_problems, manifest_problems, serve_config_problems
 from serving.deployments.app import app_builder
 from serving.config import ServerConfig

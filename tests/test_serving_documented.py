@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 
 from conftest import Cases, RealServer
+from pipeline.record import R2T2Record
 from serving.deployments.ingress import api
-from serving.api.schemas import R2T2Record
 
 CHAT = "/v1/chat/completions"
 SERVE_LOGS = "/tmp/ray/session_latest/logs/serve/*.log"  # Ray's default session directory (docs/operations.md)

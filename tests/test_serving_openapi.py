@@ -7,9 +7,13 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
+from pipeline import record
+from serving.api import index_schemas as indexes
 from serving.api import schemas
+from serving.api import status_schemas as status
+from serving.api.openapi import REF, component_model
+from serving.api.options import R2T2Options
 from serving.deployments.ingress import api
-from serving.api.openapi import REF
 
 DOCUMENT = api.openapi()
 COMPONENTS = DOCUMENT["components"]["schemas"]
@@ -17,16 +21,16 @@ COMPONENTS = DOCUMENT["components"]["schemas"]
 ROUTES: dict[tuple[str, str], tuple[type[BaseModel] | None, dict[str, type[BaseModel]]]] = {
     ("/v1/chat/completions", "post"): (schemas.ChatCompletionRequest, {"200": schemas.ChatCompletion}),
     ("/v1/models", "get"): (None, {"200": schemas.ModelList}),
-    ("/healthz", "get"): (None, {"200": schemas.HealthStatus, "503": schemas.ErrorResponse}),
-    ("/placement", "get"): (None, {"200": schemas.Placement}),
-    ("/v1/indexes", "get"): (None, {"200": schemas.IndexList}),
-    ("/v1/indexes/{name}", "get"): (None, {"200": schemas.IndexDetail, "404": schemas.ErrorResponse}),
-    ("/v1/indexes/{name}/rebuild", "post"): (schemas.RebuildRequest, {"202": schemas.IndexJob,
+    ("/healthz", "get"): (None, {"200": status.HealthStatus, "503": schemas.ErrorResponse}),
+    ("/placement", "get"): (None, {"200": status.PlacementReport}),
+    ("/v1/indexes", "get"): (None, {"200": indexes.IndexList}),
+    ("/v1/indexes/{name}", "get"): (None, {"200": indexes.IndexDetail, "404": schemas.ErrorResponse}),
+    ("/v1/indexes/{name}/rebuild", "post"): (indexes.RebuildRequest, {"202": indexes.IndexJob,
                                                                       "401": schemas.ErrorResponse}),
-    ("/v1/jobs/{job_id}", "get"): (None, {"200": schemas.IndexJob, "404": schemas.ErrorResponse}),
-    ("/v1/indexes/{name}/versions/{version}", "delete"): (None, {"200": schemas.DeletedVersion,
+    ("/v1/jobs/{job_id}", "get"): (None, {"200": indexes.IndexJob, "404": schemas.ErrorResponse}),
+    ("/v1/indexes/{name}/versions/{version}", "delete"): (None, {"200": indexes.DeletedVersion,
                                                                  "409": schemas.ErrorResponse}),
-    ("/v1/indexes/{name}/versions/{version}/activate", "post"): (None, {"200": schemas.IndexSummary,
+    ("/v1/indexes/{name}/versions/{version}/activate", "post"): (None, {"200": indexes.IndexSummary,
                                                                         "409": schemas.ErrorResponse}),
 }
 
@@ -61,7 +65,7 @@ def test_streaming_replies_are_documented_as_chunks() -> None:
 
 
 def test_every_component_is_its_model_s_own_schema() -> None:
-    models = {name: getattr(schemas, name) for name in COMPONENTS}
+    models = {name: component_model(name) for name in COMPONENTS}
     assert all(isinstance(m, type) and issubclass(m, BaseModel) for m in models.values())
     for name, model in models.items():
         own = model.model_json_schema(ref_template=REF)
@@ -70,8 +74,8 @@ def test_every_component_is_its_model_s_own_schema() -> None:
     assert {r.removeprefix("#/components/schemas/") for r in refs(DOCUMENT)} <= set(COMPONENTS)
 
 
-@pytest.mark.parametrize("model", [schemas.ChatCompletionRequest, schemas.R2T2Options, schemas.RebuildRequest,
-                                   schemas.R2T2Record, schemas.RecordNeighbour, schemas.ModelCard])
+@pytest.mark.parametrize("model", [schemas.ChatCompletionRequest, R2T2Options, indexes.RebuildRequest,
+                                   record.R2T2Record, record.RecordNeighbour, schemas.ModelCard])
 def test_fields_a_user_reads_are_described(model: type[BaseModel]) -> None:
     bare = [name for name, field in model.model_fields.items() if not field.description
             and name not in ("object", "id", "created", "timings", "owned_by")]
@@ -89,9 +93,9 @@ def test_request_bounds_and_defaults_are_in_the_document() -> None:
 GUIDES = Path(__file__).resolve().parents[1] / "docs"
 
 
-@pytest.mark.parametrize("model,guide", [(schemas.ChatCompletionRequest, "api.md"), (schemas.R2T2Options, "api.md"),
-                                         (schemas.RebuildRequest, "api.md"), (schemas.ModelCard, "api.md"),
-                                         (schemas.R2T2Record, "record.md"), (schemas.RecordNeighbour, "record.md")])
+@pytest.mark.parametrize("model,guide", [(schemas.ChatCompletionRequest, "api.md"), (R2T2Options, "api.md"),
+                                         (indexes.RebuildRequest, "api.md"), (schemas.ModelCard, "api.md"),
+                                         (record.R2T2Record, "record.md"), (record.RecordNeighbour, "record.md")])
 def test_the_guides_explain_every_field(model: type[BaseModel], guide: str) -> None:
     text = (GUIDES / guide).read_text()
     missing = [name for name in model.model_fields if f"`{name}`" not in text

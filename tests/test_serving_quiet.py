@@ -8,7 +8,6 @@ import sys
 
 import pytest
 
-import r2t2  # noqa: F401  (puts r2t2's child sitecustomize on PYTHONPATH)
 from serving.lifecycle.quiet import ENVIRONMENT, EXPECTED, QUIET_ENV, install, quiet_logs
 
 
@@ -38,6 +37,8 @@ def test_verbose_changes_nothing_and_quiet_marks_the_environment(monkeypatch: py
 
 
 def test_a_child_interpreter_drops_them_before_any_library_logs() -> None:
+    """This process is prepared as a server's (conftest's `pytest_configure`): its children start with the child
+    site (serving/lifecycle/child_site), which reads the quiet mark."""
     code = ("import logging, sys; log = logging.getLogger('vllm.platforms.cpu')\n"
             "log.warning('Triton is not installed. triton-cpu is expected on x86 CPUs.')\n"
             "log.warning('kept'); print('torch' in sys.modules)")

@@ -1,7 +1,7 @@
 """The pieces that make stopping reliable, each in a small process of its own (no Ray, no engine).
 
 - A stop signal reaches the server however it was launched: even with SIGINT ignored, as a script's `&` leaves it.
-- A replica's children die with it: the process guard stops them once the process that started them is gone,
+- A replica's children die with it: the child watchdog stops them once the process that started them is gone,
   even when that process was killed with SIGKILL and could not clean up.
 """
 from __future__ import annotations
@@ -42,22 +42,22 @@ def test_a_stop_signal_stops_a_server_launched_with_sigint_ignored(signum: signa
     assert out == f"stopping on {signum.name}\n" and process.returncode == 0
 
 
-def test_the_guard_stops_what_a_killed_process_left_running() -> None:
+def test_the_watchdog_stops_what_a_killed_process_left_running() -> None:
     parent = _python("""
         import subprocess, time
-        from serving.lifecycle.child_processes import guard_children
-        guard = guard_children()
+        from serving.lifecycle.child_processes import start_child_watchdog
+        watchdog = start_child_watchdog()
         child = subprocess.Popen(["sleep", "300"], start_new_session=True)  # a group of its own, like an engine
         grandchild = subprocess.Popen(["sleep", "300"])
-        print(guard.pid, child.pid, grandchild.pid, flush=True)
+        print(watchdog.pid, child.pid, grandchild.pid, flush=True)
         time.sleep(300)
     """)
-    guard, *left = (psutil.Process(int(pid)) for pid in parent.stdout.readline().split())
-    time.sleep(1.0)  # the guard has had a look at the children
+    watchdog, *left = (psutil.Process(int(pid)) for pid in parent.stdout.readline().split())
+    time.sleep(1.0)  # the watchdog has had a look at the children
     parent.kill()
     parent.wait()
     _, alive = psutil.wait_procs(left, timeout=10)
     for process in alive:
         process.kill()
-    assert not alive, "the guard did not stop the children of the killed process"
-    guard.wait(10)  # its work done, the guard exits
+    assert not alive, "the watchdog did not stop the children of the killed process"
+    watchdog.wait(10)  # its work done, the watchdog exits

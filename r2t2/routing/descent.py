@@ -1,4 +1,4 @@
-"""Projected Adam with a cosine-annealed learning rate: the optimiser NGD and the oracle share.
+"""Projected Adam with a cosine-annealed learning rate: the optimiser of the strategies that descend a loss.
 
 It optimises Q routings at once (one per request of a batch): one objective call gives every request's
 loss, one backward every request's gradient, and Adam's moments are element-wise, so each request keeps

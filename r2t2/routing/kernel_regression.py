@@ -6,16 +6,18 @@ few batched neighbour-loss evaluations to decide how far to trust the neighbours
 from __future__ import annotations
 
 import math
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Hashable, Sequence
 
 import torch
 from torch import Tensor
 
+from r2t2.routing.config import RerouteConfig
 from r2t2.routing.neighbours import NeighbourLosses, NoUsableNeighbours, WeightedNeighbours, weigh_neighbourhood
 from r2t2.routing.protocol import RoutedModel
 from r2t2.routing.request import Placement, RerouteRequest
 from r2t2.routing.result import LineSearchPoint, RerouteResult
 from r2t2.routing.simplex import confine
+from r2t2.routing.strategies import Needs, Record, Strategy, register
 
 _INVERSE_GOLDEN = (math.sqrt(5.0) - 1) / 2
 
@@ -116,3 +118,38 @@ def _golden_section(evaluations: int) -> Generator[float | None, float, None]:
             right = low + _INVERSE_GOLDEN * (high - low)
             right_loss = yield right
     yield None
+
+
+def _group(config: RerouteConfig) -> Hashable:
+    """Searches run in lockstep when they make the same number of evaluations; a fixed alpha makes none."""
+    return None if config.alpha is not None else config.line_search_steps
+
+
+def _losses_seen(result: RerouteResult) -> tuple[float, float] | None:
+    """The line search's points at alpha 1 (r0) and at the alpha it chose, when it evaluated both."""
+    at = {point.alpha: point.loss for point in result.line_search}
+    return (at[1.0], at[result.alpha]) if 1.0 in at and result.alpha in at else None
+
+
+def _record(result: RerouteResult) -> Record:
+    """How far toward the neighbours' routing it went (1 - alpha), and each mix the line search tried."""
+    return {"toward_neighbours": None if result.alpha is None else 1.0 - result.alpha,
+            "line_search": [{"toward_neighbours": 1.0 - p.alpha, "neighbour_loss": p.loss} for p in result.line_search]}
+
+
+def _evidence(record: Record) -> str:
+    toward = record.get("toward_neighbours")
+    return "" if toward is None else f", {toward:.2f} of the way to the neighbours' weighted routing"
+
+
+def _why_still(record: Record) -> str:
+    if record.get("toward_neighbours") == 0:
+        return "the line search found the neighbours' loss lowest at the router's own routing"
+    return "the neighbours' weighted routing is the router's own"
+
+
+register(Strategy(
+    name="kernel", title="Kernel regression",
+    description="the neighbours' kernel-weighted routing, with a line search toward the router's",
+    needs=Needs.NEIGHBOURS, run=kernel_regression, guarded=True, group=_group, losses_seen=_losses_seen,
+    record=_record, evidence=_evidence, why_still=_why_still))

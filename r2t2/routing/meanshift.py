@@ -8,8 +8,11 @@ from torch import Tensor
 
 from r2t2.routing.config import RerouteConfig
 from r2t2.routing.neighbours import NoUsableNeighbours, WeightedNeighbours, select_knn, weigh
+from r2t2.routing.protocol import RoutedModel
+from r2t2.routing.request import RerouteRequest
 from r2t2.routing.result import RerouteResult
 from r2t2.routing.simplex import confine, project_to_simplex
+from r2t2.routing.strategies import TOOK_NO_STEPS, Needs, Record, Strategy, register, step_trace
 
 
 def mean_shift(r0: Tensor, config: RerouteConfig, pool_routings: Tensor, movable: Tensor | None = None) -> RerouteResult:
@@ -53,3 +56,32 @@ def mean_shift(r0: Tensor, config: RerouteConfig, pool_routings: Tensor, movable
                          neighbours=chosen.describe(ids) if chosen is not None else (), losses=tuple(moved),
                          bandwidth=chosen.bandwidth if chosen is not None else None, steps=len(moved),
                          fallback=fallback)
+
+
+def _each(model: RoutedModel, requests: list[RerouteRequest]) -> list[RerouteResult]:
+    """`mean_shift` per request (it makes no model call, so nothing is gained by batching); a pool that cannot
+    steer keeps r0 with the reason in `fallback`."""
+    results = []
+    for request in requests:
+        assert request.pool_routings is not None  # checked by reroute
+        try:
+            results.append(mean_shift(request.r0, request.config, request.pool_routings, request.movable))
+        except NoUsableNeighbours as empty:
+            results.append(RerouteResult(strategy="meanshift", base_routing=request.r0, routing=request.r0.clone(),
+                                         fallback=empty.reason))
+    return results
+
+
+def _evidence(record: Record) -> str:
+    steps = record.get("steps_taken")
+    return f", toward the densest reference routings near it, in {steps} updates" if steps else ""
+
+
+def _why_still(record: Record) -> str:
+    return TOOK_NO_STEPS if record.get("steps_taken") == 0 else "the reference routings nearest to it are centred on it"
+
+
+register(Strategy(
+    name="meanshift", title="Mean shift",
+    description="pull the routing toward the densest reference routings near it (mode finding)",
+    needs=Needs.POOL, run=_each, record=step_trace("distance_moved"), evidence=_evidence, why_still=_why_still))

@@ -9,11 +9,13 @@ from collections.abc import Sequence
 
 import torch
 
+from r2t2.routing.config import RerouteConfig
 from r2t2.routing.descent import projected_adam
 from r2t2.routing.neighbours import NeighbourLosses, NoUsableNeighbours, weigh_neighbourhood
 from r2t2.routing.protocol import RoutedModel
 from r2t2.routing.request import Placement, RerouteRequest, stacked_movable
 from r2t2.routing.result import RerouteResult
+from r2t2.routing.strategies import TOOK_NO_STEPS, Needs, Record, Strategy, register, step_trace
 
 
 def neighbourhood_gradient_descent(model: RoutedModel, requests: Sequence[RerouteRequest]) -> list[RerouteResult]:
@@ -50,3 +52,31 @@ def neighbourhood_gradient_descent(model: RoutedModel, requests: Sequence[Rerout
                                        losses=descent.losses, bandwidth=weighted.bandwidth, steps=descent.steps,
                                        fallback=descent.fallback)
     return results  # type: ignore[return-value]  (every slot is filled above)
+
+
+def _losses_seen(result: RerouteResult) -> tuple[float, float] | None:
+    """A descent that ran to its end or settled starts at r0 and ends with its final routing's loss."""
+    return (result.losses[0], result.losses[-1]) if len(result.losses) == result.steps + 1 else None
+
+
+def _evidence(record: Record) -> str:
+    losses = record.get("neighbour_loss")
+    if not losses:
+        return ""
+    return (f": in {record.get('steps_taken', len(losses) - 1)} steps the neighbours' answer loss went from "
+            f"{losses[0]:.3f} to {losses[-1]:.3f}")
+
+
+def _why_still(record: Record) -> str:
+    return TOOK_NO_STEPS if record.get("steps_taken") == 0 else "the neighbours' loss has no slope there"
+
+
+def _by_steps(config: RerouteConfig) -> int:
+    """Requests descend together when they take the same number of steps."""
+    return config.steps
+
+
+register(Strategy(
+    name="ngd", title="NGD", description="gradient descent on the neighbours' answer loss, from the router's routing",
+    needs=Needs.NEIGHBOURS, run=neighbourhood_gradient_descent, guarded=True, group=_by_steps,
+    losses_seen=_losses_seen, record=step_trace("neighbour_loss"), evidence=_evidence, why_still=_why_still))

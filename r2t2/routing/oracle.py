@@ -10,8 +10,9 @@ from r2t2.routing.config import RerouteConfig
 from r2t2.routing.descent import projected_adam
 from r2t2.routing.neighbours import model_loss
 from r2t2.routing.protocol import ReferenceBatch, RoutedModel
-from r2t2.routing.request import Placement
+from r2t2.routing.request import Placement, RerouteRequest
 from r2t2.routing.result import RerouteResult
+from r2t2.routing.strategies import Needs, Strategy, register, step_trace
 
 
 def one_hot_starts(r0: Tensor, movable: Tensor | None = None) -> Tensor:
@@ -73,3 +74,19 @@ def oracle(model: RoutedModel, r0: Tensor, config: RerouteConfig, target: Refere
                                 None if movable is None else movable.unsqueeze(0))
     return RerouteResult(strategy="oracle", base_routing=r0, routing=descent.best, losses=descent.losses,
                          steps=descent.steps, fallback=descent.fallback)
+
+
+def _each(model: RoutedModel, requests: list[RerouteRequest]) -> list[RerouteResult]:
+    """`oracle` per request: each descends on its own target."""
+    results = []
+    for request in requests:
+        assert request.target is not None  # checked by reroute
+        results.append(oracle(model, request.r0, request.config, request.target, Placement.of([request]),
+                              request.movable))
+    return results
+
+
+register(Strategy(
+    name="oracle", title="The oracle",
+    description="descent on the request's own answer loss, the ceiling for the others; needs the true answer",
+    needs=Needs.LABEL, run=_each, served=False, record=step_trace("target_loss")))

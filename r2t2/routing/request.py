@@ -16,9 +16,10 @@ from r2t2.routing.protocol import Neighbourhood, ReferenceBatch
 class RerouteRequest:
     """The base routing `r0` [L, E], the request's own settings, and the inputs its strategy needs.
 
-    `query_embedding` [D] and `neighbourhood` for "ngd" and "kernel"; `pool_routings` [N, L, E] (the
-    reference set's routings) for "meanshift"; `target` (the query with its label, a batch of one) for
-    "oracle". Inputs a strategy does not use are ignored. `block` re-routes only part of the routing
+    What the strategy `needs` (its registry entry, routing/strategies.py): `query_embedding` [D] and
+    `neighbourhood` for question-space neighbours; `pool_routings` [N, L, E] (the reference set's routings) for
+    the routing pool; `target` (the query with its label, a batch of one) for the label. Inputs a strategy does
+    not use are ignored. `block` re-routes only part of the routing
     (see routing/block.py; None: all of it).
 
     Inside `reroute_many` a block request is re-expressed in its block: `r0` and the routings it carries

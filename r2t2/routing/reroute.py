@@ -1,11 +1,12 @@
 """One entry point for every strategy: checks the inputs a strategy needs, runs it, times it.
 
-`reroute_many` takes the requests of a batch: requests whose strategy and step count match run
-together (one batched model call per step for all of them), each with its own settings and results.
-`reroute` is the same path with one request. A request whose `target` is only part of the model's routing
-(routing/block.py) is re-routed within that block and placed back into its full base routing. Every tensor handed to a strategy is detached and in r0's
-dtype, so no strategy can reach the graph of whatever produced its inputs; the model itself is only
-ever called, never modified.
+What a strategy needs, how its requests group and whether the evidence guard applies are its registry
+entry's (routing/strategies.py). `reroute_many` takes the requests of a batch: requests of one strategy and
+one group (e.g. NGD's step count) run together (one batched model call per step for all of them), each with
+its own settings and results. `reroute` is the same path with one request. A request whose `target` is only
+part of the model's routing (routing/block.py) is re-routed within that block and placed back into its full
+base routing. Every tensor handed to a strategy is detached and in r0's dtype, so no strategy can reach the
+graph of whatever produced its inputs; the model itself is only ever called, never modified.
 """
 from __future__ import annotations
 
@@ -19,17 +20,14 @@ import torch
 from torch import Tensor
 
 from r2t2.routing.block import block_for
-from r2t2.routing.config import STRATEGIES, RerouteConfig
+from r2t2.routing.config import RerouteConfig
 from r2t2.routing.guard import GuardSettings, judge
 from r2t2.routing.layout import RoutingLayout, vision_layout
-from r2t2.routing.kernel_regression import kernel_regression
-from r2t2.routing.meanshift import mean_shift
-from r2t2.routing.neighbours import NeighbourLosses, NoUsableNeighbours, weigh_neighbourhood
-from r2t2.routing.ngd import neighbourhood_gradient_descent
-from r2t2.routing.oracle import oracle
+from r2t2.routing.neighbours import NeighbourLosses, weigh_neighbourhood
 from r2t2.routing.protocol import Neighbourhood, ReferenceBatch, RoutedModel, is_valid_routing
 from r2t2.routing.request import Placement, RerouteRequest
 from r2t2.routing.result import RerouteResult
+from r2t2.routing.strategies import Needs, strategy
 
 
 def reroute(model: RoutedModel, r0: Tensor, config: RerouteConfig, *, query_embedding: Tensor | None = None,
@@ -55,11 +53,14 @@ def reroute_many(model: RoutedModel, requests: Sequence[RerouteRequest]) -> list
     checked = [_in_block(_checked_request(model, request), layout) for request in requests]
     groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
     for i, request in enumerate(checked):
-        groups[(_group_key(request.config), None if request.block is None else request.block.group_key())].append(i)
+        config = request.config
+        block = None if request.block is None else request.block.group_key()
+        groups[(config.strategy, strategy(config.strategy).group(config), block)].append(i)
     results: list[RerouteResult | None] = [None] * len(checked)
     for members in groups.values():
+        entry = strategy(checked[members[0]].config.strategy)
         started = time.perf_counter()
-        done = _run(model, [checked[i] for i in members])
+        done = entry.run(model, [checked[i] for i in members])
         seconds = time.perf_counter() - started
         for i, result in zip(members, done):
             routing = result.routing.detach()
@@ -67,7 +68,7 @@ def reroute_many(model: RoutedModel, requests: Sequence[RerouteRequest]) -> list
                 raise RuntimeError(f"strategy {result.strategy!r} produced an invalid routing")  # a bug, not input
             result = dataclasses.replace(result, routing=routing, seconds=seconds)
             # The evidence guard, per request after its strategy ran: keeps r0 unless the neighbours support the move.
-            if checked[i].config.guard and result.strategy in GUARDED and result.fallback is None:
+            if checked[i].config.guard and entry.guarded and result.fallback is None:
                 result = guarded(model, checked[i], result)
             results[i] = _placed(result, checked[i])
     return results  # type: ignore[return-value]  (every slot is filled above)
@@ -105,14 +106,11 @@ def _placed(result: RerouteResult, request: RerouteRequest) -> RerouteResult:
                                routing=request.block.place(result.routing, request.base))
 
 
-GUARDED = ("ngd", "kernel")  # the strategies that move toward question-space neighbours
-
-
 def guarded(model: RoutedModel, request: RerouteRequest, result: RerouteResult) -> RerouteResult:
     """`result` judged by the guard from the request's weighted neighbours; r0 back when the guard fires."""
     config = request.config
     chosen = weigh_neighbourhood(request.query_embedding, request.neighbourhood, config)
-    known = _losses_seen(result)
+    known = strategy(result.strategy).losses_seen(result)
     if known is not None:  # the strategy already evaluated the neighbour loss at r0 and at its routing
         def losses(_: Tensor) -> Tensor:
             return torch.tensor(known, dtype=request.r0.dtype)
@@ -133,67 +131,19 @@ def guarded(model: RoutedModel, request: RerouteRequest, result: RerouteResult) 
     return dataclasses.replace(result, routing=request.r0.clone(), guard=verdict, alpha=alpha)
 
 
-def _losses_seen(result: RerouteResult) -> tuple[float, float] | None:
-    """The neighbour loss at r0 and at the result's routing, when the strategy's own trace holds both:
-    NGD's first and last losses (a descent that ran to its end or settled starts at r0 and ends with the
-    final routing's loss), or the kernel line search's points at alpha 1 (r0) and at the alpha it chose."""
-    if result.strategy == "ngd" and len(result.losses) == result.steps + 1:
-        return result.losses[0], result.losses[-1]
-    if result.strategy == "kernel" and result.line_search:
-        at = {point.alpha: point.loss for point in result.line_search}
-        if 1.0 in at and result.alpha in at:
-            return at[1.0], at[result.alpha]
-    return None
-
-
-def _group_key(config: RerouteConfig) -> tuple[Any, ...]:
-    """Requests that can share model calls: NGD by step count, kernel searches by evaluation count.
-
-    The rest (none, mean shift, oracle, kernel with a fixed alpha) gain nothing from sharing and run one
-    at a time within their group.
-    """
-    if config.strategy == "ngd":
-        return ("ngd", config.steps)
-    if config.strategy == "kernel" and config.alpha is None:
-        return ("kernel", config.line_search_steps)
-    return (config.strategy, "one at a time")
-
-
-def _run(model: RoutedModel, requests: list[RerouteRequest]) -> list[RerouteResult]:
-    strategy = requests[0].config.strategy
-    if strategy == "ngd":
-        return neighbourhood_gradient_descent(model, requests)
-    if strategy == "kernel":
-        return kernel_regression(model, requests)
-    return [_run_one(model, request) for request in requests]
-
-
-def _run_one(model: RoutedModel, request: RerouteRequest) -> RerouteResult:
-    r0, config = request.r0, request.config
-    if config.strategy == "none":
-        return RerouteResult(strategy="none", base_routing=r0, routing=r0.clone())
-    try:
-        if config.strategy == "meanshift":
-            return mean_shift(r0, config, request.pool_routings, request.movable)
-        return oracle(model, r0, config, request.target, Placement.of([request]), request.movable)
-    except NoUsableNeighbours as empty:
-        return RerouteResult(strategy=config.strategy, base_routing=r0, routing=r0.clone(), fallback=empty.reason)
-
-
 def _checked_request(model: RoutedModel, request: RerouteRequest) -> RerouteRequest:
     config = request.config
     if not isinstance(config, RerouteConfig):
         raise ValueError(f"config must be a RerouteConfig, got {type(config).__name__}")
-    if config.strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {config.strategy!r}; expected one of {', '.join(STRATEGIES)}")
+    needs = strategy(config.strategy).needs
     r0 = _checked_routing(request.r0, tuple(model.routing_shape))
-    if config.strategy in ("ngd", "kernel"):
+    if needs is Needs.NEIGHBOURS:
         query, hood = _checked_neighbourhood(request.query_embedding, request.neighbourhood, r0, config.strategy)
         return RerouteRequest(r0, config, query_embedding=query, neighbourhood=hood)
-    if config.strategy == "meanshift":
-        return RerouteRequest(r0, config, pool_routings=_checked_pool(request.pool_routings, r0))
-    if config.strategy == "oracle":
-        return RerouteRequest(r0, config, target=_checked_target(request.target))
+    if needs is Needs.POOL:
+        return RerouteRequest(r0, config, pool_routings=_checked_pool(request.pool_routings, r0, config.strategy))
+    if needs is Needs.LABEL:
+        return RerouteRequest(r0, config, target=_checked_target(request.target, config.strategy))
     return RerouteRequest(r0, config)
 
 
@@ -209,9 +159,9 @@ def _checked_routing(r0: Any, shape: tuple[int, ...]) -> Tensor:
 
 
 def _checked_neighbourhood(query_embedding: Tensor | None, neighbourhood: Neighbourhood | None, r0: Tensor,
-                           strategy: str) -> tuple[Tensor, Neighbourhood]:
+                           name: str) -> tuple[Tensor, Neighbourhood]:
     if query_embedding is None or neighbourhood is None:
-        raise ValueError(f"strategy {strategy!r} needs query_embedding and neighbourhood")
+        raise ValueError(f"strategy {name!r} needs query_embedding and neighbourhood")
     if not isinstance(neighbourhood, Neighbourhood):
         raise ValueError(f"neighbourhood must be a Neighbourhood, got {type(neighbourhood).__name__}")
     embeddings = neighbourhood.embeddings
@@ -236,9 +186,9 @@ def _checked_neighbourhood(query_embedding: Tensor | None, neighbourhood: Neighb
     return query_embedding.detach().to(embeddings.dtype), checked
 
 
-def _checked_pool(pool_routings: Tensor | None, r0: Tensor) -> Tensor:
+def _checked_pool(pool_routings: Tensor | None, r0: Tensor, name: str) -> Tensor:
     if pool_routings is None:
-        raise ValueError("strategy 'meanshift' needs pool_routings [N, L, E]")
+        raise ValueError(f"strategy {name!r} needs pool_routings [N, L, E]")
     if not isinstance(pool_routings, Tensor) or pool_routings.ndim != 3 \
             or tuple(pool_routings.shape[1:]) != tuple(r0.shape):
         shape = list(pool_routings.shape) if isinstance(pool_routings, Tensor) else type(pool_routings).__name__
@@ -248,9 +198,9 @@ def _checked_pool(pool_routings: Tensor | None, r0: Tensor) -> Tensor:
     return pool_routings.detach().to(r0.dtype)
 
 
-def _checked_target(target: ReferenceBatch | None) -> ReferenceBatch:
+def _checked_target(target: ReferenceBatch | None, name: str) -> ReferenceBatch:
     if target is None:
-        raise ValueError("strategy 'oracle' needs target (the query with its label, a batch of one)")
+        raise ValueError(f"strategy {name!r} needs target (the query with its label, a batch of one)")
     if not isinstance(target, ReferenceBatch) or len(target) != 1:
         raise ValueError(f"target must be a ReferenceBatch of exactly one sample, got "
                          f"{len(target) if isinstance(target, ReferenceBatch) else type(target).__name__}")

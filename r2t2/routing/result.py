@@ -7,6 +7,7 @@ from typing import Any
 from torch import Tensor
 
 from r2t2.routing.guard import GuardVerdict
+from r2t2.routing.strategies import strategy
 
 
 @dataclass(frozen=True)
@@ -32,8 +33,8 @@ class RerouteResult:
 
     `fallback` is None when the strategy ran to completion; otherwise it says why it stopped early,
     and `routing` is the last trustworthy one (the base routing when nothing better was reached).
-    `losses` is strategy-specific: neighbour loss per NGD step plus the final one, the query's own loss
-    for the oracle, distance moved per mean-shift step; kernel regression keeps its evaluations in
+    `losses` is strategy-specific, and its registry entry's `record` names it in the record (e.g. the
+    neighbour loss per NGD step plus the final one); kernel regression keeps its evaluations in
     `line_search` instead.
     """
 
@@ -54,34 +55,23 @@ class RerouteResult:
         """The re-routing part of the r2t2 record (docs/record.md), in plain Python values.
 
         Every strategy reports the same core (routings, `moved`, `fallback`, `neighbours`); the fields
-        of one strategy's own work appear for that strategy only, named for what they hold.
+        of one strategy's own work (its registry entry's `record`) appear for that strategy only, named for what
+        they hold.
         """
+        entry = strategy(self.strategy)
         record: dict[str, Any] = {
             "strategy": self.strategy,
             "base_routing": self.base_routing.detach().cpu().tolist(),
             "routing": self.routing.detach().cpu().tolist(),
             "moved": moved(self.base_routing, self.routing),
             "fallback": self.fallback,
-            "neighbour_space": NEIGHBOUR_SPACES.get(self.strategy),
+            "neighbour_space": entry.needs.neighbour_space,
             "neighbours": [{"id": n.id, "weight": n.weight, "distance": n.distance} for n in self.neighbours],
             "guard": None if self.guard is None else self.guard.to_dict(),
         }
-        if self.strategy in NEIGHBOUR_SPACES:
+        if entry.needs.neighbour_space is not None:
             record["kernel_bandwidth"] = self.bandwidth
-        if self.strategy in STEP_TRACES:
-            record["steps_taken"] = self.steps
-            record[STEP_TRACES[self.strategy]] = list(self.losses)
-        if self.strategy == "kernel":
-            record["toward_neighbours"] = None if self.alpha is None else 1.0 - self.alpha
-            record["line_search"] = [{"toward_neighbours": 1.0 - p.alpha, "neighbour_loss": p.loss}
-                                     for p in self.line_search]
-        return record
-
-
-# Where each strategy finds its neighbours: by the question's embedding, or among reference routings.
-NEIGHBOUR_SPACES = {"ngd": "question", "kernel": "question", "meanshift": "routing"}
-# What each iterative strategy's `losses` hold, under the name the record gives them.
-STEP_TRACES = {"ngd": "neighbour_loss", "meanshift": "distance_moved", "oracle": "target_loss"}
+        return {**record, **entry.record(self)}
 
 
 def moved(base: Tensor, routing: Tensor) -> float:

@@ -2,7 +2,7 @@
 
 Limits are enforced in the cheapest order: the encoded length before base64 decoding, the header's
 pixel count before any pixel is decoded (PIL's decompression-bomb guard, set to the same limit by
-`install_pil_bomb_guard`, is the second line),
+`limit_decoded_pixels`, is the second line),
 and the real format against the declared mime type. Every failure is an ApiError with a 4xx status.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+
 _PARAM = "messages.content.image_url.url"
 
 
-def install_pil_bomb_guard(max_pixels: int) -> None:
+def limit_decoded_pixels(max_pixels: int) -> None:
     """Set PIL's process-wide decompression-bomb limit; called once per replica at start-up."""
     Image.MAX_IMAGE_PIXELS = max_pixels
 

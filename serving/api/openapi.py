@@ -14,9 +14,10 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from indexes.store import NAME_PATTERN
-from serving.api import schemas
-from serving.api.schemas import (FORCE_PATTERN, VERSION_PATTERN, ChatCompletionChunk, ChatCompletionRequest, ErrorResponse,
-                             RebuildRequest)
+from pipeline import record
+from serving.api import index_schemas, options, schemas, status_schemas
+from serving.api.index_schemas import FORCE_PATTERN, VERSION_PATTERN, RebuildRequest
+from serving.api.schemas import ChatCompletionChunk, ChatCompletionRequest, ErrorResponse
 
 REF = "#/components/schemas/{model}"
 # (path, method) -> the model of the JSON body its handler parses.
@@ -37,6 +38,15 @@ _STATUS_MEANING = {
     415: "an image in a format that is not accepted",
     503: "an engine is not healthy; retry shortly",
 }
+
+
+def component_model(name: str) -> type[BaseModel] | None:
+    """The pydantic model a component of the document is named after, from the modules that define bodies."""
+    for module in (schemas, options, index_schemas, status_schemas, record):
+        model = getattr(module, name, None)
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            return model
+    return None
 
 
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -60,8 +70,7 @@ def install(app: FastAPI) -> None:
             # Every body is described by its model's own JSON schema (pydantic's), the one requests are checked
             # against; FastAPI's rendering of the response models differs in details such as null defaults.
             models = [*REQUEST_BODIES.values(), ChatCompletionChunk,
-                      *(model for name in components if isinstance(model := getattr(schemas, name, None), type)
-                        and issubclass(model, BaseModel))]
+                      *(model for name in components if (model := component_model(name)) is not None)]
             _, definitions = models_json_schema([(model, "validation") for model in models], ref_template=REF)
             components.update(definitions.get("$defs", {}))
             # FastAPI documents a 422 for routes with parameters; this API answers bad input with a 400 instead.

@@ -6,6 +6,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+from pipeline.record import R2T2Record
 from serving.api import schemas
 from serving.backends import Delta, LmReport, TokenLogprob
 from serving.api.errors import ApiError
@@ -84,7 +85,7 @@ class Completion:
         return Usage(prompt_tokens=self.prompt_tokens, completion_tokens=completion_tokens,
                      total_tokens=self.prompt_tokens + completion_tokens)
 
-    def response(self, record: dict) -> ChatCompletion:
+    def response(self, record: R2T2Record) -> ChatCompletion:
         """The non-streaming body."""
         if not self.finished:
             raise RuntimeError("the generator ended without a finish reason")
@@ -94,7 +95,7 @@ class Completion:
         return ChatCompletion(id=self.id, created=self.created, model=self.model, choices=choices,
                               usage=self.usage(), r2t2=record)
 
-    def chunk(self, delta: ChunkDelta, finish_reason: str | None = None, record: dict | None = None,
+    def chunk(self, delta: ChunkDelta, finish_reason: str | None = None, record: R2T2Record | None = None,
               with_usage: bool = False, index: int = 0,
               logprobs: tuple[TokenLogprob, ...] = ()) -> ChatCompletionChunk:
         """One streaming chunk of choice `index` (logprobs: those of this chunk's tokens)."""

@@ -16,7 +16,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 import torch
 
-from r2t2.engine_prompt import PROMPT_EMBEDS, EnginePrompt, TextImagePrompt
+from r2t2.engine_prompt import EnginePrompt, TextImagePrompt
 
 FinishReason = Literal["stop", "length"]
 # A request's LM routing: decoder layer -> the distribution over that layer's experts that replaces its router's
@@ -88,7 +88,7 @@ class GenerationBackend(Protocol):
 
     hidden_size: int
     max_model_len: int
-    lm_routing: bool  # whether it can apply a request's LM rows (else such a request is refused)
+    applies_lm_rows: bool  # whether it can apply a request's LM rows (else such a request is refused)
 
     def generate(self, prompt: EnginePrompt, options: SamplingOptions,
                  lm_rows: LmRows | None = None) -> AsyncIterator[Delta]:

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 
 import torch
 
+from r2t2.compat import install_torchvision_fix
 from r2t2.engine_prompt import PROMPT_EMBEDS
 from serving.backends.protocol import (Delta, FinishReason, LmRows, LmShape, SamplingOptions, TokenLogprob,
                                        check_prompt_embeds)
@@ -21,7 +22,7 @@ class TorchBackend:
     """`AutoModelForCausalLM.generate(inputs_embeds=...)` in a worker thread."""
 
     def __init__(self, lm_path: str, max_model_len: int, engine_input: str = PROMPT_EMBEDS) -> None:
-        import r2t2  # noqa: F401  (transformers imports torchvision, which needs the fix first)
+        install_torchvision_fix()  # transformers imports torchvision, which needs the fix first
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         if engine_input != PROMPT_EMBEDS:
@@ -31,7 +32,7 @@ class TorchBackend:
         self._model = AutoModelForCausalLM.from_pretrained(lm_path, dtype=torch.float32).eval()
         self._tokenizer = AutoTokenizer.from_pretrained(lm_path)
         self._shape = LmShape.of(lm_path)
-        self.lm_routing: bool = self._shape.experts > 0
+        self.applies_lm_rows: bool = self._shape.experts > 0
         self.hidden_size: int = self._model.config.hidden_size
         self.max_model_len: int = max_model_len
         eos = self._model.generation_config.eos_token_id
@@ -96,7 +97,7 @@ class TorchBackend:
             raise RuntimeError("the torch backend was shut down")
         embeds = check_prompt_embeds(prompt, self.hidden_size, self.max_model_len, options)
         if lm_rows is not None:
-            self._shape.check(lm_rows, None if self.lm_routing else "the language model has no MoE layers")
+            self._shape.check(lm_rows, None if self.applies_lm_rows else "the language model has no MoE layers")
         yield await asyncio.to_thread(self._generate_blocking, embeds, options, lm_rows)
 
     async def check_health(self) -> None:

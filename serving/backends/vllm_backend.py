@@ -23,9 +23,9 @@ from serving.backends.protocol import (Delta, LmReport, LmRows, LmShape, Samplin
                                        check_prompt_embeds, check_text_image)
 from serving.vllm_plugin import EXTRA_KEY
 from serving.vllm_plugin.plugin import ROUTABLE
-from serving.backends.protocol import Delta, SamplingOptions, TokenLogprob, check_prompt_embeds
 from serving.backends.vllm_process import worker_in_engine_process
 from serving.config import VllmOptions
+from serving.lifecycle.child_env import prepare_server_process
 
 
 def lm_routing_refusal(shape: LmShape, options: VllmOptions) -> str | None:
@@ -47,6 +47,9 @@ class VllmBackend:
 
     def __init__(self, lm_path: str, options: VllmOptions, max_model_len: int,
                  engine_input: str = PROMPT_EMBEDS) -> None:
+        # The engine core is a fresh interpreter that imports transformers: it needs the torchvision fix too, also
+        # where no `r2t2 serve` prepared this replica's environment (`serve run`).
+        prepare_server_process()
         # vLLM reads this when the engine is configured; its default is sized for a dedicated host.
         os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(options.kv_cache_gib)
         from vllm.engine.arg_utils import AsyncEngineArgs
@@ -57,7 +60,7 @@ class VllmBackend:
         self._engine_input = engine_input
         self._shape = LmShape.of(lm_path)
         self._refusal = lm_routing_refusal(self._shape, options)
-        self.lm_routing: bool = self._refusal is None
+        self.applies_lm_rows: bool = self._refusal is None
         routing: dict[str, Any] = {} if self._refusal is not None else {
             "hf_overrides": {"architectures": [ROUTABLE[self._shape.architecture]]},
             "logits_processors": ["serving.vllm_plugin.slots:RoutingSlots"],

@@ -16,7 +16,8 @@ from typing import Any
 
 from ray.serve.handle import DeploymentHandle
 
-from pipeline.answer_check import judge
+from pipeline.answer_check import check_answer
+from pipeline.record import R2T2Record
 from r2t2.engine_prompt import EnginePrompt
 from serving.backends import Delta, SamplingOptions
 from serving.deployments.choices import Stream, open_streams
@@ -77,18 +78,18 @@ class Answers:
         return await self._base
 
     async def streams(self, final: dict[str, Any], compare_with_none: bool) -> list[Stream]:
-        """Each choice's stream of the answer to send; fills the record's `answer_source`, the answer check's
-        verdict (`guard.answer`) and, with `compare_with_none`, `answer_without_rerouting`."""
-        record = final["record"]
-        if record["moved"] == 0 and final["lm_rows"] is None:  # the prompt is the base prompt: one answer
-            record["answer_source"] = "speculative" if self._base is not None else "rerouted"
+        """Each choice's stream of the answer to send; completes the record with which answer was sent, the
+        answer check's verdict and, with `compare_with_none`, the answer without re-routing."""
+        record: R2T2Record = final["record"]
+        if record.moved == 0 and final["lm_rows"] is None:  # the prompt is the base prompt: one answer
+            record.sent("speculative" if self._base is not None else "rerouted")
             if self._base is not None:
                 return await self._base
             return await open_streams(self._generator, final["prompt"], self._sampling, self._n)
         space = final["answer_space"]
         if space is None and not compare_with_none:
             await self.cancel()
-            record["answer_source"] = "rerouted"
+            record.sent("rerouted")
             return await open_streams(self._generator, final["prompt"], self._sampling, self._n,
                                       final["lm_rows"])
         rerouted_streams, base_streams = await asyncio.gather(
@@ -97,18 +98,10 @@ class Answers:
         rerouted = await asyncio.gather(*(_drained(s) for s in rerouted_streams))
         base = await asyncio.gather(*(_drained(s) for s in base_streams))
         if compare_with_none:
-            record["answer_without_rerouting"] = _text(base[0])
-        record["answer_source"] = "rerouted"
+            record.answer_without_rerouting = _text(base[0])
+        record.sent("rerouted")
         if space is None:
             return [_as_stream(deltas) for deltas in rerouted]
-        verdicts = [judge(_text(b), _text(r), frozenset(space)) for b, r in zip(base, rerouted)]
-        record["guard"] = {**(record.get("guard") or _NO_ROUTING_VERDICT), "answer": verdicts[0].to_dict()}
-        record["changed_answer"] = verdicts[0].sent == "rerouted" and verdicts[0].reason != "unchanged"
-        if verdicts[0].sent == "base":
-            record["answer_source"] = "base"
+        verdicts = [check_answer(_text(b), _text(r), frozenset(space)) for b, r in zip(base, rerouted)]
+        record.checked(verdicts[0])
         return [_as_stream(b if verdict.sent == "base" else r) for verdict, b, r in zip(verdicts, base, rerouted)]
-
-
-# The record's guard when only the answer check ran (the routing guard was off or does not apply).
-_NO_ROUTING_VERDICT = {"fired": False, "reason": None, "neighbour_spread": None, "neighbour_loss_base": None,
-                       "neighbour_loss_moved": None}

@@ -12,7 +12,7 @@ from serving.backends import (Delta, GenerationBackend, LmRoutingRefused, LmRows
 from serving.config import ServerConfig
 from serving.api.errors import InvalidRequest, ServiceUnavailable
 from serving.api.logs import quiet_client_errors
-from serving.lifecycle.child_processes import guard_children
+from serving.lifecycle.child_processes import start_child_watchdog
 
 
 class EngineStartError(RuntimeError):
@@ -35,7 +35,7 @@ class Generator:
             engine = info["lm_path"], info["engine_input"]
         lm_path, engine_input = engine
         # The engine's processes must not outlive this replica, even when it dies without shutting them down.
-        self._guard = guard_children()
+        self._watchdog = start_child_watchdog()
         try:
             self._backend: GenerationBackend = create_backend(config, config.model(model_name), lm_path,
                                                               engine_input)
@@ -67,9 +67,9 @@ class Generator:
         """The context length the engine serves (the config's, capped at the LM's positions)."""
         return self._backend.max_model_len
 
-    def lm_routing(self) -> bool:
+    def applies_lm_rows(self) -> bool:
         """Whether the engine applies requests' LM rows (a request re-routing them is refused otherwise)."""
-        return self._backend.lm_routing
+        return self._backend.applies_lm_rows
 
     async def check_health(self) -> None:
         """Called by Serve periodically and by the ingress's /healthz."""

@@ -28,9 +28,11 @@ from indexes.manifest import Manifest
 from indexes.specs import (DatasetFileMissing, DatasetSourceForbidden, DatasetSpecError, build_from_spec,
                            validate_spec)
 from indexes.store import IndexStore, validate_name
+from r2t2.compat import install_torchvision_fix
 from serving.config import ServerConfig
 from serving.api.errors import ApiError, Conflict, Forbidden, InvalidRequest, NotFound
 from serving.api.logs import quiet_client_errors
+from pipeline.protocol import Pipeline
 from serving.pipelines import build_pipeline
 
 logger = logging.getLogger("ray.serve")
@@ -81,8 +83,7 @@ class IndexManager:
     """Owns the index store and the rebuild jobs of this server."""
 
     async def __init__(self, config: ServerConfig, rerouters: dict[str, DeploymentHandle]) -> None:
-        import r2t2  # noqa: F401  (torchvision fix before the model imports open_clip/transformers)
-
+        install_torchvision_fix()  # before the model imports open_clip and transformers, which import torchvision
         quiet_client_errors()
         self._config = config
         self._store = IndexStore(config.index_dir)
@@ -95,7 +96,7 @@ class IndexManager:
         self._owners: dict[str, str] = {}  # fingerprint -> served model id: which model an index belongs to
         for name, handle in rerouters.items():
             self._owners.setdefault((await handle.model_info.remote())["fingerprint"], name)
-        self._pipelines: dict[str, Any] = {}  # model id -> its pipeline, touched by the job thread only
+        self._pipelines: dict[str, Pipeline] = {}  # model id -> its pipeline, touched by the job thread only
 
     @_mapped
     def list_indexes(self) -> list[dict[str, Any]]:
@@ -192,7 +193,7 @@ class IndexManager:
                                  f"{', '.join(served)}", param="model")
         return chosen
 
-    def _pipeline(self, model: str) -> Any:
+    def _pipeline(self, model: str) -> Pipeline:
         if model not in self._pipelines:
             self._pipelines[model] = build_pipeline(self._config, self._config.model(model), build_default_index=False)
         return self._pipelines[model]

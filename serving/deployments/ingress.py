@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextvars import ContextVar
@@ -17,12 +16,13 @@ from typing import Any
 
 from fastapi import FastAPI, Header, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import ValidationError
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from pipeline.record import R2T2Record
 from r2t2.engine_prompt import prompt_length
+from r2t2.routing import import_strategies
 from serving.api import playground
 from serving.api.auth import require_admin
 from serving.api import openapi
@@ -32,15 +32,16 @@ from serving.deployments.choices import Stream, merged
 from serving.config import ServerConfig
 from serving.api.errors import (ApiError, IndexOfAnotherModel, InternalError, InvalidRequest, NotFound,
                             ServiceUnavailable, to_api_error)
-from serving.api.images import install_pil_bomb_guard, load_image
+from serving.api.images import limit_decoded_pixels, load_image
 from serving.api.logs import client_error_line, quiet_client_errors
 from serving.api.metrics import CONTENT_TYPE, ServingMetrics
 from serving.deployments.placement import controller, nodes, placement
 from serving.api.responses import DONE_EVENT, Completion, sse_error, sse_event
 from serving.deployments.retry import retried
-from serving.api.schemas import (FORCE_PATTERN, VERSION_PATTERN, ChatCompletion, ChatCompletionChunk, ChunkDelta,
-                             DeletedVersion, GenerationSettings, HealthStatus, IndexDetail, IndexJob, IndexList,
-                             IndexSummary, ModelCard, ModelList, Placement, RebuildRequest)
+from serving.api.index_schemas import (DeletedVersion, IndexDetail, IndexJob, IndexList, IndexSummary, parse_force,
+                                       parse_rebuild, parse_version)
+from serving.api.schemas import ChatCompletion, ChatCompletionChunk, ChunkDelta, GenerationSettings, ModelCard, ModelList
+from serving.api.status_schemas import HealthStatus, PlacementReport
 
 logger = logging.getLogger("ray.serve")
 api = FastAPI(title="r2t2", version="1",
@@ -101,31 +102,6 @@ def _answered(handler: Callable[..., Awaitable[Response]]) -> Callable[..., Awai
     return run
 
 
-def _parse_rebuild(body: bytes) -> RebuildRequest:
-    """A 400 naming the first bad field; the dataset spec itself is checked by the index manager."""
-    try:
-        return RebuildRequest.model_validate_json(body or b"{}")
-    except ValidationError as err:
-        first = err.errors(include_url=False)[0]
-        param = ".".join(str(part) for part in first["loc"]) or None
-        raise InvalidRequest(f"invalid rebuild request{f' at {param}' if param else ''}: {first['msg']}",
-                             param=param) from None
-
-
-def _parse_version(text: str) -> int:
-    """'3', 'v3' and 'v0003' all name version 3 (the OpenAPI document declares VERSION_PATTERN)."""
-    if re.fullmatch(VERSION_PATTERN, text) is None:
-        raise InvalidRequest(f"version must look like 3 or v0003, got {text!r}", param="version")
-    return int(text.removeprefix("v"))
-
-
-def _parse_force(text: str) -> bool:
-    """Only explicit booleans: a typo must not delete the served version (the document declares FORCE_PATTERN)."""
-    if re.fullmatch(FORCE_PATTERN, text) is None:
-        raise InvalidRequest(f"force must be true or false, got {text!r}", param="force")
-    return text.lower() in ("true", "1")
-
-
 async def _health(handle: DeploymentHandle) -> str | None:
     """None when the component's check_health answers in time, else what went wrong."""
     try:
@@ -168,18 +144,6 @@ def _check_lm_routing(card: ModelCard, overrides: dict[str, Any]) -> None:
                              param="r2t2.target", code="lm_routing_unavailable")
 
 
-def _engine_experts(record: dict[str, Any], report: dict[int, dict] | None, card: ModelCard) -> None:
-    """Name, in the record's LM rows, the experts the engine ran under them (its report, by layer)."""
-    if report is None or not record.get("lm_routing"):
-        return
-    experts = {row.name: row.experts for row in card.routing_rows}
-    for layer in record["lm_routing"]["layers"]:
-        ran = report.get(layer["layer"])
-        if ran is not None:
-            layer["engine_experts"] = [experts[layer["row"]][expert] for expert in ran["experts"]]
-            layer["engine_tokens"] = ran["tokens"]
-
-
 @dataclass(frozen=True)
 class ServedModel:
     """One served model's deployments and its card for /v1/models; fixed at start-up, shared read-only."""
@@ -198,19 +162,20 @@ class Ingress:
 
     async def __init__(self, config: ServerConfig, models: dict[str, tuple[DeploymentHandle, DeploymentHandle]],
                        indexes: DeploymentHandle) -> None:
+        import_strategies(config.strategies)  # the server's own strategies: requests may name them
         quiet_client_errors()
         self._config = config
         self._app = serve.get_replica_context().app_name
         self._indexes = indexes
         self._metrics = ServingMetrics()
-        install_pil_bomb_guard(config.images.max_pixels)
+        limit_decoded_pixels(config.images.max_pixels)
         created = int(time.time())
         self._models: dict[str, ServedModel] = {}
         self._owners: dict[str, str] = {}  # fingerprint -> model id, to say whose an index is
         for name, (rerouter, generator) in models.items():
             info = await rerouter.model_info.remote()
             lm_routing = any(row["kind"] == "lm" for row in info["routing_rows"]) and \
-                await generator.lm_routing.remote()
+                await generator.applies_lm_rows.remote()
             card = ModelCard(id=name, created=created, routing_shape=info["routing_shape"],
                              routing_rows=info["routing_rows"], default_index=info["default_index"],
                              lm_routing=lm_routing,
@@ -240,14 +205,14 @@ class Ingress:
             return _error_response(ServiceUnavailable(f"unhealthy: {'; '.join(down)}", code="unhealthy"))
         return JSONResponse({"status": "ok", "models": list(self._models)})
 
-    @api.get("/placement", response_model=None, responses={200: {"model": Placement}})
+    @api.get("/placement", response_model=None, responses={200: {"model": PlacementReport}})
     @_answered
     async def replica_placement(self) -> Response:
         """Which Ray node each replica of this server runs on, and the cluster's nodes (lost ones too) with the
         r2t2_* resources that deployments are pinned with (docs/operations.md)."""
         details = await controller().get_serve_instance_details.remote()
         found = placement(details, self._app, await asyncio.to_thread(nodes))
-        return JSONResponse(Placement(**found).model_dump(mode="json"))
+        return JSONResponse(PlacementReport(**found).model_dump(mode="json"))
 
     @api.get("/metrics", response_class=Response,
              responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
@@ -287,7 +252,7 @@ class Ingress:
         served model (with several, a new index needs `model`).
         """
         require_admin(self._config, authorization)
-        body = _parse_rebuild(await request.body())
+        body = parse_rebuild(await request.body())
         job = IndexJob(**await self._indexes.start_rebuild.remote(name, body.model, body.dataset, body.cap,
                                                                   body.index_type))
         return JSONResponse(job.model_dump(mode="json"), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
@@ -306,7 +271,7 @@ class Ingress:
                              authorization: str | None = Header(None)) -> Response:
         """Admin only. Deleting the CURRENT version needs `?force=true` (the index then serves nothing)."""
         require_admin(self._config, authorization)
-        deleted = await self._indexes.delete_version.remote(name, _parse_version(version), _parse_force(force))
+        deleted = await self._indexes.delete_version.remote(name, parse_version(version), parse_force(force))
         return JSONResponse(DeletedVersion(**deleted).model_dump(mode="json"))
 
     @api.post("/v1/indexes/{name}/versions/{version}/activate", response_model=None,
@@ -316,7 +281,7 @@ class Ingress:
         """Admin only. Make an existing version current again (e.g. after a bad rebuild); re-routers swap to it
         like to a rebuilt one, within `indexes.refresh_interval_s`. 409 if it was built for a model not served."""
         require_admin(self._config, authorization)
-        summary = await self._indexes.activate_version.remote(name, _parse_version(version))
+        summary = await self._indexes.activate_version.remote(name, parse_version(version))
         return JSONResponse(IndexSummary(**summary).model_dump(mode="json"))
 
     @api.post("/v1/chat/completions", response_model=None,
@@ -342,8 +307,8 @@ class Ingress:
             answers = Answers(served.generator, job.sampling, job.choices, job.speculative)
             try:
                 final = await retried(lambda: _prepared(served.rerouter, image, job, answers.base_ready), "re-router")
-                record: dict[str, Any] = final["record"]
-                strategy = str(record.get("strategy", strategy))
+                record: R2T2Record = final["record"]
+                strategy = record.strategy
                 completion = Completion(model=job.model, prompt_tokens=prompt_length(final["prompt"]),
                                         n=job.choices, with_logprobs=job.sampling.logprobs is not None)
                 _check_context(served.card, completion.prompt_tokens, job.sampling.max_tokens)
@@ -363,7 +328,7 @@ class Ingress:
         except Exception as err:  # noqa: BLE001 (every failure is answered, none kills the replica)
             return _error_response(self._failed(err, strategy))
 
-    async def _stream(self, job: ChatJob, completion: Completion, streams: list[Stream], record: dict[str, Any],
+    async def _stream(self, job: ChatJob, completion: Completion, streams: list[Stream], record: R2T2Record,
                       strategy: str, started: float, generate_started: float) -> AsyncIterator[str]:
         """SSE events: a role chunk per choice, content chunks, each choice's finish chunk (the last one carries
         the record), then [DONE]. A failure after the status line (a replica lost mid-answer) is an error event."""
@@ -390,17 +355,16 @@ class Ingress:
             yield sse_error(self._failed(err, strategy))
         yield DONE_EVENT
 
-    def _finish(self, job: ChatJob, record: dict[str, Any], completion: Completion, strategy: str, started: float,
+    def _finish(self, job: ChatJob, record: R2T2Record, completion: Completion, strategy: str, started: float,
                 generate_started: float) -> None:
         now = time.perf_counter()
-        timings = record.setdefault("timings", {})
-        timings["generate"] = now - generate_started
-        timings["total"] = now - started
+        record.finished(now - generate_started, now - started)
         if job.compare_with_none:
-            record.setdefault("answer_without_rerouting", completion.text)
-            record["changed_answer"] = completion.text != record["answer_without_rerouting"]
-        _engine_experts(record, completion.choices[0].lm_report, self._models[job.model].card)
-        self._metrics.observe_success(strategy, timings["total"], timings, bool(record.get("fallback")))
+            record.compared_with_none(completion.text)
+        card = self._models[job.model].card
+        record.engine_ran(completion.choices[0].lm_report, {row.name: tuple(row.experts) for row in card.routing_rows})
+        timings = record.timings.model_dump(exclude_none=True)
+        self._metrics.observe_success(strategy, record.timings.total, timings, bool(record.fallback))
 
     def _failed(self, err: BaseException, strategy: str) -> ApiError:
         error = to_api_error(err)

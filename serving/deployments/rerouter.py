@@ -11,7 +11,10 @@ import torch
 from PIL import Image
 from ray import serve
 
-from indexes.registry import ForeignIndexError, IndexRegistry
+from indexes.registry import ForeignIndexError
+from pipeline.protocol import ModelInfo, ServeRequest
+from pipeline.record import RecordReplica
+from r2t2.compat import install_torchvision_fix
 from r2t2.engine_prompt import EnginePrompt
 from serving.deployments.batcher import ContinuousBatcher
 from serving.config import ServerConfig
@@ -30,7 +33,7 @@ def _portable(prompt: EnginePrompt) -> EnginePrompt:
 class _Job:
     """One request in the batcher: what to prepare, and where its base prompt goes once it is encoded."""
 
-    request: tuple[Image.Image, str, dict[str, Any], str | None]
+    request: ServeRequest
     base: asyncio.Future
     loop: asyncio.AbstractEventLoop
 
@@ -44,8 +47,7 @@ class ReRouter:
     """Owns the pipeline of one served model; each request keeps its own options, whichever batch it joins."""
 
     def __init__(self, config: ServerConfig, model_name: str) -> None:
-        import r2t2  # noqa: F401  (torchvision fix before the pipeline imports open_clip/transformers)
-
+        install_torchvision_fix()  # before the pipeline imports open_clip and transformers, which import torchvision
         quiet_client_errors()  # a refused request is one line in the ingress's log, not a traceback here
         self._model_name = model_name
         self._replica = this_replica()  # each record says which replica, on which node, re-routed it
@@ -55,16 +57,13 @@ class ReRouter:
         # The pipeline's batch call runs in a worker thread, so this replica keeps answering health checks.
         self._batcher = ContinuousBatcher(self._prepare_jobs, options.max_batch_size, options.batch_wait_s)
         # Hot swap: follow each index's CURRENT pointer. A request keeps the snapshot it started with.
-        # Pipelines without reference indexes (no IndexRegistry) have nothing to follow.
-        self._registry = getattr(self._pipeline, "registry", None)
-        if isinstance(self._registry, IndexRegistry):
-            self._registry.start_auto_refresh(config.indexes.refresh_interval_s)
+        self._pipeline.follow_indexes(config.indexes.refresh_interval_s)
 
     def _prepare_jobs(self, jobs: list[_Job]) -> list[Any]:
         return self._pipeline.prepare_many([job.request for job in jobs],
                                            on_base=lambda position, prompt: jobs[position].base_ready(prompt))
 
-    def model_info(self) -> dict[str, Any]:
+    def model_info(self) -> ModelInfo:
         """The pipeline's `info()`: routing shape, experts, fingerprint, and the LM the generator must load."""
         return self._pipeline.info()
 
@@ -75,7 +74,7 @@ class ReRouter:
         engine prompt, the r2t2 record, the LM rows the engine must apply (None: none) and the answer space
         of the answer check (None: no check). Documented pipeline errors come back as 4xx ApiErrors."""
         loop = asyncio.get_running_loop()
-        job = _Job((image, question, overrides, index), loop.create_future(), loop)
+        job = _Job(ServeRequest(image, question, overrides, index), loop.create_future(), loop)
         prepared = asyncio.ensure_future(self._batcher.submit(job))
         try:
             await asyncio.wait({job.base, prepared}, return_when=asyncio.FIRST_COMPLETED)
@@ -90,8 +89,8 @@ class ReRouter:
                 if api_error is None:
                     raise
                 raise api_error from None
-            yield {"stage": "final", "prompt": _portable(done.prompt),
-                   "record": {**done.record, "rerouted_by": dict(self._replica)}, "lm_rows": done.lm_routing,
+            done.record.rerouted_by = RecordReplica(**self._replica)
+            yield {"stage": "final", "prompt": _portable(done.prompt), "record": done.record, "lm_rows": done.lm_rows,
                    "answer_space": None if done.answer_space is None else sorted(done.answer_space)}
         finally:
             prepared.cancel()
@@ -101,6 +100,6 @@ class ReRouter:
 
     def __del__(self) -> None:
         # Serve calls this on replica shutdown: stop the refresh thread with the replica.
-        registry = getattr(self, "_registry", None)
-        if isinstance(registry, IndexRegistry):
-            registry.close()
+        pipeline = getattr(self, "_pipeline", None)  # absent when the constructor failed
+        if pipeline is not None:
+            pipeline.close()

@@ -4,10 +4,10 @@ A Generator replica starts vLLM's engine core as a child process, which starts a
 multiprocessing resource tracker of its own. A replica stopped in order shuts its engine down. One that
 is not (its node's raylet killed, `ray stop`, SIGTERM to the server's whole process group) leaves them
 running with no parent: Ray puts each replica in a process group of its own, so no group signal reaches
-them, and nothing in vLLM watches its parent. The guard is a small process of its own that watches the
+them, and nothing in vLLM watches its parent. The watchdog is a small process of its own that watches the
 replica; once the replica is gone it stops every descendant it saw (SIGTERM, then SIGKILL), then exits.
 
-    python -I serving/lifecycle/child_processes.py PID    (started by `guard_children`; needs only the stdlib and psutil)
+    python -I serving/lifecycle/child_processes.py PID    (started by `start_child_watchdog`; needs only the stdlib and psutil)
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from collections.abc import Iterable
 
 import psutil
 
-POLL_S = 0.5  # how often the guard looks at the replica and notes its descendants
+POLL_S = 0.5  # how often the watchdog looks at the replica and notes its descendants
 GRACE_S = 3.0  # SIGTERM first; what is still alive after this gets SIGKILL
 
 
@@ -53,11 +53,12 @@ def still_running(processes: list[psutil.Process], timeout_s: float) -> list[psu
     return alive
 
 
-def guard_children() -> subprocess.Popen:
-    """Start a guard for this process's descendants; it lives until this process is gone.
+def start_child_watchdog() -> subprocess.Popen:
+    """Start a watchdog for this process's descendants; it lives until this process is gone.
 
-    `-I` keeps the guard's interpreter small: PYTHONPATH (and with it a sitecustomize that imports torch)
-    is ignored. Its own session keeps signals meant for this replica's group or terminal off it.
+    `-I` keeps the watchdog's interpreter small: PYTHONPATH (and with it the child site's sitecustomize, which
+    installs the torchvision hook) is ignored. Its own session keeps signals meant for this replica's group or
+    terminal off it.
     """
     return subprocess.Popen([sys.executable, "-I", os.path.abspath(__file__), str(os.getpid())],
                             stdin=subprocess.DEVNULL, start_new_session=True)
@@ -109,7 +110,7 @@ def main(argv: list[str]) -> None:
     pid = int(argv[0])
     stopped = watch(pid)
     if stopped:
-        print(f"r2t2 process guard: process {pid} is gone; stopped what it left running: {', '.join(stopped)}",
+        print(f"r2t2 child watchdog: process {pid} is gone; stopped what it left running: {', '.join(stopped)}",
               file=sys.stderr, flush=True)
 
 

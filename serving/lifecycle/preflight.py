@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from indexes.store import IndexStore
+from r2t2.routing import import_strategies
 from serving.config import ServerConfig
 from serving.pipelines import build_pipeline
 from serving.lifecycle.progress import StartupProgress
@@ -22,11 +23,17 @@ class StartupError(Exception):
 
 
 def check_models(config: ServerConfig, progress: StartupProgress | None = None) -> dict[str, dict[str, Any]]:
-    """Build every model's pipeline as its re-router will; StartupError naming `models.<i>` on failure.
+    """Build every model's pipeline as its re-router will; StartupError naming `models.<i>` on failure, or
+    naming the module of `strategies` that cannot be imported (checked first: the models' defaults may name
+    its strategies).
 
     Returns each model's `info()` by model id. Two entries with the same weights are refused too: an
     index belongs to a model's weights, so the index API could not say which of the two an index is for.
     """
+    try:
+        import_strategies(config.strategies)
+    except ValueError as err:
+        raise StartupError(f"strategies: {err}") from err
     seen: dict[str, str] = {}  # fingerprint -> the entry that has it
     infos: dict[str, dict[str, Any]] = {}
     for number, entry in enumerate(config.models):

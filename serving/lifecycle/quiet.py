@@ -3,9 +3,10 @@
 Each entry below says why the message is harmless here; anything else a library logs still shows, and
 `r2t2 serve --verbose` shows these too. The server's own process installs the filters, and marks the
 environment (`QUIET_ENV`) so that every child interpreter it starts (Ray's workers, vLLM's engine core)
-installs them first thing too: `r2t2/child_site/sitecustomize.py` calls `install()` there. A filter is
-attached to the logger that emits the message, so it works whoever configures the handlers, and before
-they are configured (vLLM logs some of these while it is being imported).
+installs them first thing too: `serving/lifecycle/child_site/sitecustomize.py` calls `install()` there (on
+PYTHONPATH once `serving.lifecycle.child_env.prepare_server_process` ran). A filter is attached to the logger
+that emits the message, so it works whoever configures the handlers, and before they are configured (vLLM logs
+some of these while it is being imported).
 """
 from __future__ import annotations
 

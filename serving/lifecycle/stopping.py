@@ -8,7 +8,7 @@
   goes away while it serves.
 - A server that starts its own Ray instance tags every process it starts (Ray's, their workers, the vLLM
   engines) with an environment variable they inherit; whatever still carries the tag once Ray is shut down is
-  stopped. A replica's own children are also stopped by its guard when it dies (serving/lifecycle/child_processes.py).
+  stopped. A replica's own children are also stopped by its watchdog when it dies (serving/lifecycle/child_processes.py).
 """
 from __future__ import annotations
 

@@ -1,0 +1,1 @@
+"""The `r2t2` command."""

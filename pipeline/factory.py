@@ -1,0 +1,107 @@
+"""Building a served model's pipeline: the model, its neighbour embedder, its reference indexes and defaults.
+
+`load_pipeline` is the server's default factory (a server config's `pipeline_factory`); `serve_model` wraps
+any `ServableModel`, a user's adapter included.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import faiss
+import torch
+
+from indexes.build import routing_row_names
+from indexes.embedders import Embedder, neighbour_embedder
+from indexes.errors import IndexMismatchError
+from indexes.registry import IndexRegistry
+from indexes.specs import build_from_spec
+from indexes.store import IndexStore
+from pipeline.pipeline import ReroutePipeline
+from r2t2.model import ServableModel, load_model
+from r2t2.routing import RerouteConfig
+from r2t2.routing.config import SHIPPED_FAMILY_DEFAULTS
+from r2t2.routing.reroute import routing_layout
+
+log = logging.getLogger(__name__)
+DEFAULT_INDEX = "embedded"  # the embedded family's default index (every family's is named after it)
+DEFAULT_INDEX_SPEC = {"source": "builtin", "split": "reference", "limit": 8000, "seed": 0}
+SERVE_OPTIONS = ("model_name", "index_dir", "default_index", "build_default_index", "r2t2", "device", "embedder")
+
+
+def load_pipeline(config: dict[str, Any] | None = None) -> ReroutePipeline:
+    """The server's default factory: a config-described checkpoint with its default reference index.
+
+    `config["checkpoint"]` is a checkpoint directory or a shipped family name (default "embedded"); the
+    other keys are `serve_model`'s. Builds the default index on first use when the store has none for
+    this model.
+    """
+    options = dict(config or {})
+    model = load_model(options.pop("checkpoint", "embedded"))
+    options["r2t2"] = {**SHIPPED_FAMILY_DEFAULTS, **options.get("r2t2", {})}
+    return serve_model(model, model.family, options)
+
+
+def serve_model(model: ServableModel, family: str, options: dict[str, Any] | None = None) -> ReroutePipeline:
+    """A pipeline for any `ServableModel` (a config-described family or a user's adapter).
+
+    Options: `model_name` (default "r2t2-<family>"), `index_dir`, `default_index` (default: the family
+    name), `build_default_index` (default True), `r2t2` (default strategy settings), `device` ("cpu", the
+    default, or e.g. "cuda": the model, its batches, neighbour tensors and re-routing run there; the model
+    must then have `.to(device)`), `embedder` (the neighbour embedder, see `neighbour_embedder`; its indexes
+    must have been built with it). Unknown options are a ValueError naming them. A model without vision rows
+    re-routes its LM rows unless `r2t2` names another target.
+    """
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(SERVE_OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown pipeline option(s) {', '.join(unknown)}; allowed: {', '.join(SERVE_OPTIONS)}")
+    faiss.omp_set_num_threads(1)  # one query per search: FAISS's threads only contend with torch's
+    embedder = neighbour_embedder(options.get("embedder"), model)
+    store = IndexStore(options.get("index_dir"))
+    default_index = options.get("default_index") or family
+    if options.get("build_default_index", True):
+        ensure_default_index(model, embedder, store, default_index)
+    registry = IndexRegistry(store, expected_fingerprint=model.fingerprint, expected_embedder=embedder.name,
+                             expected_rows=routing_row_names(model))
+    # A model without vision rows (all its routing is the LM's) re-routes its LM rows unless told otherwise.
+    target = {} if routing_layout(model).has("vision") else {"target": "lm"}
+    defaults = RerouteConfig().replace(**{**target, **options.get("r2t2", {})})
+    device = torch.device(options.get("device") or "cpu")
+    if device.type != "cpu":
+        if not callable(getattr(model, "to", None)):
+            raise ValueError(f"device {str(device)!r} needs a model with .to(device); {type(model).__name__} has none")
+        model.to(device)
+    return ReroutePipeline(model, embedder, registry, defaults=defaults, default_index=default_index,
+                           model_name=options.get("model_name") or f"r2t2-{family}", family=family, device=device)
+
+
+def ensure_default_index(model: ServableModel, embedder: Embedder, store: IndexStore,
+                         name: str) -> None:
+    """Build the default reference index (reference split, correct answers only) unless one exists.
+
+    An index of that name built for another model is never overwritten: several models share one store,
+    so it may be another served model's. That is a start-up error naming the index and both fingerprints.
+    One built for this model before it had its current routing rows (e.g. before LM rows) is rebuilt as a
+    new version: it is derived from built-in data only, so nothing of the user's is lost.
+    """
+    current = store.current_version(name) if name in store.names() else None
+    if current is None:
+        build_from_spec(name, DEFAULT_INDEX_SPEC, model, embedder, store, progress_bar=True)
+        return
+    manifest = store.manifest(name, current)
+    built_for = manifest.model_fingerprint
+    if (built_for == model.fingerprint and manifest.embedder_name == embedder.name
+            and manifest.routing_rows != routing_row_names(model)):
+        log.warning("default index %r v%d stores routing rows [%s]; the model routes [%s]: building a new version",
+                    name, current, ", ".join(manifest.routing_rows) or "not recorded", ", ".join(routing_row_names(model)))
+        build_from_spec(name, DEFAULT_INDEX_SPEC, model, embedder, store)
+        return
+    if built_for == model.fingerprint and manifest.embedder_name != embedder.name:
+        raise IndexMismatchError(f"default_index {name!r} in {store.root} was built with embedder "
+                                 f"{manifest.embedder_name!r}, but this server embeds questions with {embedder.name!r}: "
+                                 f"serve with that embedder, or rebuild the index (`r2t2 index build --name {name}`)")
+    if built_for != model.fingerprint:
+        raise IndexMismatchError(f"default_index {name!r} in {store.root} was built for model {built_for}, not "
+                                 f"this model ({model.fingerprint}): name another default_index, or remove that "
+                                 f"index (`r2t2 index rm {name}`) if its model is gone")

@@ -1,0 +1,98 @@
+"""What a query's strategy re-routes from: its question-space neighbours, the index's routing pool, or its label.
+
+The reference index is the snapshot the request started with: a rebuild swapping the index mid-request
+never mixes two versions in one answer.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import torch
+
+from indexes.embedders import Embedder
+from indexes.reference_index import Candidates, ReferenceIndex
+from indexes.registry import IndexRegistry
+from pipeline.query import Query
+from r2t2.model import RoutedQuery, ServableModel
+from r2t2.routing import Neighbourhood, RerouteRequest
+from r2t2.routing.protocol import ReferenceBatch
+from r2t2.routing.strategies import Needs, strategy
+
+EPSILON_CANDIDATES = 64  # an epsilon-ball is cut from this many nearest candidates
+
+
+@dataclass(frozen=True)
+class Found:
+    """A query encoded, with what its strategy needs: the step before the batched re-routing."""
+
+    batch: ReferenceBatch
+    request: RerouteRequest
+    snapshot: ReferenceIndex | None
+    described: dict[str, dict[str, Any]]
+    timings: dict[str, float]
+
+
+@dataclass(frozen=True)
+class NeighbourSource:
+    """Where one served model's neighbours come from: its reference indexes and the embedder they were built
+    with, and the device its re-routing runs on."""
+
+    model: ServableModel
+    embedder: Embedder
+    registry: IndexRegistry
+    default_index: str
+    device: torch.device
+
+    def find(self, query: Query, routed: RoutedQuery, encode_seconds: float) -> Found:
+        """What an encoded query's strategy needs: neighbours, the routing pool, or its label."""
+        config = query.config
+        needs = strategy(config.strategy).needs
+        encoded, r0 = routed.encoded, routed.base_routing
+        timings: dict[str, float] = {"encode": encode_seconds, "embed": 0.0}
+        snapshot, neighbourhood, pool, embedding = None, None, None, None
+        described: dict[str, dict[str, Any]] = {}
+        if needs in (Needs.NEIGHBOURS, Needs.POOL):
+            snapshot = self.registry.get(query.index or self.default_index)
+        if needs is Needs.NEIGHBOURS:
+            if encoded.question_embedder == self.embedder.name:  # the model already embedded the question
+                embedding = encoded.question_embedding
+            else:
+                tick = time.perf_counter()
+                embedding = self.embedder.embed([SimpleNamespace(image=query.image, question=query.question)])[0]
+                timings["embed"] += time.perf_counter() - tick
+            tick = time.perf_counter()
+            wanted = config.k if config.neighbourhood == "knn" else max(config.k, EPSILON_CANDIDATES)
+            hits = snapshot.search(embedding, wanted)
+            neighbourhood = Neighbourhood(
+                ids=hits.ids, embeddings=torch.from_numpy(hits.embeddings).float().to(self.device),
+                routings=torch.from_numpy(hits.routings).float().to(self.device),
+                batch=self.model.reference_batch(hits.payload),
+            )
+            described = describe(list(hits.ids), hits)
+            timings["search"] = time.perf_counter() - tick
+        elif needs is Needs.POOL:
+            pool = torch.tensor(snapshot.all_routings, dtype=torch.float32, device=self.device)
+        query_embedding = None if embedding is None else torch.from_numpy(embedding).float().to(self.device)
+        request = RerouteRequest(r0, config, query_embedding=query_embedding, neighbourhood=neighbourhood,
+                                 pool_routings=pool, target=encoded.batch if needs is Needs.LABEL else None)
+        return Found(encoded.batch, request, snapshot, described, timings)
+
+
+def pool_neighbours(snapshot: ReferenceIndex, ids: list[str]) -> dict[str, dict[str, Any]]:
+    """The reference samples a routing-space strategy's neighbours name (rows of the index's routing pool, found
+    without a search)."""
+    return describe(ids, snapshot.take(np.asarray([int(i) for i in ids], dtype=np.int64)))
+
+
+def describe(keys: list[str], found: Candidates) -> dict[str, dict[str, Any]]:
+    """What a response says of each neighbour: the reference sample's id, question, answer and task, and
+    its question-embedding similarity (None for rows chosen in routing space); and its row in the index."""
+    return {key: {"id": found.ids[i], "question": found.questions[i], "answer": found.answers[i],
+                  "task": found.tasks[i],
+                  "similarity": None if np.isnan(found.similarities[i]) else float(found.similarities[i]),
+                  "row": int(found.rows[i])}
+            for i, key in enumerate(keys)}

@@ -1,0 +1,39 @@
+"""A question on its way through re-routing: what goes in (`Query`) and what comes out (`Rerouted`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from PIL import Image
+
+from indexes.reference_index import ReferenceIndex
+from r2t2.routing import RerouteConfig, RerouteResult
+from r2t2.routing.protocol import ReferenceBatch
+
+
+@dataclass(frozen=True)
+class Query:
+    """One question to re-route: its image, text, settings, index (None: the default) and, for a strategy that
+    needs the label (evaluation only), its true answer."""
+
+    image: Image.Image
+    question: str
+    config: RerouteConfig
+    index: str | None = None
+    answer: str | None = None
+
+
+@dataclass
+class Rerouted:
+    """A query after re-routing, with the evidence needed to explain it."""
+
+    query: ReferenceBatch
+    result: RerouteResult
+    index: ReferenceIndex | None
+    neighbours: dict[str, dict[str, Any]]  # the strategy's neighbour id -> the reference sample it names
+    timings: dict[str, float]
+    batch_size: int = 1  # how many requests were re-routed together with this one (itself included)
+    pinned: tuple[bool, ...] | None = None  # the rows the answer applies (routing/block.py `answer_pins`)
+    # With the answer check, for a request whose routing moved: the answers the index holds for questions like
+    # its neighbours' (pipeline/answer_check.py); None: no check (it is off, nothing moved, or no neighbours)
+    answer_space: frozenset[str] | None = None

@@ -1,0 +1,1 @@
+"""The Ray Serve deployments and what they share: batching, answers, retries, placement."""
