@@ -23,6 +23,7 @@ from pipeline.neighbours import Found, NeighbourSource, pool_neighbours
 from pipeline.protocol import BaseReady, ModelInfo, Prepared, ServeRequest
 from pipeline.query import Query, Rerouted
 from pipeline.record import build_record
+from r2t2.engine_prompt import LmRows
 from r2t2.model import ServableModel
 from r2t2.routing import RerouteConfig, RerouteResult, reroute_many
 from r2t2.routing.block import answer_pins
@@ -126,7 +127,8 @@ class ReroutePipeline:
         config = item.request.config
         pinned = answer_pins(self.layout, config.target, result.base_routing, result.routing)
         return Rerouted(item.batch, result, item.snapshot, described, {**item.timings, "reroute": result.seconds},
-                        batch_size, pinned, answer_space(config, result, item.snapshot, described))
+                        batch_size, pinned, config.lm_positions,
+                        answer_space(config, result, item.snapshot, described))
 
     def prepare(self, image: Image.Image, question: str, overrides: dict, index: str | None = None) -> Prepared:
         """One request: re-route per its options and build the LM prompt (raises that request's error)."""
@@ -175,16 +177,19 @@ class ReroutePipeline:
         """The torch model's greedy answer to a re-routed query, applying the rows the server's engine would."""
         if done.pinned is None:
             return self.model.answer(done.query, done.result.routing)[0]
-        return self.model.answer(done.query, done.result.routing, pinned=done.pinned)[0]
+        return self.model.answer(done.query, done.result.routing, pinned=done.pinned,
+                                 lm_positions=done.lm_positions)[0]
 
     def checked_answer(self, done: Rerouted, rerouted: str, base: str) -> AnswerVerdict | None:
         """The answer check's verdict on a re-routed answer (None when the request has no check to make)."""
         return None if done.answer_space is None else check_answer(base, rerouted, done.answer_space)
 
-    def lm_rows(self, done: Rerouted) -> dict[int, list[float]] | None:
-        """What the engine applies for this request: each pinned LM row's distribution, by decoder layer."""
+    def lm_rows(self, done: Rerouted) -> LmRows | None:
+        """What the engine applies for this request: each pinned LM row's distribution, by decoder layer, at the
+        positions the request asked for."""
         if done.pinned is None:
             return None
         routing = done.result.routing.detach().cpu()
-        return {row.layer: routing[i, :len(row.experts)].tolist()
-                for i, row in enumerate(self.layout.rows) if row.kind == "lm" and done.pinned[i]}
+        return LmRows({row.layer: routing[i, :len(row.experts)].tolist()
+                       for i, row in enumerate(self.layout.rows) if row.kind == "lm" and done.pinned[i]},
+                      done.lm_positions)

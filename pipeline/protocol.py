@@ -13,7 +13,7 @@ from PIL import Image
 
 from indexes.protocols import Embedder
 from pipeline.record import R2T2Record
-from r2t2.engine_prompt import EnginePrompt
+from r2t2.engine_prompt import EnginePrompt, LmRows
 
 if TYPE_CHECKING:  # serving reads this contract without loading any model code (transformers)
     from r2t2.model import ServableModel
@@ -36,8 +36,8 @@ class Prepared:
 
     prompt: EnginePrompt  # what the generation engine is fed (the model's `engine_prompts`)
     record: R2T2Record
-    # {decoder layer: distribution over its experts} the engine applies at the answer position; None: its routers
-    lm_rows: dict[int, list[float]] | None = None
+    # The LM rows the engine applies beside the prompt, and where; None: every layer keeps its router
+    lm_rows: LmRows | None = None
     # With the answer check on a request whose routing moved: the answers a changed answer must be among
     answer_space: frozenset[str] | None = None
 

@@ -7,6 +7,7 @@ from typing import Any
 from PIL import Image
 
 from indexes.reference_index import ReferenceIndex
+from r2t2.engine_prompt import LmPositions
 from r2t2.routing import RerouteConfig, RerouteResult
 from r2t2.routing.protocol import ReferenceBatch
 
@@ -34,6 +35,7 @@ class Rerouted:
     timings: dict[str, float]
     batch_size: int = 1  # how many requests were re-routed together with this one (itself included)
     pinned: tuple[bool, ...] | None = None  # the rows the answer applies (routing/block.py `answer_pins`)
+    lm_positions: LmPositions = "answer"  # where the pinned LM rows apply (the request's `lm_positions`)
     # With the answer check, for a request whose routing moved: the answers the index holds for questions like
     # its neighbours' (pipeline/answer_check.py); None: no check (it is off, nothing moved, or no neighbours)
     answer_space: frozenset[str] | None = None

@@ -43,7 +43,8 @@ class RecordLmLayer(BaseModel):
                                              "position under the re-routed row (its top-k); null when the row was "
                                              "not applied")
     engine_tokens: int | None = Field(None, description="how many tokens (the last prompt token and the "
-                                      "generated ones) the engine routed with that row")
+                                      "generated ones; the last prompt token alone, 1, with lm_positions first) "
+                                      "the engine routed with that row")
 
 
 class RecordLmRouting(BaseModel):

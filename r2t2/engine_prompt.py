@@ -1,4 +1,5 @@
-"""What a served model's generation engine is fed: prompt embeddings, or the chat text and the image.
+"""What a served model's generation engine is fed: prompt embeddings, or the chat text and the image, and
+beside them the LM rows it applies.
 
 Kept apart from the model code so the server's ingress and generator can name prompts without importing
 any model.
@@ -6,6 +7,7 @@ any model.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 from PIL import Image
 from torch import Tensor
@@ -33,3 +35,18 @@ EnginePrompt = Tensor | TextImagePrompt  # one sample's prompt, as `engine_promp
 def prompt_length(prompt: EnginePrompt) -> int:
     """The positions a prompt takes in the engine's context."""
     return prompt.tokens if isinstance(prompt, TextImagePrompt) else int(prompt.shape[0])
+
+
+# Where a request's LM rows replace their layers' router distribution: `answer`, the last prompt token and every
+# generated token; `first`, the last prompt token alone (the position that produces the first answer token).
+LmPositions = Literal["answer", "first"]
+LM_POSITIONS: tuple[str, ...] = get_args(LmPositions)
+
+
+@dataclass(frozen=True)
+class LmRows:
+    """A request's LM routing as it travels beside its prompt to the engine: decoder layer -> the distribution
+    over that layer's experts that replaces its router's, at the `positions` the request asked for."""
+
+    layers: dict[int, list[float]]
+    positions: LmPositions = "answer"

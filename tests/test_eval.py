@@ -234,10 +234,13 @@ def test_target_lm_moves_the_lm_rows_and_hands_them_to_the_engine(pipeline) -> N
                                                                 "alpha": 0.0}, None)
     record = prepared.record.public()
     assert record["lm_routing"]["applied"] is True and record["moved"] > 0
-    assert sorted(prepared.lm_rows) == [0, 1]
+    assert sorted(prepared.lm_rows.layers) == [0, 1] and prepared.lm_rows.positions == "answer"
     for layer in record["lm_routing"]["layers"]:
-        weights = prepared.lm_rows[layer["layer"]]
+        weights = prepared.lm_rows.layers[layer["layer"]]
         assert len(weights) == 4 and abs(sum(weights) - 1) < 1e-5
         assert layer["routing"][0]["weight"] == pytest.approx(max(weights))
     base = pipeline.prepare(sample.image, sample.question, {"strategy": "none"}, None)
     assert torch.equal(prepared.prompt, base.prompt)  # the vision rows did not move
+    first = pipeline.prepare(sample.image, sample.question, {"strategy": "kernel", "target": "lm", "guard": False,
+                                                             "alpha": 0.0, "lm_positions": "first"}, None)
+    assert first.lm_rows.positions == "first"  # the request's positions travel with its rows to the engine

@@ -43,14 +43,17 @@ def test_routings_and_answers_are_what_plain_transformers_gives(qwen3vl) -> None
 
 
 def _full_forward_loss(model: ImageTextModel, images, questions, answers, routing: torch.Tensor,
-                       pinned: tuple[bool, ...] | None) -> torch.Tensor:
+                       pinned: tuple[bool, ...] | None, positions: str = "answer") -> torch.Tensor:
     """The answer loss of one plain transformers forward over every whole sequence, the rows `pinned` names
-    (None: none) applied at the last prompt token and the answer's tokens (each position that predicts one)."""
+    (None: none) applied at the last prompt token and the answer's tokens (each position that predicts one), or
+    with `positions` "first" at the last prompt token alone."""
     inputs = chat_inputs(model.processor, images, questions, answers)
     labels = inputs["labels"][:, 1:]
     answer = torch.zeros_like(inputs["labels"], dtype=torch.bool)
     answer[:, :-1] = labels != IGNORE
-    with routing_at(pinned_rows(model.routing_layout, routing, pinned, answer)):
+    if positions == "first":
+        answer = torch.zeros_like(answer).scatter(1, answer.int().argmax(1, keepdim=True), True)
+    with routing_at(pinned_rows(model.routing_layout, routing, pinned, answer, "answer")):
         logits = model.model(**{k: v for k, v in inputs.items() if k != "labels"}).logits[:, :-1]
     loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, reduction="none", ignore_index=IGNORE)
     return loss.sum(1) / (labels != IGNORE).sum(1)
@@ -97,6 +100,20 @@ def test_routing_loss_runs_the_answer_tail_alone_and_equals_the_whole_forward(qw
     assert torch.allclose(model.routing_loss(long_batch, rows, pinned=everything),
                           _full_forward_loss(model, images, questions, answers, rows, everything), atol=1e-5)
     assert long_batch.memo("answer tail", lambda: None).past is None
+
+
+def test_routing_loss_with_first_positions_equals_the_whole_forward_routed_there_alone(qwen3vl) -> None:
+    """With `lm_positions` "first" only the last prompt token takes the rows; the answer's tokens keep their
+    routers (so the loss of what follows the answer's first token differs from "answer"'s)."""
+    model, samples, encoded = qwen3vl
+    batch = model.reference_batch(encoded.payload)
+    moved = torch.softmax(2 * torch.randn(encoded.routings.shape, generator=torch.Generator().manual_seed(2)), -1)
+    everything = (True,) * 4
+    images, questions, answers = [s.image for s in samples], [s.question for s in samples], [s.answer for s in samples]
+    first = model.routing_loss(batch, moved, pinned=everything, lm_positions="first")
+    assert torch.allclose(first, _full_forward_loss(model, images, questions, answers, moved, everything, "first"),
+                          atol=1e-5)
+    assert not torch.allclose(first, model.routing_loss(batch, moved, pinned=everything), atol=1e-5)
 
 
 def test_queries_and_engine_prompts(qwen3vl) -> None:

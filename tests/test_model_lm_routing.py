@@ -1,10 +1,13 @@
 """LM routing rows in the torch model: read at the answer position, applied there, the same on every path."""
 
+import asyncio
+
 import pytest
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
 from r2t2.data import load_split
+from r2t2.engine_prompt import LmRows
 from r2t2.model import load_model
 from r2t2.model.lm_routing import LmRouting, routing_at
 from r2t2.routing import is_valid_routing
@@ -44,17 +47,25 @@ def test_lm_rows_are_the_routers_distribution_at_the_last_prompt_token(model, ba
         assert torch.allclose(full[:, row, :model.config.lm_experts], seen.captured[layer], atol=1e-5)
 
 
-def test_pinned_lm_rows_change_the_loss_exactly_as_the_transformers_forward_does(model, batch) -> None:
-    """routing_loss (lean or prefix-cached) under pinned LM rows equals the full forward under the same rows."""
-    generator = torch.Generator().manual_seed(1)
+def _moved(model, batch, seed: int, sharpness: float = 3.0):
+    """The router's routing of `batch` with its LM rows replaced by random distributions; their row indices."""
+    generator = torch.Generator().manual_seed(seed)
     full = model.full_routing(batch, model.route(batch))
     lm_rows = list(range(len(model.config.router.rows), model.routing_shape[0]))
     moved = full.clone()
     moved[:, lm_rows, :model.config.lm_experts] = torch.softmax(
-        3 * torch.randn(len(batch), len(lm_rows), model.config.lm_experts, generator=generator), -1)
+        sharpness * torch.randn(len(batch), len(lm_rows), model.config.lm_experts, generator=generator), -1)
+    return full, moved, lm_rows
+
+
+@pytest.mark.parametrize("positions", ["answer", "first"])
+def test_pinned_lm_rows_change_the_loss_exactly_as_the_transformers_forward_does(model, batch, positions) -> None:
+    """routing_loss (lean or prefix-cached) under pinned LM rows equals the full forward under the same rows,
+    applied at every answer position or (first) at each sample's first alone, [ANS]."""
+    _, moved, lm_rows = _moved(model, batch, seed=1)
     pinned = tuple(i in lm_rows or i < len(model.config.router.rows) for i in range(model.routing_shape[0]))
-    fast = model.routing_loss(batch, moved, pinned=pinned)
-    # The same loss from transformers' own forward of prompt + answer, the rows applied from [ANS] on.
+    fast = model.routing_loss(batch, moved, pinned=pinned, lm_positions=positions)
+    # The same loss from transformers' own forward of prompt + answer, the rows applied from [ANS] on (or at it).
     embed = model.lm.get_input_embeddings()
     pad = model.tokenizer.pad_token_id
     sequences, labels, starts = [], [], []
@@ -67,8 +78,9 @@ def test_pinned_lm_rows_change_the_loss_exactly_as_the_transformers_forward_does
         starts.append(len(prompt) - 1)
     inputs = pad_sequence(sequences, batch_first=True)
     mask = pad_sequence([torch.ones(len(s), dtype=torch.long) for s in sequences], batch_first=True)
-    positions = torch.arange(inputs.shape[1])[None, :]
-    answer_tokens = (positions >= torch.as_tensor(starts)[:, None]) & (mask == 1)
+    indices = torch.arange(inputs.shape[1])[None, :]
+    starts = torch.as_tensor(starts)[:, None]
+    answer_tokens = (indices >= starts if positions == "answer" else indices == starts) & (mask == 1)
     rows = moved[:, lm_rows, :model.config.lm_experts]
     with torch.no_grad(), routing_at(LmRouting(model.config.lm_routing_indices, answer_tokens, rows=rows)):
         logits = model.lm(inputs_embeds=inputs, attention_mask=mask).logits
@@ -77,6 +89,34 @@ def test_pinned_lm_rows_change_the_loss_exactly_as_the_transformers_forward_does
     slow = token_loss.sum(1) / (target != -100).sum(1)
     assert torch.allclose(fast, slow, atol=1e-4), (fast - slow).abs().max()
     assert not torch.allclose(fast, model.routing_loss(batch, moved), atol=1e-3)  # the rows did change something
+
+
+async def _generated(backend, prompt, rows):
+    from serving.backends import SamplingOptions
+
+    return [delta async for delta in backend.generate(prompt, SamplingOptions(max_tokens=4), rows)]
+
+
+@pytest.mark.parametrize("positions", ["answer", "first"])
+def test_the_torch_backend_answers_as_the_model_does_under_lm_rows(model, positions) -> None:
+    """Generation with a key/value cache (the torch backend marks each call's tokens from the prompt's last index)
+    answers as the model's own loop, which runs the whole sequences at every step; with `first` each layer routed
+    one token with its row."""
+    from serving.backends.torch_backend import TorchBackend
+
+    samples = load_split("test", limit=8, seed=5)  # questions whose answers these rows change, at either positions
+    batch = model.labelled_batch([s.image for s in samples], [s.question for s in samples], [s.answer for s in samples])
+    full, moved, lm_rows = _moved(model, batch, seed=0, sharpness=2.0)
+    expected = model.answer(batch, moved, pinned=(True,) * model.routing_shape[0], lm_positions=positions)
+    assert expected != model.answer(batch, full)  # the rows change answers, so agreeing below means something
+    backend = TorchBackend(str(model.lm_path), model.max_positions)
+    for b, prompt in enumerate(model.prompt_embeds(batch, full)):
+        rows = LmRows({model.routing_layout.rows[r].layer: moved[b, r, :model.config.lm_experts].tolist()
+                       for r in lm_rows}, positions)
+        [delta] = asyncio.run(_generated(backend, prompt, rows))
+        assert delta.text.strip() == expected[b]
+        if positions == "first":
+            assert {ran["tokens"] for ran in delta.lm_report.values()} == {1}
 
 
 def test_lm_rows_get_a_gradient_only_when_pinned(model, batch) -> None:

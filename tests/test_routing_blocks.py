@@ -32,19 +32,20 @@ class RowedBatch:
 
 class RowedModel:
     """Loss ||r_vision - b_vision||^2, plus ||r_lm - b_lm||^2 for the LM rows it is told to apply (its own LM
-    routing is b_lm, so an LM row left to the model costs nothing). Records what it was told."""
+    routing is b_lm, so an LM row left to the model costs nothing). Records what it was told (pinned, lm_positions)."""
 
     routing_layout = LAYOUT
     routing_shape = LAYOUT.shape
 
     def __init__(self) -> None:
-        self.pins: list[tuple[bool, ...] | None] = []
+        self.pins: list[tuple[tuple[bool, ...] | None, str | None]] = []
 
     def base_routing(self, query: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def routing_loss(self, batch: RowedBatch, routing: Tensor, pinned: tuple[bool, ...] | None = None) -> Tensor:
-        self.pins.append(pinned)
+    def routing_loss(self, batch: RowedBatch, routing: Tensor, pinned: tuple[bool, ...] | None = None,
+                     lm_positions: str | None = None) -> Tensor:
+        self.pins.append((pinned, lm_positions))
         assert torch.all(routing[..., 0, VISION:] == 0), "the vision row's padding must stay zero"
         loss = (routing[..., 0, :VISION] - batch.best[:, 0, :VISION]).pow(2).sum(-1)
         for row in (1, 2):
@@ -96,16 +97,19 @@ def test_target_vision_equals_a_model_without_lm_rows(config):
     assert results[0].guard == alone.guard
 
 
+@pytest.mark.parametrize("positions", ["answer", "first"])
 @pytest.mark.parametrize("strategy", ["ngd", "kernel", "meanshift", "oracle"])
-def test_target_lm_moves_only_lm_rows_and_pins_them(strategy):
+def test_target_lm_moves_only_lm_rows_and_pins_them(strategy, positions):
+    """The model is told which rows to apply and at which answer positions, as the request asked."""
     model = RowedModel()
-    [request], _ = requests_for([RerouteConfig(strategy=strategy, target="lm", lr=0.2, oracle_steps=5)])
+    [request], _ = requests_for([RerouteConfig(strategy=strategy, target="lm", lr=0.2, oracle_steps=5,
+                                               lm_positions=positions)])
     [result] = reroute_many(model, [request])
     assert torch.equal(result.routing[0], request.r0[0])
     assert not torch.allclose(result.routing[1:], request.r0[1:])
     assert is_valid_routing(result.routing)
     if strategy != "meanshift":  # mean shift never calls the model
-        assert set(model.pins) == {(True, True, True)}
+        assert set(model.pins) == {((True, True, True), positions)}
 
 
 @pytest.mark.parametrize("strategy", ["ngd", "kernel", "meanshift", "oracle"])
@@ -133,7 +137,8 @@ def test_core_experts_move_only_the_top_experts_of_each_row(strategy):
 def test_a_batch_mixing_targets_gives_each_request_what_it_gets_alone():
     configs = [RerouteConfig(lr=0.2), RerouteConfig(lr=0.2, target="lm"), RerouteConfig(lr=0.2, target="both"),
                RerouteConfig(strategy="kernel", target="lm"), RerouteConfig(strategy="kernel"),
-               RerouteConfig(lr=0.2, target="lm", core_experts=3), RerouteConfig(strategy="none", target="lm")]
+               RerouteConfig(lr=0.2, target="lm", core_experts=3), RerouteConfig(strategy="none", target="lm"),
+               RerouteConfig(lr=0.2, target="lm", lm_positions="first")]
     batch, _ = requests_for(configs, seed=3)
     together = reroute_many(RowedModel(), batch)
     for request, result in zip(batch, together):
@@ -158,7 +163,8 @@ def test_block_for_the_whole_routing_of_a_vision_model_is_none():
     assert block_for(LAYOUT, "lm", rowed_routings(1, torch.Generator())[0]).pinned == (True, True, True)
 
 
-@pytest.mark.parametrize("bad", [{"target": "language"}, {"target": 3}, {"core_experts": 0}, {"core_experts": 1.5}])
+@pytest.mark.parametrize("bad", [{"target": "language"}, {"target": 3}, {"core_experts": 0}, {"core_experts": 1.5},
+                                 {"lm_positions": "last"}, {"lm_positions": 1}])
 def test_bad_target_options_are_refused(bad):
     with pytest.raises(ValueError):
         RerouteConfig(**bad)

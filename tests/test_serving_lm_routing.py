@@ -68,6 +68,21 @@ def test_vllm_and_the_transformers_path_answer_alike_under_lm_rows(real_server: 
                 [layer["engine_experts"] for layer in lm_other["layers"]]
 
 
+def test_lm_positions_first_routes_the_last_prompt_token_alone(real_server: RealServer,
+                                                               easy_vqa_cases: Cases) -> None:
+    """The request's `lm_positions` travels with its rows to either engine: each row then routes one token, the
+    one that gives the first answer token, and the vLLM and torch apps answer alike."""
+    vllm, torch_app = _client(real_server), _client(real_server, "/torch")
+    for question, _, url in easy_vqa_cases(3):
+        asked = dict(model=real_server.model, messages=_question(question, url), max_tokens=4, temperature=0,
+                     extra_body={"r2t2": {**MOVE, "lm_positions": "first"}})
+        one, other = vllm.chat.completions.create(**asked), torch_app.chat.completions.create(**asked)
+        assert one.choices[0].message.content == other.choices[0].message.content
+        for reply in (one, other):
+            lm = reply.model_extra["r2t2"]["lm_routing"]
+            assert lm["applied"] is True and {layer["engine_tokens"] for layer in lm["layers"]} == {1}
+
+
 def test_streaming_n_seed_logprobs_and_stop_work_with_lm_rows(real_server: RealServer, easy_vqa_cases: Cases) -> None:
     client = _client(real_server)
     question, _, url = easy_vqa_cases(1)[0]
@@ -95,7 +110,8 @@ def test_a_moved_lm_row_changes_nothing_when_the_target_is_vision(real_server: R
                for layer in vision["lm_routing"]["layers"])
 
 
-@pytest.mark.parametrize("r2t2, field", [({"target": "language"}, "target"), ({"target": "lm", "core_experts": 0}, "core_experts")])
+@pytest.mark.parametrize("r2t2, field", [({"target": "language"}, "target"), ({"target": "lm", "core_experts": 0}, "core_experts"),
+                                         ({"target": "lm", "lm_positions": "last"}, "lm_positions")])
 def test_bad_lm_options_are_refused(real_server: RealServer, easy_vqa_cases: Cases, r2t2: dict, field: str) -> None:
     question, _, url = easy_vqa_cases(1)[0]
     body = {"model": real_server.model, "max_tokens": 4, "messages": _question(question, url), "r2t2": r2t2}

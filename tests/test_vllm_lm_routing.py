@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from r2t2.data import load_split
+from r2t2.engine_prompt import LmRows
 from r2t2.model import load_model
 
 pytestmark = pytest.mark.slow
@@ -39,8 +40,9 @@ def engine(request):
     loop.close()
 
 
-def _rows(model, moved, lm_rows, i):
-    return {model.routing_layout.rows[r].layer: moved[i, r, :model.config.lm_experts].tolist() for r in lm_rows}
+def _rows(model, moved, lm_rows, i, positions="answer"):
+    return LmRows({model.routing_layout.rows[r].layer: moved[i, r, :model.config.lm_experts].tolist()
+                   for r in lm_rows}, positions)
 
 
 async def _answer(backend, prompt, rows):
@@ -50,34 +52,43 @@ async def _answer(backend, prompt, rows):
     return "".join(d.text for d in deltas).strip(), deltas[-1].lm_report
 
 
-def test_greedy_answers_with_lm_rows_equal_the_transformers_path(engine) -> None:
+@pytest.mark.parametrize("positions", ["answer", "first"])
+def test_greedy_answers_with_lm_rows_equal_the_transformers_path(engine, positions) -> None:
     model, batch, full, moved, lm_rows, backend = engine
     assert backend.applies_lm_rows
     pinned = tuple(True for _ in model.routing_layout.rows)
-    expected = model.generate(batch, moved, pinned=pinned)
+    expected = model.generate(batch, moved, pinned=pinned, lm_positions=positions)
     plain = model.generate(batch, full)
     assert expected != plain  # the rows change answers, so agreeing below means something
     prompts = model.prompt_embeds(batch, full)
 
     async def run():
-        return await asyncio.gather(*(_answer(backend, prompts[i], _rows(model, moved, lm_rows, i))
+        return await asyncio.gather(*(_answer(backend, prompts[i], _rows(model, moved, lm_rows, i, positions))
                                       for i in range(SAMPLES)))
 
     got = backend.run(run())
     assert [text for text, _ in got] == expected
-    for i, (_, report) in enumerate(got):  # the engine ran each row's top-k, from the last prompt token on
+    # The engine ran each row's top-k from the last prompt token on; with first at that token alone.
+    for i, (_, report) in enumerate(got):
         for r in lm_rows:
             layer = model.routing_layout.rows[r].layer
             top = moved[i, r, :model.config.lm_experts].topk(model.lm.config.num_experts_per_tok).indices.tolist()
-            assert report[layer]["experts"] == top and report[layer]["tokens"] >= 1
+            tokens = report[layer]["tokens"]
+            assert report[layer]["experts"] == top and (tokens == 1 if positions == "first" else tokens >= 1)
 
 
 def test_a_mixed_batch_of_16_gives_each_request_what_it_gets_alone(engine) -> None:
-    """Requests with different LM rows and requests with none share engine steps, each routed as its own."""
+    """Requests with different LM rows, applied at every answer token or at the first alone, and requests with
+    none share engine steps, each routed as its own."""
     model, batch, full, moved, lm_rows, backend = engine
     prompts = model.prompt_embeds(batch, full)
-    requests = [(i % SAMPLES, None if i % 3 == 0 else _rows(model, moved if i % 3 == 1 else full, lm_rows, i % SAMPLES))
-                for i in range(16)]
+    kinds = [None, (moved, "answer"), (moved, "first"), (full, "first"), (full, "answer")]
+
+    def rows(i):
+        kind = kinds[i % len(kinds)]
+        return None if kind is None else _rows(model, kind[0], lm_rows, i % SAMPLES, kind[1])
+
+    requests = [(i % SAMPLES, rows(i)) for i in range(16)]
 
     async def together():
         return await asyncio.gather(*(_answer(backend, prompts[i], rows) for i, rows in requests))
@@ -98,4 +109,19 @@ def test_rows_that_do_not_fit_the_model_are_refused_before_the_engine(engine) ->
     experts = model.config.lm_experts
     for rows in ({99: [1 / experts] * experts}, {0: [1.0] + [0.0] * experts}, {0: [0.5] * experts}):
         with pytest.raises(LmRoutingRefused):
-            backend.run(_answer(backend, prompt, rows))
+            backend.run(_answer(backend, prompt, LmRows(rows)))
+
+
+def test_the_engine_takes_exactly_r2t2s_lm_positions() -> None:
+    """The extension (which imports nothing of r2t2) knows the same positions, and refuses any other at the
+    engine's front door."""
+    from r2t2.engine_prompt import LM_POSITIONS
+    from serving.vllm_plugin import EXTRA_KEY, POSITIONS
+    from serving.vllm_plugin.slots import parse
+
+    assert POSITIONS == LM_POSITIONS
+    extra = {"key": "r", "layers": {"0": [0.5, 0.5]}, "prompt_len": 3}
+    assert parse({**extra, "positions": "first"}, None).positions == "first"
+    for positions in (None, "last"):
+        with pytest.raises(ValueError, match=f"{EXTRA_KEY}: positions"):
+            parse({**extra, "positions": positions}, None)

@@ -35,7 +35,7 @@ from r2t2.model.config import ImageTextConfig, ModelConfigError
 from r2t2.model.fingerprint import FINGERPRINT
 from r2t2.model.hf_checkpoint import FAMILY, fingerprint
 from r2t2.model.lm_routing import LmRouting, install_router_hooks, moe_layers, pinned_rows, routing_at
-from r2t2.engine_prompt import TEXT_IMAGE, TextImagePrompt
+from r2t2.engine_prompt import TEXT_IMAGE, LmPositions, TextImagePrompt
 from r2t2.model.protocol import EncodedBatch, EncodedQuery
 from r2t2.model.qwen3vl import load_checkpoint, prompt
 from r2t2.model.tokenizer import IM_END, IMAGE_PAD
@@ -102,16 +102,18 @@ class ImageTextModel:
         """[L, E]: each routed layer's router distribution at the last prompt token of the query."""
         return self._answer_routing(query[[0]])[0]
 
-    def routing_loss(self, batch: ChatBatch, routing: Tensor, pinned: Sequence[bool] | None = None) -> Tensor:
+    def routing_loss(self, batch: ChatBatch, routing: Tensor, pinned: Sequence[bool] | None = None,
+                     lm_positions: LmPositions = "answer") -> Tensor:
         """Mean answer cross-entropy per sample [B] with the pinned LM rows of `routing` ([L, E] or [B, L, E])
-        in place at the answer position (the last prompt token and the answer's tokens); differentiable in the
-        routing only. Unpinned rows leave their layers to the routers.
+        in place at the answer position (the last prompt token and the answer's tokens, or the last prompt
+        token alone with `lm_positions` "first"); differentiable in the routing only. Unpinned rows leave
+        their layers to the routers.
 
         The rows change nothing before the answer position, so the image and most of the prompt are run once
         per batch (their keys and values kept on it) and each call runs only the last tokens: those holding
         the answer positions of every sample."""
         prompt = batch.memo("answer tail", lambda: self._answer_tail(batch))
-        with routing_at(pinned_rows(self.routing_layout, routing, pinned, prompt.answer)):
+        with routing_at(pinned_rows(self.routing_layout, routing, pinned, prompt.answer, lm_positions)):
             logits = self.model(**prompt.inputs, past_key_values=copy.deepcopy(prompt.past), use_cache=True).logits
         token_loss = F.cross_entropy(logits.transpose(1, 2).float(), prompt.targets, reduction="none", ignore_index=-100)
         return token_loss.sum(1) / (prompt.targets != -100).sum(1).clamp_min(1)
@@ -160,12 +162,14 @@ class ImageTextModel:
                 for question, image, length in zip(batch.questions, batch.pil_images(), batch.prompt_lengths)]
 
     @torch.no_grad()
-    def answer(self, batch: ChatBatch, routing: Tensor, pinned: Sequence[bool] | None = None) -> list[str]:
+    def answer(self, batch: ChatBatch, routing: Tensor, pinned: Sequence[bool] | None = None,
+               lm_positions: LmPositions = "answer") -> list[str]:
         """Greedy answers with transformers' `generate`; pinned LM rows govern the last prompt token and every
-        generated token, as in the vLLM engine."""
+        generated token (the last prompt token alone with `lm_positions` "first"), as in the vLLM engine."""
         inputs, _ = self._inputs(batch, with_answers=False)
         length = inputs["input_ids"].shape[1]
-        applied = pinned_rows(self.routing_layout, routing, pinned, torch.zeros(len(batch), length, dtype=torch.bool))
+        applied = pinned_rows(self.routing_layout, routing, pinned, torch.zeros(len(batch), length, dtype=torch.bool),
+                              lm_positions)
         if applied is not None:
             applied.answer, applied.answer_from = None, length - 1  # marked per call, as the key/value cache grows
         with routing_at(applied):

@@ -1,9 +1,10 @@
 """Reading and replacing the language model's expert routing at the answer position, in torch.
 
 C3PO's pathway, as r2t2 serves it: in chosen MoE layers, the router's distribution for the answer
-position (the last prompt token, and every token after it) is either read (a request's base LM routing,
-a reference's stored routing) or replaced by a given distribution, from which the layer then picks its
-top-k experts and normalises them as its own router would. Every other token keeps its router.
+position (the last prompt token, and every token after it; with `positions` "first" the last prompt token
+alone) is either read (a request's base LM routing, a reference's stored routing) or replaced by a given
+distribution, from which the layer then picks its top-k experts and normalises them as its own router would.
+Every other token keeps its router.
 
 A forward call opts in with `with routing_at(LmRouting(...)):`; the setting lives in a context variable,
 so concurrent calls on one shared model never see each other's. Hugging Face MoE routers (Mixtral, OLMoE,
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import Tensor, nn
 
+from r2t2.engine_prompt import LmPositions
 from r2t2.routing.layout import RoutingLayout
 
 
@@ -31,10 +33,11 @@ class LmRouting:
 
     `answer` [B, S] bool marks the tokens (in the call's own [batch, sequence] layout) at the answer
     position. For a generation loop with a key/value cache give `answer_from` instead (the sequence index
-    of the last prompt token): each call then marks its tokens at that index or later. `rows`
-    [B, len(layers), E] replaces their routing (None: keep the routers'); `captured` collects, per layer,
-    the routers' own distribution at those tokens when `capture` is set; `ran` notes, per layer, the
-    experts the replaced rows made the layer run and at how many tokens.
+    of the last prompt token): each call then marks its tokens at that index or later. `positions` "first"
+    keeps only each sample's first marked token (the last prompt token; `answer_from` then marks that index
+    alone). `rows` [B, len(layers), E] replaces their routing (None: keep the routers'); `captured` collects,
+    per layer, the routers' own distribution at those tokens when `capture` is set; `ran` notes, per layer,
+    the experts the replaced rows made the layer run and at how many tokens.
     """
 
     layers: tuple[int, ...]
@@ -42,14 +45,22 @@ class LmRouting:
     rows: Tensor | None = None
     capture: bool = False
     answer_from: int | None = None
+    positions: LmPositions = "answer"
     captured: dict[int, Tensor] = field(default_factory=dict)  # layer -> [number of answer tokens, E]
     ran: dict[int, dict] = field(default_factory=dict)  # layer -> {"experts": [...], "tokens": n}
 
+    def __post_init__(self) -> None:
+        # Reduced on the whole [B, S] marks: the copies `narrowed_to` makes only cut them (one mark a sample is
+        # its own reduction).
+        if self.positions == "first" and self.answer is not None:
+            self.answer = self.answer & (self.answer.long().cumsum(dim=1) == 1)
 
-def pinned_rows(layout: RoutingLayout, routing: Tensor, pinned: Sequence[bool] | None,
-                answer: Tensor) -> LmRouting | None:
+
+def pinned_rows(layout: RoutingLayout, routing: Tensor, pinned: Sequence[bool] | None, answer: Tensor,
+                positions: LmPositions) -> LmRouting | None:
     """The LM rows of `routing` ([L, E] or [B, L, E]) that `pinned` applies, placed at the `answer` tokens
-    [B, S]; None when it applies none (every layer keeps its router)."""
+    [B, S] (all of them, or with `positions` "first" each sample's first); None when it applies none (every
+    layer keeps its router)."""
     if pinned is None:
         return None
     if len(pinned) != layout.shape[0]:
@@ -60,7 +71,7 @@ def pinned_rows(layout: RoutingLayout, routing: Tensor, pinned: Sequence[bool] |
     width = max(len(layout.rows[i].experts) for i in rows)
     values = routing[..., rows, :width]
     values = values.expand(answer.shape[0], *values.shape[-2:]) if values.ndim == 2 else values
-    return LmRouting(tuple(layout.rows[i].layer for i in rows), answer, rows=values)
+    return LmRouting(tuple(layout.rows[i].layer for i in rows), answer, rows=values, positions=positions)
 
 
 _ACTIVE: ContextVar[LmRouting | None] = ContextVar("r2t2_lm_routing", default=None)
@@ -144,7 +155,8 @@ def _router(layer: nn.Module) -> nn.Module:
 
 
 def _mark_answer_tokens(_: nn.Module, args: tuple, kwargs: dict) -> None:
-    """Before each forward call of the LM: with `answer_from` active, mark the call's tokens at or after it."""
+    """Before each forward call of the LM: with `answer_from` active, mark the call's tokens at or after it (at
+    it alone for `positions` "first")."""
     active = _ACTIVE.get()
     if active is None or active.answer_from is None:
         return
@@ -154,8 +166,9 @@ def _mark_answer_tokens(_: nn.Module, args: tuple, kwargs: dict) -> None:
     batch, length = inputs.shape[:2]
     cache = kwargs.get("past_key_values")
     past = 0 if cache is None else int(cache.get_seq_length())
-    positions = torch.arange(past, past + length, device=inputs.device)
-    active.answer = (positions >= active.answer_from).expand(batch, length)
+    indices = torch.arange(past, past + length, device=inputs.device)
+    marked = indices == active.answer_from if active.positions == "first" else indices >= active.answer_from
+    active.answer = marked.expand(batch, length)
 
 
 def install_router_hooks(lm: nn.Module, layers: Sequence[int]) -> None:

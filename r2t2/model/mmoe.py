@@ -30,7 +30,7 @@ from r2t2.model.experts import ExpertBank
 from r2t2.model.language_model import build_lm, prefix_lm
 from r2t2.model.lm_routing import LmRouting, install_router_hooks, pinned_rows, routing_at
 from r2t2.model.projector import ExpertProjectors
-from r2t2.engine_prompt import PROMPT_EMBEDS
+from r2t2.engine_prompt import PROMPT_EMBEDS, LmPositions
 from r2t2.model.protocol import EncodedBatch, EncodedQuery, RoutedQuery
 from r2t2.model.question_encoder import MINILM_NAME, MiniLMEmbedder
 from r2t2.model.router import Router
@@ -122,13 +122,15 @@ class MultimodalMoE(nn.Module):
             full[:, row, :self.config.lm_experts] = seen.captured[layer].to(full.dtype)
         return full
 
-    def routing_loss(self, batch: LabelledBatch, routing: Tensor, pinned: Sequence[bool] | None = None) -> Tensor:
+    def routing_loss(self, batch: LabelledBatch, routing: Tensor, pinned: Sequence[bool] | None = None,
+                     lm_positions: LmPositions = "answer") -> Tensor:
         """Mean answer cross-entropy per sample [B] under `routing` ([L, E] or [B, L, E]).
 
         The re-routing path: experts' tokens and the question prefix are computed once per batch, each
         call runs only soft tokens + answer through the LM. Same value as `answer_loss`. The vision rows are
         always applied; an LM row only where `pinned` says so, at the answer position ([ANS] and the answer
-        tokens that follow it); the other LM layers keep their routers.
+        tokens that follow it, or [ANS] alone with `lm_positions` "first"); the other LM layers keep their
+        routers.
         """
         lm = batch.memo("lm", lambda: prefix_lm(self.lm))
         projected = batch.memo("projected", lambda: self.projectors.project(batch.features).detach())
@@ -141,7 +143,7 @@ class MultimodalMoE(nn.Module):
         suffix = torch.cat([soft, tail], dim=1)
         answer = torch.zeros(suffix.shape[:2], dtype=torch.bool, device=suffix.device)
         answer[:, soft.shape[1]:] = True
-        with routing_at(pinned_rows(self.routing_layout, routing, pinned, answer)):
+        with routing_at(pinned_rows(self.routing_layout, routing, pinned, answer, lm_positions)):
             logits = lm.logits(cache, suffix, keep_from=soft.shape[1])
         targets = answers.masked_fill(answers == self.tokenizer.pad_token_id, -100)
         token_loss = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none", ignore_index=-100)
@@ -259,8 +261,9 @@ class MultimodalMoE(nn.Module):
         if tokens > self.max_question_tokens:
             raise QuestionTooLong(tokens, self.max_question_tokens)
 
-    def answer(self, query: LabelledBatch, routing: Tensor, pinned: Sequence[bool] | None = None) -> list[str]:
-        return self.generate(query, routing, pinned=pinned)
+    def answer(self, query: LabelledBatch, routing: Tensor, pinned: Sequence[bool] | None = None,
+               lm_positions: LmPositions = "answer") -> list[str]:
+        return self.generate(query, routing, pinned=pinned, lm_positions=lm_positions)
 
     def soft_tokens(self, features: Tensor, routing: Tensor) -> Tensor:
         """[B, T, h] visual tokens under `routing` ([L, E] or [B, L, E]; only its vision rows count)."""
@@ -315,9 +318,10 @@ class MultimodalMoE(nn.Module):
 
     @torch.no_grad()
     def generate(self, batch: LabelledBatch, routing: Tensor, max_new_tokens: int = 4,
-                 pinned: Sequence[bool] | None = None) -> list[str]:
+                 pinned: Sequence[bool] | None = None, lm_positions: LmPositions = "answer") -> list[str]:
         """Greedy answers under `routing` ([L, E] or [B, L, E]); the torch path, used by eval. LM rows that
-        `pinned` applies govern the last prompt token and every generated token, as in the vLLM engine."""
+        `pinned` applies govern the last prompt token and every generated token (the last prompt token alone
+        with `lm_positions` "first"), as in the vLLM engine."""
         prompts = self.prompt_embeds(batch, routing)
         prompt_lengths = torch.as_tensor([len(p) for p in prompts])
         embed = self.lm.get_input_embeddings()
@@ -331,7 +335,7 @@ class MultimodalMoE(nn.Module):
             mask = pad_sequence([torch.ones(len(s), dtype=torch.long) for s in seqs], batch_first=True)
             positions = torch.arange(mask.shape[1])[None, :]
             answer = (positions >= prompt_lengths[:, None] - 1) & (positions < lengths[:, None])
-            with routing_at(pinned_rows(self.routing_layout, routing, pinned, answer.to(self.device))):
+            with routing_at(pinned_rows(self.routing_layout, routing, pinned, answer.to(self.device), lm_positions)):
                 logits = self.lm(inputs_embeds=pad_sequence(seqs, batch_first=True), attention_mask=mask).logits
             next_ids = logits[torch.arange(len(seqs)), lengths - 1].argmax(-1).tolist()
             for b, token in enumerate(next_ids):

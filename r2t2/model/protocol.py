@@ -78,11 +78,12 @@ class ServableModel(RoutedModel, Protocol):
 
     LM rows (rows of kind "lm" in `routing_layout`): `base_routing` fills them with the LM router's own
     distribution at the answer position (the last prompt token) in each row's layer, and so do the
-    routings of `encode_references`. `routing_loss` and `answer` then take `pinned` (one bool per row):
-    a pinned LM row replaces that layer's router distribution at the answer position (the last prompt
-    token and every token after it), the layer picking its top-k experts from it as its router would; an
-    LM row that is not pinned leaves the layer to its router. A model without LM rows is never given
-    `pinned`. The generation backend applies the same rows inside the engine (docs/models.md).
+    routings of `encode_references`. `routing_loss` and `answer` then take `pinned` (one bool per row)
+    and `lm_positions`: a pinned LM row replaces that layer's router distribution at the answer position
+    (the last prompt token and every token after it, or with `lm_positions` "first" the last prompt token
+    alone), the layer picking its top-k experts from it as its router would; an LM row that is not pinned
+    leaves the layer to its router. A model without LM rows is never given either. The generation backend
+    applies the same rows inside the engine (docs/models.md).
 
     Optional: `encode_queries(images, questions, answers) -> list[RoutedQuery | Exception]`, the requests of
     a batch encoded and routed in one pass, slot i holding what `encode_query` and `base_routing` give request
@@ -109,7 +110,7 @@ class ServableModel(RoutedModel, Protocol):
 
     def answer(self, query: ReferenceBatch, routing: Tensor) -> list[str]:
         """Greedy answers under `routing` with the torch model (evaluation; the server uses vLLM); a model with
-        LM rows also takes `pinned` (see above)."""
+        LM rows also takes `pinned` and `lm_positions` (see above)."""
         ...
 
     def encode_references(self, samples: Sequence[Any]) -> EncodedBatch:

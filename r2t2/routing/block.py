@@ -9,7 +9,8 @@ change (None: everything).
 
 `pinned` tells the model which rows of a routing it must apply. A model applies its vision rows always (a
 soft-token mixture has no other source), but an LM row only when a request re-routes it; otherwise the
-layer keeps its own router. None means the model's default.
+layer keeps its own router. None means the model's default. `lm_positions` says at which answer tokens a
+pinned LM row applies (RerouteConfig.lm_positions).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from r2t2.engine_prompt import LmPositions
 from r2t2.routing.layout import TARGETS, RoutingLayout
 
 
@@ -27,6 +29,7 @@ class RoutingBlock:
     width: int  # the block's columns: the first `width` experts of each of those rows
     pinned: tuple[bool, ...] | None = None  # per full-routing row: the model applies it (None: model default)
     movable: Tensor | None = None  # [len(rows), width] bool; None: every entry of the block may move
+    lm_positions: LmPositions = "answer"  # where the pinned LM rows apply
 
     def __post_init__(self) -> None:
         if not self.rows or self.width < 1:
@@ -40,7 +43,7 @@ class RoutingBlock:
 
     def group_key(self) -> tuple:
         """Requests whose blocks share this key can be re-routed in one batched model call."""
-        return self.rows, self.width, self.pinned
+        return self.rows, self.width, self.pinned, self.lm_positions
 
     def fits(self, shape: tuple[int, int]) -> bool:
         """Whether the block lies inside a routing of this (L, E) shape."""
@@ -60,8 +63,10 @@ class RoutingBlock:
         return base.index_copy(-2, index, torch.cat([block.to(base.dtype), rest], dim=-1))
 
 
-def block_for(layout: RoutingLayout, target: str, r0: Tensor, core_experts: int | None = None) -> RoutingBlock | None:
-    """The block a request with `target` (vision | lm | both) re-routes from base routing `r0` [L, E].
+def block_for(layout: RoutingLayout, target: str, r0: Tensor, core_experts: int | None = None,
+              lm_positions: LmPositions = "answer") -> RoutingBlock | None:
+    """The block a request with `target` (vision | lm | both) re-routes from base routing `r0` [L, E], its LM
+    rows applied at `lm_positions`.
 
     None when that is the whole routing with nothing held back: the strategies then work on `r0` itself.
     `core_experts` n lets only each row's n experts with the largest base weight move (C3PO's core experts).
@@ -83,7 +88,7 @@ def block_for(layout: RoutingLayout, target: str, r0: Tensor, core_experts: int 
     whole = len(rows) == layout.shape[0] and width == layout.shape[1]
     if whole and bool(movable.all()) and pinned is None:
         return None
-    return RoutingBlock(tuple(rows), width, pinned, None if bool(movable.all()) else movable)
+    return RoutingBlock(tuple(rows), width, pinned, None if bool(movable.all()) else movable, lm_positions)
 
 
 def answer_pins(layout: RoutingLayout, target: str, base: Tensor, routing: Tensor) -> tuple[bool, ...] | None:

@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from r2t2.engine_prompt import LM_POSITIONS, LmPositions
 from r2t2.routing.kernels import KERNELS
 from r2t2.routing.layout import TARGETS
 from r2t2.routing.strategies import strategy
@@ -32,8 +33,9 @@ class RerouteConfig:
     """How to re-route one request.
 
     `target` names the routing rows a request re-routes: the vision experts' mixture, the language model's
-    experts at the answer position (`lm`), or both; `core_experts` n lets only each re-routed row's n
-    experts with the largest base weight move (None: all of them).
+    experts at the answer position (`lm`), or both; `lm_positions` where re-routed LM rows apply (every answer
+    token, or the first one alone); `core_experts` n lets only each re-routed row's n experts with the largest
+    base weight move (None: all of them).
 
     `strategy` names a registered strategy (routing/strategies.py). `steps` drives both NGD and mean shift;
     `bandwidth` (None = median heuristic, see kernels.py) applies in whichever space the strategy measures
@@ -46,6 +48,10 @@ class RerouteConfig:
                          "language model's experts at the answer position, in the model's LM routing layers, applied "
                          "inside the engine) or both; lm needs a model with LM rows (/v1/models `routing_rows`)",
                          choices=tuple(TARGETS))
+    lm_positions: LmPositions = option("answer", "where re-routed LM rows apply: answer (the last prompt token and "
+                                       "every generated token) or first (the last prompt token alone, the position "
+                                       "that produces the first answer token; every later token keeps its router)",
+                                       choices=LM_POSITIONS)
     core_experts: int | None = option(None, "let only each re-routed row's this many experts with the largest base "
                                       "weight move (C3PO's core experts); null: all of them", ge=1, le=4096)
     k: int = option(5, "neighbours used (kNN). With neighbourhood=epsilon, the ball is taken from the max(k, 64) "
@@ -86,6 +92,7 @@ class RerouteConfig:
         self._check_types()
         strategy(self.strategy)  # a registered one (routing/strategies.py)
         _one_of("target", self.target, tuple(TARGETS))
+        _one_of("lm_positions", self.lm_positions, LM_POSITIONS)
         if self.core_experts is not None and self.core_experts < 1:
             raise ValueError(f"core_experts must be a positive integer or None, got {self.core_experts}")
         _one_of("neighbourhood", self.neighbourhood, NEIGHBOURHOODS)
@@ -133,7 +140,7 @@ class RerouteConfig:
         return dataclasses.replace(self, **overrides)
 
     def _check_types(self) -> None:
-        for name in ("strategy", "target", "neighbourhood", "kernel"):
+        for name in ("strategy", "target", "lm_positions", "neighbourhood", "kernel"):
             if not isinstance(getattr(self, name), str):
                 raise ValueError(f"{name} must be a string, got {getattr(self, name)!r}")
         for name in ("guard", "answer_check"):

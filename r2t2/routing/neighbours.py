@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from r2t2.routing.block import RoutingBlock
 from r2t2.routing.config import RerouteConfig
 from r2t2.routing.kernels import distances, kernel_function, median_bandwidth
 from r2t2.routing.protocol import Neighbourhood, ReferenceBatch, RoutedModel
@@ -147,13 +148,13 @@ class NeighbourLosses:
         owner = part.owner.to(routings.device)
         if self.placement is not None:
             routings = self.placement.full(routings)
-        pinned = None if self.placement is None else self.placement.block.pinned
+        block = None if self.placement is None else self.placement.block
         if part.joined is not None:
-            losses = _checked(model_loss(self.model, part.joined, routings[owner], pinned), owner.shape[0])
+            losses = _checked(model_loss(self.model, part.joined, routings[owner], block), owner.shape[0])
         else:
             losses = torch.cat([
                 _checked(model_loss(self.model, self.batches[q],
-                                    routings[q].expand(len(self.batches[q]), *routings.shape[1:]), pinned),
+                                    routings[q].expand(len(self.batches[q]), *routings.shape[1:]), block),
                          len(self.batches[q]))
                 for q in part.queries])
         weights = part.weights.to(device=losses.device, dtype=losses.dtype)
@@ -171,13 +172,12 @@ class _Part:
     weights: Tensor  # [N]
 
 
-def model_loss(model: RoutedModel, batch: ReferenceBatch, routing: Tensor,
-               pinned: tuple[bool, ...] | None) -> Tensor:
-    """`model.routing_loss`, told which rows to apply when the request says (a model without LM rows is never
-    told, so its `routing_loss` needs no `pinned` parameter)."""
-    if pinned is None:
+def model_loss(model: RoutedModel, batch: ReferenceBatch, routing: Tensor, block: RoutingBlock | None) -> Tensor:
+    """`model.routing_loss`, told which rows to apply and where when the request's `block` says (a model without
+    LM rows is never told, so its `routing_loss` needs no `pinned` or `lm_positions` parameter)."""
+    if block is None or block.pinned is None:
         return model.routing_loss(batch, routing)
-    return model.routing_loss(batch, routing, pinned=pinned)
+    return model.routing_loss(batch, routing, pinned=block.pinned, lm_positions=block.lm_positions)
 
 
 def _checked(losses: Tensor, samples: int) -> Tensor:

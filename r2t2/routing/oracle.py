@@ -50,7 +50,7 @@ def oracle(model: RoutedModel, r0: Tensor, config: RerouteConfig, target: Refere
         if placement is None:
             return model.routing_loss(target[[0] * len(routings)], routings)
         full = placement.full(routings, torch.zeros(len(routings), dtype=torch.long))
-        return model_loss(model, target[[0] * len(routings)], full, placement.block.pinned)
+        return model_loss(model, target[[0] * len(routings)], full, placement.block)
 
     def descent_loss(routing: Tensor, _: list[int]) -> Tensor:
         if placement is None:

@@ -47,8 +47,9 @@ class RoutedModel(Protocol):
 
     # Optional: `routing_layout` (routing/layout.py): the rows' kinds (vision | lm) and expert counts. Without it
     # every row counts as a vision row over all E experts. A model with LM rows also takes
-    # `routing_loss(batch, routing, pinned=...)`: one bool per row, whether the routing's row replaces the
-    # model's own routing there (routing/block.py); it is only passed when a request re-routes LM rows.
+    # `routing_loss(batch, routing, pinned=..., lm_positions=...)`: one bool per row, whether the routing's row
+    # replaces the model's own routing there, and at which answer tokens (routing/block.py); they are only
+    # passed when a request re-routes LM rows.
     # Optional: `join_batches(batches) -> ReferenceBatch`, every sample of `batches` in order. A model
     # that has it lets re-routing evaluate the neighbours of a whole batch of requests in one
     # `routing_loss` call; without it each request costs its own call (same results, less throughput).

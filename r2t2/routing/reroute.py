@@ -86,7 +86,7 @@ def routing_layout(model: RoutedModel) -> RoutingLayout:
 def _in_block(request: RerouteRequest, layout: RoutingLayout) -> RerouteRequest:
     """The request within the block its target re-routes (itself when that is the whole routing)."""
     config = request.config
-    block = block_for(layout, config.target, request.r0, config.core_experts)
+    block = block_for(layout, config.target, request.r0, config.core_experts, config.lm_positions)
     if block is None:
         return request
     hood = request.neighbourhood

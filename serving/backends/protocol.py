@@ -16,12 +16,9 @@ from typing import Literal, Protocol, runtime_checkable
 
 import torch
 
-from r2t2.engine_prompt import EnginePrompt, TextImagePrompt
+from r2t2.engine_prompt import EnginePrompt, LmRows, TextImagePrompt
 
 FinishReason = Literal["stop", "length"]
-# A request's LM routing: decoder layer -> the distribution over that layer's experts that replaces its router's
-# at the answer position (the last prompt token and every generated token).
-LmRows = dict[int, list[float]]
 # What the engine ran under them: decoder layer -> {"experts": [top-k expert ids], "tokens": tokens routed so}.
 LmReport = dict[int, dict]
 
@@ -169,7 +166,7 @@ class LmShape:
         """`rows` as validated for this LM; LmRoutingRefused says why not (`supported`: why it cannot at all)."""
         if supported is not None:
             raise LmRoutingRefused(supported)
-        for layer, weights in rows.items():
+        for layer, weights in rows.layers.items():
             if not 0 <= layer < self.layers:
                 raise LmRoutingRefused(f"LM routing names layer {layer}; the language model has {self.layers}")
             if len(weights) != self.experts or not all(math.isfinite(w) and w >= 0 for w in weights) \

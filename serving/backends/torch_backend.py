@@ -14,8 +14,15 @@ import torch
 
 from r2t2.compat import install_torchvision_fix
 from r2t2.engine_prompt import PROMPT_EMBEDS
-from serving.backends.protocol import (Delta, FinishReason, LmRows, LmShape, SamplingOptions, TokenLogprob,
-                                       check_prompt_embeds)
+from serving.backends.protocol import (
+    Delta,
+    FinishReason,
+    LmRows,
+    LmShape,
+    SamplingOptions,
+    TokenLogprob,
+    check_prompt_embeds,
+)
 
 
 class TorchBackend:
@@ -50,10 +57,10 @@ class TorchBackend:
         penalties = _Penalties(options.presence_penalty, options.frequency_penalty)
         routing = None
         if lm_rows is not None:
-            layers = tuple(sorted(lm_rows))
+            layers = tuple(sorted(lm_rows.layers))
             install_router_hooks(self._model, layers)
-            routing = LmRouting(layers, rows=torch.tensor([[lm_rows[layer] for layer in layers]]),
-                                answer_from=embeds.shape[0] - 1)
+            routing = LmRouting(layers, rows=torch.tensor([[lm_rows.layers[layer] for layer in layers]]),
+                                answer_from=embeds.shape[0] - 1, positions=lm_rows.positions)
         with self._lock, torch.inference_mode(), routing_at(routing):
             if options.seed is not None:
                 torch.manual_seed(options.seed)  # under the lock: no other generation draws from it meanwhile

@@ -19,13 +19,21 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from r2t2.engine_prompt import PROMPT_EMBEDS, TEXT_IMAGE, EnginePrompt
-from serving.backends.protocol import (Delta, LmReport, LmRows, LmShape, SamplingOptions, TokenLogprob,
-                                       check_prompt_embeds, check_text_image)
-from serving.vllm_plugin import EXTRA_KEY
-from serving.vllm_plugin.plugin import ROUTABLE
+from serving.backends.protocol import (
+    Delta,
+    LmReport,
+    LmRows,
+    LmShape,
+    SamplingOptions,
+    TokenLogprob,
+    check_prompt_embeds,
+    check_text_image,
+)
 from serving.backends.vllm_process import worker_in_engine_process
 from serving.config import VllmOptions
 from serving.lifecycle.child_env import prepare_server_process
+from serving.vllm_plugin import EXTRA_KEY
+from serving.vllm_plugin.plugin import ROUTABLE
 
 
 def lm_routing_refusal(shape: LmShape, options: VllmOptions) -> str | None:
@@ -105,10 +113,12 @@ class VllmBackend:
         extra = None
         if lm_rows is not None:
             rows = self._shape.check(lm_rows, self._refusal)
-            extra = {EXTRA_KEY: {"key": request_id, "prompt_len": prompt_len,
-                                 "layers": {str(layer): weights for layer, weights in rows.items()}}}
-            # Keys and values computed under these rows must never be reused by a request without them.
-            engine_prompt["cache_salt"] = hashlib.sha256(json.dumps(extra[EXTRA_KEY]["layers"]).encode()).hexdigest()
+            applied = {"layers": {str(layer): weights for layer, weights in rows.layers.items()},
+                       "positions": rows.positions}
+            extra = {EXTRA_KEY: {"key": request_id, "prompt_len": prompt_len, **applied}}
+            # Keys and values computed under these rows must never be reused by a request without them (or with
+            # them at other positions).
+            engine_prompt["cache_salt"] = hashlib.sha256(json.dumps(applied).encode()).hexdigest()
         params = SamplingParams(
             max_tokens=options.max_tokens,
             temperature=options.temperature,
@@ -145,8 +155,8 @@ class VllmBackend:
         reports = await self._running_engine().collective_rpc("r2t2_routing_reports", args=([request_id],))
         found = next((report[request_id] for report in reports if request_id in report), {})
         report = {int(layer): ran for layer, ran in found.items()}
-        if set(report) != set(lm_rows):
-            raise RuntimeError(f"the engine applied LM rows to layers {sorted(report)}, not {sorted(lm_rows)}")
+        if set(report) != set(lm_rows.layers):
+            raise RuntimeError(f"the engine applied LM rows to layers {sorted(report)}, not {sorted(lm_rows.layers)}")
         return report
 
     async def check_health(self) -> None:

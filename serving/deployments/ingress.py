@@ -23,25 +23,24 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from pipeline.record import R2T2Record
 from r2t2.engine_prompt import prompt_length
 from r2t2.routing import import_strategies
-from serving.api import playground
+from serving.api import openapi, playground
 from serving.api.auth import require_admin
-from serving.api import openapi
 from serving.api.chat import ChatJob, parse_body, parse_chat_request
-from serving.deployments.answers import Answers
-from serving.deployments.choices import Stream, merged
-from serving.config import ServerConfig
 from serving.api.errors import (ApiError, IndexOfAnotherModel, InternalError, InvalidRequest, NotFound,
-                            ServiceUnavailable, to_api_error)
+                                ServiceUnavailable, to_api_error)
 from serving.api.images import limit_decoded_pixels, load_image
-from serving.api.logs import client_error_line, quiet_client_errors
-from serving.api.metrics import CONTENT_TYPE, ServingMetrics
-from serving.deployments.placement import controller, nodes, placement
-from serving.api.responses import DONE_EVENT, Completion, sse_error, sse_event
-from serving.deployments.retry import retried
 from serving.api.index_schemas import (DeletedVersion, IndexDetail, IndexJob, IndexList, IndexSummary, parse_force,
                                        parse_rebuild, parse_version)
+from serving.api.logs import client_error_line, quiet_client_errors
+from serving.api.metrics import CONTENT_TYPE, ServingMetrics
+from serving.api.responses import DONE_EVENT, Completion, sse_error, sse_event
 from serving.api.schemas import ChatCompletion, ChatCompletionChunk, ChunkDelta, GenerationSettings, ModelCard, ModelList
 from serving.api.status_schemas import HealthStatus, PlacementReport
+from serving.config import ServerConfig
+from serving.deployments.answers import Answers
+from serving.deployments.choices import Stream, merged
+from serving.deployments.placement import controller, nodes, placement
+from serving.deployments.retry import retried
 
 logger = logging.getLogger("ray.serve")
 api = FastAPI(title="r2t2", version="1",

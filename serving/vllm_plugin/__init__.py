@@ -2,8 +2,9 @@
 
 A request that carries LM routing rows (`SamplingParams.extra_args["r2t2_lm_routing"]`) has, in each named
 MoE layer, the router's distribution at its answer position (the last prompt token and every generated
-token) replaced by its row; the layer picks its top-k experts from it as its router would. Every other
-token of the same engine step keeps its router. The pieces, each a documented vLLM extension point:
+token; with `"positions": "first"` the last prompt token alone) replaced by its row; the layer picks its
+top-k experts from it as its router would. Every other token of the same engine step keeps its router. The
+pieces, each a documented vLLM extension point:
 
 - `plugin.register` (the `vllm.general_plugins` entry point, pyproject.toml) registers out-of-tree model
   classes: each is vLLM's own model class with every fused-MoE layer's router rebuilt around a
@@ -21,3 +22,5 @@ captured CUDA graph or a compiled forward would freeze.
 """
 
 EXTRA_KEY = "r2t2_lm_routing"  # the SamplingParams.extra_args entry a request's rows travel in
+# Where a request's rows apply (r2t2.engine_prompt.LM_POSITIONS; the plugin imports nothing of r2t2).
+POSITIONS = ("answer", "first")

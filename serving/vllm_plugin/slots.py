@@ -13,24 +13,27 @@ import torch
 from vllm import SamplingParams
 from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor, MoveDirectionality
 
-from serving.vllm_plugin import EXTRA_KEY
+from serving.vllm_plugin import EXTRA_KEY, POSITIONS
 
 _LIVE: list["RoutingSlots"] = []  # the engine process's instance (vLLM builds one per model runner)
 
 
 @dataclass(frozen=True)
 class SlotRouting:
-    """One request's LM routing: its key (for the report), prompt length, and {layer: distribution}."""
+    """One request's LM routing: its key (for the report), prompt length, {layer: distribution}, and where the
+    rows apply: from the last prompt token on (`answer`) or at it alone (`first`)."""
 
     key: str
     prompt_len: int
     layers: dict[int, torch.Tensor]
+    positions: str
 
 
 def parse(extra: Any, prompt_len: int | None) -> SlotRouting:
     """A request's `extra_args[EXTRA_KEY]` as a SlotRouting; ValueError describes what is wrong with it."""
     if not isinstance(extra, dict) or not isinstance(extra.get("key"), str) or not isinstance(extra.get("layers"), dict):
-        raise ValueError(f"{EXTRA_KEY} must be {{'key': str, 'layers': {{layer: [weights]}}, 'prompt_len': int}}")
+        raise ValueError(f"{EXTRA_KEY} must be {{'key': str, 'layers': {{layer: [weights]}}, 'prompt_len': int, "
+                         "'positions': str}")
     length = prompt_len if prompt_len is not None else extra.get("prompt_len")
     if isinstance(length, bool) or not isinstance(length, int) or length < 1:
         raise ValueError(f"{EXTRA_KEY}: prompt_len must be a positive integer for a prompt given as embeddings")
@@ -40,7 +43,10 @@ def parse(extra: Any, prompt_len: int | None) -> SlotRouting:
         if row.ndim != 1 or not torch.isfinite(row).all() or (row < 0).any() or abs(float(row.sum()) - 1) > 1e-3:
             raise ValueError(f"{EXTRA_KEY}: layer {layer} must be a distribution over the layer's experts")
         layers[int(layer)] = row
-    return SlotRouting(extra["key"], length, layers)
+    positions = extra.get("positions")
+    if positions not in POSITIONS:
+        raise ValueError(f"{EXTRA_KEY}: positions must be one of {', '.join(POSITIONS)}, got {positions!r}")
+    return SlotRouting(extra["key"], length, layers, positions)
 
 
 class RoutingSlots(LogitsProcessor):

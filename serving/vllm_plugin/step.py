@@ -2,9 +2,10 @@
 
 At the start of every forward the model calls `begin`: from the persistent batch's slots (slots.py) and the
 step's attention metadata (each request's token range and sequence length) it finds, per layer, the tokens
-at a request's answer position (sequence index >= prompt length - 1) and the row each must take. The
-layers' routing hook (`route`) then puts those rows in place of the router's distribution for exactly those
-tokens, picks their top-k like the router, and notes the experts chosen per request for the report.
+at a request's answer position (sequence index >= prompt length - 1; only == for a request whose positions
+are "first") and the row each must take. The layers' routing hook (`route`) then puts those rows in place
+of the router's distribution for exactly those tokens, picks their top-k like the router, and notes the
+experts chosen per request for the report.
 """
 from __future__ import annotations
 
@@ -50,14 +51,15 @@ class EngineRouting:
                 continue
             start, end = starts[slot], starts[slot + 1]
             first = lengths[slot] - (end - start)  # sequence index of the slot's first token this step
-            answer_from = start + max(0, routing.prompt_len - 1 - first)
-            if answer_from >= end:
+            answer = start + routing.prompt_len - 1 - first  # where the last prompt token is (or would be) this step
+            span = range(max(start, answer), end if routing.positions == "answer" else min(end, answer + 1))
+            if not span:
                 continue
             for layer, row in routing.layers.items():
                 tokens, rows, keys = per_layer.setdefault(layer, ([], [], []))
-                tokens.extend(range(answer_from, end))
-                rows.append(row.expand(end - answer_from, -1))
-                keys.extend([routing.key] * (end - answer_from))
+                tokens.extend(span)
+                rows.append(row.expand(len(span), -1))
+                keys.extend([routing.key] * len(span))
         self._step = {layer: _LayerStep(torch.as_tensor(tokens), torch.cat(rows), tuple(keys))
                       for layer, (tokens, rows, keys) in per_layer.items()}
 
