@@ -47,6 +47,10 @@ class NeighbourSource:
     default_index: str
     device: torch.device
 
+    def reference_index(self, name: str | None) -> ReferenceIndex:
+        """The current version of the index a request naming `name` (None: the default) searches."""
+        return self.registry.get(name or self.default_index)
+
     def find(self, query: Query, routed: RoutedQuery, encode_seconds: float) -> Found:
         """What an encoded query's strategy needs: neighbours, the routing pool, or its label."""
         config = query.config
@@ -56,7 +60,7 @@ class NeighbourSource:
         snapshot, neighbourhood, pool, embedding = None, None, None, None
         described: dict[str, dict[str, Any]] = {}
         if needs in (Needs.NEIGHBOURS, Needs.POOL):
-            snapshot = self.registry.get(query.index or self.default_index)
+            snapshot = self.reference_index(query.index)
         if needs is Needs.NEIGHBOURS:
             if encoded.question_embedder == self.embedder.name:  # the model already embedded the question
                 embedding = encoded.question_embedding

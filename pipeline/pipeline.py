@@ -45,7 +45,6 @@ class ReroutePipeline:
         self.model_name = model_name
         self.family = family
         self.layout: RoutingLayout = routing_layout(model)
-        self._registry = registry
         self._neighbours = NeighbourSource(model, embedder, registry, default_index, device)
 
     def info(self) -> ModelInfo:
@@ -61,13 +60,13 @@ class ReroutePipeline:
 
     def reference_index(self, name: str | None = None) -> ReferenceIndex:
         """The current version of the index a request naming `name` (None: the default) would search."""
-        return self._registry.get(name or self._neighbours.default_index)
+        return self._neighbours.reference_index(name)
 
     def follow_indexes(self, interval_s: float) -> None:
-        self._registry.start_auto_refresh(interval_s)
+        self._neighbours.registry.start_auto_refresh(interval_s)
 
     def close(self) -> None:
-        self._registry.close()
+        self._neighbours.registry.close()
 
     def config_for(self, overrides: dict) -> RerouteConfig:
         """Server defaults with the request's options on top; ValueError names a bad or unknown field, or a

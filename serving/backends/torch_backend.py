@@ -14,15 +14,8 @@ import torch
 
 from r2t2.compat import install_torchvision_fix
 from r2t2.engine_prompt import PROMPT_EMBEDS
-from serving.backends.protocol import (
-    Delta,
-    FinishReason,
-    LmRows,
-    LmShape,
-    SamplingOptions,
-    TokenLogprob,
-    check_prompt_embeds,
-)
+from serving.backends.protocol import (Delta, FinishReason, LmRows, LmShape, SamplingOptions, TokenLogprob,
+                                       check_prompt_embeds)
 
 
 class TorchBackend:

@@ -19,16 +19,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from r2t2.engine_prompt import PROMPT_EMBEDS, TEXT_IMAGE, EnginePrompt
-from serving.backends.protocol import (
-    Delta,
-    LmReport,
-    LmRows,
-    LmShape,
-    SamplingOptions,
-    TokenLogprob,
-    check_prompt_embeds,
-    check_text_image,
-)
+from serving.backends.protocol import (Delta, LmReport, LmRows, LmShape, SamplingOptions, TokenLogprob,
+                                       check_prompt_embeds, check_text_image)
 from serving.backends.vllm_process import worker_in_engine_process
 from serving.config import VllmOptions
 from serving.lifecycle.child_env import prepare_server_process
