@@ -5,12 +5,18 @@ batches); only the vectors neighbours are found and weighed by change, so the co
 key. Keys: `minilm` (today's question embedding), `mpnet` (all-mpnet-base-v2, a stronger sentence
 embedder, from a local directory), `answers` (the model's own signal: its answer-token distribution
 under the base routing, as square-root probabilities, so the cosine is the Bhattacharyya coefficient),
-and concatenations such as `minilm+answers` (each part
+`hidden` (the LM's hidden state at the last prompt token, the position LM rows govern, after decoder layer
+`--hidden-layer`, under the base routing; composed families), `routes` (the model's own LM routing there:
+each LM row's router distribution, as square-root probabilities; every family with LM rows, read from the
+index's stored routings), and concatenations such as `minilm+answers` (each part
 unit length, weighted by an optional `w*` prefix, e.g. `minilm+0.5*answers`). (The image+question embedder needs reference images, which an index does not
 keep: compare it with `r2t2 index build --embedder image+question` and `r2t2 eval --index`.)
 
+Strategies are variants as `r2t2 eval` takes them (`kernel:target=lm:lm_positions=first`); the guard is off
+unless a variant turns it on, and an LM-row variant's answer applies its moved LM rows, as the server's does.
+
 Usage: python -m bench.neighbour_keys --model embedded --split paraphrase-val --limit 300 --seed 7 \
-    --keys minilm,answers,minilm+answers [--mpnet-dir DIR] [--json OUT]
+    --keys minilm,answers,minilm+answers [--strategies none,kernel,ngd] [--mpnet-dir DIR] [--json OUT]
 """
 from __future__ import annotations
 
@@ -30,8 +36,10 @@ install_torchvision_fix()  # before the imports below load open_clip and transfo
 from indexes.embedders import MiniLMEmbedder  # noqa: E402
 from r2t2.data import load_split  # noqa: E402
 from pipeline.diagnostics import fixed_broken, purity  # noqa: E402
+from pipeline.evaluate import parse_variant, split_variants  # noqa: E402
 from pipeline.factory import load_pipeline  # noqa: E402
 from r2t2.routing import Neighbourhood, RerouteRequest, reroute_many  # noqa: E402
+from r2t2.routing.block import answer_pins  # noqa: E402
 
 _BATCH = 128
 
@@ -45,6 +53,25 @@ def answer_distribution(model, batch, routing: torch.Tensor) -> np.ndarray:
     logits = model.lm(inputs_embeds=pad_sequence(prompts, batch_first=True), attention_mask=mask).logits
     probs = logits[torch.arange(len(prompts)), lengths - 1].float().softmax(-1)
     return F.normalize(probs.sqrt(), dim=-1).numpy()
+
+
+@torch.no_grad()
+def hidden_state(model, batch, routing: torch.Tensor, layer: int) -> np.ndarray:
+    """[B, H] the LM's hidden state at the last prompt token after decoder layer `layer`, under `routing`."""
+    prompts = model.prompt_embeds(batch, routing)
+    lengths = torch.as_tensor([len(p) for p in prompts])
+    mask = pad_sequence([torch.ones(len(p), dtype=torch.long) for p in prompts], batch_first=True)
+    states = model.lm(inputs_embeds=pad_sequence(prompts, batch_first=True), attention_mask=mask,
+                      output_hidden_states=True).hidden_states[layer + 1]
+    return F.normalize(states[torch.arange(len(prompts)), lengths - 1].float(), dim=-1).numpy()
+
+
+def lm_routes(layout, routings: np.ndarray) -> np.ndarray:
+    """[N, sum of LM rows' experts] square-root LM-row distributions of routings [N, L, E]."""
+    rows = [routings[:, i, :len(row.experts)] for i, row in enumerate(layout.rows) if row.kind == "lm"]
+    if not rows:
+        raise ValueError("the routes key needs a model with LM routing rows")
+    return np.sqrt(np.clip(np.concatenate(rows, axis=1), 0, None)).astype(np.float32)
 
 
 class MPNet:
@@ -91,6 +118,8 @@ def main() -> None:
     parser.add_argument("--keys", default="minilm,answers,minilm+answers")
     parser.add_argument("--strategies", default="none,kernel,ngd")
     parser.add_argument("--mpnet-dir", default=None)
+    parser.add_argument("--hidden-layer", type=int, default=-1, help="the decoder layer whose output `hidden` is "
+                                                                      "(default: the last)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     torch.manual_seed(args.seed)
@@ -121,13 +150,22 @@ def main() -> None:
                                             torch.from_numpy(chunk.routings).float()))
         ref_keys["answers"] = np.concatenate(rows)
         query_keys["answers"] = np.concatenate([answer_distribution(model, b, r) for b, r in zip(encoded, r0s)])
+    if "hidden" in parts:
+        rows = []
+        for start in range(0, index.size, _BATCH):
+            chunk = index.take(np.arange(start, min(start + _BATCH, index.size)))
+            rows.append(hidden_state(model, model.reference_batch(chunk.payload),
+                                     torch.from_numpy(chunk.routings).float(), args.hidden_layer))
+        ref_keys["hidden"] = np.concatenate(rows)
+        query_keys["hidden"] = np.concatenate([hidden_state(model, b, r, args.hidden_layer) for b, r in zip(encoded, r0s)])
+    if "routes" in parts:
+        ref_keys["routes"] = lm_routes(pipeline.layout, refs.routings)
+        query_keys["routes"] = lm_routes(pipeline.layout, torch.stack(r0s).numpy())
     print(f"keys computed in {time.perf_counter() - tick:.0f} s", flush=True)
 
-    strategies = args.strategies.split(",")
-    # Keys are compared without the evidence guard, so purity alone decides what the strategies see.
-    configs = {s: pipeline.config_for(dict(strategy=s.split(":")[0], guard=False, **{kv.split("=")[0]: json.loads(kv.split("=")[1])
-                                                                         for kv in s.split(":")[1:]}))
-               for s in strategies}
+    strategies = split_variants(args.strategies)
+    # Keys are compared without the evidence guard (unless a variant asks), so purity decides what strategies see.
+    configs = {s: pipeline.config_for({"guard": False, **parse_variant(s)}) for s in strategies}
     report: dict = {"split": args.split, "limit": args.limit, "seed": args.seed, "model": args.model, "keys": {}}
     for key in args.keys.split(","):
         ref = _combined(ref_keys, key)
@@ -145,7 +183,10 @@ def main() -> None:
             for name, config in configs.items():
                 request = RerouteRequest(r0s[q], config, query_embedding=torch.from_numpy(qry[q]), neighbourhood=hood)
                 routing = reroute_many(model, [request])[0].routing
-                correct[name].append(model.answer(encoded[q], routing)[0] == sample.answer)
+                pinned = answer_pins(pipeline.layout, config.target, r0s[q], routing, config.lm_layers)
+                answer = model.answer(encoded[q], routing) if pinned is None else \
+                    model.answer(encoded[q], routing, pinned=pinned, lm_positions=config.lm_positions)
+                correct[name].append(answer[0] == sample.answer)
         entry = {"purity": 100 * float(np.mean(purities)),
                  "purity_per_task": {t: 100 * float(np.mean([p for p, s in zip(purities, samples) if s.task == t]))
                                      for t in sorted({s.task for s in samples})}}

@@ -29,13 +29,13 @@ def _train(args: argparse.Namespace) -> None:
 def _eval(args: argparse.Namespace) -> None:
     from r2t2.data import SPLITS, load_jsonl
     from pipeline.diagnostics import write_dump
-    from pipeline.evaluate import evaluate, format_table, parse_variant, save_report
+    from pipeline.evaluate import evaluate, format_table, parse_variant, save_report, split_variants
     from pipeline.factory import load_pipeline
     from r2t2.routing import RerouteConfig, strategy_names
 
     # Everything the arguments can get wrong is checked before the model loads (which takes a while).
     splits = args.split.split(",")
-    strategies = args.strategies.split(",") if args.strategies else list(strategy_names())
+    strategies = split_variants(args.strategies) if args.strategies else list(strategy_names())
     for split in splits:
         if split.endswith(".jsonl"):
             if not Path(split).is_file():
@@ -85,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev = verbs.add_parser("eval", help="accuracy and latency of each strategy on the test splits")
     ev.add_argument("--model", default="embedded", help="checkpoint directory or shipped family name")
     ev.add_argument("--strategies", default=None,
-                    help="comma-separated strategies, each with options if any (name:lr=0.2:steps=20); "
+                    help="comma-separated strategies, each with options if any (name:lr=0.2:steps=20, "
+                         "ngd:target=lm:lm_layers=[2,3]); "
                          "default: every registered strategy")
     ev.add_argument("--split", default="test,paraphrase",
                     help='comma-separated built-in splits or JSONL files ({"image", "question", "answer"} lines)')

@@ -34,6 +34,17 @@ class StrategyStats:
     routing_after: list[list[float]] = field(default_factory=list)
 
 
+def split_variants(text: str) -> list[str]:
+    """"none,ngd:lm_layers=[2,3],kernel" -> its variants: commas inside a JSON list belong to the value."""
+    variants, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            variants.append(text[start:i])
+            start = i + 1
+    return [*variants, text[start:]]
+
+
 def parse_variant(text: str) -> dict:
     """`NAME` or `NAME:lr=0.2:steps=20` -> request options (values read as JSON scalars when they parse)."""
     strategy, *pairs = text.split(":")

@@ -46,7 +46,29 @@ def neighbour_questions(neighbours: list[dict[str, Any]]) -> list[dict[str, Any]
 
 
 def explanation(record: dict[str, Any], groups: list[dict[str, Any]]) -> str:
-    """One sentence: why the routing the answer was generated with is where it is."""
+    """One sentence: why the routing the answer was generated with is where it is (two for `both`, whose LM rows
+    have a stage of their own after the vision rows')."""
+    stage = (record.get("lm_routing") or {}).get("stage")
+    first = _sentence(record, groups)
+    if stage is None:
+        return first
+    return f"{first.removesuffix('.')} (the vision rows); then for the LM rows, {_stage(stage, record['strategy'])}."
+
+
+def _stage(stage: dict[str, Any], name: str) -> str:
+    """What the LM rows' stage of a `both` request did, from its record."""
+    guard = stage.get("guard") or {}
+    if stage.get("fallback") and float(stage.get("moved") or 0.0) < STILL:
+        return f"it kept them: {stage['fallback']}"
+    if guard.get("fired"):
+        reason = GUARD_REASONS.get(guard.get("reason"), "{reason}").format(**guard)
+        return f"the evidence guard left them to the routers: {reason}"
+    if float(stage.get("moved") or 0.0) < STILL:
+        return f"{strategy(name).title} left them where the routers put them"
+    return f"{strategy(name).title} moved {_weight(float(stage['moved']))}"
+
+
+def _sentence(record: dict[str, Any], groups: list[dict[str, Any]]) -> str:
     entry = strategy(record["strategy"])
     if entry.baseline:
         return f"Strategy {entry.name} answers with the router's own routing; nothing was re-routed."

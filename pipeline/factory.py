@@ -33,12 +33,15 @@ def load_pipeline(config: dict[str, Any] | None = None) -> ReroutePipeline:
     """The server's default factory: a config-described checkpoint with its default reference index.
 
     `config["checkpoint"]` is a checkpoint directory or a shipped family name (default "embedded"); the
-    other keys are `serve_model`'s. Builds the default index on first use when the store has none for
+    other keys are `serve_model`'s. The re-routing defaults are the shipped ones, over them the family
+    config's `r2t2_defaults`, over those the config's `r2t2`. Builds the default index on first use when the store has none for
     this model.
     """
     options = dict(config or {})
     model = load_model(options.pop("checkpoint", "embedded"))
-    options["r2t2"] = {**SHIPPED_FAMILY_DEFAULTS, **options.get("r2t2", {})}
+    # The shipped settings, then the family config's own (`r2t2_defaults`), then the server config's.
+    family = getattr(model, "r2t2_defaults", {})
+    options["r2t2"] = {**SHIPPED_FAMILY_DEFAULTS, **family, **options.get("r2t2", {})}
     return serve_model(model, model.family, options)
 
 

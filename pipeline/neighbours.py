@@ -59,9 +59,10 @@ class NeighbourSource:
         timings: dict[str, float] = {"encode": encode_seconds, "embed": 0.0}
         snapshot, neighbourhood, pool, embedding = None, None, None, None
         described: dict[str, dict[str, Any]] = {}
-        if needs in (Needs.NEIGHBOURS, Needs.POOL):
+        searches = needs in (Needs.NEIGHBOURS, Needs.NEIGHBOUR_ANSWERS)
+        if searches or needs is Needs.POOL:
             snapshot = self.reference_index(query.index)
-        if needs is Needs.NEIGHBOURS:
+        if searches:
             if encoded.question_embedder == self.embedder.name:  # the model already embedded the question
                 embedding = encoded.question_embedding
             else:
@@ -81,9 +82,25 @@ class NeighbourSource:
         elif needs is Needs.POOL:
             pool = torch.tensor(snapshot.all_routings, dtype=torch.float32, device=self.device)
         query_embedding = None if embedding is None else torch.from_numpy(embedding).float().to(self.device)
+        target = encoded.batch if needs is Needs.LABEL else None
+        if needs is Needs.NEIGHBOUR_ANSWERS:
+            target = neighbour_answers(encoded.batch, neighbourhood, list(hits.answers[:config.k]), config.strategy)
         request = RerouteRequest(r0, config, query_embedding=query_embedding, neighbourhood=neighbourhood,
-                                 pool_routings=pool, target=encoded.batch if needs is Needs.LABEL else None)
+                                 pool_routings=pool, target=target)
         return Found(encoded.batch, request, snapshot, described, timings)
+
+
+def neighbour_answers(query: ReferenceBatch, neighbourhood: Neighbourhood, answers: list[str],
+                      name: str) -> ReferenceBatch:
+    """The query labelled with each distinct answer of its nearest neighbours (`answers`, nearest first)."""
+    relabel = getattr(query, "with_answers_of", None)
+    if relabel is None:
+        raise ValueError(f"strategy {name!r} needs a model whose batches can be relabelled (`with_answers_of`, "
+                         f"docs/models.md); {type(query).__name__} cannot")
+    first = {}
+    for row, answer in enumerate(answers):
+        first.setdefault(answer, row)
+    return relabel(neighbourhood.batch[list(first.values())])
 
 
 def pool_neighbours(snapshot: ReferenceIndex, ids: list[str]) -> dict[str, dict[str, Any]]:

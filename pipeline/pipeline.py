@@ -26,7 +26,7 @@ from pipeline.record import build_record
 from r2t2.engine_prompt import LmRows
 from r2t2.model import ServableModel
 from r2t2.routing import RerouteConfig, RerouteResult, reroute_many
-from r2t2.routing.block import answer_pins
+from r2t2.routing.block import answer_pins, target_rows
 from r2t2.routing.layout import TARGETS, RoutingLayout
 from r2t2.routing.reroute import routing_layout
 from r2t2.routing.strategies import Needs, strategy
@@ -69,13 +69,14 @@ class ReroutePipeline:
         self._neighbours.registry.close()
 
     def config_for(self, overrides: dict) -> RerouteConfig:
-        """Server defaults with the request's options on top; ValueError names a bad or unknown field, or a
-        target whose rows this model does not have."""
+        """Server defaults with the request's options on top; ValueError names a bad or unknown field, a target
+        whose rows this model does not have, or an `lm_layers` layer without an LM row."""
         config = self.defaults.replace(**overrides)
         missing = [kind for kind in TARGETS[config.target] if not self.layout.has(kind)]
         if missing:
             raise ValueError(f"target {config.target!r} re-routes {' and '.join(missing)} rows, which model "
                              f"{self.model_name!r} does not have (its rows: {', '.join(self.layout.names)})")
+        target_rows(self.layout, config.target, config.lm_layers)  # lm_layers must name this model's LM layers
         return config
 
     def rerouted(self, image: Image.Image, question: str, config: RerouteConfig, index: str | None = None,
@@ -124,7 +125,7 @@ class ReroutePipeline:
         if strategy(result.strategy).needs is Needs.POOL:  # its neighbours are rows of the pool, found without a search
             described = pool_neighbours(item.snapshot, [n.id for n in result.neighbours])
         config = item.request.config
-        pinned = answer_pins(self.layout, config.target, result.base_routing, result.routing)
+        pinned = answer_pins(self.layout, config.target, result.base_routing, result.routing, config.lm_layers)
         return Rerouted(item.batch, result, item.snapshot, described, {**item.timings, "reroute": result.seconds},
                         batch_size, pinned, config.lm_positions,
                         answer_space(config, result, item.snapshot, described))

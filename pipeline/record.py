@@ -47,6 +47,15 @@ class RecordLmLayer(BaseModel):
                                       "the engine routed with that row")
 
 
+class RecordLmStage(BaseModel):
+    """Target both on a model with vision and LM rows: the LM rows' own stage, run after the vision rows moved."""
+
+    model_config = ConfigDict(extra="allow")
+    moved: float = Field(description="share of an LM row's weight the stage moved, 0 to 1 (largest row)")
+    fallback: str | None = Field(description="why the stage kept the LM rows where they were, or stopped early")
+    guard: RecordGuard | None = Field(description="the evidence guard's verdict on the LM rows' move (null: off)")
+
+
 class RecordLmRouting(BaseModel):
     """The language model's routing rows (models with LM routing layers only)."""
 
@@ -54,6 +63,8 @@ class RecordLmRouting(BaseModel):
                                       "the engine; false: every layer kept its own router (target vision, or the "
                                       "LM rows did not move)")
     layers: list[RecordLmLayer]
+    stage: RecordLmStage | None = Field(None, description="target both: the LM rows' stage, run from the routing the "
+                                        "vision rows' stage left; its guard says why the LM rows were left alone")
 
 
 class RecordNeighbour(BaseModel):
@@ -171,7 +182,8 @@ class R2T2Record(BaseModel):
                                            "neighbour distances unless configured); strategies with neighbours")
     steps_taken: int | None = Field(None, description="descent steps or updates actually taken (iterative strategies)")
     neighbour_loss: list[float] | None = Field(None, description="a descent: the neighbours' weighted answer loss "
-                                               "before each step and after the last (steps_taken + 1 values)")
+                                               "before each step and after the last (steps_taken + 1 values; a descent "
+                                               "that started at a vertex has the router's routing's loss first)")
     distance_moved: list[float] | None = Field(None, description="mode finding: how far each update moved the "
                                                "routing (it stops once an update moves less than 1e-4)")
     toward_neighbours: float | None = Field(None, description="a line search: where the routing the answer used lies between "
@@ -246,6 +258,9 @@ def build_record(done: Rerouted, layout: RoutingLayout) -> R2T2Record:
         return next(iter(per_row.values())) if len(per_row) == 1 else per_row
 
     result["lm_routing"] = _lm_rows(result["base_routing"], result["routing"], done, layout)
+    stage = result.pop("lm_stage", None)
+    if stage is not None and result["lm_routing"] is not None:
+        result["lm_routing"]["stage"] = stage
     result["base_routing"] = named(result["base_routing"])
     result["routing"] = named(result["routing"])
     # Every neighbour is named by its reference sample (id, question, answer, task) before its numbers.

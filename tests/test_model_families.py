@@ -144,6 +144,9 @@ def _refusal(edit, field: str, tmp_path: Path) -> None:
     (lambda d: d["router"].update(inputs=["words", "pixels"]), "router.inputs"),
     (lambda d: d.update(feature_dims=12), "feature_dims"),
     (lambda d: d.pop("lm"), "lm"),
+    (lambda d: d.update(r2t2_defaults={"lm_positions": "last"}), "r2t2_defaults"),
+    (lambda d: d.update(r2t2_defaults={"no_such_option": 1}), "r2t2_defaults"),
+    (lambda d: d.update(r2t2_defaults=["first"]), "r2t2_defaults"),
 ])
 def test_bad_configs_are_refused_naming_the_field(edit, field: str, tmp_path: Path) -> None:
     _refusal(edit, field, tmp_path)

@@ -1,5 +1,6 @@
 """Re-routing part of a routing: vision rows, LM rows of another width, both, or only core experts."""
 
+import dataclasses
 from dataclasses import dataclass
 
 import pytest
@@ -7,7 +8,7 @@ import torch
 from torch import Tensor
 
 from r2t2.routing import RerouteConfig, RerouteRequest, is_valid_routing, reroute_many
-from r2t2.routing.block import block_for
+from r2t2.routing.block import answer_pins, block_for
 from r2t2.routing.layout import LayoutRow, RoutingLayout
 from routing_toys import BestRoutingBatch, QuadraticModel, make_neighbourhood, random_routings
 
@@ -138,7 +139,9 @@ def test_a_batch_mixing_targets_gives_each_request_what_it_gets_alone():
     configs = [RerouteConfig(lr=0.2), RerouteConfig(lr=0.2, target="lm"), RerouteConfig(lr=0.2, target="both"),
                RerouteConfig(strategy="kernel", target="lm"), RerouteConfig(strategy="kernel"),
                RerouteConfig(lr=0.2, target="lm", core_experts=3), RerouteConfig(strategy="none", target="lm"),
-               RerouteConfig(lr=0.2, target="lm", lm_positions="first")]
+               RerouteConfig(lr=0.2, target="lm", lm_positions="first"), RerouteConfig(lr=0.2, target="lm", lm_layers=[1]),
+               RerouteConfig(lr=0.2, target="lm", ngd_start="vertices"),
+               RerouteConfig(lr=0.2, target="both", core_experts=3, ngd_start="vertices")]
     batch, _ = requests_for(configs, seed=3)
     together = reroute_many(RowedModel(), batch)
     for request, result in zip(batch, together):
@@ -163,8 +166,66 @@ def test_block_for_the_whole_routing_of_a_vision_model_is_none():
     assert block_for(LAYOUT, "lm", rowed_routings(1, torch.Generator())[0]).pinned == (True, True, True)
 
 
+@pytest.mark.parametrize("strategy", ["ngd", "kernel", "meanshift", "oracle"])
+@pytest.mark.parametrize("target", ["lm", "both"])
+def test_lm_layers_move_only_the_named_layers_rows_and_pin_only_them(strategy, target):
+    """A request naming some LM layers leaves the other LM rows to their routers (not pinned, not moved)."""
+    model = RowedModel()
+    config = RerouteConfig(strategy=strategy, target=target, lm_layers=[1], lr=0.2, oracle_steps=5)
+    [request], _ = requests_for([config])
+    [result] = reroute_many(model, [request])
+    assert torch.equal(result.routing[1], request.r0[1])
+    assert not torch.allclose(result.routing[2], request.r0[2])
+    assert torch.equal(result.routing[0], request.r0[0]) == (target == "lm")
+    if strategy != "meanshift":  # both: its vision stage is evaluated with no LM row applied
+        assert set(model.pins) - {(None, None)} == {((True, False, True), "answer")}
+        assert ((None, None) in model.pins) == (target == "both")
+    assert answer_pins(LAYOUT, target, request.r0, result.routing, config.lm_layers) == (True, False, True)
+
+
+def test_ngd_from_vertices_descends_from_the_lowest_start_and_reports_r0s_loss_first():
+    plain, searched = (RerouteConfig(target="lm", lr=0.2, steps=3, ngd_start=start) for start in ("router", "vertices"))
+    [from_r0], _ = requests_for([plain], seed=0)
+    [from_best], _ = requests_for([searched], seed=0)
+    [a] = reroute_many(RowedModel(), [from_r0])
+    [b] = reroute_many(RowedModel(), [from_best])
+    assert b.losses[0] == pytest.approx(a.losses[0])  # both traces start at r0's neighbour loss
+    assert len(b.losses) == b.steps + 2  # on this draw a vertex beats r0, and the descent starts there
+    assert b.losses[1] < b.losses[0]
+    assert is_valid_routing(b.routing)
+
+
+@pytest.mark.parametrize("config", [RerouteConfig(lr=0.2), RerouteConfig(strategy="kernel"),
+                                    RerouteConfig(lr=0.2, guard=True, guard_max_spread=1.0, guard_fit_loss=0.0),
+                                    RerouteConfig(strategy="oracle", oracle_steps=5)], ids=lambda c: c.strategy)
+def test_both_moves_the_vision_rows_then_the_lm_rows_from_there(config):
+    """target both = the vision stage, then the LM stage from the routing it left, each a request of its own."""
+    [request], _ = requests_for([config.replace(target="both")], seed=2)
+    [both] = reroute_many(RowedModel(), [request])
+    [vision] = reroute_many(RowedModel(), [dataclasses.replace(request, config=config.replace(target="vision"))])
+    [lm] = reroute_many(RowedModel(), [dataclasses.replace(request, r0=vision.routing,
+                                                           config=config.replace(target="lm"))])
+    assert torch.equal(both.routing, lm.routing) and torch.equal(both.base_routing, request.r0)
+    assert torch.equal(both.lm_stage.base_routing, vision.routing) and both.losses == vision.losses
+    assert both.guard == vision.guard and both.lm_stage.guard == lm.guard
+    stage = both.to_dict()["lm_stage"]
+    assert stage["moved"] == pytest.approx(float((lm.routing - vision.routing).abs().sum(-1).max() / 2))
+
+
+def test_lm_layers_naming_a_layer_without_an_lm_row_is_refused():
+    [request], _ = requests_for([RerouteConfig(target="lm", lm_layers=[0, 5])])
+    with pytest.raises(ValueError, match=r"lm_layers names decoder layer\(s\) \[5\].*layers \[0, 1\]"):
+        reroute_many(RowedModel(), [request])
+
+
+def test_lm_layers_are_kept_sorted_and_unique():
+    assert RerouteConfig(lm_layers=[3, 1, 3]).lm_layers == (1, 3)
+    assert RerouteConfig().replace(lm_layers=None).lm_layers is None
+
+
 @pytest.mark.parametrize("bad", [{"target": "language"}, {"target": 3}, {"core_experts": 0}, {"core_experts": 1.5},
-                                 {"lm_positions": "last"}, {"lm_positions": 1}])
+                                 {"lm_positions": "last"}, {"lm_positions": 1}, {"lm_layers": []},
+                                 {"lm_layers": [-1]}, {"lm_layers": "1"}, {"lm_layers": [1.5]}, {"lm_layers": [True]}])
 def test_bad_target_options_are_refused(bad):
     with pytest.raises(ValueError):
         RerouteConfig(**bad)

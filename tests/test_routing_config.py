@@ -16,7 +16,7 @@ def test_defaults_follow_the_paper() -> None:
 
 
 def test_exported_names_match_implementations() -> None:
-    assert strategy_names()[:5] == ("none", "meanshift", "kernel", "ngd", "oracle")  # the built-ins; tests add more
+    assert strategy_names()[:6] == ("none", "meanshift", "kernel", "ngd", "answer_space", "oracle")  # built-ins first
     assert set(KERNELS) == set(KERNEL_FUNCTIONS) == {"gaussian", "matern", "polynomial", "linear"}
 
 

@@ -110,8 +110,26 @@ def test_a_moved_lm_row_changes_nothing_when_the_target_is_vision(real_server: R
                for layer in vision["lm_routing"]["layers"])
 
 
+def test_lm_layers_moves_and_applies_only_the_named_layers_row(real_server: RealServer, easy_vqa_cases: Cases) -> None:
+    """A request naming one LM layer: that row moves and the engine applies it; the other keeps its router."""
+    question, _, url = easy_vqa_cases(1)[0]
+    named = 1
+    body = {"model": real_server.model, "max_tokens": 4, "temperature": 0, "messages": _question(question, url),
+            "r2t2": {**MOVE, "target": "lm", "lm_layers": [named]}}
+    lm = httpx.post(real_server.base + "/v1/chat/completions", json=body, timeout=300).json()["r2t2"]["lm_routing"]
+    assert lm["applied"] is True
+    for layer in lm["layers"]:
+        if layer["layer"] == named:
+            assert layer["routing"] != layer["base"] and layer["engine_experts"] is not None
+        else:
+            assert layer["routing"] == layer["base"] and layer["engine_experts"] is None
+
+
 @pytest.mark.parametrize("r2t2, field", [({"target": "language"}, "target"), ({"target": "lm", "core_experts": 0}, "core_experts"),
-                                         ({"target": "lm", "lm_positions": "last"}, "lm_positions")])
+                                         ({"target": "lm", "lm_positions": "last"}, "lm_positions"),
+                                         ({"target": "lm", "lm_layers": [7]}, "lm_layers"),
+                                         ({"target": "lm", "lm_layers": "1"}, "lm_layers"),
+                                         ({"ngd_start": "anywhere"}, "ngd_start")])
 def test_bad_lm_options_are_refused(real_server: RealServer, easy_vqa_cases: Cases, r2t2: dict, field: str) -> None:
     question, _, url = easy_vqa_cases(1)[0]
     body = {"model": real_server.model, "max_tokens": 4, "messages": _question(question, url), "r2t2": r2t2}

@@ -38,6 +38,13 @@ class LabelledBatch:
         return LabelledBatch(self.features[i], self.question_ids[i], self.question_lengths[i],
                              self.answer_ids[i], self.question_embeddings[i])
 
+    def with_answers_of(self, other: "LabelledBatch") -> "LabelledBatch":
+        """This batch's first sample once per sample of `other`, each labelled with that sample's answer (what
+        answer-space descent scores the request against)."""
+        first = self[[0] * len(other)]
+        return LabelledBatch(first.features, first.question_ids, first.question_lengths,
+                             other.answer_ids.to(first.answer_ids.device), first.question_embeddings)
+
     def to(self, device: torch.device | str) -> "LabelledBatch":
         """This batch on `device` (itself when already there)."""
         if self.features.device == torch.device(device):

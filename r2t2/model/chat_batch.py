@@ -56,6 +56,13 @@ class ChatBatch:
             self._memo[key] = compute()
         return self._memo[key]
 
+    def with_answers_of(self, other: "ChatBatch") -> "ChatBatch":
+        """This batch's first sample once per sample of `other`, each labelled with that sample's answer (what
+        answer-space descent scores the request against)."""
+        first = self[[0] * len(other)]
+        return ChatBatch(first.images, first.prompt_ids, first.prompt_lengths, other.answer_ids, other.answer_lengths,
+                         first.questions)
+
     def pil_images(self) -> list[Image.Image]:
         return [Image.fromarray(image.numpy()) for image in self.images]
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from r2t2.model.config_checks import ModelConfigError, need, positive, unknown
+from r2t2.routing.config import RerouteConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 COLOR_VIEWS = ("rgb", "gray")
@@ -65,6 +66,9 @@ class ModelConfig:
     max_answer_tokens: int = 2  # one word + end of sequence
     # The LM's last `lm_routing_layers` MoE layers are routing rows too (their answer-position routing); 0: none.
     lm_routing_layers: int = 0
+    # The re-routing settings (RerouteConfig fields) this family is served with, over the shipped ones: chosen per
+    # family on the tuning split (BENCHMARKS.md); a server config's `r2t2` and each request still override them.
+    r2t2_defaults: dict = field(default_factory=dict)
 
     @property
     def expert_names(self) -> list[str]:
@@ -128,6 +132,7 @@ class ImageTextConfig:
     image_pixels: int = 128 * 128
     max_question_tokens: int = 24
     max_answer_tokens: int = 2  # one word + end of turn
+    r2t2_defaults: dict = field(default_factory=dict)  # as ModelConfig's
 
     @property
     def moe_layers(self) -> int:
@@ -141,7 +146,7 @@ class ImageTextConfig:
                 "image_text_model": {"architecture": self.architecture, "text_config": dict(self.text_config),
                                      "vision_config": dict(self.vision_config)},
                 "image_pixels": self.image_pixels, "max_question_tokens": self.max_question_tokens,
-                "max_answer_tokens": self.max_answer_tokens}
+                "max_answer_tokens": self.max_answer_tokens, "r2t2_defaults": dict(self.r2t2_defaults)}
 
     @classmethod
     def from_dict(cls, data: Any, path: str | Path | None = None) -> "ImageTextConfig":
@@ -248,6 +253,18 @@ def _lm_routing_layers(data: dict, path: Any) -> int:
     return value
 
 
+def _r2t2_defaults(data: dict, path: Any) -> dict:
+    """The family's re-routing settings, checked now (a bad one names the field) rather than at serve time."""
+    value = data.get("r2t2_defaults", {})
+    if not isinstance(value, dict):
+        raise ModelConfigError("r2t2_defaults", f"must be an object of re-routing settings, got {value!r}", path)
+    try:
+        RerouteConfig().replace(**value)
+    except (TypeError, ValueError) as err:
+        raise ModelConfigError("r2t2_defaults", str(err), path) from None
+    return dict(value)
+
+
 def _parse(data: Any, path: Any) -> ModelConfig:
     if not isinstance(data, dict):
         raise ModelConfigError("config", f"must be a JSON object, got {type(data).__name__}", path)
@@ -268,7 +285,7 @@ def _parse(data: Any, path: Any) -> ModelConfig:
         question_encoder=encoder, lm=_lm(need(data, "lm", dict, "", path), path),
         max_question_tokens=positive(data, "max_question_tokens", "", path, ModelConfig.max_question_tokens),
         max_answer_tokens=positive(data, "max_answer_tokens", "", path, ModelConfig.max_answer_tokens),
-        lm_routing_layers=_lm_routing_layers(data, path),
+        lm_routing_layers=_lm_routing_layers(data, path), r2t2_defaults=_r2t2_defaults(data, path),
     )
     heads, hidden = config.lm["num_attention_heads"], config.lm["hidden_size"]
     head_dim = config.lm.get("head_dim") or hidden // heads
@@ -336,7 +353,7 @@ def _image_text_vision(data: dict, text: dict, path: Any) -> dict:
 def _parse_image_text(data: Any, path: Any) -> ImageTextConfig:
     if not isinstance(data, dict):
         raise ModelConfigError("config", f"must be a JSON object, got {type(data).__name__}", path)
-    allowed = ("name", IMAGE_TEXT_KEY, "image_pixels", "max_question_tokens", "max_answer_tokens")
+    allowed = ("name", IMAGE_TEXT_KEY, "image_pixels", "max_question_tokens", "max_answer_tokens", "r2t2_defaults")
     composed = sorted(set(data) & {"experts", "router", "lm", "feature_dim", "question_encoder"})
     if composed:
         raise ModelConfigError(composed[0], f"belongs to a composed family; a config with {IMAGE_TEXT_KEY} "
@@ -356,6 +373,7 @@ def _parse_image_text(data: Any, path: Any) -> ImageTextConfig:
         image_pixels=positive(data, "image_pixels", "", path, ImageTextConfig.image_pixels),
         max_question_tokens=positive(data, "max_question_tokens", "", path, ImageTextConfig.max_question_tokens),
         max_answer_tokens=positive(data, "max_answer_tokens", "", path, ImageTextConfig.max_answer_tokens),
+        r2t2_defaults=_r2t2_defaults(data, path),
     )
     side = vision["patch_size"] * vision["spatial_merge_size"]
     if config.image_pixels < side * side:

@@ -65,6 +65,7 @@ class ImageTextModel:
         family = directory / FAMILY  # the r2t2 family config a trained checkpoint carries
         config = ImageTextConfig.from_dict(json.loads(family.read_text()), family) if family.is_file() else None
         self.family: str = config.name if config is not None else directory.name
+        self.r2t2_defaults: dict = config.r2t2_defaults if config is not None else {}  # the family's, as served
         text = self.model.config.text_config
         self.tokenizer = self.processor.tokenizer
         sparse = [i for i, layer in enumerate(moe_layers(self.model)) if _is_sparse(layer)]

@@ -81,6 +81,11 @@ class MultimodalMoE(nn.Module):
     engine_input = PROMPT_EMBEDS  # the LM reads the image as soft tokens: the engine is fed prompt embeddings
 
     @property
+    def r2t2_defaults(self) -> dict:
+        """The re-routing settings the family config serves this model with (over the shipped ones)."""
+        return self.config.r2t2_defaults
+
+    @property
     def family(self) -> str:
         """The family name: its served id is r2t2-<family>, its default index is named after it."""
         return self.config.name

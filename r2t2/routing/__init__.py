@@ -10,7 +10,7 @@ from r2t2.routing.strategies import Needs, Strategy, import_strategies, register
 
 # The built-in strategies: each module registers its own on import, in this order (the baseline, then by cost, as
 # docs/method.md lists them and `r2t2 eval` runs them).
-from r2t2.routing import none, meanshift, kernel_regression, ngd, oracle  # noqa: E402,F401,I001
+from r2t2.routing import none, meanshift, kernel_regression, ngd, answer_space, oracle  # noqa: E402,F401,I001
 
 __all__ = [
     "KERNELS",

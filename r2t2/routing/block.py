@@ -63,20 +63,37 @@ class RoutingBlock:
         return base.index_copy(-2, index, torch.cat([block.to(base.dtype), rest], dim=-1))
 
 
-def block_for(layout: RoutingLayout, target: str, r0: Tensor, core_experts: int | None = None,
-              lm_positions: LmPositions = "answer") -> RoutingBlock | None:
-    """The block a request with `target` (vision | lm | both) re-routes from base routing `r0` [L, E], its LM
-    rows applied at `lm_positions`.
+def target_rows(layout: RoutingLayout, target: str, lm_layers: tuple[int, ...] | None = None) -> list[int]:
+    """Positions of the rows a request with `target` (vision | lm | both) re-routes: its kinds' rows, the LM
+    ones only at the decoder layers `lm_layers` names (None: every LM row).
 
-    None when that is the whole routing with nothing held back: the strategies then work on `r0` itself.
-    `core_experts` n lets only each row's n experts with the largest base weight move (C3PO's core experts).
-    Raises ValueError when the layout has no row of the target's kinds.
-    """
+    Raises ValueError when the layout has no row of the target's kinds, or `lm_layers` names a layer with no
+    LM row."""
     rows = layout.indices(TARGETS[target])
     if not rows:
         kinds = " or ".join(TARGETS[target])
         raise ValueError(f"target {target!r} needs {kinds} routing rows; this model has "
                          f"{', '.join(sorted({row.kind for row in layout.rows}))} rows only")
+    if lm_layers is None or "lm" not in TARGETS[target]:
+        return rows
+    have = [row.layer for row in layout.rows if row.kind == "lm"]
+    missing = sorted(set(lm_layers) - set(have))
+    if missing:
+        raise ValueError(f"lm_layers names decoder layer(s) {missing} with no LM routing row; this model's LM rows "
+                         f"are at layers {have}")
+    return [i for i in rows if layout.rows[i].kind != "lm" or layout.rows[i].layer in lm_layers]
+
+
+def block_for(layout: RoutingLayout, target: str, r0: Tensor, core_experts: int | None = None,
+              lm_positions: LmPositions = "answer", lm_layers: tuple[int, ...] | None = None) -> RoutingBlock | None:
+    """The block a request with `target` (vision | lm | both) re-routes from base routing `r0` [L, E], its LM
+    rows (those at `lm_layers`, None: all) applied at `lm_positions`.
+
+    None when that is the whole routing with nothing held back: the strategies then work on `r0` itself.
+    `core_experts` n lets only each row's n experts with the largest base weight move (C3PO's core experts).
+    Raises ValueError as `target_rows` does.
+    """
+    rows = target_rows(layout, target, lm_layers)
     width = max(len(layout.rows[i].experts) for i in rows)
     movable = layout.support(r0.device)[rows][:, :width]
     if core_experts is not None:
@@ -91,14 +108,18 @@ def block_for(layout: RoutingLayout, target: str, r0: Tensor, core_experts: int 
     return RoutingBlock(tuple(rows), width, pinned, None if bool(movable.all()) else movable, lm_positions)
 
 
-def answer_pins(layout: RoutingLayout, target: str, base: Tensor, routing: Tensor) -> tuple[bool, ...] | None:
-    """The rows the answer to a re-routed request applies: its target's LM rows when any of them moved.
+def answer_pins(layout: RoutingLayout, target: str, base: Tensor, routing: Tensor,
+                lm_layers: tuple[int, ...] | None = None) -> tuple[bool, ...] | None:
+    """The rows the answer to a re-routed request applies: its target's LM rows (those at `lm_layers`, None:
+    all) when any of them moved.
 
-    An LM row a request did not move (the guard kept the base routing, a fallback, or a target without LM
-    rows) is left to the layer's router, so such a request is answered exactly as without re-routing.
-    None: the model's default (vision rows only).
+    An LM row a request did not move (the guard kept the base routing, a fallback, a target without LM rows, or
+    a layer outside `lm_layers`) is left to the layer's router, so such a request is answered exactly as without
+    re-routing. None: the model's default (vision rows only).
     """
-    lm = layout.indices(("lm",))
-    if "lm" not in TARGETS[target] or not lm or torch.equal(routing[lm], base[lm]):
+    if "lm" not in TARGETS[target] or not layout.has("lm"):
+        return None
+    lm = [i for i in target_rows(layout, target, lm_layers) if layout.rows[i].kind == "lm"]
+    if torch.equal(routing[lm], base[lm]):
         return None
     return tuple(row.kind == "vision" or i in lm for i, row in enumerate(layout.rows))

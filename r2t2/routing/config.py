@@ -16,9 +16,10 @@ from r2t2.routing.layout import TARGETS
 from r2t2.routing.strategies import strategy
 
 NEIGHBOURHOODS: tuple[str, ...] = ("knn", "epsilon")
+NGD_STARTS: tuple[str, ...] = ("router", "vertices")
 
 _FLOAT_FIELDS = ("epsilon", "bandwidth", "lr", "lr_min", "ngd_tol", "alpha", "meanshift_alpha", "meanshift_tol",
-                 "oracle_lr", "guard_max_spread", "guard_fit_loss", "guard_min_gain")
+                 "space_min_mass", "oracle_lr", "guard_max_spread", "guard_fit_loss", "guard_min_gain")
 _INT_FIELDS = ("k", "steps", "line_search_steps", "oracle_steps", "core_experts", "answer_space_k")
 
 
@@ -52,6 +53,11 @@ class RerouteConfig:
                                        "every generated token) or first (the last prompt token alone, the position "
                                        "that produces the first answer token; every later token keeps its router)",
                                        choices=LM_POSITIONS)
+    lm_layers: tuple[int, ...] | None = option(None, "the decoder layers whose LM rows a request with target lm or "
+                                               "both re-routes (C3PO's critical layers; /v1/models `routing_rows` "
+                                               "names each row's layer); the other LM rows keep their routers. "
+                                               "null: the model's default (every LM row unless its family names "
+                                               "some)")
     core_experts: int | None = option(None, "let only each re-routed row's this many experts with the largest base "
                                       "weight move (C3PO's core experts); null: all of them", ge=1, le=4096)
     k: int = option(5, "neighbours used (kNN). With neighbourhood=epsilon, the ball is taken from the max(k, 64) "
@@ -64,6 +70,10 @@ class RerouteConfig:
     bandwidth: float | None = None
     steps: int = option(10, "NGD descent steps, or most mean-shift updates", ge=0, le=1000)
     lr: float = option(1e-2, "NGD learning rate (cosine-annealed to lr_min)", gt=0)
+    ngd_start: str = option("router", "where NGD descends from: router (the router's routing, the paper's) or "
+                            "vertices (whichever of the router's routing and, for each re-routed row and expert, that "
+                            "row's weight all on that expert has the lowest neighbour loss: a descent through top-k "
+                            "expert choices only ever sees the chosen experts' slope)", choices=NGD_STARTS)
     lr_min: float = 1e-5
     # NGD stops a request once a step would move its routing by less than this (half-L1, largest row); 0: never.
     ngd_tol: float = 1e-3
@@ -73,6 +83,8 @@ class RerouteConfig:
     meanshift_tol: float = 1e-4
     oracle_steps: int = 50
     oracle_lr: float = 0.1
+    space_min_mass: float = option(0.5, "answer_space: re-route only when the router's routing puts less than this "
+                                   "share of its answer on the neighbours' answers", ge=0, le=1)
     # The evidence guard (routing/guard.py), for "ngd" and "kernel": keep r0 unless the neighbours support the move.
     # Thresholds chosen on the paraphrase-val split (BENCHMARKS.md, section 1c).
     guard: bool = option(False, "ngd and kernel: keep the router's own routing unless the neighbours agree and the "
@@ -93,9 +105,12 @@ class RerouteConfig:
         strategy(self.strategy)  # a registered one (routing/strategies.py)
         _one_of("target", self.target, tuple(TARGETS))
         _one_of("lm_positions", self.lm_positions, LM_POSITIONS)
+        if self.lm_layers is not None and not self.lm_layers:
+            raise ValueError("lm_layers must name at least one decoder layer, or be None (every LM row)")
         if self.core_experts is not None and self.core_experts < 1:
             raise ValueError(f"core_experts must be a positive integer or None, got {self.core_experts}")
         _one_of("neighbourhood", self.neighbourhood, NEIGHBOURHOODS)
+        _one_of("ngd_start", self.ngd_start, NGD_STARTS)
         _one_of("kernel", self.kernel, KERNELS)
         if self.k <= 0:
             raise ValueError(f"k must be a positive integer, got {self.k}")
@@ -121,7 +136,7 @@ class RerouteConfig:
         for name in ("lr", "oracle_lr"):
             if self.lr_min > getattr(self, name):
                 raise ValueError(f"lr_min ({self.lr_min}) must not exceed {name} ({getattr(self, name)})")
-        for name in ("alpha", "meanshift_alpha"):
+        for name in ("alpha", "meanshift_alpha", "space_min_mass"):
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {value}")
@@ -140,12 +155,18 @@ class RerouteConfig:
         return dataclasses.replace(self, **overrides)
 
     def _check_types(self) -> None:
-        for name in ("strategy", "target", "lm_positions", "neighbourhood", "kernel"):
+        for name in ("strategy", "target", "lm_positions", "neighbourhood", "kernel", "ngd_start"):
             if not isinstance(getattr(self, name), str):
                 raise ValueError(f"{name} must be a string, got {getattr(self, name)!r}")
         for name in ("guard", "answer_check"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.lm_layers is not None:
+            if isinstance(self.lm_layers, (str, bytes)) or not isinstance(self.lm_layers, (list, tuple)) or any(
+                    isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in self.lm_layers):
+                raise ValueError(f"lm_layers must be a list of decoder layer indices (integers >= 0), got "
+                                 f"{self.lm_layers!r}")
+            object.__setattr__(self, "lm_layers", tuple(sorted(set(self.lm_layers))))
         for name in _INT_FIELDS:
             value = getattr(self, name)
             if value is None and name == "core_experts":

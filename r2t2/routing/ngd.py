@@ -8,19 +8,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from torch import Tensor
 
 from r2t2.routing.config import RerouteConfig
 from r2t2.routing.descent import projected_adam
-from r2t2.routing.neighbours import NeighbourLosses, NoUsableNeighbours, weigh_neighbourhood
+from r2t2.routing.neighbours import NeighbourLosses, NoUsableNeighbours, WeightedNeighbours, weigh_neighbourhood
 from r2t2.routing.protocol import RoutedModel
 from r2t2.routing.request import Placement, RerouteRequest, stacked_movable
 from r2t2.routing.result import RerouteResult
+from r2t2.routing.simplex import one_hot_starts
 from r2t2.routing.strategies import TOOK_NO_STEPS, Needs, Record, Strategy, register, step_trace
 
 
 def neighbourhood_gradient_descent(model: RoutedModel, requests: Sequence[RerouteRequest]) -> list[RerouteResult]:
-    """Up to `config.steps` projected Adam steps on L(r) = sum_i K_i l_i(r) / sum_i K_i from r0, per request;
-    a request stops early once a step would move its routing by less than `config.ngd_tol`.
+    """Up to `config.steps` projected Adam steps on L(r) = sum_i K_i l_i(r) / sum_i K_i from r0 (or, with
+    `ngd_start` "vertices", from the best of r0 and its one-hot vertices), per request; a request stops early
+    once a step would move its routing by less than `config.ngd_tol`.
 
     The requests (validated, all with the same `steps`) descend together: each step is one batched
     loss and one backward over every request's neighbours. Each returns its final iterate (not the best
@@ -41,22 +44,55 @@ def neighbourhood_gradient_descent(model: RoutedModel, requests: Sequence[Rerout
         picked = [requests[i] for i in moving]
         losses = NeighbourLosses(model, [r.neighbourhood.batch[c.indices.tolist()] for r, c in zip(picked, chosen)],
                                  [c.weights for c in chosen], Placement.of(picked))
-        starts = torch.stack([r.r0 for r in picked])
+        starts, r0_losses = _starts(model, picked, chosen)
         settings = torch.tensor([[r.config.lr, r.config.lr_min, r.config.ngd_tol] for r in picked],
                                 dtype=starts.dtype, device=starts.device)
         descents = projected_adam(losses, starts, picked[0].config.steps, settings[:, 0], settings[:, 1],
                                   stacked_movable(picked), tolerance=settings[:, 2])
-        for i, request, weighted, descent in zip(moving, picked, chosen, descents):
+        for i, request, weighted, descent, r0_loss in zip(moving, picked, chosen, descents, r0_losses):
+            # The trace starts at r0's loss: when the descent started elsewhere, r0's comes first.
+            trace = descent.losses if r0_loss is None else (r0_loss, *descent.losses)
             results[i] = RerouteResult(strategy="ngd", base_routing=request.r0, routing=descent.final,
                                        neighbours=weighted.describe(request.neighbourhood.ids),
-                                       losses=descent.losses, bandwidth=weighted.bandwidth, steps=descent.steps,
+                                       losses=trace, bandwidth=weighted.bandwidth, steps=descent.steps,
                                        fallback=descent.fallback)
     return results  # type: ignore[return-value]  (every slot is filled above)
 
 
+def _starts(model: RoutedModel, requests: Sequence[RerouteRequest],
+            chosen: Sequence[WeightedNeighbours]) -> tuple[Tensor, list[float | None]]:
+    """[Q, L, E] where each request descends from, and r0's neighbour loss where that is not r0 (else None).
+
+    A request with `ngd_start` "vertices" starts from the lowest-loss of r0 and its one-hot vertices (one
+    no-grad call over every candidate's neighbours); the others start from r0.
+    """
+    starts = [r.r0 for r in requests]
+    r0_losses: list[float | None] = [None] * len(requests)
+    searching = [q for q, r in enumerate(requests) if r.config.ngd_start == "vertices"]
+    if not searching:
+        return torch.stack(starts), r0_losses
+    candidates = [one_hot_starts(requests[q].r0, requests[q].movable) for q in searching]
+    owner = torch.repeat_interleave(torch.as_tensor(searching), torch.as_tensor([len(c) for c in candidates]))
+    placement = Placement.of(requests)
+    losses = NeighbourLosses(model, [requests[q].neighbourhood.batch[chosen[q].indices.tolist()] for q in owner],
+                             [chosen[q].weights for q in owner],
+                             None if placement is None else Placement(placement.block, placement.bases[owner]))
+    with torch.no_grad():
+        values = losses(torch.cat(candidates)).nan_to_num(torch.inf)
+    offset = 0
+    for q, candidate in zip(searching, candidates):
+        best = int(values[offset:offset + len(candidate)].argmin())
+        if best != 0:  # candidate 0 is r0
+            starts[q], r0_losses[q] = candidate[best], float(values[offset])
+        offset += len(candidate)
+    return torch.stack(starts), r0_losses
+
+
 def _losses_seen(result: RerouteResult) -> tuple[float, float] | None:
-    """A descent that ran to its end or settled starts at r0 and ends with its final routing's loss."""
-    return (result.losses[0], result.losses[-1]) if len(result.losses) == result.steps + 1 else None
+    """A descent from r0 that ran to its end or settled starts with r0's loss and ends with its final routing's
+    (one that started at a vertex has r0's loss before its own steps + 1)."""
+    return (result.losses[0], result.losses[-1]) if len(result.losses) in (result.steps + 1, result.steps + 2) \
+        else None
 
 
 def _evidence(record: Record) -> str:

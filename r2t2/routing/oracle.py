@@ -12,30 +12,8 @@ from r2t2.routing.neighbours import model_loss
 from r2t2.routing.protocol import ReferenceBatch, RoutedModel
 from r2t2.routing.request import Placement, RerouteRequest
 from r2t2.routing.result import RerouteResult
+from r2t2.routing.simplex import one_hot_starts
 from r2t2.routing.strategies import Needs, Strategy, register, step_trace
-
-
-def one_hot_starts(r0: Tensor, movable: Tensor | None = None) -> Tensor:
-    """r0 and, for each layer and expert, r0 with that layer's row made one-hot: [1 + L * E, L, E].
-
-    For L = 1 these are r0 and every vertex of the simplex; for deeper routings the full vertex set
-    (E ** L points) is too large, so one layer changes at a time. With `movable` ([L, E] bool) a vertex
-    puts the row's movable mass on one movable expert (the other entries keep r0); entries that may not
-    move give no start.
-    """
-    layers, experts = r0.shape
-    starts = r0.expand(layers * experts, layers, experts).clone()
-    eye = torch.eye(experts, dtype=r0.dtype, device=r0.device)
-    if movable is None:
-        for layer in range(layers):
-            starts[layer * experts:(layer + 1) * experts, layer] = eye
-        return torch.cat([r0.unsqueeze(0), starts])
-    fixed = torch.where(movable, 0.0, r0)
-    mass = 1 - fixed.sum(-1)
-    for layer in range(layers):
-        starts[layer * experts:(layer + 1) * experts, layer] = fixed[layer] + eye * mass[layer]
-    keep = movable.reshape(-1)
-    return torch.cat([r0.unsqueeze(0), starts[keep]])
 
 
 def oracle(model: RoutedModel, r0: Tensor, config: RerouteConfig, target: ReferenceBatch,

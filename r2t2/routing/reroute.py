@@ -50,7 +50,32 @@ def reroute_many(model: RoutedModel, requests: Sequence[RerouteRequest]) -> list
         raise ValueError(f"model must implement RoutedModel (routing_shape, base_routing, routing_loss), "
                          f"got {type(model).__name__}")
     layout = routing_layout(model)
-    checked = [_in_block(_checked_request(model, request), layout) for request in requests]
+    checked = [_checked_request(model, request) for request in requests]
+    # `both` on a model with vision and LM rows runs in two stages: the vision rows first, then the LM rows from
+    # the routing the first stage left (each judged by the guard on its own), so that an LM move is kept only
+    # when it helps beyond what moving the vision rows did.
+    staged = [i for i, request in enumerate(checked) if _two_stages(request.config, layout)]
+    results = _run(model, [_in_block(_with_target(request, "vision") if i in staged else request, layout)
+                           for i, request in enumerate(checked)])
+    if staged:
+        second = [_in_block(_with_target(dataclasses.replace(checked[i], r0=results[i].routing), "lm"), layout)
+                  for i in staged]
+        for i, lm in zip(staged, _run(model, second)):
+            results[i] = dataclasses.replace(results[i], routing=lm.routing, seconds=results[i].seconds + lm.seconds,
+                                             lm_stage=dataclasses.replace(lm, base_routing=results[i].routing))
+    return results
+
+
+def _two_stages(config: RerouteConfig, layout: RoutingLayout) -> bool:
+    return config.target == "both" and layout.has("vision") and layout.has("lm")
+
+
+def _with_target(request: RerouteRequest, target: str) -> RerouteRequest:
+    return dataclasses.replace(request, config=request.config.replace(target=target))
+
+
+def _run(model: RoutedModel, checked: list[RerouteRequest]) -> list[RerouteResult]:
+    """Run checked requests (each within its block): a group per strategy, strategy group and block."""
     groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
     for i, request in enumerate(checked):
         config = request.config
@@ -86,7 +111,7 @@ def routing_layout(model: RoutedModel) -> RoutingLayout:
 def _in_block(request: RerouteRequest, layout: RoutingLayout) -> RerouteRequest:
     """The request within the block its target re-routes (itself when that is the whole routing)."""
     config = request.config
-    block = block_for(layout, config.target, request.r0, config.core_experts, config.lm_positions)
+    block = block_for(layout, config.target, request.r0, config.core_experts, config.lm_positions, config.lm_layers)
     if block is None:
         return request
     hood = request.neighbourhood
@@ -140,6 +165,12 @@ def _checked_request(model: RoutedModel, request: RerouteRequest) -> RerouteRequ
     if needs is Needs.NEIGHBOURS:
         query, hood = _checked_neighbourhood(request.query_embedding, request.neighbourhood, r0, config.strategy)
         return RerouteRequest(r0, config, query_embedding=query, neighbourhood=hood)
+    if needs is Needs.NEIGHBOUR_ANSWERS:
+        query, hood = _checked_neighbourhood(request.query_embedding, request.neighbourhood, r0, config.strategy)
+        if not isinstance(request.target, ReferenceBatch) or len(request.target) == 0:
+            raise ValueError(f"strategy {config.strategy!r} needs target: the request labelled with each answer its "
+                             f"neighbours give (a batch of one or more)")
+        return RerouteRequest(r0, config, query_embedding=query, neighbourhood=hood, target=request.target)
     if needs is Needs.POOL:
         return RerouteRequest(r0, config, pool_routings=_checked_pool(request.pool_routings, r0, config.strategy))
     if needs is Needs.LABEL:

@@ -35,7 +35,8 @@ class RerouteResult:
     and `routing` is the last trustworthy one (the base routing when nothing better was reached).
     `losses` is strategy-specific, and its registry entry's `record` names it in the record (e.g. the
     neighbour loss per NGD step plus the final one); kernel regression keeps its evaluations in
-    `line_search` instead.
+    `line_search` instead. A two-stage result (`lm_stage`) reports its first stage in its own fields and its
+    final routing in `routing`.
     """
 
     strategy: str
@@ -50,6 +51,9 @@ class RerouteResult:
     fallback: str | None = None
     seconds: float = field(default=0.0)
     guard: GuardVerdict | None = None  # the evidence guard's verdict; None when it was off or not applicable
+    # `target` both on a model with vision and LM rows: the second stage, which moved the LM rows from the routing
+    # the first (this result's own fields) left; its `base_routing` is that routing.
+    lm_stage: RerouteResult | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The re-routing part of the r2t2 record (docs/record.md), in plain Python values.
@@ -71,6 +75,11 @@ class RerouteResult:
         }
         if entry.needs.neighbour_space is not None:
             record["kernel_bandwidth"] = self.bandwidth
+        if self.lm_stage is not None:
+            stage = self.lm_stage
+            record["lm_stage"] = {"moved": moved(stage.base_routing, stage.routing), "fallback": stage.fallback,
+                                  "guard": None if stage.guard is None else stage.guard.to_dict(),
+                                  **entry.record(stage)}
         return {**record, **entry.record(self)}
 
 

@@ -33,11 +33,14 @@ class Needs(enum.Enum):
     NEIGHBOURS = "neighbours"  # the reference questions nearest the request's: `query_embedding`, `neighbourhood`
     POOL = "pool"  # every reference routing of the index: `pool_routings`
     LABEL = "label"  # the request's true answer: `target`, a batch of one
+    # The question-space neighbours, and the request labelled with each distinct answer they give: `target`, a
+    # batch of one sample per answer.
+    NEIGHBOUR_ANSWERS = "neighbour_answers"
 
     @property
     def neighbour_space(self) -> str | None:
         """Where the strategy's neighbours are found, as the record's `neighbour_space` says (None: it has none)."""
-        return {Needs.NEIGHBOURS: "question", Needs.POOL: "routing"}.get(self)
+        return {Needs.NEIGHBOURS: "question", Needs.NEIGHBOUR_ANSWERS: "question", Needs.POOL: "routing"}.get(self)
 
 
 def _one_group(config: RerouteConfig) -> Hashable:
