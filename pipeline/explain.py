@@ -52,7 +52,7 @@ def explanation(record: dict[str, Any], groups: list[dict[str, Any]]) -> str:
     first = _sentence(record, groups)
     if stage is None:
         return first
-    return f"{first.removesuffix('.')} (the vision rows); then for the LM rows, {_stage(stage, record['strategy'])}."
+    return f"{first.removesuffix('.')} (the vision rows); then for the LM rows, {_stage(stage, stage['strategy'])}."
 
 
 def _stage(stage: dict[str, Any], name: str) -> str:

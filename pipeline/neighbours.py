@@ -54,13 +54,13 @@ class NeighbourSource:
     def find(self, query: Query, routed: RoutedQuery, encode_seconds: float) -> Found:
         """What an encoded query's strategy needs: neighbours, the routing pool, or its label."""
         config = query.config
-        needs = strategy(config.strategy).needs
+        needs = {strategy(name).needs for name in config.strategies}
         encoded, r0 = routed.encoded, routed.base_routing
         timings: dict[str, float] = {"encode": encode_seconds, "embed": 0.0}
         snapshot, neighbourhood, pool, embedding = None, None, None, None
         described: dict[str, dict[str, Any]] = {}
-        searches = needs in (Needs.NEIGHBOURS, Needs.NEIGHBOUR_ANSWERS)
-        if searches or needs is Needs.POOL:
+        searches = bool(needs & {Needs.NEIGHBOURS, Needs.NEIGHBOUR_ANSWERS})
+        if searches or Needs.POOL in needs:
             snapshot = self.reference_index(query.index)
         if searches:
             if encoded.question_embedder == self.embedder.name:  # the model already embedded the question
@@ -79,11 +79,11 @@ class NeighbourSource:
             )
             described = describe(list(hits.ids), hits)
             timings["search"] = time.perf_counter() - tick
-        elif needs is Needs.POOL:
+        if Needs.POOL in needs:
             pool = torch.tensor(snapshot.all_routings, dtype=torch.float32, device=self.device)
         query_embedding = None if embedding is None else torch.from_numpy(embedding).float().to(self.device)
-        target = encoded.batch if needs is Needs.LABEL else None
-        if needs is Needs.NEIGHBOUR_ANSWERS:
+        target = encoded.batch if Needs.LABEL in needs else None
+        if Needs.NEIGHBOUR_ANSWERS in needs:
             target = neighbour_answers(encoded.batch, neighbourhood, list(hits.answers[:config.k]), config.strategy)
         request = RerouteRequest(r0, config, query_embedding=query_embedding, neighbourhood=neighbourhood,
                                  pool_routings=pool, target=target)

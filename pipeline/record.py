@@ -51,6 +51,8 @@ class RecordLmStage(BaseModel):
     """Target both on a model with vision and LM rows: the LM rows' own stage, run after the vision rows moved."""
 
     model_config = ConfigDict(extra="allow")
+    strategy: str = Field(description="the strategy that moved the LM rows (the request's `lm_strategy`, else its "
+                                      "strategy)")
     moved: float = Field(description="share of an LM row's weight the stage moved, 0 to 1 (largest row)")
     fallback: str | None = Field(description="why the stage kept the LM rows where they were, or stopped early")
     guard: RecordGuard | None = Field(description="the evidence guard's verdict on the LM rows' move (null: off)")
@@ -150,8 +152,8 @@ class RecordTimings(BaseModel):
 class R2T2Record(BaseModel):
     """What re-routing did for this request (the `r2t2` object of a reply; docs/record.md explains each field).
 
-    Fields of one strategy's own work (`steps_taken`, `neighbour_loss`, `distance_moved`, `toward_neighbours`,
-    `line_search`, `kernel_bandwidth`) appear only in that strategy's records.
+    Fields of one strategy's own work (`steps_taken`, `neighbour_loss`, `answer_space_mass`, `distance_moved`,
+    `toward_neighbours`, `line_search`, `kernel_bandwidth`) appear only in that strategy's records.
     """
 
     model_config = ConfigDict(extra="allow")
@@ -184,6 +186,9 @@ class R2T2Record(BaseModel):
     neighbour_loss: list[float] | None = Field(None, description="a descent: the neighbours' weighted answer loss "
                                                "before each step and after the last (steps_taken + 1 values; a descent "
                                                "that started at a vertex has the router's routing's loss first)")
+    answer_space_mass: list[float] | None = Field(None, description="answer-space descent: the share of the answer "
+                                                  "on the neighbours' answers under the router's routing, then at "
+                                                  "the start and after each step")
     distance_moved: list[float] | None = Field(None, description="mode finding: how far each update moved the "
                                                "routing (it stops once an update moves less than 1e-4)")
     toward_neighbours: float | None = Field(None, description="a line search: where the routing the answer used lies between "

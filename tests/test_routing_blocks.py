@@ -212,6 +212,17 @@ def test_both_moves_the_vision_rows_then_the_lm_rows_from_there(config):
     assert stage["moved"] == pytest.approx(float((lm.routing - vision.routing).abs().sum(-1).max() / 2))
 
 
+def test_both_moves_the_lm_rows_with_lm_strategy_when_set():
+    [request], _ = requests_for([RerouteConfig(lr=0.2, target="both", lm_strategy="answer_space")], seed=2)
+    [both] = reroute_many(RowedModel(), [request])
+    assert both.strategy == "ngd" and both.lm_stage.strategy == "answer_space"
+    assert "answer_space_mass" in both.to_dict()["lm_stage"]
+    with pytest.raises(ValueError, match="cannot follow"):
+        RerouteConfig(strategy="oracle", target="both", lm_strategy="answer_space")
+    with pytest.raises(ValueError, match="unknown strategy"):
+        RerouteConfig(target="both", lm_strategy="psychic")
+
+
 def test_lm_layers_naming_a_layer_without_an_lm_row_is_refused():
     [request], _ = requests_for([RerouteConfig(target="lm", lm_layers=[0, 5])])
     with pytest.raises(ValueError, match=r"lm_layers names decoder layer\(s\) \[5\].*layers \[0, 1\]"):

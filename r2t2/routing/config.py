@@ -13,7 +13,7 @@ from typing import Any
 from r2t2.engine_prompt import LM_POSITIONS, LmPositions
 from r2t2.routing.kernels import KERNELS
 from r2t2.routing.layout import TARGETS
-from r2t2.routing.strategies import strategy
+from r2t2.routing.strategies import Needs, strategy
 
 NEIGHBOURHOODS: tuple[str, ...] = ("knn", "epsilon")
 NGD_STARTS: tuple[str, ...] = ("router", "vertices")
@@ -53,6 +53,9 @@ class RerouteConfig:
                                        "every generated token) or first (the last prompt token alone, the position "
                                        "that produces the first answer token; every later token keeps its router)",
                                        choices=LM_POSITIONS)
+    lm_strategy: str | None = option(None, "target both: the strategy that moves the LM rows, in the stage after the "
+                                     "vision rows moved (null: the request's strategy); the neighbours' loss does not "
+                                     "carry over to the LM rows the way it does to the vision rows, answer_space does")
     lm_layers: tuple[int, ...] | None = option(None, "the decoder layers whose LM rows a request with target lm or "
                                                "both re-routes (C3PO's critical layers; /v1/models `routing_rows` "
                                                "names each row's layer); the other LM rows keep their routers. "
@@ -103,6 +106,11 @@ class RerouteConfig:
     def __post_init__(self) -> None:
         self._check_types()
         strategy(self.strategy)  # a registered one (routing/strategies.py)
+        if self.lm_strategy is not None:
+            needs = {strategy(self.strategy).needs, strategy(self.lm_strategy).needs}
+            if len(needs & {Needs.LABEL, Needs.NEIGHBOUR_ANSWERS}) == 2:
+                raise ValueError(f"lm_strategy {self.lm_strategy!r} cannot follow strategy {self.strategy!r}: one "
+                                 f"needs the true answer, the other the neighbours' answers")
         _one_of("target", self.target, tuple(TARGETS))
         _one_of("lm_positions", self.lm_positions, LM_POSITIONS)
         if self.lm_layers is not None and not self.lm_layers:
@@ -147,6 +155,13 @@ class RerouteConfig:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
+    @property
+    def strategies(self) -> tuple[str, ...]:
+        """The strategies a request runs: its own, and for target both its `lm_strategy` when that is another."""
+        if self.target == "both" and self.lm_strategy not in (None, self.strategy):
+            return self.strategy, self.lm_strategy
+        return (self.strategy,)
+
     def replace(self, **overrides: Any) -> RerouteConfig:
         """A copy with `overrides` applied and validated (per-request settings)."""
         unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(self)})
@@ -158,6 +173,8 @@ class RerouteConfig:
         for name in ("strategy", "target", "lm_positions", "neighbourhood", "kernel", "ngd_start"):
             if not isinstance(getattr(self, name), str):
                 raise ValueError(f"{name} must be a string, got {getattr(self, name)!r}")
+        if self.lm_strategy is not None and not isinstance(self.lm_strategy, str):
+            raise ValueError(f"lm_strategy must be a string or None, got {self.lm_strategy!r}")
         for name in ("guard", "answer_check"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")

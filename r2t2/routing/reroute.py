@@ -71,7 +71,11 @@ def _two_stages(config: RerouteConfig, layout: RoutingLayout) -> bool:
 
 
 def _with_target(request: RerouteRequest, target: str) -> RerouteRequest:
-    return dataclasses.replace(request, config=request.config.replace(target=target))
+    """The request as one stage of a two-stage `both`: the LM stage runs the request's `lm_strategy`, if set."""
+    config = request.config
+    stage = config.replace(target=target, lm_strategy=None) if target == "vision" else \
+        config.replace(target=target, strategy=config.lm_strategy or config.strategy, lm_strategy=None)
+    return dataclasses.replace(request, config=stage)
 
 
 def _run(model: RoutedModel, checked: list[RerouteRequest]) -> list[RerouteResult]:
@@ -157,25 +161,32 @@ def guarded(model: RoutedModel, request: RerouteRequest, result: RerouteResult) 
 
 
 def _checked_request(model: RoutedModel, request: RerouteRequest) -> RerouteRequest:
+    """The request with r0 and exactly the inputs its strategies need (both stages' for a two-stage `both`)."""
     config = request.config
     if not isinstance(config, RerouteConfig):
         raise ValueError(f"config must be a RerouteConfig, got {type(config).__name__}")
-    needs = strategy(config.strategy).needs
-    r0 = _checked_routing(request.r0, tuple(model.routing_shape))
-    if needs is Needs.NEIGHBOURS:
-        query, hood = _checked_neighbourhood(request.query_embedding, request.neighbourhood, r0, config.strategy)
-        return RerouteRequest(r0, config, query_embedding=query, neighbourhood=hood)
+    checked = RerouteRequest(_checked_routing(request.r0, tuple(model.routing_shape)), config)
+    for name in config.strategies:
+        checked = _with_inputs(checked, request, name)
+    return checked
+
+
+def _with_inputs(checked: RerouteRequest, request: RerouteRequest, name: str) -> RerouteRequest:
+    """`checked` with the inputs strategy `name` needs, taken from `request` and checked."""
+    needs, r0 = strategy(name).needs, checked.r0
+    if needs in (Needs.NEIGHBOURS, Needs.NEIGHBOUR_ANSWERS):
+        query, hood = _checked_neighbourhood(request.query_embedding, request.neighbourhood, r0, name)
+        checked = dataclasses.replace(checked, query_embedding=query, neighbourhood=hood)
     if needs is Needs.NEIGHBOUR_ANSWERS:
-        query, hood = _checked_neighbourhood(request.query_embedding, request.neighbourhood, r0, config.strategy)
         if not isinstance(request.target, ReferenceBatch) or len(request.target) == 0:
-            raise ValueError(f"strategy {config.strategy!r} needs target: the request labelled with each answer its "
+            raise ValueError(f"strategy {name!r} needs target: the request labelled with each answer its "
                              f"neighbours give (a batch of one or more)")
-        return RerouteRequest(r0, config, query_embedding=query, neighbourhood=hood, target=request.target)
+        checked = dataclasses.replace(checked, target=request.target)
     if needs is Needs.POOL:
-        return RerouteRequest(r0, config, pool_routings=_checked_pool(request.pool_routings, r0, config.strategy))
+        checked = dataclasses.replace(checked, pool_routings=_checked_pool(request.pool_routings, r0, name))
     if needs is Needs.LABEL:
-        return RerouteRequest(r0, config, target=_checked_target(request.target, config.strategy))
-    return RerouteRequest(r0, config)
+        checked = dataclasses.replace(checked, target=_checked_target(request.target, name))
+    return checked
 
 
 def _checked_routing(r0: Any, shape: tuple[int, ...]) -> Tensor:

@@ -77,9 +77,10 @@ class RerouteResult:
             record["kernel_bandwidth"] = self.bandwidth
         if self.lm_stage is not None:
             stage = self.lm_stage
-            record["lm_stage"] = {"moved": moved(stage.base_routing, stage.routing), "fallback": stage.fallback,
+            record["lm_stage"] = {"strategy": stage.strategy, "moved": moved(stage.base_routing, stage.routing),
+                                  "fallback": stage.fallback,
                                   "guard": None if stage.guard is None else stage.guard.to_dict(),
-                                  **entry.record(stage)}
+                                  **strategy(stage.strategy).record(stage)}
         return {**record, **entry.record(self)}
 
 
