@@ -71,6 +71,8 @@ class NeighbourSource:
                 timings["embed"] += time.perf_counter() - tick
             tick = time.perf_counter()
             wanted = config.k if config.neighbourhood == "knn" else max(config.k, EPSILON_CANDIDATES)
+            if Needs.NEIGHBOUR_ANSWERS in needs:  # its answer set is cut from the space_k nearest
+                wanted = max(wanted, config.space_k)
             hits = snapshot.search(embedding, wanted)
             neighbourhood = Neighbourhood(
                 ids=hits.ids, embeddings=torch.from_numpy(hits.embeddings).float().to(self.device),
@@ -84,7 +86,8 @@ class NeighbourSource:
         query_embedding = None if embedding is None else torch.from_numpy(embedding).float().to(self.device)
         target = encoded.batch if Needs.LABEL in needs else None
         if Needs.NEIGHBOUR_ANSWERS in needs:
-            target = neighbour_answers(encoded.batch, neighbourhood, list(hits.answers[:config.k]), config.strategy)
+            target = neighbour_answers(encoded.batch, neighbourhood, list(hits.answers[:config.space_k]),
+                                       config.strategy)
         request = RerouteRequest(r0, config, query_embedding=query_embedding, neighbourhood=neighbourhood,
                                  pool_routings=pool, target=target)
         return Found(encoded.batch, request, snapshot, described, timings)

@@ -39,7 +39,7 @@ def test_it_moves_toward_the_answer_set_when_the_router_answers_outside_it():
     record = result.to_dict()
     assert record["answer_space_mass"][0] == pytest.approx(_mass(R0, ANSWERS), rel=1e-5)
     assert max(record["answer_space_mass"]) == pytest.approx(_mass(result.routing, ANSWERS), rel=1e-4)
-    assert [n["id"] for n in record["neighbours"]] == ["ref-0", "ref-1", "ref-2"][:RerouteConfig().k]
+    assert [n["id"] for n in record["neighbours"]] == ["ref-0", "ref-1", "ref-2"][:RerouteConfig().space_k]
 
 
 def test_it_leaves_a_routing_that_already_answers_within_the_set():

@@ -6,7 +6,7 @@ the *kind* of answer: a paraphrased colour question the router gets wrong is mos
 another kind ("yes", "2"), and the neighbours' answers ("red", "teal", ...) say which kind is wanted.
 This strategy descends on the request's own loss of answering within that set,
 
-    A(r) = -log sum_j exp(-l(f(x, r), a_j)),   a_j the distinct answers of the neighbours,
+    A(r) = -log sum_j exp(-l(f(x, r), a_j)),   a_j the distinct answers of the `space_k` nearest references,
 
 with no label: the model's own evidence picks the answer inside the set. It moves only when the router's
 routing leaves little of the answer mass in the set (exp(-A(r0)) below `space_min_mass`): an answer of the
@@ -51,8 +51,8 @@ def answer_space_descent(model: RoutedModel, request: RerouteRequest) -> Reroute
         batch = batches.setdefault(count, target[list(range(answers)) * count])  # routing-major
         return space_loss(model_loss(model, batch, full.repeat_interleave(answers, dim=0), block), answers)
 
-    hood = request.neighbourhood  # nearest first; the answers are the k nearest's
-    ids = hood.ids[:config.k]
+    hood = request.neighbourhood  # nearest first; the answers are the space_k nearest's
+    ids = hood.ids[:config.space_k]
     distances = (hood.embeddings[:len(ids)] - request.query_embedding).norm(dim=-1).tolist()
     neighbours = tuple(Neighbour(id=i, weight=1.0 / len(ids), distance=d) for i, d in zip(ids, distances))
     starts = one_hot_starts(request.r0, request.movable)

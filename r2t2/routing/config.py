@@ -20,7 +20,7 @@ NGD_STARTS: tuple[str, ...] = ("router", "vertices")
 
 _FLOAT_FIELDS = ("epsilon", "bandwidth", "lr", "lr_min", "ngd_tol", "alpha", "meanshift_alpha", "meanshift_tol",
                  "space_min_mass", "oracle_lr", "guard_max_spread", "guard_fit_loss", "guard_min_gain")
-_INT_FIELDS = ("k", "steps", "line_search_steps", "oracle_steps", "core_experts", "answer_space_k")
+_INT_FIELDS = ("k", "steps", "line_search_steps", "oracle_steps", "core_experts", "answer_space_k", "space_k")
 
 
 def option(default: Any, doc: str, choices: tuple[str, ...] | None = None, **bounds: float) -> Any:
@@ -86,6 +86,8 @@ class RerouteConfig:
     meanshift_tol: float = 1e-4
     oracle_steps: int = 50
     oracle_lr: float = 0.1
+    space_k: int = option(20, "answer_space: the distinct answers of this many nearest references make the answer "
+                          "set (more than k: a set of answers needs more references than a routing does)", ge=1, le=256)
     space_min_mass: float = option(0.5, "answer_space: re-route only when the router's routing puts less than this "
                                    "share of its answer on the neighbours' answers", ge=0, le=1)
     # The evidence guard (routing/guard.py), for "ngd" and "kernel": keep r0 unless the neighbours support the move.
@@ -122,6 +124,8 @@ class RerouteConfig:
         _one_of("kernel", self.kernel, KERNELS)
         if self.k <= 0:
             raise ValueError(f"k must be a positive integer, got {self.k}")
+        if self.space_k <= 0:
+            raise ValueError(f"space_k must be a positive integer, got {self.space_k}")
         if self.answer_space_k <= 0:
             raise ValueError(f"answer_space_k must be a positive integer, got {self.answer_space_k}")
         if self.steps < 0:
