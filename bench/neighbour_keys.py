@@ -38,7 +38,8 @@ from r2t2.data import load_split  # noqa: E402
 from pipeline.diagnostics import fixed_broken, purity  # noqa: E402
 from pipeline.evaluate import parse_variant, split_variants  # noqa: E402
 from pipeline.factory import load_pipeline  # noqa: E402
-from r2t2.routing import Neighbourhood, RerouteRequest, reroute_many  # noqa: E402
+from pipeline.neighbours import neighbour_answers  # noqa: E402
+from r2t2.routing import Needs, Neighbourhood, RerouteRequest, reroute_many, strategy  # noqa: E402
 from r2t2.routing.block import answer_pins  # noqa: E402
 
 _BATCH = 128
@@ -167,6 +168,7 @@ def main() -> None:
     # Keys are compared without the evidence guard (unless a variant asks), so purity decides what strategies see.
     configs = {s: pipeline.config_for({"guard": False, **parse_variant(s)}) for s in strategies}
     report: dict = {"split": args.split, "limit": args.limit, "seed": args.seed, "model": args.model, "keys": {}}
+    spaces = any(Needs.NEIGHBOUR_ANSWERS in {strategy(n).needs for n in c.strategies} for c in configs.values())
     for key in args.keys.split(","):
         ref = _combined(ref_keys, key)
         qry = _combined(query_keys, key)
@@ -175,13 +177,18 @@ def main() -> None:
         purities = []
         for q, sample in enumerate(samples):
             sims = ref @ qry[q]
-            rows = np.argsort(-sims, kind="stable")[:configs[strategies[-1]].k]
+            k = configs[strategies[-1]].k
+            wanted = max(max(c.space_k for c in configs.values()) if spaces else 0, k)
+            rows = np.argsort(-sims, kind="stable")[:wanted]
             found = index.take(rows)
-            purities.append(purity(sample.task, list(found.tasks)))
+            purities.append(purity(sample.task, list(found.tasks)[:k]))
             hood = Neighbourhood(ids=found.ids, embeddings=ref_t[rows], routings=torch.from_numpy(found.routings).float(),
                                  batch=model.reference_batch(found.payload))
             for name, config in configs.items():
-                request = RerouteRequest(r0s[q], config, query_embedding=torch.from_numpy(qry[q]), neighbourhood=hood)
+                target = neighbour_answers(encoded[q], hood, list(found.answers[:config.space_k]), name) \
+                    if Needs.NEIGHBOUR_ANSWERS in {strategy(n).needs for n in config.strategies} else None
+                request = RerouteRequest(r0s[q], config, query_embedding=torch.from_numpy(qry[q]), neighbourhood=hood,
+                                         target=target)
                 routing = reroute_many(model, [request])[0].routing
                 pinned = answer_pins(pipeline.layout, config.target, r0s[q], routing, config.lm_layers)
                 answer = model.answer(encoded[q], routing) if pinned is None else \

@@ -125,6 +125,22 @@ def test_lm_layers_moves_and_applies_only_the_named_layers_row(real_server: Real
             assert layer["routing"] == layer["base"] and layer["engine_experts"] is None
 
 
+def test_answer_space_and_a_two_stage_both_report_what_each_stage_did(real_server: RealServer,
+                                                                        easy_vqa_cases: Cases) -> None:
+    question, _, url = easy_vqa_cases(1)[0]
+    body = {"model": real_server.model, "max_tokens": 4, "temperature": 0, "messages": _question(question, url)}
+    alone = httpx.post(real_server.base + "/v1/chat/completions", timeout=300,
+                       json={**body, "r2t2": {"strategy": "answer_space", "target": "lm"}}).json()["r2t2"]
+    assert alone["strategy"] == "answer_space" and alone["answer_space_mass"][0] > 0
+    assert alone["neighbour_space"] == "question" and len(alone["neighbours"]) >= 1
+    both = httpx.post(real_server.base + "/v1/chat/completions", timeout=300,
+                      json={**body, "r2t2": {"strategy": "ngd", "target": "both", "lm_strategy": "answer_space",
+                                             "guard": False}}).json()["r2t2"]
+    stage = both["lm_routing"]["stage"]
+    assert stage["strategy"] == "answer_space" and stage["answer_space_mass"][0] > 0
+    assert "then for the LM rows" in both["explanation"]
+
+
 @pytest.mark.parametrize("r2t2, field", [({"target": "language"}, "target"), ({"target": "lm", "core_experts": 0}, "core_experts"),
                                          ({"target": "lm", "lm_positions": "last"}, "lm_positions"),
                                          ({"target": "lm", "lm_layers": [7]}, "lm_layers"),
