@@ -219,6 +219,7 @@ def test_both_moves_the_lm_rows_with_lm_strategy_when_set():
     assert "answer_space_mass" in both.to_dict()["lm_stage"]
     with pytest.raises(ValueError, match="cannot follow"):
         RerouteConfig(strategy="oracle", target="both", lm_strategy="answer_space")
+    assert RerouteConfig(strategy="oracle", target="lm", lm_strategy="answer_space").strategies == ("oracle",)
     with pytest.raises(ValueError, match="unknown strategy"):
         RerouteConfig(target="both", lm_strategy="psychic")
 

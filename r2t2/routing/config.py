@@ -109,7 +109,8 @@ class RerouteConfig:
         self._check_types()
         strategy(self.strategy)  # a registered one (routing/strategies.py)
         if self.lm_strategy is not None:
-            needs = {strategy(self.strategy).needs, strategy(self.lm_strategy).needs}
+            strategy(self.lm_strategy)
+            needs = {strategy(name).needs for name in self.strategies}
             if len(needs & {Needs.LABEL, Needs.NEIGHBOUR_ANSWERS}) == 2:
                 raise ValueError(f"lm_strategy {self.lm_strategy!r} cannot follow strategy {self.strategy!r}: one "
                                  f"needs the true answer, the other the neighbours' answers")
