@@ -220,6 +220,11 @@ def test_both_moves_the_lm_rows_with_lm_strategy_when_set():
     with pytest.raises(ValueError, match="cannot follow"):
         RerouteConfig(strategy="oracle", target="both", lm_strategy="answer_space")
     assert RerouteConfig(strategy="oracle", target="lm", lm_strategy="answer_space").strategies == ("oracle",)
+    baseline = RerouteConfig(strategy="none", target="both", lm_strategy="answer_space")
+    assert baseline.strategies == ("none",)  # the baseline re-routes nothing, in either stage
+    [request], _ = requests_for([baseline], seed=2)
+    [kept] = reroute_many(RowedModel(), [request])
+    assert torch.equal(kept.routing, request.r0) and kept.lm_stage.strategy == "none"
     with pytest.raises(ValueError, match="unknown strategy"):
         RerouteConfig(target="both", lm_strategy="psychic")
 

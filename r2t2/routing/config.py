@@ -161,10 +161,18 @@ class RerouteConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
     @property
+    def lm_stage_strategy(self) -> str:
+        """What moves the LM rows in target both's second stage: `lm_strategy`, unless unset or the request's strategy
+        is the baseline (`none` re-routes nothing, in either stage)."""
+        if self.lm_strategy is None or strategy(self.strategy).baseline:
+            return self.strategy
+        return self.lm_strategy
+
+    @property
     def strategies(self) -> tuple[str, ...]:
-        """The strategies a request runs: its own, and for target both its `lm_strategy` when that is another."""
-        if self.target == "both" and self.lm_strategy not in (None, self.strategy):
-            return self.strategy, self.lm_strategy
+        """The strategies a request runs: its own, and for target both its LM stage's when that is another."""
+        if self.target == "both" and self.lm_stage_strategy != self.strategy:
+            return self.strategy, self.lm_stage_strategy
         return (self.strategy,)
 
     def replace(self, **overrides: Any) -> RerouteConfig:

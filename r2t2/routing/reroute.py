@@ -74,7 +74,7 @@ def _with_target(request: RerouteRequest, target: str) -> RerouteRequest:
     """The request as one stage of a two-stage `both`: the LM stage runs the request's `lm_strategy`, if set."""
     config = request.config
     stage = config.replace(target=target, lm_strategy=None) if target == "vision" else \
-        config.replace(target=target, strategy=config.lm_strategy or config.strategy, lm_strategy=None)
+        config.replace(target=target, strategy=config.lm_stage_strategy, lm_strategy=None)
     return dataclasses.replace(request, config=stage)
 
 
