@@ -16,7 +16,8 @@ if TYPE_CHECKING:
     from conftest import Cases, RealServer
 
 pytestmark = pytest.mark.slow
-MOVE = {"strategy": "meanshift", "target": "both", "answer_check": False}  # pulls every row to the references' mode
+MOVE = {"strategy": "meanshift", "target": "both", "lm_strategy": "meanshift",  # pulls every row to the references'
+        "answer_check": False}  # mode, the LM rows too (the shipped families move them with answer_space otherwise)
 
 
 def _client(real_server: RealServer, prefix: str = ""):  # noqa: ANN202 (openai is imported lazily)
