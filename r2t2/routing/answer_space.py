@@ -36,7 +36,8 @@ def space_loss(per_answer: Tensor, answers: int) -> Tensor:
 
 
 def answer_space_descent(model: RoutedModel, request: RerouteRequest) -> RerouteResult:
-    """One request: A at r0 and every vertex (one call), then projected Adam from the best start."""
+    """One request: A at r0; when it moves, A at r0 and every vertex (one call), then projected Adam from the best
+    start."""
     config, target = request.config, request.target
     assert target is not None and request.neighbourhood is not None  # checked by reroute
     answers = len(target)
@@ -55,16 +56,17 @@ def answer_space_descent(model: RoutedModel, request: RerouteRequest) -> Reroute
     ids = hood.ids[:config.space_k]
     distances = (hood.embeddings[:len(ids)] - request.query_embedding).norm(dim=-1).tolist()
     neighbours = tuple(Neighbour(id=i, weight=1.0 / len(ids), distance=d) for i, d in zip(ids, distances))
-    starts = one_hot_starts(request.r0, request.movable)
-    with torch.no_grad():
-        at_starts = losses(starts).nan_to_num(math.inf)
-    base = float(at_starts[0])
+    with torch.no_grad():  # r0 alone first: most requests stop here, and need no vertex evaluated
+        base = float(losses(request.r0.unsqueeze(0))[0])
     if not math.isfinite(base):
         return RerouteResult(strategy="answer_space", base_routing=request.r0, routing=request.r0.clone(),
                              neighbours=neighbours, fallback="non-finite answer loss under the router's routing")
     if math.exp(-base) >= config.space_min_mass:
         return RerouteResult(strategy="answer_space", base_routing=request.r0, routing=request.r0.clone(),
                              neighbours=neighbours, losses=(base,))
+    starts = one_hot_starts(request.r0, request.movable)
+    with torch.no_grad():
+        at_starts = losses(starts).nan_to_num(math.inf)
     start = starts[int(at_starts.argmin())]
     settings = torch.tensor([config.lr, config.lr_min], dtype=start.dtype, device=start.device)
     (descent,) = projected_adam(lambda routing, _: losses(routing), start.unsqueeze(0), config.steps, settings[:1],
