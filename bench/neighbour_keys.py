@@ -35,6 +35,7 @@ install_torchvision_fix()  # before the imports below load open_clip and transfo
 
 from indexes.embedders import MiniLMEmbedder  # noqa: E402
 from r2t2.data import load_split  # noqa: E402
+from r2t2.data.answers import same_answer  # noqa: E402
 from pipeline.diagnostics import fixed_broken, purity  # noqa: E402
 from pipeline.evaluate import parse_variant, split_variants  # noqa: E402
 from pipeline.factory import load_pipeline  # noqa: E402
@@ -193,7 +194,7 @@ def main() -> None:
                 pinned = answer_pins(pipeline.layout, config.target, r0s[q], routing, config.lm_layers)
                 answer = model.answer(encoded[q], routing) if pinned is None else \
                     model.answer(encoded[q], routing, pinned=pinned, lm_positions=config.lm_positions)
-                correct[name].append(answer[0] == sample.answer)
+                correct[name].append(same_answer(answer[0], sample.answer))
         entry = {"purity": 100 * float(np.mean(purities)),
                  "purity_per_task": {t: 100 * float(np.mean([p for p, s in zip(purities, samples) if s.task == t]))
                                      for t in sorted({s.task for s in samples})}}

@@ -71,6 +71,7 @@ def vllm_answers(checkpoint: Path, images: Sequence[Image.Image], questions: Seq
 def main() -> None:
     prepare_server_process()  # transformers and vLLM's engine process import torchvision
     from r2t2.data import load_split
+    from r2t2.data.answers import same_answer
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--questions", type=int, default=120, help="test questions, balanced over the tasks")
@@ -88,9 +89,9 @@ def main() -> None:
     right = [s.answer for s in samples]
     print(f"questions: {len(samples)} (test split, seed 11)")
     print(f"transformers: {hf_seconds:.1f} s with loading, one question at a time; "
-          f"accuracy {100 * sum(a == r for a, r in zip(expected, right)) / len(samples):.1f} %")
+          f"accuracy {100 * sum(map(same_answer, expected, right)) / len(samples):.1f} %")
     print(f"vLLM ({args.dtype}): engine start {start_seconds:.1f} s, {vllm_seconds:.1f} s for all questions in one call; "
-          f"accuracy {100 * sum(a == r for a, r in zip(got, right)) / len(samples):.1f} %")
+          f"accuracy {100 * sum(map(same_answer, got, right)) / len(samples):.1f} %")
     print(f"same greedy answer: {sum(a == b for a, b in zip(got, expected))} of {len(samples)}")
 
 

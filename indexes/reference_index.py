@@ -15,6 +15,7 @@ from indexes.errors import UnknownVersionError
 from indexes.layout import VersionData, read_files
 from indexes.manifest import Manifest
 from indexes.store import IndexStore
+from r2t2.data.answers import normalise_answer
 
 
 @dataclass(frozen=True)
@@ -115,12 +116,14 @@ class ReferenceIndex:
 
     def answers_near(self, rows: np.ndarray, m: int) -> frozenset[str]:
         """The answers of the `m` references whose questions are nearest each of these rows' (rows included):
-        the answers an index holds for questions like theirs, whatever the data set or its task labels."""
+        the answers an index holds for questions like theirs, whatever the data set or its task labels. Normalised
+        (`normalise_answer`), so spellings of one answer ("Fire hydrant", "fire-hydrant") count once."""
         rows = np.asarray(rows, dtype=np.int64)
         if rows.size == 0:
             return frozenset()
         _, found = self._data.vectors.search(self._data.embeddings[rows], m)
-        return frozenset(self._data.records[int(i)]["answer"] for i in np.concatenate([rows, found.ravel()]) if i >= 0)
+        return frozenset(normalise_answer(self._data.records[int(i)]["answer"])
+                         for i in np.concatenate([rows, found.ravel()]) if i >= 0)
 
     def record(self, row: int) -> Mapping[str, str]:
         """id, question, answer and task of one row (for explanations and inspection)."""

@@ -18,6 +18,7 @@ import torch
 from pydantic import BaseModel, Field
 
 from indexes.reference_index import ReferenceIndex
+from r2t2.data.answers import normalise_answer
 from r2t2.routing import RerouteConfig, RerouteResult
 
 
@@ -35,24 +36,21 @@ class AnswerVerdict(BaseModel):
     answer_space_size: int = Field(description="how many distinct answers the answer space held")
 
 
-def normalise(answer: str) -> str:
-    """Answers compare case- and whitespace-insensitively ("Red " is "red")."""
-    return " ".join(answer.lower().split())
-
-
 def check_answer(base: str, rerouted: str, space: frozenset[str]) -> AnswerVerdict:
-    """The verdict on a re-routed answer against the base routing's answer and the answer space."""
-    allowed = {normalise(answer) for answer in space}
+    """The verdict on a re-routed answer against the base routing's answer and the answer space; answers are
+    compared normalised (`normalise_answer`), as evaluation compares them."""
+    allowed = {normalise_answer(answer) for answer in space}
+    rerouted_form, base_form = normalise_answer(rerouted), normalise_answer(base)
 
     def verdict(sent: Literal["rerouted", "base"], reason: str) -> AnswerVerdict:
         return AnswerVerdict(sent=sent, reason=reason, rerouted_answer=rerouted, base_answer=base,
                              answer_space_size=len(allowed))
 
-    if normalise(rerouted) == normalise(base):
+    if rerouted_form == base_form:
         return verdict("rerouted", "unchanged")
-    if normalise(rerouted) in allowed:
+    if rerouted_form in allowed:
         return verdict("rerouted", "in_answer_space")
-    if normalise(base) not in allowed:
+    if base_form not in allowed:
         return verdict("rerouted", "neither_in_answer_space")
     return verdict("base", "outside_answer_space")
 

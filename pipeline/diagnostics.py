@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from r2t2.data.answers import same_answer
+
 BASE = "none"  # the strategy fixed/broken are counted against
 
 
@@ -72,8 +74,8 @@ def _answer_checks(runs: Sequence[dict[str, Any]], records: Sequence[dict[str, A
     replaced = [(run["answer_check"], record["answer"]) for run, record in zip(runs, records)
                 if (run.get("answer_check") or {}).get("sent") == "base"]
     return {"checked": sum(run.get("answer_check") is not None for run in runs), "replaced": len(replaced),
-            "fixes_dropped": sum(check["rerouted_answer"] == truth for check, truth in replaced),
-            "breaks_prevented": sum(check["base_answer"] == truth for check, truth in replaced)}
+            "fixes_dropped": sum(same_answer(check["rerouted_answer"], truth) for check, truth in replaced),
+            "breaks_prevented": sum(same_answer(check["base_answer"], truth) for check, truth in replaced)}
 
 
 def write_dump(records: Sequence[dict[str, Any]], path: Path | str) -> None:

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from pipeline.answer_check import AnswerVerdict
 from r2t2.data import load_samples
+from r2t2.data.answers import same_answer
 from r2t2.data.sample import Sample
 from pipeline.diagnostics import BASE, diagnose
 from pipeline.pipeline import ReroutePipeline
@@ -93,11 +94,12 @@ def evaluate(pipeline: ReroutePipeline, strategies: Sequence[str], splits: Seque
                     verdict = pipeline.checked_answer(done, answer, base)
                     answer = base if verdict.sent == "base" else answer
                 stats[name].seconds.append(time.perf_counter() - started)
-                stats[name].correct.append(answer == sample.answer)
+                correct = same_answer(answer, sample.answer)
+                stats[name].correct.append(correct)
                 stats[name].fallbacks += done.result.fallback is not None
                 stats[name].routing_before.append(done.result.base_routing.tolist())
                 stats[name].routing_after.append(done.result.routing.tolist())
-                records[-1]["strategies"][name] = _run_record(done, answer, answer == sample.answer, verdict)
+                records[-1]["strategies"][name] = _run_record(done, answer, correct, verdict)
         report["splits"][split] = summarise(stats, tasks, {name: config.target for name, config in configs.items()})
         report["splits"][split]["diagnostics"] = diagnose(records, list(strategies))
         report["records"][split] = records

@@ -17,6 +17,7 @@ from indexes.embedders import Embedder
 from indexes.reference_index import Candidates, ReferenceIndex
 from indexes.registry import IndexRegistry
 from pipeline.query import Query
+from r2t2.data.answers import normalise_answer
 from r2t2.model import RoutedQuery, ServableModel
 from r2t2.routing import Neighbourhood, RerouteRequest
 from r2t2.routing.protocol import ReferenceBatch
@@ -95,14 +96,15 @@ class NeighbourSource:
 
 def neighbour_answers(query: ReferenceBatch, neighbourhood: Neighbourhood, answers: list[str],
                       name: str) -> ReferenceBatch:
-    """The query labelled with each distinct answer of its nearest neighbours (`answers`, nearest first)."""
+    """The query labelled with each distinct answer of its nearest neighbours (`answers`, nearest first; spellings
+    of one answer are one answer, see `normalise_answer`)."""
     relabel = getattr(query, "with_answers_of", None)
     if relabel is None:
         raise ValueError(f"strategy {name!r} needs a model whose batches can be relabelled (`with_answers_of`, "
                          f"docs/models.md); {type(query).__name__} cannot")
     first = {}
     for row, answer in enumerate(answers):
-        first.setdefault(answer, row)
+        first.setdefault(normalise_answer(answer), row)
     return relabel(neighbourhood.batch[list(first.values())])
 
 

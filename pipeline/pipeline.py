@@ -22,7 +22,7 @@ from pipeline.encode import batch_or_each, encode_queries
 from pipeline.neighbours import Found, NeighbourSource, pool_neighbours
 from pipeline.protocol import BaseReady, ModelInfo, Prepared, ServeRequest
 from pipeline.query import Query, Rerouted
-from pipeline.record import build_record
+from pipeline.record import build_record, question_only_record
 from r2t2.engine_prompt import LmRows
 from r2t2.model import ServableModel
 from r2t2.routing import RerouteConfig, RerouteResult, reroute_many
@@ -142,12 +142,16 @@ class ReroutePipeline:
         """The server's entry point (`Pipeline.prepare_many`): a batch of requests, re-routed together.
 
         Each slot holds that request's prompt and record, or the error that refused it (a bad option, an
-        unknown index), so one bad request never fails the others of its batch. `on_base(i, prompt)` gets
-        request i's prompt under the router's own routing as soon as it is encoded, while the batch is still
+        unknown index), so one bad request never fails the others of its batch. A request without an image is
+        not re-routed: its slot holds the model's `question_prompt` and a record saying so. `on_base(i, prompt)`
+        gets request i's prompt under the router's own routing as soon as it is encoded, while the batch is still
         being re-routed: the server starts that answer speculatively.
         """
-        queries: list[Query | Exception] = []
+        queries: list[Query | Prepared | Exception] = []
         for image, question, overrides, index in requests:
+            if image is None:  # its options only matter to re-routing, which needs an image: they are ignored
+                queries.append(self._question_only(question))
+                continue
             try:
                 config = self.config_for(overrides)
                 if not strategy(config.strategy).served:
@@ -165,13 +169,26 @@ class ReroutePipeline:
         done = iter(self.rerouted_many(valid, None if on_base is None else encoded))
         outcomes: list[Prepared | Exception] = []
         for query in queries:
-            outcome = query if isinstance(query, Exception) else next(done)
-            if not isinstance(outcome, Exception):
+            outcome = next(done) if isinstance(query, Query) else query
+            if isinstance(outcome, Rerouted):
                 outcome = Prepared(prompt=self.model.engine_prompts(outcome.query, outcome.result.routing)[0],
                                    record=build_record(outcome, self.layout), lm_rows=self.lm_rows(outcome),
                                    answer_space=outcome.answer_space)
             outcomes.append(outcome)
         return outcomes
+
+    def _question_only(self, question: str) -> Prepared | Exception:
+        """A question asked without an image: the model's prompt of the question alone, not re-routed (the
+        neighbours and the experts' routing come from an image), or that request's error (QuestionTooLong)."""
+        started = time.perf_counter()
+        if not hasattr(self.model, "question_prompt"):  # an adapter written before text-only turns were answered
+            return ValueError(f"model {self.model_name!r} answers only questions about an image: send an image_url "
+                              f"part (its adapter has no question_prompt, docs/models.md)")
+        try:
+            prompt = self.model.question_prompt(question)
+        except Exception as err:  # noqa: BLE001 (the request's own error, returned in its slot)
+            return err
+        return Prepared(prompt=prompt, record=question_only_record(time.perf_counter() - started))
 
     def answer(self, done: Rerouted) -> str:
         """The torch model's greedy answer to a re-routed query, applying the rows the server's engine would."""

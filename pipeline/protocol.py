@@ -21,9 +21,10 @@ if TYPE_CHECKING:  # serving reads this contract without loading any model code 
 
 class ServeRequest(NamedTuple):
     """One request as the re-router receives it: the image, the question, its `r2t2` options (without the ones
-    serving handles itself) and the reference index it names (None: the model's default)."""
+    serving handles itself) and the reference index it names (None: the model's default). A request without an
+    image (None: a text-only chat turn) is answered from the model's `question_prompt`, not re-routed."""
 
-    image: Image.Image
+    image: Image.Image | None
     question: str
     options: dict[str, Any]
     index: str | None

@@ -157,13 +157,15 @@ class R2T2Record(BaseModel):
     """
 
     model_config = ConfigDict(extra="allow")
-    strategy: str = Field(description="the strategy that ran (the request's or the model's default)")
+    strategy: str = Field(description="the strategy that ran (the request's or the model's default; none for a "
+                                      "question asked without an image)")
     base_routing: Routing = Field(description="the router's own routing for this request")
     routing: Routing = Field(description="the routing the answer was generated with")
     moved: float = Field(description="share of routing weight that moved to other experts, 0 to 1 (half the L1 "
                                      "distance, largest routing row): 0 = stayed, 1 = all moved")
     fallback: str | None = Field(description="why re-routing kept the router's routing or stopped early (e.g. "
-                                             "'empty neighbourhood'); null when it ran to completion")
+                                             "'empty neighbourhood', or 'no image: re-routing needs one' for a "
+                                             "question asked without an image); null when it ran to completion")
     neighbour_space: Literal["question", "routing"] | None = Field(
         description="question: neighbours are reference questions near the request's; routing: reference "
                     "routings near the current routing; null: none used")
@@ -250,6 +252,22 @@ class R2T2Record(BaseModel):
         self.timings.generate = generate_seconds
         self.timings.total = total_seconds
 
+
+
+NO_IMAGE = "no image: re-routing needs one"  # the fallback of a question asked without an image
+
+
+def question_only_record(encode_seconds: float) -> R2T2Record:
+    """The record of a question asked without an image: strategy `none` with the reason as its fallback, since
+    re-routing takes its neighbours and the experts' routing from the image; the LM answered the question alone,
+    so that answer is the one without re-routing."""
+    return R2T2Record(strategy="none", base_routing={}, routing={}, moved=0.0, fallback=NO_IMAGE,
+                      neighbour_space=None, neighbours=[], neighbour_questions=[],
+                      explanation="No image: the language model answered the question alone, without visual "
+                                  "tokens, and nothing was re-routed (re-routing needs an image: its neighbours "
+                                  "and the experts' routing come from it).",
+                      lm_routing=None, index=None, changed_answer=False,
+                      timings=RecordTimings(encode=encode_seconds))
 
 
 def build_record(done: Rerouted, layout: RoutingLayout) -> R2T2Record:

@@ -21,11 +21,12 @@ ENGINE_INPUTS = (PROMPT_EMBEDS, TEXT_IMAGE)
 @dataclass(frozen=True)
 class TextImagePrompt:
     """A prompt for an engine that runs the whole multimodal model: the chat-templated text, holding the
-    architecture's one image placeholder, and the image that fills it. `tokens` is the prompt's length once
-    the processor has expanded the placeholder into the image's tokens (what the context limit counts)."""
+    architecture's one image placeholder, and the image that fills it; a question asked without an image has
+    neither (`image` None). `tokens` is the prompt's length once the processor has expanded the placeholder
+    into the image's tokens (what the context limit counts)."""
 
     text: str
-    image: Image.Image
+    image: Image.Image | None
     tokens: int
 
 

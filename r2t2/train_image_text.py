@@ -20,6 +20,7 @@ import torch
 from transformers import PreTrainedModel, ProcessorMixin
 
 from r2t2.data import load_split
+from r2t2.data.answers import same_answer
 from r2t2.data.sample import Sample
 from r2t2.model.config import ImageTextConfig
 from r2t2.model.hf_checkpoint import WEIGHTS, save_checkpoint
@@ -53,7 +54,7 @@ def accuracy_per_task(model: PreTrainedModel, processor: ProcessorMixin, samples
         answers = generate_answers(model, processor, [s.image for s in chunk], [s.question for s in chunk],
                                    max_new_tokens)
         for sample, answer in zip(chunk, answers):
-            right.setdefault(sample.task, []).append(answer == sample.answer)
+            right.setdefault(sample.task, []).append(same_answer(answer, sample.answer))
     right["all"] = [flag for flags in right.values() for flag in flags]
     return {task: 100.0 * sum(flags) / len(flags) for task, flags in sorted(right.items())}
 

@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from r2t2.data.answers import same_answer
 from r2t2.engine_prompt import PROMPT_EMBEDS
 from r2t2.model import EncodedBatch, EncodedQuery, MultimodalMoE, load_model
 from r2t2.model.batches import LabelledBatch
@@ -60,6 +61,9 @@ class PerTokenRouting:
     def engine_prompts(self, query: LabelledBatch, routing: Tensor) -> list[Tensor]:
         return self._inner.prompt_embeds(query, routing)
 
+    def question_prompt(self, question: str) -> Tensor:
+        return self._inner.question_prompt(question)
+
     def answer(self, query: LabelledBatch, routing: Tensor) -> list[str]:
         return self._inner.answer(query, routing)
 
@@ -69,7 +73,7 @@ class PerTokenRouting:
         with torch.no_grad():
             routing = self._inner.route(batch).expand(-1, self._rows, -1)  # [B, 1, E] -> [B, T, E]
         answers = self.answer(batch, routing)
-        correct = np.asarray([a == s.answer for a, s in zip(answers, samples)], dtype=bool)
+        correct = np.asarray([same_answer(a, s.answer) for a, s in zip(answers, samples)], dtype=bool)
         return EncodedBatch(batch.payload(), routing.float().numpy(), correct)
 
     def reference_batch(self, payload: dict[str, np.ndarray]) -> LabelledBatch:

@@ -48,3 +48,13 @@ def test_dump_round_trips(tmp_path) -> None:
     back = read_dump(path)
     assert back == RECORDS
     assert diagnose(back, ["none", "ngd"]) == diagnose(RECORDS, ["none", "ngd"])
+
+
+def test_answer_check_counts_compare_answers_normalised() -> None:
+    """A replaced answer that is the truth in another spelling ("circle" for "The Circle.") was a fix dropped."""
+    check = {"sent": "base", "reason": "outside_answer_space", "rerouted_answer": "circle", "base_answer": "two",
+             "answer_space_size": 2}
+    record = {"id": "a", "split": "s", "question": "q", "answer": "The Circle.", "task": "shape",
+              "strategies": {"ngd": {**_run(True, ["shape"]), "answer_check": check}}}
+    counts = diagnose([record], ["ngd"])["ngd"]["answer_check"]
+    assert counts == {"checked": 1, "replaced": 1, "fixes_dropped": 1, "breaks_prevented": 0}

@@ -77,6 +77,23 @@ def test_a_user_jsonl_split_is_evaluated_like_the_same_samples_built_in(pipeline
         assert mine["strategies"][strategy]["per_task"] == built_in[strategy]["per_task"]
 
 
+def test_answers_are_scored_after_normalisation(pipeline, report, tmp_path) -> None:
+    """A user's "The Circle." or "Three" is the model's "circle" or "3": the same questions score as built in."""
+    words = {"0": "zero", "1": "one", "2": "two", "3": "three", "4": "four", "5": "five"}
+    samples = load_split("test", limit=12)
+    lines = []
+    for i, sample in enumerate(samples):
+        sample.image.save(tmp_path / f"{i}.png")
+        lines.append(json.dumps({"image": f"{i}.png", "question": sample.question,
+                                 "answer": f"The {words.get(sample.answer, sample.answer).title()}."}))
+    path = tmp_path / "spelt.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    mine = evaluate(pipeline, ["none"], [str(path)], progress=False)
+    correct = mine["splits"][str(path)]["strategies"]["none"]["correct"]
+    assert any(correct) and correct == report["splits"]["test"]["strategies"]["none"]["correct"]
+    assert mine["records"][str(path)][0]["answer"].startswith("The ")
+
+
 def test_table_and_routing_shift(report) -> None:
     table = format_table(report)
     assert "| ngd |" in table and "**paraphrase**" in table
@@ -183,6 +200,26 @@ def test_one_bad_request_in_a_batch_fails_alone(pipeline) -> None:
     assert isinstance(outcomes[1], ValueError) and "k must be" in str(outcomes[1])
     assert isinstance(outcomes[2], Exception) and "no-such-index" in str(outcomes[2])
     assert isinstance(outcomes[3], QuestionTooLong)
+
+
+def test_a_question_without_an_image_is_prepared_alone_and_not_rerouted(pipeline) -> None:
+    from pipeline.record import NO_IMAGE
+
+    sample = load_split("test", limit=1)[0]
+    # Options only re-routing reads are ignored: even ones an image request is refused for.
+    outcomes = pipeline.prepare_many([(None, sample.question, {"strategy": "magic", "k": 0}, "no-such-index"),
+                                      (sample.image, sample.question, {"strategy": "kernel"}, None),
+                                      (None, "what " * 200 + "is it?", {}, None)])
+    alone, rerouted = outcomes[0], outcomes[1]
+    assert torch.equal(alone.prompt, pipeline.model.question_prompt(sample.question))
+    assert alone.lm_rows is None and alone.answer_space is None
+    record = alone.record.public()
+    assert (record["strategy"], record["fallback"], record["moved"], record["routing"], record["neighbours"],
+            record["index"], record["lm_routing"], record["changed_answer"]) == ("none", NO_IMAGE, 0.0, {}, [], None,
+                                                                                 None, False)
+    assert set(record["timings"]) == {"encode"} and "batch_size" not in record
+    assert rerouted.record.strategy == "kernel" and rerouted.record.batch_size == 1  # re-routed alone
+    assert isinstance(outcomes[2], QuestionTooLong)
 
 
 class WithoutBatchedEncode:

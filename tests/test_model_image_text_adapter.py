@@ -129,6 +129,18 @@ def test_queries_and_engine_prompts(qwen3vl) -> None:
     assert len(joined) == 3 and torch.equal(joined.prompt_ids[2], query.prompt_ids[0])
 
 
+def test_a_question_alone_is_its_chat_turn_without_the_image(qwen3vl) -> None:
+    model, samples, _ = qwen3vl
+    query = model.encode_query(samples[0].image, samples[0].question).batch
+    (full,) = model.engine_prompts(query, model.base_routing(query))
+    alone = model.question_prompt(samples[0].question)
+    assert alone.image is None and "<|image_pad|>" not in alone.text
+    assert alone.text == full.text.replace("<|vision_start|><|image_pad|><|vision_end|>", "")
+    assert alone.tokens == len(model.tokenizer(alone.text).input_ids) < full.tokens
+    with pytest.raises(QuestionTooLong):
+        model.question_prompt(" ".join(["what"] * (model.max_question_tokens + 1)))
+
+
 def test_served_defaults_target_its_lm_rows(qwen3vl, tmp_path) -> None:
     from pipeline.factory import serve_model
 

@@ -86,3 +86,48 @@ def test_torch_backend_and_streaming_agree(real_server: RealServer, easy_vqa_cas
     assert last["choices"][0]["finish_reason"] == vllm_reply["choices"][0]["finish_reason"]
     assert last["usage"] == vllm_reply["usage"]
     assert "generate" in last["r2t2"]["timings"]
+
+
+def test_a_question_without_an_image_is_answered_without_rerouting(real_server: RealServer,
+                                                                   easy_vqa_cases: Cases) -> None:
+    from pipeline.record import NO_IMAGE
+    from r2t2.model import load_model
+
+    base, model = real_server.base, real_server.model
+    question = "what color is the shape?"
+    messages = [{"role": "system", "content": "answer in one word"}, {"role": "user", "content": "hello"},
+                {"role": "assistant", "content": "hi"}, {"role": "user", "content": question}]
+    # Options only re-routing reads are accepted and ignored, even an index no request could search.
+    r2t2 = {"strategy": "ngd", "target": "both", "index": "no-such-index", "k": 3, "compare_with_none": True}
+    body = {"model": model, "max_tokens": 4, "temperature": 0, "messages": messages, "r2t2": r2t2, "n": 2,
+            "logprobs": True, "top_logprobs": 2}
+    reply = httpx.post(base + "/v1/chat/completions", json=body, timeout=300)
+    assert reply.status_code == 200, reply.text
+    data = reply.json()
+    answer = data["choices"][0]["message"]["content"]
+    assert answer.strip() and [c["message"]["content"] for c in data["choices"]] == [answer, answer]  # greedy
+    assert all(len(c["logprobs"]["content"]) == data["usage"]["completion_tokens"] // 2 for c in data["choices"])
+    assert data["usage"]["prompt_tokens"] == load_model("embedded").question_prompt(question).shape[0]
+    record = data["r2t2"]
+    assert (record["strategy"], record["fallback"], record["moved"], record["base_routing"], record["routing"],
+            record["neighbours"], record["index"], record["lm_routing"]) == ("none", NO_IMAGE, 0.0, {}, {}, [],
+                                                                             None, None)
+    assert record["changed_answer"] is False and record["answer_without_rerouting"] == answer
+    assert "answer_source" not in record and "batch_size" not in record and record["timings"]["generate"] > 0
+    # The torch backend is fed the same prompt; a stream carries the same answer and the record on its last chunk.
+    alone = {"model": model, "max_tokens": 4, "temperature": 0, "messages": [{"role": "user", "content": question}]}
+    torch_reply = httpx.post(base + "/torch/v1/chat/completions", json=alone, timeout=300)
+    assert torch_reply.status_code == 200, torch_reply.text
+    assert torch_reply.json()["choices"][0]["message"]["content"] == answer
+    events = httpx.post(base + "/v1/chat/completions", json={**alone, "stream": True}, timeout=300).text
+    chunks = [json.loads(e.removeprefix("data: ")) for e in events.strip().split("\n\n")[:-1]]
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks) == answer
+    assert chunks[-1]["r2t2"]["fallback"] == NO_IMAGE
+    # A follow-up in text about an image sent earlier is still re-routed with that image.
+    _, _, url = easy_vqa_cases(1)[0]
+    follow_up = [{"role": "user", "content": [{"type": "text", "text": "what shape is it?"},
+                                              {"type": "image_url", "image_url": {"url": url}}]},
+                 {"role": "assistant", "content": "circle"}, {"role": "user", "content": question}]
+    rerouted = httpx.post(base + "/v1/chat/completions", timeout=300, json={
+        **alone, "messages": follow_up, "r2t2": {"strategy": "kernel"}}).json()["r2t2"]
+    assert rerouted["strategy"] == "kernel" and rerouted["fallback"] != NO_IMAGE and rerouted["neighbours"]

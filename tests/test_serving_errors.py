@@ -61,8 +61,8 @@ BAD_REQUESTS: list[tuple[str, Callable[[dict], Any], int, str | None]] = [
     ("malformed json", lambda body: b'{"model": ', 400, None),
     ("empty body", lambda body: b"", 400, None),
     ("unknown model", lambda body: {**body, "model": "gpt-4"}, 404, "model"),
-    ("no image", lambda body: {**body, "messages": [{"role": "user", "content": "what shape is this?"}]},
-     400, "messages.0.content"),
+    ("image without a question", lambda body: {**body, "messages": [{"role": "user", "content": [
+        body["messages"][0]["content"][1]]}]}, 400, "messages.0.content"),
     ("two images", lambda body: with_images(image_url_of(body), image_url_of(body))(body), 400,
      "messages.0.content"),
     ("unknown index", lambda body: {**body, "r2t2": {"strategy": "ngd", "index": "no-such-index"}}, 404,
@@ -77,9 +77,8 @@ BAD_REQUESTS: list[tuple[str, Callable[[dict], Any], int, str | None]] = [
     ("json mode refused", lambda body: {**body, "response_format": {"type": "json_object"}}, 400, "response_format"),
     ("tools refused", lambda body: {**body, "tools": [{"type": "function", "function": {"name": "f"}}]}, 400,
      "tools"),
-    ("text-only conversation", lambda body: {**body, "messages": [
-        {"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi"},
-        {"role": "user", "content": "what shape is this?"}]}, 400, "messages.2.content"),
+    ("question without an image, too long", lambda body: {**body, "messages": [
+        {"role": "user", "content": "what " * 30 + "is it?"}]}, 400, "messages.0.content"),
     ("image over the pixel limit", lambda body: with_images(over_pixel_limit_png())(body), 413, IMAGE_PARAM),
     ("image over the byte limit", with_images("data:image/png;base64," + "A" * 6_000_000), 413, IMAGE_PARAM),
     ("wrong mime", with_images("data:text/plain;base64,aGVsbG8="), 415, IMAGE_PARAM),

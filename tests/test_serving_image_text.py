@@ -95,3 +95,25 @@ def test_kernel_rerouting_moves_the_lm_experts_inside_vllm_as_transformers_does(
         expected = model.answer(query, rows, pinned=(True,) * len(rows))[0]
         assert reply.choices[0].message.content.strip() == expected
     assert moved >= 2
+
+
+def test_a_question_without_an_image_is_answered_by_vllm_as_by_transformers(served: str) -> None:
+    import openai
+
+    from pipeline.record import NO_IMAGE
+    from r2t2.model import load_model
+
+    client = openai.OpenAI(base_url=served + "/v1", api_key="unused", max_retries=0, timeout=300)
+    question = "what color is the shape?"
+    reply = client.chat.completions.create(model=MODEL, max_tokens=2, temperature=0, extra_body={"r2t2": KERNEL},
+                                           messages=[{"role": "user", "content": question}])
+    record = reply.model_extra["r2t2"]
+    assert (record["strategy"], record["fallback"], record["lm_routing"], record["neighbours"]) == \
+        ("none", NO_IMAGE, None, [])
+    model = load_model("qwen3vl")
+    prompt = model.question_prompt(question)
+    assert reply.usage.prompt_tokens == prompt.tokens
+    inputs = model.processor(text=[prompt.text], return_tensors="pt")
+    output = model.model.generate(**inputs, max_new_tokens=2, do_sample=False)
+    expected = model.processor.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)[0]
+    assert reply.choices[0].message.content.strip() == expected.strip() != ""

@@ -103,6 +103,11 @@ def test_parse_picks_question_image_options_and_sampling() -> None:
     (body(r2t2={"k": 0}), "r2t2.k", "greater than or equal"),
     (body(r2t2={"nonsense": 1}), "r2t2.nonsense", "not supported"),
     (body(max_tokens=3, max_completion_tokens=3), None, "not both"),
+    # Values of another JSON type than the document states are refused, not coerced.
+    (body(stream=0), "stream", "valid boolean"),
+    (body(max_tokens=True), "max_tokens", "valid integer"),
+    (body(r2t2={"answer_check": 0}), "r2t2.answer_check", "valid boolean"),
+    (body(r2t2={"k": "5"}), "r2t2.k", "valid integer"),
     (body(stream_options={"include_usage": True}), None, "stream=true"),
     (json.dumps({"model": "m", "messages": [{"role": "user", "content": [{"type": "video"}]}]}).encode(),
      "messages.0.content.0", "does not match"),
@@ -120,11 +125,9 @@ IMAGE = {"type": "image_url", "image_url": {"url": "data:x"}}
 
 
 @pytest.mark.parametrize("messages,fragment,param", [
-    ([{"role": "user", "content": "no image"}], "exactly one image_url", "messages.0.content"),
-    ([{"role": "system", "content": "be brief"}, {"role": "user", "content": "x"}], "exactly one image_url",
-     "messages.1.content"),
     ([{"role": "assistant", "content": "hi"}], "the last message must be the user's question", "messages.0.role"),
     ([{"role": "user", "content": [IMAGE]}], "no question", "messages.0.content"),
+    ([{"role": "user", "content": [{"type": "text", "text": "  "}]}], "no question", "messages.0.content"),
     ([{"role": "user", "content": [{"type": "text", "text": "q"}, IMAGE, IMAGE]}], "at most one image_url",
      "messages.0.content"),
     ([{"role": "user", "content": "q"}, {"role": "assistant", "content": [IMAGE]}, {"role": "user", "content": "q"}],
@@ -135,6 +138,23 @@ def test_chat_shape_errors(messages: list, fragment: str, param: str) -> None:
     with pytest.raises(InvalidRequest, match=fragment) as caught:
         parse_chat_request(request, ["m"], GenerationDefaults())
     assert caught.value.param == param
+
+
+@pytest.mark.parametrize("messages,question", [
+    ([{"role": "user", "content": "hello"}], "hello"),
+    ([{"role": "system", "content": "be brief"}, {"role": "user", "content": "x"}], "x"),
+    ([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+      {"role": "user", "content": [{"type": "text", "text": " what can you "}, {"type": "text", "text": "do?"}]}],
+     "what can you do?"),
+])
+def test_a_conversation_without_an_image_asks_its_question_alone(messages: list, question: str) -> None:
+    body = {"model": "m", "messages": messages, "n": 2, "logprobs": True, "stream": True,
+            "r2t2": {"strategy": "ngd", "target": "lm", "index": "mine", "compare_with_none": True}}
+    job = parse_chat_request(parse_body(json.dumps(body).encode()), ["m"], GenerationDefaults())
+    assert (job.question, job.image_url) == (question, None)
+    # Accepted as they are: the re-routing options are ignored downstream, the rest apply to the answer.
+    assert job.overrides == {"strategy": "ngd", "target": "lm"} and job.index == "mine" and job.compare_with_none
+    assert (job.choices, job.sampling.logprobs, job.stream) == (2, 0, True)
 
 
 def test_a_conversation_asks_its_last_question_about_its_latest_image() -> None:

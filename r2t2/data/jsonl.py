@@ -1,8 +1,10 @@
 """User data sets as JSONL: one question per line, so users can bring their own reference sets.
 
-Each line is an object with `image` (a path relative to the JSONL file's folder, a `data:` URL, or
-bare base64), `question`, `answer`, and optionally `task` (default "user") and `id` (default
-"<file stem>/<line number>"). Any problem raises ValueError naming the line.
+Each line is an object with `image` (a path relative to the JSONL file's folder or absolute, a `data:` URL,
+or bare base64 of any length), `question`, `answer` (a word or a short phrase such as "fire hydrant", kept as
+written less surrounding whitespace; answers are compared normalised, see r2t2.data.answers), and optionally
+`task` (default "user") and `id` (default "<file stem>/<line number>"). Any problem raises ValueError naming
+the line.
 """
 from __future__ import annotations
 
@@ -25,6 +27,15 @@ def _decoded_image(data: bytes) -> Image.Image:
         return image.convert("RGB")
 
 
+def _is_file(path: Path) -> bool:
+    """Whether `path` names a file. Bare base64 is tried as a path first, and the file system refuses to even
+    look up a name longer than it allows (OSError "File name too long"): such a name is no file."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
 def _image(value: str, folder: Path) -> Image.Image:
     """Open a data URL, an existing file, or bare base64, in that order."""
     if value.startswith("data:"):
@@ -33,13 +44,14 @@ def _image(value: str, folder: Path) -> Image.Image:
             raise ValueError("data URL must look like 'data:image/png;base64,<data>'")
         return _decoded_image(base64.b64decode(payload, validate=True))
     path = folder / value
-    if path.is_file():
+    if _is_file(path):
         with Image.open(path) as image:
             return image.convert("RGB")
     try:
         data = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
-        raise ValueError(f"image {value[:60]!r} is neither a file under {folder} nor base64") from None
+        raise ValueError(f"image {value[:60]!r} is neither a file (a relative path is read under "
+                         f"{folder}) nor base64") from None
     return _decoded_image(data)
 
 
@@ -56,9 +68,6 @@ def _sample(record: object, line: int, stem: str, folder: Path) -> Sample:
     for key, value in fields.items():
         if not isinstance(value, str) or not value.strip():
             raise ValueError(f"field {key!r} must be a non-empty string")
-    answer = fields["answer"].strip().lower()
-    if len(answer.split()) != 1:
-        raise ValueError(f"answer must be a single word, got {fields['answer']!r}")
     task = fields.get("task", USER)
     if task not in TASKS + (USER,):
         raise ValueError(f"unknown task {task!r}; valid: {TASKS + (USER,)}")
@@ -68,7 +77,7 @@ def _sample(record: object, line: int, stem: str, folder: Path) -> Sample:
         raise ValueError(f"image could not be read: {error}") from None
     return Sample(
         id=fields.get("id", f"{stem}/{line}"), image=image, question=fields["question"].strip().lower(),
-        answer=answer, task=task, split=USER, source="jsonl",
+        answer=fields["answer"].strip(), task=task, split=USER, source="jsonl",
     )
 
 

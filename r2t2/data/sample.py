@@ -5,6 +5,8 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from r2t2.data.answers import normalise_answer
+
 TASKS: tuple[str, ...] = ("color", "shape", "presence", "count", "spatial", "digit")
 SPLITS: tuple[str, ...] = ("train", "reference", "test", "paraphrase", "paraphrase-val")
 SOURCES: tuple[str, ...] = ("easy-vqa", "scenes", "digits", "jsonl")
@@ -13,7 +15,8 @@ USER: str = "user"  # task and split of samples a user brings in a JSONL file
 
 @dataclass(frozen=True)
 class Sample:
-    """One question about one image with its single-word answer.
+    """One question about one image with its answer: a word or a short phrase, kept as the data set writes it
+    (answers are compared through `r2t2.data.answers.normalise_answer`, never as raw strings).
 
     Questions on the same image share one PIL image object; treat it as read-only, since the
     loaders cache samples and hand the same objects to every caller.
@@ -39,7 +42,8 @@ class Sample:
             raise ValueError(f"{self.id}: unknown source {self.source!r}; valid: {SOURCES}")
         if not self.question.strip():
             raise ValueError(f"{self.id}: question must be non-empty")
-        if not self.answer or self.answer != self.answer.lower() or len(self.answer.split()) != 1:
-            raise ValueError(f"{self.id}: answer must be one lower-case word, got {self.answer!r}")
+        if self.answer != self.answer.strip() or not normalise_answer(self.answer):
+            raise ValueError(f"{self.id}: answer must be stripped text that is not empty once normalised (not only "
+                             f"punctuation), got {self.answer!r}")
         if self.image.mode != "RGB":
             raise ValueError(f"{self.id}: image must be RGB, got mode {self.image.mode!r}")

@@ -40,7 +40,8 @@ class LabelledBatch:
 
     def with_answers_of(self, other: "LabelledBatch") -> "LabelledBatch":
         """This batch's first sample once per sample of `other`, each labelled with that sample's answer (what
-        answer-space descent scores the request against)."""
+        answer-space descent scores the request against). `other`'s answers were tokenised, and cut to the model's
+        answer length, when its samples were encoded, so an answer of several words relabels like one of one word."""
         first = self[[0] * len(other)]
         return LabelledBatch(first.features, first.question_ids, first.question_lengths,
                              other.answer_ids.to(first.answer_ids.device), first.question_embeddings)

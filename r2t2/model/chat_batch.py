@@ -58,7 +58,8 @@ class ChatBatch:
 
     def with_answers_of(self, other: "ChatBatch") -> "ChatBatch":
         """This batch's first sample once per sample of `other`, each labelled with that sample's answer (what
-        answer-space descent scores the request against)."""
+        answer-space descent scores the request against). `other`'s answers were tokenised, and cut to the model's
+        answer length, when its samples were encoded, so an answer of several words relabels like one of one word."""
         first = self[[0] * len(other)]
         return ChatBatch(first.images, first.prompt_ids, first.prompt_lengths, other.answer_ids, other.answer_lengths,
                          first.questions)

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from r2t2.data.answers import same_answer
 from r2t2.data.sample import Sample
 from r2t2.errors import QuestionTooLong
 from r2t2.model.chat_batch import ChatBatch
@@ -150,10 +151,21 @@ class ImageTextModel:
     # ---- ServableModel --------------------------------------------------------------------------------
     def encode_query(self, image: Image.Image, question: str, answer: str | None = None) -> EncodedQuery:
         """A batch of one; a question longer than `max_question_tokens` is refused (QuestionTooLong)."""
+        self._check_question(question)
+        return EncodedQuery(self._batch([image], [question], [answer or ""]))
+
+    def question_prompt(self, question: str) -> TextImagePrompt:
+        """A question asked without an image: the chat turn holds the question alone (no image placeholder)
+        and the engine reads it as the language model's text."""
+        self._check_question(question)
+        text = prompt(self.processor, question, with_image=False)
+        return TextImagePrompt(text, None, len(self.processor(text=[text])["input_ids"][0]))
+
+    def _check_question(self, question: str) -> None:
+        """QuestionTooLong for a question longer than `max_question_tokens` (never cut silently)."""
         tokens = len(self.tokenizer(question, add_special_tokens=False).input_ids)
         if tokens > self.max_question_tokens:
             raise QuestionTooLong(tokens, self.max_question_tokens)
-        return EncodedQuery(self._batch([image], [question], [answer or ""]))
 
     def engine_prompts(self, batch: ChatBatch, routing: Tensor) -> list[TextImagePrompt]:
         """The chat text and image of each query: the routing is all LM rows, which travel beside the prompt."""
@@ -183,7 +195,7 @@ class ImageTextModel:
         batch = self._batch([s.image for s in samples], questions, [s.answer for s in samples])
         routing = self._answer_routing(batch)
         answers = self.answer(batch, routing)
-        correct = np.asarray([a == s.answer for a, s in zip(answers, samples)], dtype=bool)
+        correct = np.asarray([same_answer(a, s.answer) for a, s in zip(answers, samples)], dtype=bool)
         return EncodedBatch(batch.payload(), routing.numpy(), correct)
 
     def reference_batch(self, payload: dict[str, np.ndarray]) -> ChatBatch:
@@ -227,6 +239,8 @@ class ImageTextModel:
     def _batch(self, images: Sequence[Image.Image], questions: Sequence[str], answers: Sequence[str]) -> ChatBatch:
         squares = [image.convert("RGB").resize((self._side, self._side), Image.BILINEAR) for image in images]
         prompt_ids, prompt_lengths = self._prompt_ids(squares, questions)
+        # An answer longer than the model generates is cut to what it generates: the model cannot give it whole,
+        # so it stays an answer the model gets wrong, never an error.
         answer_ids = [self.tokenizer(a, add_special_tokens=False).input_ids[:self._max_answer_tokens - 1]
                       + [self._end] for a in answers]
         answer_width = self._max_answer_tokens

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pad_sequence
 from transformers import PreTrainedTokenizerFast
 
+from r2t2.data.answers import same_answer
 from r2t2.data.sample import Sample
 from r2t2.errors import QuestionTooLong
 from r2t2.model.batches import LabelledBatch
@@ -196,11 +197,13 @@ class MultimodalMoE(nn.Module):
         return pad_sequence(ids, batch_first=True, padding_value=self.tokenizer.pad_token_id), lengths
 
     def tokenize_answers(self, answers: Sequence[str]) -> Tensor:
-        """[B, A]: the answer's word ids then end-of-sequence, right-padded."""
+        """[B, max_answer_tokens]: word ids cut to what the model generates (a longer answer is one it gets wrong,
+        never an error), end-of-sequence, padding (one width, so the batches of an index build always join)."""
         limit = self.config.max_answer_tokens - 1
         ids = [torch.as_tensor(self.tokenizer(a, add_special_tokens=False).input_ids[:limit]
                                + [self.tokenizer.eos_token_id]) for a in answers]
-        return pad_sequence(ids, batch_first=True, padding_value=self.tokenizer.pad_token_id)
+        return F.pad(pad_sequence(ids, batch_first=True, padding_value=self.tokenizer.pad_token_id),
+                     (0, limit + 1 - max(len(i) for i in ids)), value=self.tokenizer.pad_token_id)
 
     def embed_questions(self, questions: Sequence[str]) -> Tensor:
         return torch.from_numpy(self.question_encoder.embed_texts(list(questions)))
@@ -276,16 +279,31 @@ class MultimodalMoE(nn.Module):
 
     def _prefix(self, batch: LabelledBatch, b: int) -> Tensor:
         """[BOS] (sentence token) question [SEP] as embeddings [P, h]: everything routing cannot change."""
+        return self._question_prefix(batch.question_ids[b, :int(batch.question_lengths[b])],
+                                     batch.question_embeddings[b])
+
+    def _question_prefix(self, question_ids: Tensor, sentence: Tensor) -> Tensor:
+        """[BOS] (sentence token) question [SEP] as embeddings [P, h], from the question's ids and its sentence
+        embedding."""
         embed = self.lm.get_input_embeddings()
-        words = torch.cat([batch.question_ids[b, :int(batch.question_lengths[b])],
-                           torch.as_tensor([self._sep], device=self.device)])
-        sentence = self.question_proj(batch.question_embeddings[b]).unsqueeze(0)
-        return torch.cat([embed(torch.as_tensor([self._bos], device=self.device)), sentence, embed(words)])
+        words = torch.cat([question_ids.to(self.device), torch.as_tensor([self._sep], device=self.device)])
+        projected = self.question_proj(sentence.to(self.device)).unsqueeze(0)
+        return torch.cat([embed(torch.as_tensor([self._bos], device=self.device)), projected, embed(words)])
 
     def _prompt(self, batch: LabelledBatch, b: int, soft: Tensor) -> Tensor:
         """The full prompt [S, h]: prefix, soft visual tokens, [ANS]."""
         ans = self.lm.get_input_embeddings()(torch.as_tensor([self._ans], device=self.device))
         return torch.cat([self._prefix(batch, b), soft, ans])
+
+    def question_prompt(self, question: str) -> Tensor:
+        """The prompt [S, h] of a question asked without an image: the prefix and [ANS], with no visual tokens
+        between them, so the LM reads the question alone (QuestionTooLong beyond `max_question_tokens`)."""
+        self._check_question(question)
+        ids, _ = self.tokenize_questions([question])
+        with torch.no_grad():
+            prefix = self._question_prefix(ids[0], self.embed_questions([question])[0])
+            ans = self.lm.get_input_embeddings()(torch.as_tensor([self._ans], device=self.device))
+            return torch.cat([prefix, ans])
 
     def prompt_embeds(self, batch: LabelledBatch, routing: Tensor) -> list[Tensor]:
         """Prompt embeddings per sample, exactly what a generation backend (vLLM) is fed."""
@@ -361,7 +379,7 @@ class MultimodalMoE(nn.Module):
         with torch.no_grad():
             routing = self.full_routing(batch, self.route(batch))
         answers = self.generate(batch, routing)
-        correct = np.asarray([a == s.answer for a, s in zip(answers, samples)], dtype=bool)
+        correct = np.asarray([same_answer(a, s.answer) for a, s in zip(answers, samples)], dtype=bool)
         return EncodedBatch(payload=batch.payload(), routings=routing.float().cpu().numpy(), correct=correct)
 
     def reference_batch(self, payload: dict) -> LabelledBatch:

@@ -1,10 +1,10 @@
 """The adapter protocol: every method r2t2 calls on a model, declared in one place.
 
 A model that implements `ServableModel` can be re-routed (the strategies need `RoutedModel`), indexed
-(`encode_references`, `reference_batch`), served (`encode_query`, `engine_input`, `engine_prompts`, `lm_path`)
-and evaluated (`answer`). Models built from a family config (`r2t2.model.MultimodalMoE`) implement it; so
-can a user's own torch module, see docs/models.md. Nothing here imports the index or serving layers:
-they import this.
+(`encode_references`, `reference_batch`), served (`encode_query`, `engine_input`, `engine_prompts`,
+`question_prompt`, `lm_path`) and evaluated (`answer`). Models built from a family config
+(`r2t2.model.MultimodalMoE`) implement it; so can a user's own torch module, see docs/models.md. Nothing here
+imports the index or serving layers: they import this.
 """
 from __future__ import annotations
 
@@ -106,6 +106,12 @@ class ServableModel(RoutedModel, Protocol):
         """What the generation engine is fed per sample under `routing`: prompt embeddings [S, hidden]
         (engine_input PROMPT_EMBEDS) or a TextImagePrompt (TEXT_IMAGE). LM rows never change it: they travel
         beside the prompt to the engine."""
+        ...
+
+    def question_prompt(self, question: str) -> EnginePrompt:
+        """What the engine is fed for a question asked without an image (a text-only chat turn): the prompt of
+        `engine_prompts` without the visual tokens or the image placeholder. Nothing routes it: routing needs
+        an image. A question longer than `max_question_tokens` raises QuestionTooLong, as in `encode_query`."""
         ...
 
     def answer(self, query: ReferenceBatch, routing: Tensor) -> list[str]:

@@ -70,9 +70,11 @@ def load_checkpoint(directory: str | Path) -> tuple[PreTrainedModel, ProcessorMi
     return model.eval().requires_grad_(False), AutoProcessor.from_pretrained(directory)
 
 
-def prompt(processor: ProcessorMixin, question: str) -> str:
-    """The chat-templated text of one question about one image, ending where the answer begins."""
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+def prompt(processor: ProcessorMixin, question: str, with_image: bool = True) -> str:
+    """The chat-templated text of one question about one image (or, without `with_image`, the question alone,
+    a text-only turn), ending where the answer begins."""
+    image = [{"type": "image"}] if with_image else []
+    messages = [{"role": "user", "content": [*image, {"type": "text", "text": question}]}]
     return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 

@@ -1,9 +1,11 @@
 """From an OpenAI chat request to what the re-router and generator need.
 
-A served model answers one question about one image. A request names one of the served models and holds a
-conversation whose last message is the user's question; the image is the latest one the conversation sent
-(at most one per user message). Earlier turns are accepted, as OpenAI clients send them, but the model reads
-only the last question and that image. Anything else is refused with a message saying what to send.
+A served model answers one question, about one image when the conversation sent one. A request names one of
+the served models and holds a conversation whose last message is the user's question (its text); the image is
+the latest one the conversation sent (at most one per user message). Earlier turns are accepted, as OpenAI
+clients send them, but the model reads only the last question and that image. A conversation that sent no
+image is answered from the question alone and not re-routed: re-routing needs an image. Anything else is
+refused with a message saying what to send.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ class ChatJob:
 
     model: str  # one of the served model ids
     question: str
-    image_url: str
+    image_url: str | None  # None: the conversation sent no image; the question is answered alone, not re-routed
     overrides: dict[str, Any]  # r2t2 options the request set, without `index`, `compare_with_none`, `speculative`
     index: str | None
     sampling: SamplingOptions
@@ -74,8 +76,9 @@ def _parts(message: ChatMessage) -> list[TextPart | ImagePart]:
     return [TextPart(type="text", text=message.content)] if isinstance(message.content, str) else message.content
 
 
-def conversation_question(messages: Sequence[ChatMessage]) -> tuple[str, str]:
-    """(question, image URL): the last message's text, and the latest image of the conversation."""
+def conversation_question(messages: Sequence[ChatMessage]) -> tuple[str, str | None]:
+    """(question, image URL): the last message's text, and the latest image of the conversation (None: it sent
+    none)."""
     last = len(messages) - 1
     if messages[last].role != "user":
         raise InvalidRequest(f"the last message must be the user's question (role 'user'), not "
@@ -90,10 +93,6 @@ def conversation_question(messages: Sequence[ChatMessage]) -> tuple[str, str]:
             raise InvalidRequest(f"a message must hold at most one image_url part (the model answers about one "
                                  f"image), found {len(images)}", param=f"messages.{i}.content")
         image = images[0] if images else image
-    if image is None:
-        raise InvalidRequest("the model answers questions about an image: the message must hold exactly one "
-                             "image_url part (or an earlier user message of the conversation must), found 0",
-                             param=f"messages.{last}.content")
     question = " ".join(p.text.strip() for p in _parts(messages[last]) if isinstance(p, TextPart) and p.text.strip())
     if not question:
         raise InvalidRequest("the last message has no question text", param=f"messages.{last}.content")
@@ -101,7 +100,8 @@ def conversation_question(messages: Sequence[ChatMessage]) -> tuple[str, str]:
 
 
 def parse_chat_request(request: ChatCompletionRequest, served: Sequence[str], defaults: GenerationDefaults) -> ChatJob:
-    """Check the request against the served models and pick out the model, question, image and options."""
+    """Check the request against the served models and pick out the model, question, image (if any) and
+    options."""
     if request.model not in served:
         raise NotFound(f"model {request.model!r} is not served here; served models: {', '.join(served)}",
                        param="model", code="model_not_found")

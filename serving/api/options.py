@@ -21,7 +21,7 @@ class _Options(BaseModel):
     """Per-request re-routing options (docs/api.md). A field left out takes the served model's default
     (`r2t2_defaults` in /v1/models); ranges here are coarse, the pipeline checks the rest (400 naming it)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # JSON types as the document states them (no 0 for false)
 
     index: str | None = Field(None, min_length=1, description="reference index to search; default: the model's "
                                                               "`default_index` (see /v1/models)")

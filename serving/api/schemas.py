@@ -16,7 +16,8 @@ MAX_CHOICES = 8  # most choices (n) one request may ask for
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict: a value of another JSON type (0 for false, "5" for 5) is refused, as the OpenAPI document says.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class TextPart(_Request):
@@ -43,8 +44,10 @@ ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
 
 
 class ChatMessage(_Request):
-    """One turn. The last message is the user's question; the image is the latest one the conversation sent
-    (one per user message at most); earlier turns are accepted, but the model answers the last question alone."""
+    """One turn. The last message is the user's question and must hold its text; the image is the latest one
+    the conversation sent (one per user message at most); earlier turns are accepted, but the model answers the
+    last question alone. A conversation that sent no image is answered from the question alone, not re-routed
+    (its record says so)."""
 
     role: Literal["system", "user", "assistant"]
     content: str | list[ContentPart]
@@ -72,11 +75,15 @@ class ChatCompletionRequest(_Request):
                            _present("max_completion_tokens", {"type": "integer"})]}},
         {"if": _present("stream_options", {"type": "object"}), "then": _present("stream", {"const": True})},
         {"if": _present("top_logprobs", {"type": "integer"}), "then": _present("logprobs", {"const": True})},
+    ], "examples": [  # a text-only turn to the default server's model: answered without re-routing
+        {"model": "r2t2-embedded", "messages": [{"role": "user", "content": "what color is the shape?"}],
+         "max_tokens": 4},
     ]})
 
     model: str = Field(min_length=1, description="a served model id (GET /v1/models)")
     messages: list[ChatMessage] = Field(min_length=1, description="the conversation; the last message is the "
-                                        "user's question, about the latest image sent (see ChatMessage)")
+                                        "user's question (its text), about the latest image sent, or answered "
+                                        "without re-routing when none was (see ChatMessage)")
     max_tokens: int | None = Field(None, ge=1, description="most tokens to generate; default the server's "
                                    "generation.max_tokens (16; /v1/models `defaults`). Prompt plus max_tokens must "
                                    "fit the model's `max_model_len`, else 400 context_length_exceeded")

@@ -67,12 +67,13 @@ class ReRouter:
         """The pipeline's `info()`: routing shape, experts, fingerprint, and the LM the generator must load."""
         return self._pipeline.info()
 
-    async def prepare(self, image: Image.Image, question: str, overrides: dict[str, Any],
+    async def prepare(self, image: Image.Image | None, question: str, overrides: dict[str, Any],
                       index: str | None) -> AsyncIterator[dict[str, Any]]:
         """Stream the request's two stages: {"stage": "base", "prompt"} as soon as it is encoded (its engine
         prompt under the router's own routing, for a speculative answer), then {"stage": "final"} with the
         engine prompt, the r2t2 record, the LM rows the engine must apply (None: none) and the answer space
-        of the answer check (None: no check). Documented pipeline errors come back as 4xx ApiErrors."""
+        of the answer check (None: no check). A question without an image (None) is not re-routed: its final
+        stage alone, with the question's own prompt. Documented pipeline errors come back as 4xx ApiErrors."""
         loop = asyncio.get_running_loop()
         job = _Job(ServeRequest(image, question, overrides, index), loop.create_future(), loop)
         prepared = asyncio.ensure_future(self._batcher.submit(job))
