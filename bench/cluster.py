@@ -40,6 +40,8 @@ class ClusterServer:
     index_dir: Path
     log: Path
     process: subprocess.Popen
+    down_s: float | None = None  # once the cluster is down: how long `down` took,
+    forced: list[str] = field(default_factory=list)  # and the processes it needed SIGKILL for
 
     def placement(self) -> dict[str, Any]:
         reply = httpx.get(f"{self.base}/placement", timeout=30)
@@ -63,7 +65,7 @@ def served_on_cluster(root: Path, nodes: tuple[str, ...], sections: dict[str, An
                       cpus: float = 2) -> Iterator[ClusterServer]:
     """The nodes, and the server attached to them with `sections` (e.g. {"rerouter": {...}}) in its config."""
     cluster = LocalCluster(root, cpus)
-    process = None
+    process, server = None, None
     try:
         address = cluster.up(nodes)
         index_dir = root / "indexes"
@@ -78,11 +80,15 @@ def served_on_cluster(root: Path, nodes: tuple[str, ...], sections: dict[str, An
                                        stderr=subprocess.STDOUT, start_new_session=True,
                                        env={**os.environ, **ATTACH_ENV, "R2T2_ADMIN_TOKEN": ADMIN_TOKEN})
         _wait_for_line(process, log, "r2t2 serving on")
-        yield ClusterServer(f"http://127.0.0.1:{port}", cluster, index_dir, log, process)
+        server = ClusterServer(f"http://127.0.0.1:{port}", cluster, index_dir, log, process)
+        yield server
     finally:
         if process is not None:
             stop_server(process)
-        cluster.down()
+        started = time.monotonic()
+        forced = cluster.down()
+        if server is not None:
+            server.down_s, server.forced = time.monotonic() - started, forced
 
 
 def stop_server(process: subprocess.Popen) -> float:

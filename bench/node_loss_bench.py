@@ -110,15 +110,17 @@ async def _run_layout(name: str, concurrency: int, settle_s: float, down_for_s: 
         watcher.stop()
         await asyncio.gather(*tasks)
         results["all"] = load.summary()
+    results["cluster down"] = {"seconds": round(server.down_s, 1), "needed SIGKILL": server.forced}
     return results
 
 
 def _report(layout: str, results: dict[str, Any]) -> None:
     print(f"\n== layout {layout}: {json.dumps(results['placement'])}")
+    print(f"cluster down afterwards: {json.dumps(results['cluster down'])}")
     print(f"{'phase':<22}{'sent':>6}{'failed':>8}{'+in flight':>11}{'failures from..until s':>24}{'dead s':>8}"
           f"{'/healthz 200 s':>16}{'full s':>8}{'p50 s':>7}{'max s':>7}")
     for phase, row in results.items():
-        if phase == "placement":
+        if phase in ("placement", "cluster down"):
             continue
         window = ("-" if row.get("failures_from_s") is None
                   else f"{row['failures_from_s']:.1f}..{row['failures_until_s']:.1f}")

@@ -4,7 +4,9 @@ Shared by tests/test_serving_stopping.py (each way once, in CI) and bench/stop_b
 A server is `python -m serving.run` with the embedded model on vLLM: Ray, the four deployments, a vLLM engine
 core with its worker and resource tracker. Every process it starts inherits a marker in its environment, so
 whatever is left after a stop is found by the marker, never by name. `ray stop` stops every Ray process on the
-machine, so that way runs the server in a PID namespace of its own (unshare), where `ray stop` sees only it.
+machine, so that way runs the server in a PID namespace of its own (unshare), where `ray stop` sees only it. A
+container's stop (`docker stop`, Kubernetes) sends SIGTERM to the container's first process, which is the server
+(deploy/Dockerfile's CMD): that way runs the server as the first process of a PID namespace of its own.
 """
 from __future__ import annotations
 
@@ -32,8 +34,10 @@ from serving.lifecycle.stopping import tagged_processes
 
 ROOT = Path(__file__).resolve().parents[1]
 MARKER = "R2T2_STOP_WAYS"
+CONTAINER = "a container's stop"
 WAYS = ("Ctrl-C in a terminal", "SIGINT to the server", "SIGTERM to the server", "SIGTERM to its process group",
-        "ray stop")
+        "ray stop", CONTAINER)
+NAMESPACED = ("ray stop", CONTAINER)  # the ways that run the server in a PID namespace of its own
 START_TIMEOUT_S = 600.0
 # The first process of the PID namespace does what init does: starts the server, then collects every process that
 # ends in the namespace (orphans are handed to it), so an exited process is gone, not left as a zombie.
@@ -78,8 +82,9 @@ class Launched:
         return self.log.read_text(errors="replace")
 
     def namespace_init(self) -> psutil.Process | None:
-        """The first process of the server's PID namespace (`ray stop` only); killing it ends the namespace."""
-        if self.process.args[0] != "unshare":
+        """The first process of the server's PID namespace (the namespaced ways only; in a container's stop, the
+        server itself); killing it ends the namespace."""
+        if self.way not in NAMESPACED:
             return None
         return psutil.Process(self.process.pid).children()[0]
 
@@ -87,13 +92,23 @@ class Launched:
         init = self.namespace_init()
         if init is None:
             return psutil.Process(self.process.pid)
+        if self.way == CONTAINER:
+            return init
         return next(p for p in init.children() if "serving.run" in p.cmdline())
 
     def left(self) -> list[psutil.Process]:
-        """Every running process with the marker, but the namespace's own two (they are ours)."""
-        init = self.namespace_init()
-        own = set() if init is None else {self.process.pid, init.pid}
+        """Every running process with the marker, but those that hold the namespace (`unshare`, and for `ray stop`
+        the namespace's init): they are the bench's, not the server's."""
+        own = {self.process.pid}
+        if self.way == "ray stop":
+            own.add(self.namespace_init().pid)
         return [p for p in tagged_processes(self.marker, MARKER) if p.pid not in own]
+
+    def after_stopped(self) -> list[str]:
+        """The lines the server logged after its final "r2t2 stopped in" line (a clean stop logs none)."""
+        lines = self.text().splitlines()
+        last = max((i for i, line in enumerate(lines) if "r2t2 stopped in" in line), default=len(lines) - 1)
+        return [line for line in lines[last + 1:] if line.strip()]
 
     def wait_until_serving(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -146,10 +161,11 @@ def launch(config: Path, log: Path, way: str) -> Launched:
         threading.Thread(target=_copy, args=(terminal, log), daemon=True).start()
         return Launched(way, process, marker, log, terminal)
     with log.open("wb") as output:
-        if way == "ray stop":
-            process = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", "--", sys.executable, "-c",
-                                        NAMESPACE_INIT, *_command(config)], cwd=ROOT, env=env, stdout=output,
-                                       stderr=subprocess.STDOUT, preexec_fn=_in_background)
+        if way in NAMESPACED:
+            first = [sys.executable, "-c", NAMESPACE_INIT] if way == "ray stop" else []
+            process = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", "--", *first, *_command(config)],
+                                       cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT,
+                                       preexec_fn=_in_background)
         else:
             process = subprocess.Popen(_command(config), cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=output,
                                        stderr=subprocess.STDOUT, preexec_fn=_in_background)
@@ -180,7 +196,7 @@ def stop(launched: Launched, within_s: float = 15.0) -> tuple[float, list[str]]:
         os.write(launched.terminal, b"\x03")  # the terminal sends SIGINT to its foreground process group
     elif launched.way == "SIGINT to the server":
         server.send_signal(signal.SIGINT)
-    elif launched.way == "SIGTERM to the server":
+    elif launched.way in ("SIGTERM to the server", CONTAINER):
         server.send_signal(signal.SIGTERM)
     elif launched.way == "SIGTERM to its process group":
         os.killpg(server.pid, signal.SIGTERM)  # systemd's stop, for a server that leads its group

@@ -174,6 +174,10 @@ class ServerConfig(_Strict):
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    # Where Serve runs an HTTP proxy. HeadOnly: one, on the head, so a lost worker node never holds (and drops) a
+    # client's connection; EveryNode: one per node, for a cluster whose load balancer spreads clients over nodes
+    # (a lost node then drops the connections its proxy held).
+    proxy_location: Literal["HeadOnly", "EveryNode"] = "HeadOnly"
     backend: Literal["vllm", "torch"] = "vllm"
     # Prompt positions + generated tokens. None: each language model's own context (max_position_embeddings);
     # a number caps it (never raises it). The served value is in /v1/models and the start-up lines.

@@ -22,6 +22,7 @@ from serving.lifecycle.preflight import StartupError, check_models
 from serving.lifecycle.progress import StartupProgress
 from serving.lifecycle.quiet import quiet_logs
 from serving.lifecycle.startup import import_in_background
+from serving.lifecycle.supervisor import is_server_process, supervise
 from serving.lifecycle.stopping import (ClusterWatch, StopRequested, catch_stop_signals, ignore_stop_signals, shut_down,
                                         stop_signals, tag_processes)
 
@@ -114,7 +115,8 @@ def run_server(config: ServerConfig, num_cpus: int | None = None, dashboard: boo
             infos = check_models(config, progress)  # a model that cannot load ends the start here, before Serve
             with progress.phase("Serve started"):
                 serving = True
-                serve.start(http_options={"host": config.host, "port": config.port})
+                serve.start(proxy_location=config.proxy_location,
+                            http_options={"host": config.host, "port": config.port})
             deploy(config, infos=infos, progress=progress)
             for card in serve.get_app_handle(APP_NAME).models.remote().result().model_dump()["data"]:
                 print(describe(card), flush=True)
@@ -135,7 +137,8 @@ def run_server(config: ServerConfig, num_cpus: int | None = None, dashboard: boo
 def _stop(watch: ClusterWatch | None, tag: str | None, reason: str, serving: bool) -> None:
     stopping = time.monotonic()
     print(f"r2t2 stopping ({reason})", flush=True)
-    left = shut_down(watch, tag, serving)  # without Serve started, Serve would log it has nothing to shut down
+    # Without Serve started, Serve would log it has nothing to shut down.
+    left = shut_down(watch, tag, APP_NAME if serving else None)
     if left:
         print(f"r2t2 stopped {len(left)} processes it had started that were still running: {', '.join(left)}",
               flush=True)
@@ -143,6 +146,9 @@ def _stop(watch: ClusterWatch | None, tag: str | None, reason: str, serving: boo
 
 
 def main(argv: list[str] | None = None) -> None:
+    """`r2t2 serve`: check the arguments and the config here (a problem is one `error:` line, exit status 2),
+    then run the server as a child in a session of its own and exit with its status (serving/lifecycle/supervisor.py);
+    in that child, run it."""
     # Before anything imports transformers here, or Ray and vLLM start interpreters of their own.
     prepare_server_process()
     # Ray's APIs call ray.init() on first use; a Serve thread still running after ray.shutdown() would then start a
@@ -167,13 +173,26 @@ def main(argv: list[str] | None = None) -> None:
     source = args.config or "the default config"
     try:
         config = ServerConfig.from_yaml(args.config, **overrides) if args.config else ServerConfig(**overrides)
-        run_server(config, args.num_cpus, args.dashboard, args.verbose, args.address)
     except ConfigFileError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
+    if not is_server_process():
+        raise SystemExit(supervise([sys.executable, "-m", "serving.run", *(sys.argv[1:] if argv is None else argv)]))
+    try:
+        run_server(config, args.num_cpus, args.dashboard, args.verbose, args.address)
     except StartupError as err:
         print(f"error: {source}: {err}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
+    _leave()
+
+
+def _leave() -> None:
+    """Exit 0 at once, once the server has stopped everything it started and said so. Finalising the interpreter
+    would tear down Ray's core worker, whose threads go on logging about the processes just stopped (lines after
+    the final one) and, with its cluster gone, can crash doing it (SIGSEGV: a supervisor reads a crash)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 One server for the module, started as a user would (`python -m serving.run --address ...`, bench/cluster.py):
 the head runs the ingress, the index manager, the generator and one re-router; the worker node "rerouters"
 runs the other re-router (`max_replicas_per_node: 1` spreads the two). Every wait is bounded, and the server
-and the cluster are stopped whatever happens; the module then checks that nothing the cluster started is left.
+and the cluster are stopped whatever happens; the module then checks that nothing the cluster started is left,
+and that `down` stopped it in order: within 15 s, without SIGKILL.
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ def server() -> Iterator[ClusterServer]:
         yield started
     left = [process for node in nodes for process in LocalCluster(root).node_processes(node)]
     assert not left, f"the cluster left processes behind: {[(p.pid, p.name()) for p in left]}"
+    assert started.forced == [] and started.down_s < 15, (started.forced, started.down_s)  # `down` stops in order
 
 
 def ask(server: ClusterServer, cases: Cases, count: int = 1) -> list[dict[str, Any]]:

@@ -18,6 +18,7 @@ from indexes.registry import ForeignIndexError, IndexRegistry
 from indexes.store import IndexStore
 from serving.config import ConfigFileError, ServerConfig
 from serving.lifecycle.preflight import StartupError, check_models
+from serving.lifecycle.supervisor import SERVER_PROCESS
 from serving.run import main
 from tests.index_toys import ToyEmbedder, ToyEncoder, toy_samples
 
@@ -65,8 +66,9 @@ def test_bad_model_entries_name_file_and_field(tmp_path: Path, text: str, field:
 
 
 # --- driver-side checks -------------------------------------------------------------------------------
-def test_missing_checkpoint_exits_with_one_line_naming_file_and_entry(tmp_path: Path,
-                                                                      capsys: pytest.CaptureFixture) -> None:
+def test_missing_checkpoint_exits_with_one_line_naming_file_and_entry(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(SERVER_PROCESS, "1")  # the server process's own checks, here (not in a child)
     path = write(tmp_path, f"index_dir: {tmp_path}\nmodels: [{{name: r2t2-bad, pipeline: {{checkpoint: nope}}}}]\n")
     with pytest.raises(SystemExit) as caught:
         main(["--config", str(path)])

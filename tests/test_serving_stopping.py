@@ -1,11 +1,13 @@
-"""Every way of stopping the server leaves no process behind, within 15 s.
+"""Every way of stopping the server leaves no process behind, within 15 s, exits 0 and logs nothing after its
+final "r2t2 stopped" line.
 
 Each way starts a real server (`python -m serving.run`: Ray, the four deployments, a vLLM engine) in the
 setting that way needs (a terminal for Ctrl-C; in the background with SIGINT ignored, as a script's `&` leaves
-it; a PID namespace of its own for `ray stop`, which stops every Ray process it can see), stops it, and then
-looks for any process still carrying the server's marker (bench/stop_ways.py): the server, Ray's processes,
-the replicas, vLLM's engine core and worker, multiprocessing's resource tracker. Whatever happens, the test
-kills what it started.
+it; a PID namespace of its own for `ray stop`, which stops every Ray process it can see, and for a container's
+stop, where the server is the namespace's first process), stops it, and then looks for any process still
+carrying the server's marker (bench/stop_ways.py): the server, Ray's processes, the replicas, vLLM's engine
+core and worker, multiprocessing's resource tracker. Whatever happens, the test kills what it started. The
+times and requests in flight are bench/stop_bench.py's.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from bench.stop_ways import WAYS, Launched, launch, namespaces_allowed, stop, write_config
+from bench.stop_ways import NAMESPACED, WAYS, Launched, launch, namespaces_allowed, stop, write_config
 from serving.lifecycle.child_processes import process_name
 
 pytestmark = pytest.mark.slow
@@ -32,9 +34,8 @@ def config_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def server(config_file: Path, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Launched]:
-    if request.param == "ray stop" and not namespaces_allowed():
-        pytest.skip("`ray stop` stops every Ray process on the machine; it runs only in a PID namespace of its own, "
-                    "and unshare is not permitted here")
+    if request.param in NAMESPACED and not namespaces_allowed():
+        pytest.skip(f"{request.param} runs only in a PID namespace of its own, and unshare is not permitted here")
     launched = launch(config_file, tmp_path / "server.log", request.param)
     try:
         launched.wait_until_serving()
@@ -50,6 +51,9 @@ def test_every_way_of_stopping_leaves_nothing_behind(server: Launched) -> None:
     seconds, left = stop(server, STOPPED_WITHIN_S)
     assert not left, f"{server.way}: still running {STOPPED_WITHIN_S} s later: {left}\n{server.text()[-3000:]}"
     assert "r2t2 stopped in" in server.text(), server.text()[-3000:]
+    assert server.after_stopped() == [], server.text()[-3000:]
+    if server.way != "ray stop":  # there the server is the namespace's child, not ours to wait for
+        assert server.process.wait(10) == 0, server.text()[-3000:]
     print(f"{server.way}: no process left after {seconds:.1f} s")  # shown with pytest -s
 
 

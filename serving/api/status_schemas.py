@@ -7,10 +7,14 @@ from pydantic import BaseModel, Field
 
 
 class HealthStatus(BaseModel):
-    """GET /healthz when every model's re-router and generator answer; otherwise a 503 error body."""
+    """GET /healthz while every model can answer; otherwise a 503 error body naming what cannot."""
 
-    status: Literal["ok"] = "ok"
+    status: Literal["ok", "degraded"] = Field(
+        "ok", description="ok: every part at full strength; degraded: every model answers, some part below strength")
     models: list[str] = Field(description="the served model ids")
+    degraded: list[str] = Field(default_factory=list,
+                                description="each part below strength and why, e.g. 'm re-router: 1 of 2 replicas "
+                                            "running' (a replica lost or restarting while another serves)")
 
 
 class PlacementNode(BaseModel):

@@ -40,6 +40,7 @@ def lm_routing_refusal(shape: LmShape, options: VllmOptions) -> str | None:
 
 # One image per request, and no video: vLLM then reserves no memory for inputs r2t2 never sends.
 _ONE_IMAGE = {"image": 1, "video": 0}
+ENGINE_STOP_S = 1.5  # the engine core's grace after SIGTERM when the generator stops
 
 
 class VllmBackend:
@@ -137,7 +138,8 @@ class VllmBackend:
         """vLLM's prompt for one request, validated, and its length in positions."""
         if self._engine_input == TEXT_IMAGE:
             checked = check_text_image(prompt, self.max_model_len, options)
-            return {"prompt": checked.text, "multi_modal_data": {"image": checked.image}}, checked.tokens
+            images = {} if checked.image is None else {"multi_modal_data": {"image": checked.image}}
+            return {"prompt": checked.text, **images}, checked.tokens
         embeds = check_prompt_embeds(prompt, self.hidden_size, self.max_model_len, options)
         return {"prompt_embeds": embeds.to(self._dtype)}, int(embeds.shape[0])
 
@@ -156,10 +158,11 @@ class VllmBackend:
         await self._running_engine().check_health()
 
     def shutdown(self) -> None:
-        """Stop the engine core process; idempotent."""
+        """Stop the engine core process, SIGKILL after ENGINE_STOP_S (it holds nothing worth waiting for, and
+        vLLM's own 5 s grace alone would outlast the replica's); idempotent."""
         engine, self._engine = self._engine, None
         if engine is not None:
-            engine.shutdown()
+            engine.shutdown(timeout=ENGINE_STOP_S)
 
 
 def _token_logprobs(token_ids, per_token, top: int) -> tuple[TokenLogprob, ...]:  # noqa: ANN001 (vLLM types)

@@ -15,8 +15,9 @@ from serving.deployments.rerouter import ReRouter
 
 
 # On SIGTERM or Ctrl-C a replica checks for unfinished requests every 0.2 s (Ray's default: 2 s, paid once per
-# deployment, one after the other) and is stopped after 4 s at most (default 20 s): the server stops within 10 s.
-SHUTDOWN = {"graceful_shutdown_wait_loop_s": 0.2, "graceful_shutdown_timeout_s": 4.0}
+# deployment, one after the other) and is stopped after 3 s at most (default 20 s), which a request in flight on
+# the embedded model needs a third of: with the rest of the stop (serving/lifecycle/stopping.py) within 10 s.
+SHUTDOWN = {"graceful_shutdown_wait_loop_s": 0.2, "graceful_shutdown_timeout_s": 3.0}
 
 
 def deployment_name(kind: str, model: str) -> str:

@@ -38,7 +38,9 @@ from serving.api.schemas import ChatCompletion, ChatCompletionChunk, ChunkDelta,
 from serving.api.status_schemas import HealthStatus, PlacementReport
 from serving.config import ServerConfig
 from serving.deployments.answers import Answers
-from serving.deployments.choices import Stream, merged
+from serving.deployments import draining
+from serving.deployments.choices import Stream, merged, open_streams
+from serving.deployments.health import health_of
 from serving.deployments.placement import controller, nodes, placement
 from serving.deployments.retry import retried
 
@@ -49,8 +51,8 @@ api = FastAPI(title="r2t2", version="1",
                           "header that the server log names. A guide with examples: docs/api.md.")
 api.include_router(playground.router)  # the page at /playground/ (serving/playground)
 openapi.install(api)
-HEALTH_TIMEOUT_S = 0.8  # /healthz answers within a second even while a replica restarts
 INVALID = "invalid"  # the metrics' strategy label of a request refused before its strategy is known
+NO_REROUTING = "none"  # the strategy of a question asked without an image, which is never re-routed
 # The refusal a handler answered with, for the one log line the middleware writes (a fresh holder per request).
 _refusal: ContextVar[dict[str, ApiError] | None] = ContextVar("r2t2_refusal", default=None)
 
@@ -60,13 +62,24 @@ async def _log_refusals(request: Request, call_next: Callable[[Request], Awaitab
     """Every 4xx is one log line with the request id and the reason; 5xx tracebacks are logged where they occur."""
     holder: dict[str, ApiError] = {}
     _refusal.set(holder)
-    response = await call_next(request)
+    # The server is stopping: this replica answers what it holds and nothing new (with no log line: a busy server
+    # refuses thousands in its last seconds).
+    if draining.REPLICA.draining:
+        return _error_response(ServiceUnavailable(
+            "the server is stopping; retry (another replica, or this server once it is back)", code="server_stopping"),
+            headers={"Connection": "close"})
+    draining.REPLICA.started()
+    try:
+        response = await call_next(request)
+    except BaseException:
+        draining.REPLICA.finished()
+        raise
     if 400 <= response.status_code < 500:
         error = holder.get("error") or ApiError(f"HTTP {response.status_code}")
         error.status = response.status_code
         logger.warning(client_error_line(request.headers.get("x-request-id", ""), request.method,
                                          request.url.path, error))
-    return response
+    return draining.REPLICA.finished_with(response)
 
 
 @api.exception_handler(StarletteHTTPException)
@@ -99,17 +112,6 @@ def _answered(handler: Callable[..., Awaitable[Response]]) -> Callable[..., Awai
             return _error_response(error)
 
     return run
-
-
-async def _health(handle: DeploymentHandle) -> str | None:
-    """None when the component's check_health answers in time, else what went wrong."""
-    try:
-        await asyncio.wait_for(handle.check_health.remote(), HEALTH_TIMEOUT_S)
-    except TimeoutError:
-        return f"no answer within {HEALTH_TIMEOUT_S} s (starting or restarting)"
-    except Exception as err:  # noqa: BLE001 (any failure means unhealthy)
-        return type(err).__name__
-    return None
 
 
 def _check_context(card: ModelCard, prompt_tokens: int, max_tokens: int) -> None:
@@ -192,17 +194,27 @@ class Ingress:
 
     @api.get("/healthz", response_model=None, responses={200: {"model": HealthStatus}, **openapi.errors(503)})
     async def healthz(self) -> JSONResponse:
-        """200 when every model's re-router and generator and the index manager answer, within about a second;
-        503 naming each one that does not (a replica restarting makes its calls wait: that is a 503 too)."""
+        """200 while every model can answer, naming any part below strength (`degraded`: a replica lost while
+        another serves); 503 naming each part that cannot answer. Within about a second: each component's health
+        call and Serve's replica table are read at once, each with a timeout."""
         components = {"index manager": self._indexes}
         for name, served in self._models.items():
             components |= {f"{name} re-router": served.rerouter, f"{name} generator": served.generator}
-        checks = await asyncio.gather(*(_health(handle) for handle in components.values()))
-        down = [f"{component}: {problem}" for component, problem in zip(components, checks) if problem]
-        if down:
-            logger.warning("health check failed: %s", "; ".join(down))
-            return _error_response(ServiceUnavailable(f"unhealthy: {'; '.join(down)}", code="unhealthy"))
-        return JSONResponse({"status": "ok", "models": list(self._models)})
+        verdict = await health_of(components, self._app)
+        if verdict.down:
+            logger.warning("health check failed: %s", "; ".join(verdict.down + verdict.degraded))
+            return _error_response(ServiceUnavailable(f"unhealthy: {'; '.join(verdict.down)}", code="unhealthy"))
+        if verdict.degraded:
+            logger.warning("serving below strength: %s", "; ".join(verdict.degraded))
+        status = HealthStatus(status="degraded" if verdict.degraded else "ok", models=list(self._models),
+                              degraded=verdict.degraded)
+        return JSONResponse(status.model_dump(mode="json"))
+
+    async def drain(self, within_s: float) -> dict[str, Any]:
+        """Called by the stopping server before Serve's shutdown: refuse new requests (503), wait until this
+        replica's requests in flight are answered (`within_s` at most); {"replica", "left": still in flight}."""
+        left = await draining.REPLICA.drain(within_s)
+        return {"replica": serve.get_replica_context().replica_id.unique_id, "left": left}
 
     @api.get("/placement", response_model=None, responses={200: {"model": PlacementReport}})
     @_answered
@@ -290,7 +302,8 @@ class Ingress:
                                               "then `data: [DONE]`"},
                          **openapi.errors(400, 404, 413, 415, 503)})
     async def chat_completions(self, request: Request) -> Response:
-        """Answer one question about one image, re-routed per the request's `r2t2` options (docs/api.md).
+        """Answer one question about one image, re-routed per the request's `r2t2` options (docs/api.md); a
+        conversation that sent no image is answered from the question alone, its re-routing options ignored.
 
         Every check, the context length included, happens before the status line, so a streaming request
         that cannot be answered gets its 4xx like any other.
@@ -300,9 +313,13 @@ class Ingress:
         try:
             job = parse_chat_request(parse_body(await request.body()), list(self._models), self._config.generation)
             served = self._models[job.model]
-            strategy = str(job.overrides.get("strategy", served.card.r2t2_defaults.get("strategy", INVALID)))
-            _check_lm_routing(served.card, job.overrides)
-            image = await load_image(job.image_url, self._config.images)
+            image = None
+            if job.image_url is None:
+                strategy = NO_REROUTING
+            else:
+                strategy = str(job.overrides.get("strategy", served.card.r2t2_defaults.get("strategy", INVALID)))
+                _check_lm_routing(served.card, job.overrides)
+                image = await load_image(job.image_url, self._config.images)
             answers = Answers(served.generator, job.sampling, job.choices, job.speculative)
             try:
                 final = await retried(lambda: _prepared(served.rerouter, image, job, answers.base_ready), "re-router")
@@ -312,8 +329,10 @@ class Ingress:
                                         n=job.choices, with_logprobs=job.sampling.logprobs is not None)
                 _check_context(served.card, completion.prompt_tokens, job.sampling.max_tokens)
                 generate_started = time.perf_counter()
-                # Each choice's first delta is awaited here: a refusal is still a status code.
-                streams = await answers.streams(final, job.compare_with_none)
+                # Each choice's first delta is awaited here: a refusal is still a status code. Without an image
+                # the one prompt is the question's own: nothing re-routed, no second answer to weigh it against.
+                streams = await (answers.streams(final, job.compare_with_none) if image is not None else
+                                 open_streams(served.generator, final["prompt"], job.sampling, job.choices))
             except BaseException:
                 await answers.cancel()
                 raise

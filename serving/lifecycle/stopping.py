@@ -20,7 +20,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from types import FrameType
 
 import psutil
@@ -29,12 +29,14 @@ from serving.lifecycle.child_processes import process_name, running, terminate
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 PROCESS_TAG = "R2T2_SERVER_PROCESSES"  # the environment variable that marks the processes a server started
-# The three steps of a stop, at most 12 s together: Serve's own shutdown (each replica waits at most 4 s for its
-# running requests, serving/deployments/app.py), leaving Ray (and stopping the instance this server started), then SIGTERM to
-# what is left, and SIGKILL after the grace.
-SERVE_STOP_S = 7.0
-RAY_STOP_S = 3.0
-SWEEP_GRACE_S = 2.0
+# The four steps of a stop, about 10 s at most together: draining the ingress (new requests get a 503, those in
+# flight are answered: serving/deployments/draining.py), Serve's own shutdown (each replica then waits at most 3 s
+# for what it still runs, serving/deployments/app.py), leaving Ray (and stopping the instance this server started),
+# then SIGTERM to what is left, and SIGKILL after the grace (twice: before and after SIGKILL).
+DRAIN_S = 2.5
+SERVE_STOP_S = 4.0
+RAY_STOP_S = 2.0
+SWEEP_GRACE_S = 1.0
 POLL_S = 0.5
 
 
@@ -123,17 +125,17 @@ class ClusterWatch:
             misses = misses + 1 if self.gone() else 0
 
 
-def shut_down(watch: ClusterWatch | None, tag: str | None, serving: bool = True) -> list[str]:
-    """Stop Serve (bounded, skipped once the cluster is gone, or when it never started: `serving` false), leave
-    Ray, then stop what still carries `tag`.
+def shut_down(watch: ClusterWatch | None, tag: str | None, app: str | None = None) -> list[str]:
+    """Drain the ingress of `app` and stop Serve (bounded, skipped once the cluster is gone, or when Serve never
+    started: `app` None), leave Ray, then stop what still carries `tag`.
 
     Returns 'pid (name)' of each process that was still running at the end and had to be stopped.
     """
     import ray
 
     gone = watch is not None and watch.gone()
-    if watch is not None and not gone and serving:
-        asyncio.run(_stop_serve(watch))
+    if watch is not None and not gone and app is not None:
+        asyncio.run(_stop_serve(watch, app))
         gone = watch.gone()
     if gone:
         # Nothing to leave: Ray's shutdown would only find its raylet dead and end this process on the spot.
@@ -151,14 +153,36 @@ def shut_down(watch: ClusterWatch | None, tag: str | None, serving: bool = True)
     return names
 
 
-async def _stop_serve(watch: ClusterWatch) -> None:
+async def _stop_serve(watch: ClusterWatch, app: str) -> None:
     from ray import serve
 
-    stopping = asyncio.ensure_future(serve.shutdown_async())
-    deadline = time.monotonic() + SERVE_STOP_S
-    while not stopping.done() and time.monotonic() < deadline and not watch.gone():
-        await asyncio.wait({stopping}, timeout=POLL_S)
-    if not stopping.done():
-        stopping.cancel()
-    with contextlib.suppress(BaseException):  # a cancelled or failed shutdown: what is left is stopped next
-        await stopping
+    await _bounded(_drain(app), DRAIN_S + 0.5, watch)
+    await _bounded(serve.shutdown_async(), SERVE_STOP_S, watch)
+
+
+async def _bounded(step: Awaitable[object], within_s: float, watch: ClusterWatch) -> None:
+    """Run one step of the stop for `within_s` at most, and not past the cluster's end; its failure is not the
+    stop's (what is left is stopped next)."""
+    running = asyncio.ensure_future(step)
+    deadline = time.monotonic() + within_s
+    while not running.done() and time.monotonic() < deadline and not watch.gone():
+        await asyncio.wait({running}, timeout=POLL_S)
+    if not running.done():
+        running.cancel()
+    with contextlib.suppress(BaseException):
+        await running
+
+
+async def _drain(app: str) -> None:
+    """Drain every running ingress replica of `app`. A call reaches one replica, whichever Serve picks: calls go
+    out, one per replica not yet heard from, until each has answered."""
+    from ray import serve
+
+    handle = serve.get_app_handle(app)
+    status = serve.status().applications.get(app)
+    ingress = None if status is None else status.deployments.get(handle.deployment_name)
+    replicas = 1 if ingress is None else max(ingress.replica_states.get("RUNNING", 0), 1)
+    drained: set[str] = set()
+    while len(drained) < replicas:
+        answers = await asyncio.gather(*(handle.drain.remote(DRAIN_S) for _ in range(replicas - len(drained))))
+        drained |= {answer["replica"] for answer in answers}
