@@ -12,9 +12,7 @@ import time
 from typing import Any
 
 from indexes.store import IndexStore
-from r2t2.routing import import_strategies
 from serving.config import ServerConfig
-from serving.pipelines import build_pipeline
 from serving.lifecycle.progress import StartupProgress
 
 
@@ -30,6 +28,10 @@ def check_models(config: ServerConfig, progress: StartupProgress | None = None) 
     Returns each model's `info()` by model id. Two entries with the same weights are refused too: an
     index belongs to a model's weights, so the index API could not say which of the two an index is for.
     """
+    # Here, not at the top: the process that only supervises the server imports this module and no model code.
+    from r2t2.routing import import_strategies
+    from serving.pipelines import build_pipeline
+
     try:
         import_strategies(config.strategies)
     except ValueError as err:
