@@ -108,7 +108,8 @@ def test_refusals_name_the_field(real_server: RealServer, easy_vqa_cases: Cases)
     question, _, url = easy_vqa_cases(1)[0]
     refused = [({"response_format": {"type": "json_object"}}, "response_format", "free text"),
                ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools", "tool"),
-               ({"messages": [{"role": "user", "content": "what shape is this?"}]}, "messages.0.content", "image")]
+               ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}]},
+                "messages.0.content", "no question text")]
     for extra, param, fragment in refused:
         with pytest.raises(openai.BadRequestError) as caught:
             client.chat.completions.create(**{"model": model, "messages": _question(question, url), "max_tokens": 2,

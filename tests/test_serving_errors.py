@@ -123,7 +123,8 @@ def test_unknown_route_health_and_metrics(real_server: RealServer, easy_vqa_case
     missing = httpx.get(base + "/v1/nothing", timeout=30)
     assert missing.status_code == 404 and missing.json()["error"]["type"] == "not_found_error"
     health = httpx.get(base + "/healthz", timeout=60)
-    assert health.status_code == 200 and health.json() == {"status": "ok", "models": list(real_server.models)}
+    assert health.status_code == 200 and health.json() == {"status": "ok", "models": list(real_server.models),
+                                                           "degraded": []}
 
     ok = 'r2t2_requests_total{status="200",strategy="none"}'
     not_found = 'r2t2_errors_total{type="NotFound"}'
