@@ -36,7 +36,7 @@ _STATUS_MEANING = {
     409: "conflicts with the server's state (e.g. the index belongs to another model, or deleting CURRENT)",
     413: "an image over the size or pixel limits",
     415: "an image in a format that is not accepted",
-    503: "an engine is not healthy; retry shortly",
+    503: "an engine is not healthy, or the server is stopping (`server_stopping`); retry shortly",
 }
 
 
