@@ -27,7 +27,7 @@ class Draining:
         self.in_flight += 1
 
     def finished(self) -> None:
-        """A request that ended without a response (its handler raised)."""
+        """One request fewer in flight: its body was sent, or its handler raised before it had a response."""
         self.in_flight -= 1
 
     def finished_with(self, response: Response) -> Response:
