@@ -83,7 +83,7 @@ def test_three_models_config_adds_the_qwen3vl_family_on_two_cores() -> None:
         ("r2t2-embedded", "embedded"), ("r2t2-quartet", "quartet"), ("r2t2-qwen3vl", "qwen3vl")]
     cpus = config.ingress.num_cpus + config.indexes.num_cpus + sum(
         config.rerouter_options(m).num_cpus + config.generator_options(m).num_cpus for m in config.models)
-    assert cpus <= 2 and all(config.vllm_options(m).enforce_eager for m in config.models)  # LM routing needs eager
+    assert cpus <= 2 and all(config.vllm_options(m).enforce_eager for m in config.models)  # no compile on 2 cores
     assert app_builder({"config_path": str(DEPLOY / "three-models.yaml")}) is not None
 
 

@@ -7,7 +7,7 @@ multimodal processor for the architecture turns into the model's input.
 vLLM batches concurrent requests continuously, which is why it is the default backend. Its engine
 core runs in a separate process; when that process dies, `check_health` raises and Ray Serve
 restarts the replica. A request's LM rows are applied inside the engine by r2t2's vLLM extension
-(serving/backends/vllm_routing), enabled for the architectures it supports when the engine runs eagerly.
+(serving/vllm_plugin), enabled for the architectures it supports, eager or with CUDA graphs.
 """
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from r2t2.engine_prompt import PROMPT_EMBEDS, TEXT_IMAGE, EnginePrompt
-from serving.backends.protocol import (Delta, LmReport, LmRows, LmShape, SamplingOptions, TokenLogprob,
-                                       check_prompt_embeds, check_text_image)
+from serving.backends.protocol import (Delta, LmReport, LmRoutingRefused, LmRows, LmShape, SamplingOptions,
+                                       TokenLogprob, check_prompt_embeds, check_text_image)
 from serving.backends.vllm_process import worker_in_engine_process
 from serving.config import VllmOptions
 from serving.lifecycle.child_env import prepare_server_process
@@ -33,8 +33,6 @@ def lm_routing_refusal(shape: LmShape, options: VllmOptions) -> str | None:
     if shape.architecture not in ROUTABLE:
         return (f"LM routing is not available for {shape.architecture}: r2t2's vLLM extension routes "
                 f"{', '.join(sorted(ROUTABLE))}")
-    if not options.enforce_eager:
-        return "LM routing needs the eager engine: set vllm.enforce_eager: true in the server config"
     return None
 
 
@@ -133,6 +131,29 @@ class VllmBackend:
                                                                            options.logprobs)
             report = await self._report(request_id, lm_rows) if output.finished and lm_rows is not None else None
             yield Delta(completion.text, len(completion.token_ids), finish, logprobs, report)
+
+    async def router_distributions(self, prompt: EnginePrompt, layers: tuple[int, ...]) -> dict[int, list[float]]:
+        """Each of `layers`' router distribution at the prompt's last token, as the engine's prefill computes it
+        (a request's base LM routing, so a re-router needs none of the layers before its rows). One token is
+        generated; the prompt's keys and values stay in the prefix cache for the answer that follows."""
+        from vllm import SamplingParams
+
+        if self._refusal is not None:
+            raise LmRoutingRefused(self._refusal)
+        engine = self._running_engine()
+        engine_prompt, prompt_len = self._engine_prompt(prompt, SamplingOptions(max_tokens=1))
+        request_id = f"r2t2-base-{uuid.uuid4().hex}"
+        extra = {EXTRA_KEY: {"key": request_id, "prompt_len": prompt_len, "layers": {}, "positions": "first",
+                             "capture": list(layers)}}
+        async for _ in engine.generate(engine_prompt, SamplingParams(max_tokens=1, temperature=0.0, extra_args=extra),
+                                       request_id=request_id):
+            pass
+        reports = await engine.collective_rpc("r2t2_routing_reports", args=([request_id],))
+        found = next((report[request_id] for report in reports if request_id in report), {})
+        rows = {int(layer): ran["router"] for layer, ran in found.items() if "router" in ran}
+        if set(rows) != set(layers):
+            raise RuntimeError(f"the engine read the routers of layers {sorted(rows)}, not {sorted(layers)}")
+        return rows
 
     def _engine_prompt(self, prompt: EnginePrompt, options: SamplingOptions) -> tuple[dict[str, Any], int]:
         """vLLM's prompt for one request, validated, and its length in positions."""

@@ -11,14 +11,13 @@ pieces, each a documented vLLM extension point:
   `custom_routing_function` (models.py). The backend selects one with `hf_overrides`, so the checkpoint
   on disk is the plain Hugging Face one.
 - `slots.RoutingSlots`, a custom logits processor (it changes no logits), follows vLLM's persistent batch:
-  which request, with which rows, sits in which batch slot (its `BatchUpdate`s).
-- `step.EngineRouting` turns the slots and the step's attention metadata (request boundaries, sequence
-  lengths) into per-layer token overrides at the start of each forward, and records the experts each
-  overridden request actually ran; `worker.RoutingReports` (a worker extension) hands those records to the
-  backend through `collective_rpc`.
-
-It needs the eager engine (enforce_eager): the overrides are plain Python state read at every step, which a
-captured CUDA graph or a compiled forward would freeze.
+  which request, with which rows, sits in which batch slot (its `BatchUpdate`s), and writes each slot's rows
+  into persistent tensors between steps.
+- `step.EngineRouting` holds those tensors; each MoE layer's hook finds the step's answer tokens from them and
+  the step's attention metadata with fixed-shape tensor operations alone, so the engine may run eagerly,
+  compiled, or with captured CUDA graphs (which replay the same operations on the tensors' new contents). It
+  counts the tokens each request's rows routed and copies a reading request's router distributions;
+  `worker.RoutingReports` (a worker extension) hands those reports to the backend through `collective_rpc`.
 """
 
 EXTRA_KEY = "r2t2_lm_routing"  # the SamplingParams.extra_args entry a request's rows travel in

@@ -2,9 +2,8 @@
 
 `routable(cls)` subclasses a vLLM model: after vLLM builds it, each MoE layer's router is rebuilt by vLLM's
 router factory around a `custom_routing_function` that first runs the layer's stock router (so tokens
-without LM rows are routed bit for bit as before) and then lets `step.ENGINE` put the step's overrides in
-place. The forward starts and ends each step's overrides. Weights, loading, multimodal processing and
-every other behaviour are the base class's.
+without LM rows are routed bit for bit as before) and then lets `step.ENGINE` put the slots' rows in place.
+Weights, loading, multimodal processing, the forward and every other behaviour are the base class's.
 """
 from __future__ import annotations
 
@@ -22,7 +21,7 @@ from serving.vllm_plugin.step import ENGINE
 def _hooked(stock: Any, layer: int, hidden_states: torch.Tensor, gating_output: torch.Tensor, topk: int,
             renormalize: bool) -> tuple[torch.Tensor, torch.Tensor]:
     weights, experts = stock.select_experts(hidden_states, gating_output)
-    return ENGINE.route(layer, topk, renormalize, weights, experts)
+    return ENGINE.route(layer, topk, renormalize, weights, experts, gating_output)
 
 
 def open_routers(model: nn.Module) -> int:
@@ -56,13 +55,6 @@ def routable(base: type[nn.Module]) -> type[nn.Module]:
         def __init__(self, *, vllm_config: Any, prefix: str = "") -> None:  # vLLM reads this signature
             super().__init__(vllm_config=vllm_config, prefix=prefix)
             open_routers(self)
-
-        def forward(self, *args: Any, **kwargs: Any) -> Any:
-            ENGINE.begin()
-            try:
-                return super().forward(*args, **kwargs)
-            finally:
-                ENGINE.end()
 
     Routable.__name__ = Routable.__qualname__ = f"R2T2{base.__name__}"
     return Routable

@@ -1,11 +1,14 @@
-"""One engine step's LM routing: which tokens each layer overrides, and what the requests actually ran.
+"""One engine's LM routing, held in persistent per-slot tensors that a captured CUDA graph replays.
 
-At the start of every forward the model calls `begin`: from the persistent batch's slots (slots.py) and the
-step's attention metadata (each request's token range and sequence length) it finds, per layer, the tokens
-at a request's answer position (sequence index >= prompt length - 1; only == for a request whose positions
-are "first") and the row each must take. The layers' routing hook (`route`) then puts those rows in place
-of the router's distribution for exactly those tokens, picks their top-k like the router, and notes the
-experts chosen per request for the report.
+Per slot of vLLM's persistent batch the tensors hold the request's row in each MoE layer it overrides, where the
+rows apply (from the last prompt token on, or at it alone), its prompt length, and the layers whose router it
+asks to read (its base routing). `slots.RoutingSlots` writes them between steps, in plain Python outside any
+graph. Inside the forward each MoE layer's routing hook (`route`) finds, from them and from the step's attention
+metadata (each request's token range and sequence length: persistent buffers of vLLM's runner too), which of the
+step's tokens sit at a request's answer position; it puts the top-k of the request's row in place of the
+router's for exactly those tokens, counts them, and copies the router's own distribution at a reading request's
+last prompt token. These are tensor operations of fixed shapes that read no Python state of the step, so an
+eager, a compiled and a graph-captured forward route alike.
 """
 from __future__ import annotations
 
@@ -15,83 +18,111 @@ from dataclasses import dataclass
 import torch
 from vllm.forward_context import get_forward_context, is_forward_context_available
 
-from serving.vllm_plugin.slots import live_slots
-
 REPORTS_KEPT = 4096  # reports of requests nobody asked about (aborted) are dropped beyond this many
 
 
-@dataclass(frozen=True)
-class _LayerStep:
-    tokens: torch.Tensor  # [T] positions in the step's flattened tokens
-    rows: torch.Tensor  # [T, E] the distribution each of those tokens takes
-    keys: tuple[str, ...]  # the request of each token
+@dataclass
+class SlotTensors:
+    """The routing state of every slot; the last row is a sink for tokens of no slot (padding)."""
+
+    rows: torch.Tensor  # [slots + 1, layers, experts] each slot's row per layer
+    applies: torch.Tensor  # [slots + 1, layers] bool: the slot's row overrides this layer
+    prompt_len: torch.Tensor  # [slots + 1]
+    first_only: torch.Tensor  # [slots + 1] bool: rows apply at the last prompt token alone
+    reads: torch.Tensor  # [slots + 1, layers] bool: copy this layer's router distribution at the last prompt token
+    read: torch.Tensor  # [slots + 1, layers, experts] what was copied
+    tokens: torch.Tensor  # [slots + 1, layers] tokens this slot's rows have routed so far
+
+    @classmethod
+    def empty(cls, slots: int, layers: int, experts: int, device: torch.device) -> "SlotTensors":
+        def zeros(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+            return torch.zeros(slots + 1, *shape, dtype=dtype, device=device)
+
+        return cls(zeros(layers, experts), zeros(layers, dtype=torch.bool), zeros(dtype=torch.long),
+                   zeros(dtype=torch.bool), zeros(layers, dtype=torch.bool), zeros(layers, experts),
+                   zeros(layers, dtype=torch.long))
+
+    @property
+    def sink(self) -> int:
+        return self.rows.shape[0] - 1
 
 
 class EngineRouting:
-    """The per-process state of LM routing in one engine: this step's overrides and the reports."""
+    """The per-process state of LM routing in one engine: the slots' tensors and the finished requests' reports."""
 
     def __init__(self) -> None:
-        self._step: dict[int, _LayerStep] = {}
+        self.state: SlotTensors | None = None  # allocated by the engine's RoutingSlots
+        self.active = False  # some slot has rows or reads: an eager step with none skips the work
         self._reports: OrderedDict[str, dict[int, dict]] = OrderedDict()
 
-    def begin(self) -> None:
-        """Work out this step's overrides (none when no request in the batch carries LM rows)."""
-        self._step = {}
-        slots = live_slots()
-        if not slots or not is_forward_context_available():
-            return
-        metadata = _attention_metadata(get_forward_context().attn_metadata)
-        if metadata is None:  # a profiling or warm-up run
-            return
-        starts = metadata.query_start_loc.tolist()
-        lengths = metadata.seq_lens.tolist()
-        per_layer: dict[int, tuple[list[int], list[torch.Tensor], list[str]]] = {}
-        for slot, routing in slots.items():
-            if slot + 1 >= len(starts):
-                continue
-            start, end = starts[slot], starts[slot + 1]
-            first = lengths[slot] - (end - start)  # sequence index of the slot's first token this step
-            answer = start + routing.prompt_len - 1 - first  # where the last prompt token is (or would be) this step
-            span = range(max(start, answer), end if routing.positions == "answer" else min(end, answer + 1))
-            if not span:
-                continue
-            for layer, row in routing.layers.items():
-                tokens, rows, keys = per_layer.setdefault(layer, ([], [], []))
-                tokens.extend(span)
-                rows.append(row.expand(len(span), -1))
-                keys.extend([routing.key] * len(span))
-        self._step = {layer: _LayerStep(torch.as_tensor(tokens), torch.cat(rows), tuple(keys))
-                      for layer, (tokens, rows, keys) in per_layer.items()}
-
-    def end(self) -> None:
-        self._step = {}
-
-    def route(self, layer: int, top_k: int, renormalize: bool, weights: torch.Tensor,
-              experts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The layer's top-k (weights, experts) with this step's overrides in place; notes what they chose."""
-        step = self._step.get(layer)
-        if step is None:
+    def route(self, layer: int, top_k: int, renormalize: bool, weights: torch.Tensor, experts: torch.Tensor,
+              logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The layer's top-k (weights, experts) with the slots' rows in place at their answer tokens; counts those
+        tokens and copies the router's distribution (from its `logits`) where a slot reads it."""
+        state = self.state
+        if state is None or not is_forward_context_available() or not (self.active or _capturing()):
             return weights, experts
-        tokens = step.tokens.to(weights.device)
-        top, chosen = step.rows.to(weights.device).topk(top_k, dim=-1)
+        located = _token_slots(logits.shape[0], state.sink, logits.device)
+        if located is None:  # a profiling or warm-up run
+            return weights, experts
+        slot, position = located
+        last = position == state.prompt_len[slot] - 1
+        answer = torch.where(state.first_only[slot], last, position >= state.prompt_len[slot] - 1)
+        on = answer & state.applies[slot, layer]
+        top, chosen = state.rows[slot, layer].topk(top_k, dim=-1)
         if renormalize:
-            top = top / top.sum(-1, keepdim=True)
-        weights, experts = weights.clone(), experts.clone()
-        weights[tokens] = top.to(weights.dtype)
-        experts[tokens] = chosen.to(experts.dtype)
-        self._note(layer, step.keys, chosen)
+            top = top / top.sum(-1, keepdim=True).clamp_min(1e-12)
+        weights = torch.where(on[:, None], top.to(weights.dtype), weights)
+        experts = torch.where(on[:, None], chosen.to(experts.dtype), experts)
+        state.tokens[:, layer].index_add_(0, slot, on.long())
+        reading = torch.where(last & state.reads[slot, layer], slot, state.sink)
+        state.read[reading, layer] = torch.softmax(logits.float(), dim=-1)
         return weights, experts
 
-    def _note(self, layer: int, keys: tuple[str, ...], chosen: torch.Tensor) -> None:
-        for key, experts in zip(keys, chosen.tolist()):
-            report = self._reports.setdefault(key, {}).setdefault(layer, {"experts": experts, "tokens": 0})
-            report["tokens"] += 1
+    def report(self, slot: int, layers: tuple[int, ...], reads: tuple[int, ...], top_k: int) -> dict[int, dict]:
+        """What a slot's request ran: per overridden layer the row's top-k experts and the tokens it routed, per
+        read layer the router's distribution at its last prompt token."""
+        state = self.state
+        found: dict[int, dict] = {}
+        for layer in layers:
+            tokens = int(state.tokens[slot, layer])
+            if tokens:
+                found[layer] = {"experts": state.rows[slot, layer].topk(top_k).indices.tolist(), "tokens": tokens}
+        for layer in reads:
+            found.setdefault(layer, {})["router"] = state.read[slot, layer].tolist()
+        return found
+
+    def keep(self, key: str, report: dict[int, dict]) -> None:
+        """Keep a finished request's report until the backend takes it."""
+        self._reports[key] = report
         while len(self._reports) > REPORTS_KEPT:
             self._reports.popitem(last=False)
 
-    def take(self, keys: list[str]) -> dict[str, dict[int, dict]]:
-        """The reports of these requests ({key: {layer: {"experts": [...], "tokens": n}}}), forgotten after."""
-        return {key: self._reports.pop(key) for key in keys if key in self._reports}
+    def take(self, keys: list[str], live: dict[str, dict[int, dict]]) -> dict[str, dict[int, dict]]:
+        """The reports of these requests ({key: {layer: {"experts": [...], "tokens": n}}}, or for a read layer
+        {"router": distribution}), forgotten after; `live` holds those of requests still in a slot."""
+        found = {key: self._reports.pop(key) for key in keys if key in self._reports}
+        return {**{key: live[key] for key in keys if key in live}, **found}
+
+
+def _capturing() -> bool:
+    """Whether a CUDA graph is being captured: then the work is recorded whatever the slots hold now."""
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+
+
+def _token_slots(count: int, sink: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Per token of the step: its request's slot (`sink` for padding) and its position in that sequence."""
+    metadata = _attention_metadata(get_forward_context().attn_metadata)
+    if metadata is None:
+        return None
+    starts = metadata.query_start_loc.to(device)  # [requests + 1]
+    lengths = metadata.seq_lens.to(device)  # [requests]
+    token = torch.arange(count, device=device)
+    request = torch.searchsorted(starts[1:].contiguous(), token, right=True)
+    inside = request < lengths.shape[0]
+    request = request.clamp(max=lengths.shape[0] - 1)
+    position = lengths[request] - (starts[request + 1] - token)
+    return torch.where(inside, request, sink), position
 
 
 def _attention_metadata(found: object) -> object | None:
@@ -105,4 +136,4 @@ def _attention_metadata(found: object) -> object | None:
     return None
 
 
-ENGINE = EngineRouting()  # one per engine process: the model's hooks and the worker extension share it
+ENGINE = EngineRouting()  # one per engine process: the model's hooks, the slots and the worker extension share it

@@ -1,7 +1,7 @@
 """A worker extension: lets the backend collect, per request, the experts its LM rows made the engine run."""
 from __future__ import annotations
 
-from serving.vllm_plugin.step import ENGINE
+from serving.vllm_plugin.slots import reports_of
 
 
 class RoutingReports:
@@ -9,4 +9,4 @@ class RoutingReports:
 
     def r2t2_routing_reports(self, keys: list[str]) -> dict[str, dict[int, dict]]:
         """{key: {layer: {"experts": [...], "tokens": n}}} for these requests, forgotten once read."""
-        return ENGINE.take(keys)
+        return reports_of(keys)

@@ -1,0 +1,70 @@
+"""A request's base LM routing read from the vLLM engine's prefill equals what the transformers model computes."""
+import asyncio
+
+import pytest
+import torch
+
+from r2t2.data import load_split
+from r2t2.engine_prompt import LmRows
+from r2t2.model import load_model
+
+pytestmark = pytest.mark.slow
+SAMPLES = 6
+
+
+@pytest.fixture(scope="module")
+def engine():
+    from serving.backends.vllm_backend import VllmBackend
+    from serving.config import VllmOptions
+
+    torch.set_num_threads(1)
+    model = load_model("qwen3vl")
+    samples = load_split("test", limit=SAMPLES, seed=11)
+    queries = [model.encode_query(s.image, s.question).batch for s in samples]
+    backend = VllmBackend(str(model.lm_path), VllmOptions(dtype="float32"), model.max_positions,
+                          engine_input=model.engine_input)
+    loop = asyncio.new_event_loop()  # the engine's output loop lives on the loop of its first request
+    yield model, queries, backend, loop
+
+    async def shutdown() -> None:
+        backend.shutdown()
+        await asyncio.sleep(0.1)
+
+    loop.run_until_complete(shutdown())
+    loop.close()
+
+
+def test_the_engines_base_routing_is_the_models(engine) -> None:
+    """Six concurrent probes, and beside them a request re-routed in the same steps: each probe gets its own
+    prompt's routers, unaffected by the other's rows."""
+    from serving.backends.protocol import SamplingOptions
+
+    model, queries, backend, loop = engine
+    layers = tuple(row.layer for row in model.routing_layout.rows)
+    expected = [model.base_routing(query) for query in queries]
+    prompts = [model.engine_prompts(query, expected[i])[0] for i, query in enumerate(queries)]
+    moved = LmRows({layer: [1.0] + [0.0] * (model.routing_shape[1] - 1) for layer in layers}, "answer")
+
+    async def run():
+        rerouted = [d async for d in backend.generate(prompts[0], SamplingOptions(max_tokens=2), moved)]
+        return rerouted, await asyncio.gather(*(backend.router_distributions(p, layers) for p in prompts))
+
+    async def together():
+        probes = asyncio.gather(*(backend.router_distributions(p, layers) for p in prompts))
+        rows = [d async for d in backend.generate(prompts[0], SamplingOptions(max_tokens=2), moved)]
+        return rows, await probes
+
+    for call in (run, together):
+        _, found = loop.run_until_complete(call())
+        for i, rows in enumerate(found):
+            got = torch.tensor([rows[layer] for layer in layers])
+            assert got.shape == expected[i].shape
+            assert torch.allclose(got, expected[i], atol=2e-3), (i, (got - expected[i]).abs().max())
+
+
+def test_a_probe_of_a_layer_the_model_does_not_have_is_an_error(engine) -> None:
+    model, queries, backend, loop = engine
+    prompt = model.engine_prompts(queries[0], model.base_routing(queries[0]))[0]
+    with pytest.raises(RuntimeError, match="read the routers of layers"):
+        loop.run_until_complete(backend.router_distributions(prompt, (0, 99)))
+
