@@ -51,7 +51,7 @@ def _eval(args: argparse.Namespace) -> None:
         raise ValueError(f"--options must be a JSON object, got {args.options!r}")
     for strategy in strategies:
         RerouteConfig().replace(**{**overrides, **parse_variant(strategy)})
-    options = {"checkpoint": args.model, "index_dir": args.index_dir}
+    options = {"checkpoint": args.model, "index_dir": args.index_dir, "dtype": args.dtype}
     if args.index:  # evaluate against another index (built beforehand, e.g. with another embedder)
         options.update(default_index=args.index, build_default_index=False, embedder=args.embedder)
     pipeline = load_pipeline(options)
@@ -94,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--options", default=None, help='JSON of strategy options, e.g. \'{"k": 3}\'')
     ev.add_argument("--index-dir", default=None)
+    ev.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                    help="the model's weights (routings and losses stay float32)")
     ev.add_argument("--json", default=None, help="write the full report here")
     ev.add_argument("--dump", default=None, help="write one JSON record per query here (JSON Lines)")
     ev.add_argument("--index", default=None, help="evaluate against this index instead of the family's default")

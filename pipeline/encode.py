@@ -4,16 +4,27 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+import torch
+
 from pipeline.query import Query
+from r2t2.engine_prompt import EnginePrompt
 from r2t2.model import RoutedQuery, ServableModel
 
 Item = TypeVar("Item")
+# Reads each prompt's router distributions at its last token in the given decoder layers from the generation
+# engine's prefill: [{layer: distribution}] in prompt order (the generator's `base_routing`).
+EngineBase = Callable[[list[EnginePrompt], tuple[int, ...]], list[dict[int, list[float]]]]
 
 
-def encode_queries(model: ServableModel, queries: Sequence[Query]) -> list[RoutedQuery | Exception]:
+def encode_queries(model: ServableModel, queries: Sequence[Query],
+                   engine_base: EngineBase | None = None) -> list[RoutedQuery | Exception]:
     """Every query encoded with its base routing, in one `encode_queries` call when the model has it; should
     that call refuse the batch, each query alone, so only a bad one fails. A model without it: one
-    `encode_query` and `base_routing` per query."""
+    `encode_query` and `base_routing` per query. A model whose base routing comes from the engine
+    (`base_from_engine`, e.g. one holding only its layers from the first routed one on) has it read by
+    `engine_base`, all the batch's prompts at once."""
+    if getattr(model, "base_from_engine", False):
+        return _with_engine_base(model, queries, engine_base)
     together = getattr(model, "encode_queries", None)  # optional in the model protocol
     if together is None:
         return [_encoded_alone(model, query) for query in queries]
@@ -36,6 +47,30 @@ def batch_or_each(items: list[Item], call: Callable[[list[Item]], Sequence[Any]]
         except Exception as err:  # noqa: BLE001 (that item's own error)
             outcomes.append(err)
     return outcomes
+
+
+def _with_engine_base(model: ServableModel, queries: Sequence[Query],
+                      engine_base: EngineBase | None) -> list[RoutedQuery | Exception]:
+    encoded: list[Any] = []
+    for query in queries:
+        try:
+            encoded.append(model.encode_query(query.image, query.question, query.answer))
+        except Exception as err:  # noqa: BLE001 (the query's own error, returned in its slot)
+            encoded.append(err)
+    ready = [e for e in encoded if not isinstance(e, Exception)]
+    if not ready:
+        return encoded
+    if engine_base is None:
+        error = RuntimeError("this model's base routing is read from the generation engine, and none was given "
+                             "(serve it, or load it with weights: full)")
+        return [e if isinstance(e, Exception) else error for e in encoded]
+    layers = tuple(model.routed_layers)
+    # A text+image model's engine prompt is its chat text and image: no routing goes into it.
+    found = iter(engine_base([model.engine_prompts(e.batch, None)[0] for e in ready], layers))
+    device = getattr(model, "device", torch.device("cpu"))
+    return [e if isinstance(e, Exception) else
+            RoutedQuery(e, torch.tensor([rows[layer] for layer in layers], dtype=torch.float32, device=device))
+            for e, rows in ((e, None if isinstance(e, Exception) else next(found)) for e in encoded)]
 
 
 def _encoded_alone(model: ServableModel, query: Query) -> RoutedQuery | Exception:

@@ -26,7 +26,9 @@ from r2t2.routing.reroute import routing_layout
 log = logging.getLogger(__name__)
 DEFAULT_INDEX = "embedded"  # the embedded family's default index (every family's is named after it)
 DEFAULT_INDEX_SPEC = {"source": "builtin", "split": "reference", "limit": 8000, "seed": 0}
-SERVE_OPTIONS = ("model_name", "index_dir", "default_index", "build_default_index", "r2t2", "device", "embedder")
+SERVE_OPTIONS = ("model_name", "index_dir", "default_index", "build_default_index", "r2t2", "device", "dtype",
+                 "embedder")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}  # the weights' dtype a pipeline may load
 
 
 def load_pipeline(config: dict[str, Any] | None = None) -> ReroutePipeline:
@@ -35,10 +37,12 @@ def load_pipeline(config: dict[str, Any] | None = None) -> ReroutePipeline:
     `config["checkpoint"]` is a checkpoint directory or a shipped family name (default "embedded"); the
     other keys are `serve_model`'s. The re-routing defaults are the shipped ones, over them the family
     config's `r2t2_defaults`, over those the config's `r2t2`. Builds the default index on first use when the store has none for
-    this model.
+    this model. `config["dtype"]` ("float32", the default, or "bfloat16") is the model weights' dtype;
+    `config["weights"]` ("full", the default, or "tail": a Hugging Face image-text checkpoint's language model
+    from its first routed layer on, its queries' base routing read from the serving engine) what it loads.
     """
     options = dict(config or {})
-    model = load_model(options.pop("checkpoint", "embedded"))
+    model = load_model(options.pop("checkpoint", "embedded"), _dtype(options), options.pop("weights", "full"))
     # The shipped settings, then the family config's own (`r2t2_defaults`), then the server config's.
     family = getattr(model, "r2t2_defaults", {})
     options["r2t2"] = {**SHIPPED_FAMILY_DEFAULTS, **family, **options.get("r2t2", {})}
@@ -51,7 +55,8 @@ def serve_model(model: ServableModel, family: str, options: dict[str, Any] | Non
     Options: `model_name` (default "r2t2-<family>"), `index_dir`, `default_index` (default: the family
     name), `build_default_index` (default True), `r2t2` (default strategy settings), `device` ("cpu", the
     default, or e.g. "cuda": the model, its batches, neighbour tensors and re-routing run there; the model
-    must then have `.to(device)`), `embedder` (the neighbour embedder, see `neighbour_embedder`; its indexes
+    must then have `.to(device)`), `dtype` ("float32", the default, or "bfloat16": the weights', half the memory;
+    routings and losses stay float32; a model loaded in another dtype must have `.to(dtype)`), `embedder` (the neighbour embedder, see `neighbour_embedder`; its indexes
     must have been built with it). Unknown options are a ValueError naming them. A model without vision rows
     re-routes its LM rows unless `r2t2` names another target.
     """
@@ -70,6 +75,11 @@ def serve_model(model: ServableModel, family: str, options: dict[str, Any] | Non
     # A model without vision rows (all its routing is the LM's) re-routes its LM rows unless told otherwise.
     target = {} if routing_layout(model).has("vision") else {"target": "lm"}
     defaults = RerouteConfig().replace(**{**target, **options.get("r2t2", {})})
+    dtype = _dtype(options)
+    if dtype != torch.float32:
+        if not callable(getattr(model, "to", None)):
+            raise ValueError(f"dtype {dtype} needs a model with .to(dtype); {type(model).__name__} has none")
+        model.to(dtype)
     device = torch.device(options.get("device") or "cpu")
     if device.type != "cpu":
         if not callable(getattr(model, "to", None)):
@@ -77,6 +87,13 @@ def serve_model(model: ServableModel, family: str, options: dict[str, Any] | Non
         model.to(device)
     return ReroutePipeline(model, embedder, registry, defaults=defaults, default_index=default_index,
                            model_name=options.get("model_name") or f"r2t2-{family}", family=family, device=device)
+
+
+def _dtype(options: dict[str, Any]) -> torch.dtype:
+    name = options.get("dtype") or "float32"
+    if name not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {name!r}")
+    return DTYPES[name]
 
 
 def ensure_default_index(model: ServableModel, embedder: Embedder, store: IndexStore,

@@ -18,7 +18,7 @@ from indexes.embedders import Embedder
 from indexes.reference_index import ReferenceIndex
 from indexes.registry import IndexRegistry
 from pipeline.answer_check import AnswerVerdict, answer_space, check_answer
-from pipeline.encode import batch_or_each, encode_queries
+from pipeline.encode import EngineBase, batch_or_each, encode_queries
 from pipeline.neighbours import Found, NeighbourSource, pool_neighbours
 from pipeline.protocol import BaseReady, ModelInfo, Prepared, ServeRequest
 from pipeline.query import Query, Rerouted
@@ -46,6 +46,7 @@ class ReroutePipeline:
         self.family = family
         self.layout: RoutingLayout = routing_layout(model)
         self._neighbours = NeighbourSource(model, embedder, registry, default_index, device)
+        self._engine_base: EngineBase | None = None
 
     def info(self) -> ModelInfo:
         """What a client or the server needs to know about the served model."""
@@ -56,7 +57,13 @@ class ReroutePipeline:
                          # An adapter model may read questions of any length; the shipped families cap them.
                          max_question_tokens=getattr(self.model, "max_question_tokens", None),
                          r2t2_defaults=asdict(self.defaults), embedder=self.embedder.name,
-                         device=str(self._neighbours.device))
+                         device=str(self._neighbours.device),
+                         base_from_engine=bool(getattr(self.model, "base_from_engine", False)))
+
+    def use_engine_base(self, engine_base: EngineBase) -> None:
+        """Where a model whose info says `base_from_engine` has its queries' base routing read (the server's
+        generator; set once at start, the same for every request)."""
+        self._engine_base = engine_base
 
     def reference_index(self, name: str | None = None) -> ReferenceIndex:
         """The current version of the index a request naming `name` (None: the default) would search."""
@@ -98,7 +105,7 @@ class ReroutePipeline:
         re-routing.
         """
         started = time.perf_counter()
-        encoded = encode_queries(self.model, queries)
+        encoded = encode_queries(self.model, queries, self._engine_base)
         encode_seconds = time.perf_counter() - started
         found: list[Found | Exception] = []
         for position, (query, routed) in enumerate(zip(queries, encoded)):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypedDict, runtime_checkable
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, NotRequired, TypedDict, runtime_checkable
 
 from PIL import Image
 
@@ -62,6 +62,9 @@ class ModelInfo(TypedDict):
     r2t2_defaults: dict[str, Any]
     embedder: str
     device: str
+    # True: its queries' base routing is read from the generation engine (`use_engine_base`), the model holding
+    # only what re-routing needs (e.g. the language model from its first routed layer on)
+    base_from_engine: NotRequired[bool]
 
 
 @runtime_checkable

@@ -13,6 +13,13 @@ from r2t2.routing import import_strategies
 from serving.config import ModelEntry, ServerConfig
 
 
+def whole_model(entry: ModelEntry) -> dict[str, Any]:
+    """`build_pipeline`'s extra keys for a pipeline that builds indexes (the start-up checks, the index manager):
+    a model whose entry loads only part of its weights for re-routing (`weights: tail`) is loaded whole there,
+    since answering references needs all of it."""
+    return {"weights": "full"} if "weights" in entry.pipeline else {}
+
+
 def build_pipeline(config: ServerConfig, entry: ModelEntry, **extra: Any) -> Pipeline:
     """Call `entry.pipeline_factory` with the entry's pipeline config, `extra` keys laid over it; what it builds
     must be a `Pipeline` (TypeError naming the factory otherwise). The server's own strategy modules are imported

@@ -12,6 +12,7 @@ from r2t2.model.lm_routing import pinned_rows, routing_at
 from r2t2.model.qwen3vl import IGNORE, answer_routing, chat_inputs, generate_answers
 
 SAMPLES = 12
+STATE_FIELDS = ("states", "positions", "deepstack")  # what an index keeps of a reference for lm_tail.py
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +88,13 @@ def test_routing_loss_runs_the_answer_tail_alone_and_equals_the_whole_forward(qw
     images, questions, answers = [s.image for s in samples], [s.question for s in samples], [s.answer for s in samples]
     assert torch.allclose(model.routing_loss(batch, moved, pinned=everything),
                           _full_forward_loss(model, images, questions, answers, moved, everything), atol=1e-5)
-    assert batch.memo("answer tail", lambda: None).past is not None  # the image and question ran once, ahead
+    # A reference's index kept its states at the first re-routed layer: its losses start there, and everything
+    # before its first answer position ran once, ahead.
+    assert batch.memo("state tail", lambda: None).past is not None
+    older = model.reference_batch({k: v for k, v in encoded.payload.items() if k not in STATE_FIELDS})
+    assert older.states is None  # an index built before states were kept: the image and question run once, ahead
+    assert torch.equal(model.routing_loss(older, moved, pinned=everything), model.routing_loss(batch, moved, pinned=everything))
+    assert older.memo("answer tail", lambda: None).past is not None
 
     # A checkpoint that answers in many tokens (the shipped family's answers are one word, one token): a long
     # answer beside a short question reaches back over that prompt's image, so every call runs the whole
@@ -149,3 +156,43 @@ def test_served_defaults_target_its_lm_rows(qwen3vl, tmp_path) -> None:
     assert pipeline.defaults.target == "lm" and pipeline.info()["engine_input"] == TEXT_IMAGE
     with pytest.raises(ValueError, match="vision"):
         pipeline.config_for({"target": "vision"})
+
+
+def test_references_keep_their_states_at_the_first_rerouted_layer(qwen3vl) -> None:
+    """The index payload holds each reference's states entering the first re-routed layer (here layer 0, so the
+    deepstack features added after it too); with fewer rows the tail starts later, drops the deepstack, and its
+    losses and gradients are still the whole forward's."""
+    model, samples, encoded = qwen3vl
+    assert {"states", "positions", "deepstack"} <= set(encoded.payload)
+    assert encoded.payload["states"].shape[:2] == (SAMPLES, encoded.payload["positions"].shape[2])
+    assert encoded.payload["deepstack"].shape[:2] == (SAMPLES, 1)
+
+    later = ImageTextModel(model.lm_path, lm_rows=2)  # rows lm.layer2, lm.layer3: the tail is 2 of 4 layers
+    references = later.encode_references(samples)
+    assert "deepstack" not in references.payload
+    assert torch.allclose(torch.from_numpy(references.routings), torch.from_numpy(encoded.routings[:, 2:]), atol=1e-5)
+    batch = later.reference_batch(references.payload)
+    moved = torch.softmax(2 * torch.randn(references.routings.shape, generator=torch.Generator().manual_seed(3)), -1)
+    moved.requires_grad_(True)
+    images, questions, answers = [s.image for s in samples], [s.question for s in samples], [s.answer for s in samples]
+    loss = later.routing_loss(batch, moved, pinned=(True, True))
+    assert torch.allclose(loss, _full_forward_loss(later, images, questions, answers, moved, (True, True)), atol=1e-5)
+    joined = later.join_batches([batch[[0, 1]], batch[[4]]])
+    assert torch.allclose(later.routing_loss(joined, moved[[0, 1, 4]].detach(), pinned=(True, True)), loss[[0, 1, 4]].detach(),
+                          atol=1e-5)
+    loss.sum().backward()
+    assert moved.grad.abs().sum() > 0
+
+
+def test_bfloat16_weights_keep_bfloat16_states_and_float32_routings(tmp_path) -> None:
+    model = load_model("qwen3vl", dtype=torch.bfloat16)
+    assert model.model.dtype == torch.bfloat16
+    samples = load_split("test", limit=4, seed=7)
+    encoded = model.encode_references(samples)
+    assert encoded.routings.dtype.name == "float32" and encoded.payload["states"].dtype.name == "uint16"
+    batch = model.reference_batch(encoded.payload)
+    assert batch.states.dtype == torch.bfloat16
+    loss = model.routing_loss(batch, torch.from_numpy(encoded.routings), pinned=(True,) * 4)
+    assert loss.dtype == torch.float32 and torch.isfinite(loss).all()
+    with pytest.raises(Exception, match="float32 only"):
+        load_model("embedded", dtype=torch.bfloat16)

@@ -68,3 +68,40 @@ def test_a_probe_of_a_layer_the_model_does_not_have_is_an_error(engine) -> None:
     with pytest.raises(RuntimeError, match="read the routers of layers"):
         loop.run_until_complete(backend.router_distributions(prompt, (0, 99)))
 
+
+def test_a_re_router_holding_only_the_tail_re_routes_from_the_engines_base_routing(engine, tmp_path) -> None:
+    """A pipeline of the model loaded as its tail (`weights: tail`) reads its queries' base routing from the
+    engine and re-routes with NGD as the whole model does, from references whose states the index kept."""
+    from indexes.embedders import neighbour_embedder
+    from indexes.specs import build_from_spec
+    from indexes.store import IndexStore
+    from pipeline.factory import load_pipeline
+    from pipeline.query import Query
+
+    model, _, backend, loop = engine
+    store = IndexStore(tmp_path)
+    build_from_spec("refs", {"source": "builtin", "split": "reference", "limit": 96, "seed": 0}, model,
+                    neighbour_embedder(None, model), store)
+    options = {"checkpoint": "qwen3vl", "index_dir": str(tmp_path), "default_index": "refs",
+               "build_default_index": False}
+    whole, tail = load_pipeline(options), load_pipeline({**options, "weights": "tail"})
+    assert tail.info()["base_from_engine"] and not whole.info()["base_from_engine"]
+    samples = load_split("paraphrase-val", limit=4, seed=2)
+    config = tail.config_for({"strategy": "ngd", "steps": 3})
+    queries = [Query(s.image, s.question, config, None) for s in samples]
+    refused = tail.rerouted_many(queries[:1])[0]
+    assert isinstance(refused, RuntimeError) and "read from the generation engine" in str(refused)
+
+    def engine_base(prompts, layers):
+        async def read():
+            return await asyncio.gather(*(backend.router_distributions(p, layers) for p in prompts))
+        return loop.run_until_complete(read())
+
+    tail.use_engine_base(engine_base)
+    for expected, got in zip(whole.rerouted_many(queries), tail.rerouted_many(queries)):
+        assert torch.allclose(got.result.base_routing, expected.result.base_routing, atol=2e-3)
+        assert got.result.neighbours and [n.id for n in got.result.neighbours] == [n.id for n in expected.result.neighbours]
+        assert torch.allclose(got.result.routing, expected.result.routing, atol=2e-2)
+    answer_space = tail.rerouted_many([Query(samples[0].image, samples[0].question,
+                                             tail.config_for({"strategy": "answer_space"}), None)])[0]
+    assert isinstance(answer_space, ValueError) and "needs the whole model" in str(answer_space)

@@ -14,6 +14,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer
 
@@ -89,13 +90,21 @@ def read_config(directory: Path) -> ModelConfig:
     return config
 
 
-def load_model(directory: str | Path = DEFAULT_CHECKPOINT) -> ServableModel:
+def load_model(directory: str | Path = DEFAULT_CHECKPOINT, dtype: torch.dtype = torch.float32,
+               weights: str = "full") -> ServableModel:
     """A frozen model in eval mode (parameters never require grad: strategies only move routing): a composed
     family's `MultimodalMoE`, or for a Hugging Face image-text checkpoint (the `qwen3vl` family, a published
-    Qwen3-VL-MoE) its adapter, `ImageTextModel`."""
+    Qwen3-VL-MoE) its adapter, `ImageTextModel`. `dtype` is its weights' (float32 or bfloat16); routings and
+    losses stay float32. `weights` "tail" loads an image-text checkpoint's language model from its first routed
+    layer on (see `ImageTextModel`)."""
     directory = resolve_checkpoint(directory)
     if is_image_text_checkpoint(directory):
-        return ImageTextModel(directory)
+        return ImageTextModel(directory, dtype=dtype, weights=weights)
+    if weights != "full":
+        raise ModelConfigError("weights", f"{directory.name} is a composed family, loaded whole (weights: full) only")
+    if dtype != torch.float32:  # a composed family is a few MB: its float32 weights cost nothing worth halving
+        raise ModelConfigError("dtype", f"{directory.name} is a composed family, served in float32 only; "
+                                        f"bfloat16 is for Hugging Face image-text checkpoints")
     config = read_config(directory)
     # Expert weight files only seed training; the trained weights are in vision.safetensors.
     config = dataclasses.replace(config, experts=tuple(dataclasses.replace(e, weights=None) for e in config.experts))

@@ -20,13 +20,14 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
+from transformers import AutoConfig, AutoProcessor
 
 from r2t2.data.answers import same_answer
 from r2t2.data.sample import Sample
@@ -35,13 +36,15 @@ from r2t2.model.chat_batch import ChatBatch
 from r2t2.model.config import ImageTextConfig, ModelConfigError
 from r2t2.model.fingerprint import FINGERPRINT
 from r2t2.model.hf_checkpoint import FAMILY, fingerprint
-from r2t2.model.lm_routing import LmRouting, install_router_hooks, moe_layers, pinned_rows, routing_at
+from r2t2.model.lm_routing import LmRouting, install_router_hooks, pinned_rows, routing_at
+from r2t2.model.lm_tail import LmTail, TailStates, capture_states, deepstack_in_tail, left_padded, right_padded
 from r2t2.engine_prompt import TEXT_IMAGE, LmPositions, TextImagePrompt
 from r2t2.model.protocol import EncodedBatch, EncodedQuery
 from r2t2.model.qwen3vl import load_checkpoint, prompt
 from r2t2.model.tokenizer import IM_END, IMAGE_PAD
 from r2t2.routing.layout import LayoutRow, RoutingLayout
 
+Weights = Literal["full", "tail"]  # what a model loads: all of it, or the LM from its first routed layer on
 DEFAULT_LM_ROWS = 5  # C3PO's critical layers: the last five MoE layers (all of them when there are fewer)
 
 
@@ -60,20 +63,38 @@ class ImageTextModel:
 
     engine_input = TEXT_IMAGE
 
-    def __init__(self, directory: Path, lm_rows: int = DEFAULT_LM_ROWS) -> None:
+    def __init__(self, directory: Path, lm_rows: int = DEFAULT_LM_ROWS, dtype: torch.dtype = torch.float32,
+                 weights: Weights = "full") -> None:
+        """`dtype` is the weights' (float32, or bfloat16 as the published checkpoint ships them: half the memory);
+        routing rows, losses and captured distributions are float32 either way. `weights` "tail" loads only the
+        language model from its first routed layer on (lm_tail.py): enough for the losses of references whose
+        index kept their states, while a query's base routing comes from the engine's prefill
+        (`base_from_engine`); what needs the whole model (answers, index builds, a query's own losses) is
+        refused, naming it."""
         directory = Path(directory)
-        self.model, self.processor = load_checkpoint(directory)
+        hf_config = AutoConfig.from_pretrained(directory)
+        text = hf_config.text_config
+        sparse = _sparse_layers(text)
+        self._layers = tuple(sparse[-lm_rows:]) if lm_rows else ()
+        if not self._layers:
+            raise ModelConfigError("lm_rows", f"{directory} routes no MoE layer (lm_rows={lm_rows})")
+        if weights == "full":
+            self.model, self.processor = load_checkpoint(directory, dtype)
+            install_router_hooks(self.model, self._layers)
+            self._tail = LmTail.of(self.model, self._layers[0])  # what a reference's losses run, from cached states
+        elif weights == "tail":
+            self.model, self.processor = None, AutoProcessor.from_pretrained(directory)
+            self._tail = LmTail.load(directory, self._layers[0], dtype)
+            install_router_hooks(self._tail.text, self._layers)
+        else:
+            raise ModelConfigError("weights", f"must be full or tail, got {weights!r}")
+        self.base_from_engine: bool = weights == "tail"
+        self._hidden = text.hidden_size
         family = directory / FAMILY  # the r2t2 family config a trained checkpoint carries
         config = ImageTextConfig.from_dict(json.loads(family.read_text()), family) if family.is_file() else None
         self.family: str = config.name if config is not None else directory.name
         self.r2t2_defaults: dict = config.r2t2_defaults if config is not None else {}  # the family's, as served
-        text = self.model.config.text_config
         self.tokenizer = self.processor.tokenizer
-        sparse = [i for i, layer in enumerate(moe_layers(self.model)) if _is_sparse(layer)]
-        self._layers = tuple(sparse[-lm_rows:]) if lm_rows else ()
-        if not self._layers:
-            raise ModelConfigError("lm_rows", f"{directory} routes no MoE layer (lm_rows={lm_rows})")
-        install_router_hooks(self.model, self._layers)
         experts = tuple(f"e{e}" for e in range(text.num_experts))
         self.routing_layout = RoutingLayout(tuple(LayoutRow(f"lm.layer{layer}", "lm", experts, layer=layer)
                                                   for layer in self._layers))
@@ -82,18 +103,42 @@ class ImageTextModel:
         self._max_answer_tokens = config.max_answer_tokens if config is not None else 16
         self._side = _square_side(config.image_pixels if config is not None
                                   else self.processor.image_processor.size["shortest_edge"],
-                                  self.model.config.vision_config)
+                                  hf_config.vision_config)
         self._image_token = self.tokenizer.convert_tokens_to_ids(IMAGE_PAD)
         self._end = self.tokenizer.convert_tokens_to_ids(IM_END)
         self._pad = self.tokenizer.pad_token_id
         self._prompt_width = self._prompt_ids([Image.new("RGB", (self._side, self._side))], [""])[0].shape[1] \
             + self.max_question_tokens
+        self._states_width = self._prompt_width + self._max_answer_tokens - 1  # a reference's cached positions
         self.lm_path: Path = directory
         self.fingerprint: str = fingerprint(directory)
         recorded = directory / FINGERPRINT
         if recorded.exists() and recorded.read_text().strip() != self.fingerprint:
             raise ModelConfigError("fingerprint", f"the weights in {directory} hash to {self.fingerprint}, not the "
                                                   f"recorded {recorded.read_text().strip()}: files changed or corrupt")
+
+    @property
+    def device(self) -> torch.device:
+        return self._tail.head.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._tail.head.weight.dtype
+
+    def to(self, target: torch.device | str | torch.dtype) -> "ImageTextModel":
+        """Move the weights to a device (e.g. a GPU; every batch's inputs follow them there) or a dtype."""
+        if self.model is not None:
+            self.model.to(target)
+        else:
+            self._tail.to(target)
+        return self
+
+    def _whole(self, need: str) -> torch.nn.Module:
+        """The whole model, which `need` runs; refused (ValueError) when only the tail was loaded."""
+        if self.model is None:
+            raise ValueError(f"{need} needs the whole model, and this one loaded only the language model's layers "
+                             f"from lm.layer{self._layers[0]} on (weights: tail)")
+        return self.model
 
     # ---- RoutedModel ----------------------------------------------------------------------------------
     @property
@@ -104,6 +149,11 @@ class ImageTextModel:
         """[L, E]: each routed layer's router distribution at the last prompt token of the query."""
         return self._answer_routing(query[[0]])[0]
 
+    @property
+    def routed_layers(self) -> tuple[int, ...]:
+        """The decoder layers of the routing rows, in row order (what an engine reads a base routing from)."""
+        return self._layers
+
     def routing_loss(self, batch: ChatBatch, routing: Tensor, pinned: Sequence[bool] | None = None,
                      lm_positions: LmPositions = "answer") -> Tensor:
         """Mean answer cross-entropy per sample [B] with the pinned LM rows of `routing` ([L, E] or [B, L, E])
@@ -113,10 +163,17 @@ class ImageTextModel:
 
         The rows change nothing before the answer position, so the image and most of the prompt are run once
         per batch (their keys and values kept on it) and each call runs only the last tokens: those holding
-        the answer positions of every sample."""
-        prompt = batch.memo("answer tail", lambda: self._answer_tail(batch))
-        with routing_at(pinned_rows(self.routing_layout, routing, pinned, prompt.answer, lm_positions)):
-            logits = self.model(**prompt.inputs, past_key_values=copy.deepcopy(prompt.past), use_cache=True).logits
+        the answer positions of every sample. References whose index kept their states at the first re-routed
+        layer run only the layers from there on (lm_tail.py)."""
+        if batch.states is not None:
+            prompt = batch.memo("state tail", lambda: self._state_tail(batch))
+            with routing_at(pinned_rows(self.routing_layout, routing, pinned, prompt.answer, lm_positions)):
+                logits, _ = self._tail.forward(prompt.inputs, copy.deepcopy(prompt.past))
+        else:
+            self._whole("a loss over samples without cached states (a query, or an index built before states were kept)")
+            prompt = batch.memo("answer tail", lambda: self._answer_tail(batch))
+            with routing_at(pinned_rows(self.routing_layout, routing, pinned, prompt.answer, lm_positions)):
+                logits = self.model(**prompt.inputs, past_key_values=copy.deepcopy(prompt.past), use_cache=True).logits
         token_loss = F.cross_entropy(logits.transpose(1, 2).float(), prompt.targets, reduction="none", ignore_index=-100)
         return token_loss.sum(1) / (prompt.targets != -100).sum(1).clamp_min(1)
 
@@ -128,7 +185,7 @@ class ImageTextModel:
         length = ids.shape[1]
         targets = torch.full_like(ids, -100)
         for b, count in enumerate(batch.answer_lengths.tolist()):
-            targets[b, length - count:] = batch.answer_ids[b, :count]  # predicted from the last prompt token on
+            targets[b, length - count:] = batch.answer_ids[b, :count].to(targets.device)  # predicted from the last prompt token on
         split = int(answer.any(0).nonzero().min())  # the first position that is some sample's answer position
         images = inputs["mm_token_type_ids"]
         positions, _ = self.model.model.get_rope_index(ids, images, image_grid_thw=inputs["image_grid_thw"],
@@ -143,6 +200,19 @@ class ImageTextModel:
         tail = {"input_ids": ids[:, split:], "attention_mask": inputs["attention_mask"],
                 "position_ids": positions[..., split:]}
         return _AnswerTail(tail, past, answer[:, split:], targets[:, split:])
+
+    def _state_tail(self, batch: ChatBatch) -> _AnswerTail:
+        """`_answer_tail` from cached states: every sequence left-padded to end together, run through the tail
+        layers up to the first answer position of any sample."""
+        states, answer, targets = left_padded(batch, self._image_token, self._hidden, self.dtype,
+                                              len(self._tail.deepstack_layers))
+        states = TailStates(*(t.to(self.device) for t in (states.hidden, states.positions, states.attention)),
+                            tuple(d.to(self.device) for d in states.deepstack))
+        answer, targets = answer.to(self.device), targets.to(self.device)
+        split = int(answer.any(0).nonzero().min())
+        with torch.no_grad():
+            _, past = self._tail.forward(states[:split], head=False)
+        return _AnswerTail(states[split:], past, answer[:, split:], targets[:, split:])
 
     def join_batches(self, batches: Sequence[ChatBatch]) -> ChatBatch:
         """One batch of every sample: the neighbours of several requests in one `routing_loss` call."""
@@ -181,22 +251,40 @@ class ImageTextModel:
         generated token (the last prompt token alone with `lm_positions` "first"), as in the vLLM engine."""
         inputs, _ = self._inputs(batch, with_answers=False)
         length = inputs["input_ids"].shape[1]
-        applied = pinned_rows(self.routing_layout, routing, pinned, torch.zeros(len(batch), length, dtype=torch.bool),
-                              lm_positions)
+        applied = pinned_rows(self.routing_layout, routing, pinned,
+                              torch.zeros(len(batch), length, dtype=torch.bool, device=self.device), lm_positions)
         if applied is not None:
             applied.answer, applied.answer_from = None, length - 1  # marked per call, as the key/value cache grows
         with routing_at(applied):
-            output = self.model.generate(**inputs, max_new_tokens=self._max_answer_tokens, do_sample=False)
+            output = self._whole("an answer of the torch model").generate(**inputs, max_new_tokens=self._max_answer_tokens, do_sample=False)
         return [text.strip() for text in self.processor.batch_decode(output[:, length:], skip_special_tokens=True)]
 
     def encode_references(self, samples: Sequence[Sample]) -> EncodedBatch:
         """Answer reference samples with the routers; store their images, prompts, answers and LM routing."""
         questions = [self._cut(s.question) for s in samples]
         batch = self._batch([s.image for s in samples], questions, [s.answer for s in samples])
-        routing = self._answer_routing(batch)
+        routing, batch = self._with_states(batch)
         answers = self.answer(batch, routing)
         correct = np.asarray([same_answer(a, s.answer) for a, s in zip(answers, samples)], dtype=bool)
-        return EncodedBatch(batch.payload(), routing.numpy(), correct)
+        return EncodedBatch(batch.payload(), routing.cpu().numpy(), correct)
+
+    def _with_states(self, batch: ChatBatch) -> tuple[Tensor, ChatBatch]:
+        """One forward of the references with their answers: their routing [B, L, E] at the last prompt token,
+        and the batch holding their states at the first re-routed layer (right-padded, lm_tail.py)."""
+        model = self._whole("an index build")
+        inputs, answer = self._inputs(batch, with_answers=True)
+        ids = inputs["input_ids"]
+        positions, _ = model.model.get_rope_index(ids, inputs["mm_token_type_ids"],
+                                                       image_grid_thw=inputs["image_grid_thw"],
+                                                       attention_mask=inputs["attention_mask"])
+        at_last_prompt_token = LmRouting(self._layers, answer, capture=True, positions="first")
+        with torch.no_grad(), capture_states(model, self._tail.first) as seen, routing_at(at_last_prompt_token):
+            model(**inputs, position_ids=positions, logits_to_keep=1)
+        routing = torch.stack([at_last_prompt_token.captured[layer] for layer in self._layers], dim=1).float()
+        hidden = seen["hidden"].cpu()
+        deepstack = [d.cpu() for d in deepstack_in_tail(seen, self._tail, tuple(hidden.shape))]
+        return routing, right_padded(batch, hidden, positions.cpu(), deepstack, inputs["attention_mask"].sum(1).tolist(),
+                                     (ids == self._image_token).cpu(), self._states_width)
 
     def reference_batch(self, payload: dict[str, np.ndarray]) -> ChatBatch:
         return ChatBatch.from_payload(payload)
@@ -205,10 +293,10 @@ class ImageTextModel:
     def _answer_routing(self, batch: ChatBatch) -> Tensor:
         """[B, L, E] float32: each routed layer's router distribution at each sample's last prompt token."""
         inputs, _ = self._inputs(batch, with_answers=False)
-        last = torch.zeros(inputs["input_ids"].shape, dtype=torch.bool)
+        last = torch.zeros(inputs["input_ids"].shape, dtype=torch.bool, device=self.device)
         last[:, -1] = True
         with torch.no_grad(), routing_at(LmRouting(self._layers, last, capture=True)) as seen:
-            self.model(**inputs, logits_to_keep=1)
+            self._whole("a base routing computed in the re-router")(**inputs, logits_to_keep=1)
         return torch.stack([seen.captured[layer] for layer in self._layers], dim=1).float()
 
     def _inputs(self, batch: ChatBatch, with_answers: bool) -> tuple[dict[str, Tensor], Tensor]:
@@ -231,10 +319,10 @@ class ImageTextModel:
             answer[b, length - count:] = True
         pixels = batch.memo("pixels", lambda: self.processor.image_processor(images=batch.pil_images(),
                                                                              return_tensors="pt"))
-        inputs = {"input_ids": input_ids, "attention_mask": attention, "pixel_values": pixels["pixel_values"],
-                  "image_grid_thw": pixels["image_grid_thw"],
-                  "mm_token_type_ids": (input_ids == self._image_token).int()}
-        return inputs, answer
+        inputs = {"input_ids": input_ids, "attention_mask": attention,
+                  "pixel_values": pixels["pixel_values"].to(self.dtype),
+                  "image_grid_thw": pixels["image_grid_thw"], "mm_token_type_ids": (input_ids == self._image_token).int()}
+        return {key: value.to(self.device) for key, value in inputs.items()}, answer.to(self.device)
 
     def _batch(self, images: Sequence[Image.Image], questions: Sequence[str], answers: Sequence[str]) -> ChatBatch:
         squares = [image.convert("RGB").resize((self._side, self._side), Image.BILINEAR) for image in images]
@@ -275,15 +363,16 @@ class _AnswerTail:
     values; None when nothing could be run ahead): the keyword inputs of the rest, its answer marks and its
     targets (-100 where no answer token is predicted)."""
 
-    inputs: dict[str, Tensor]
+    inputs: dict[str, Tensor] | TailStates
     past: Any
     answer: Tensor  # [B, T] bool
     targets: Tensor  # [B, T]
 
 
-def _is_sparse(layer: torch.nn.Module) -> bool:
-    gate = getattr(getattr(layer, "mlp", None), "gate", None)
-    return gate is not None and hasattr(gate, "top_k")
+def _sparse_layers(text: object) -> list[int]:
+    """The decoder layers with a sparse MoE block, by the architecture's rule (transformers' decoder layer)."""
+    return [i for i in range(text.num_hidden_layers) if i not in text.mlp_only_layers
+            and text.num_experts > 0 and (i + 1) % text.decoder_sparse_step == 0]
 
 
 def _square_side(pixels: int, vision_config: object) -> int:

@@ -134,7 +134,7 @@ def route_tokens(layer: int, logits: Tensor, top_k: int, normalise: bool,
 
 def moe_layers(lm: nn.Module) -> list[nn.Module]:
     """The decoder layers of a Hugging Face causal LM (or the text model of a vision-language one)."""
-    for path in ("model.layers", "model.language_model.layers", "language_model.model.layers"):
+    for path in ("model.layers", "model.language_model.layers", "language_model.model.layers", "layers"):
         found: nn.Module | None = lm
         for part in path.split("."):
             found = getattr(found, part, None)

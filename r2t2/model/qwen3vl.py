@@ -64,9 +64,9 @@ def build_processor(config: ImageTextConfig, tokenizer: PreTrainedTokenizerFast)
                             chat_template=CHAT_TEMPLATE)
 
 
-def load_checkpoint(directory: str | Path) -> tuple[PreTrainedModel, ProcessorMixin]:
-    """Model (float32, eval mode, frozen) and processor of a saved checkpoint, read by transformers alone."""
-    model = AutoModelForImageTextToText.from_pretrained(directory, dtype=torch.float32)
+def load_checkpoint(directory: str | Path, dtype: torch.dtype = torch.float32) -> tuple[PreTrainedModel, ProcessorMixin]:
+    """Model (in `dtype`, eval mode, frozen) and processor of a saved checkpoint, read by transformers alone."""
+    model = AutoModelForImageTextToText.from_pretrained(directory, dtype=dtype)
     return model.eval().requires_grad_(False), AutoProcessor.from_pretrained(directory)
 
 

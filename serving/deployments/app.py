@@ -11,6 +11,7 @@ from serving.config import ServerConfig, actor_options
 from serving.deployments.generator import Generator
 from serving.deployments.index_manager import IndexManager
 from serving.deployments.ingress import Ingress
+from serving.deployments.names import deployment_name
 from serving.deployments.rerouter import ReRouter
 
 
@@ -18,11 +19,6 @@ from serving.deployments.rerouter import ReRouter
 # deployment, one after the other) and is stopped after 3 s at most (default 20 s), which a request in flight on
 # the embedded model needs a third of: with the rest of the stop (serving/lifecycle/stopping.py) within 10 s.
 SHUTDOWN = {"graceful_shutdown_wait_loop_s": 0.2, "graceful_shutdown_timeout_s": 3.0}
-
-
-def deployment_name(kind: str, model: str) -> str:
-    """Deployments are per model, so their names carry the model id (unique by config validation)."""
-    return f"{kind}-{model}"
 
 
 def build_app(config: ServerConfig, engines: Mapping[str, tuple[str, str]] | None = None) -> Application:

@@ -63,6 +63,15 @@ class Generator:
                 raise ServiceUnavailable("the generation engine is not healthy; retry shortly") from None
             raise
 
+    async def base_routing(self, prompt: EnginePrompt, layers: tuple[int, ...]) -> dict[int, list[float]]:
+        """The router distributions of `layers` at the prompt's last token, from the engine's prefill: the base
+        routing of a model whose re-router holds only the layers it re-routes."""
+        read = getattr(self._backend, "router_distributions", None)
+        if read is None:
+            raise RuntimeError(f"the {type(self._backend).__name__} cannot read a base routing: serve this model "
+                               f"with the vllm backend, or with weights: full")
+        return await read(prompt, tuple(layers))
+
     def max_model_len(self) -> int:
         """The context length the engine serves (the config's, capped at the LM's positions)."""
         return self._backend.max_model_len

@@ -33,7 +33,7 @@ from serving.config import ServerConfig
 from serving.api.errors import ApiError, Conflict, Forbidden, InvalidRequest, NotFound
 from serving.api.logs import quiet_client_errors
 from pipeline.protocol import Pipeline
-from serving.pipelines import build_pipeline
+from serving.pipelines import build_pipeline, whole_model
 
 logger = logging.getLogger("ray.serve")
 JOB_RECORDS = ".jobs"  # beside the indexes in the store's root (not an index name: those start alphanumeric)
@@ -195,7 +195,9 @@ class IndexManager:
 
     def _pipeline(self, model: str) -> Pipeline:
         if model not in self._pipelines:
-            self._pipelines[model] = build_pipeline(self._config, self._config.model(model), build_default_index=False)
+            entry = self._config.model(model)
+            self._pipelines[model] = build_pipeline(self._config, entry, build_default_index=False,
+                                                    dtype=self._config.rerouter_options(entry).dtype, **whole_model(entry))
         return self._pipelines[model]
 
     def __del__(self) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from PIL import Image
 from ray import serve
+from ray.serve.handle import DeploymentHandle
 
 from indexes.registry import ForeignIndexError
 from pipeline.protocol import ModelInfo, ServeRequest
@@ -17,6 +18,7 @@ from pipeline.record import RecordReplica
 from r2t2.compat import install_torchvision_fix
 from r2t2.engine_prompt import EnginePrompt
 from serving.deployments.batcher import ContinuousBatcher
+from serving.deployments.names import deployment_name
 from serving.config import ServerConfig
 from serving.api.errors import IndexOfAnotherModel, from_pipeline_error
 from serving.api.logs import quiet_client_errors
@@ -53,11 +55,23 @@ class ReRouter:
         self._replica = this_replica()  # each record says which replica, on which node, re-routed it
         entry = config.model(model_name)
         options = config.rerouter_options(entry)
-        self._pipeline = build_pipeline(config, entry, device=options.device)
+        self._pipeline = build_pipeline(config, entry, device=options.device, dtype=options.dtype)
+        self._generator: DeploymentHandle | None = None
+        if self._pipeline.info().get("base_from_engine"):  # the model holds only what re-routing needs
+            self._pipeline.use_engine_base(self._engine_base)
         # The pipeline's batch call runs in a worker thread, so this replica keeps answering health checks.
         self._batcher = ContinuousBatcher(self._prepare_jobs, options.max_batch_size, options.batch_wait_s)
         # Hot swap: follow each index's CURRENT pointer. A request keeps the snapshot it started with.
         self._pipeline.follow_indexes(config.indexes.refresh_interval_s)
+
+    def _engine_base(self, prompts: list[EnginePrompt], layers: tuple[int, ...]) -> list[dict[int, list[float]]]:
+        """Called from the batch's worker thread: each prompt's base LM routing, read by this model's generator from
+        its engine's prefill (which keeps the prompt in its prefix cache for the answer that follows)."""
+        if self._generator is None:
+            self._generator = serve.get_deployment_handle(deployment_name("Generator", self._model_name),
+                                                          serve.get_replica_context().app_name)
+        calls = [self._generator.base_routing.remote(_portable(prompt), layers) for prompt in prompts]
+        return [call.result() for call in calls]
 
     def _prepare_jobs(self, jobs: list[_Job]) -> list[Any]:
         return self._pipeline.prepare_many([job.request for job in jobs],

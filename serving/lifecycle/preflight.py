@@ -8,6 +8,8 @@ deployments, so that a generator can start its engine without waiting for its re
 """
 from __future__ import annotations
 
+import ctypes
+import gc
 import time
 from typing import Any
 
@@ -30,7 +32,7 @@ def check_models(config: ServerConfig, progress: StartupProgress | None = None) 
     """
     # Here, not at the top: the process that only supervises the server imports this module and no model code.
     from r2t2.routing import import_strategies
-    from serving.pipelines import build_pipeline
+    from serving.pipelines import build_pipeline, whole_model
 
     try:
         import_strategies(config.strategies)
@@ -45,9 +47,14 @@ def check_models(config: ServerConfig, progress: StartupProgress | None = None) 
                           f"about a minute on 2 cores)")
         tick = time.monotonic()
         try:
-            info = infos[entry.name] = build_pipeline(config, entry).info()
+            pipeline = build_pipeline(config, entry, dtype=config.rerouter_options(entry).dtype, **whole_model(entry))
+            info = infos[entry.name] = pipeline.info()
+            pipeline.close()
         except Exception as err:  # noqa: BLE001 (whatever the factory raises, the entry is at fault)
             raise StartupError(f"{where}: {err}") from err
+        finally:
+            pipeline = None
+            _release_memory()  # the server process keeps running: a large model must not stay resident in it
         if info["fingerprint"] in seen:
             raise StartupError(f"{where}: the same model (fingerprint {info['fingerprint']}) as "
                                f"{seen[info['fingerprint']]}; serve each model once")
@@ -56,6 +63,15 @@ def check_models(config: ServerConfig, progress: StartupProgress | None = None) 
             progress.line(f"model {entry.name} loaded in {time.monotonic() - tick:.1f} s; "
                           f"{_default_index(config, info['default_index'])}")
     return infos
+
+
+def _release_memory() -> None:
+    """Free what a checked pipeline held: collect its cycles, and hand freed heap pages back to the system."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the pages stay with the process until reused
+        pass
 
 
 def _default_index(config: ServerConfig, name: str) -> str:
