@@ -16,6 +16,7 @@ import pytest
 
 if TYPE_CHECKING:
     from selenium.webdriver.remote.webdriver import WebDriver
+    from selenium.webdriver.support.ui import WebDriverWait
 
     from conftest import RealServer
 
@@ -54,19 +55,23 @@ def console_errors(driver: WebDriver) -> list[str]:
     return [entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
 
 
-def open_page(driver: WebDriver, base: str) -> None:
-    from selenium.webdriver.support.ui import WebDriverWait
+def waiting(driver: WebDriver, timeout_s: float) -> WebDriverWait:
+    """A wait that polls again when the page re-rendered an element between finding and reading it."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.support import ui
 
+    return ui.WebDriverWait(driver, timeout_s, ignored_exceptions=(StaleElementReferenceException,))
+
+
+def open_page(driver: WebDriver, base: str) -> None:
     driver.get(base + "/playground")  # the redirect to /playground/ is part of what is tested
-    WebDriverWait(driver, 60).until(lambda d: d.find_element("css selector", "body").get_attribute("data-ready"))
+    waiting(driver, 60).until(lambda d: d.find_element("css selector", "body").get_attribute("data-ready"))
 
 
 def run_comparison(driver: WebDriver) -> dict[str, object]:
     """Submit the form and wait until every strategy's card has finished; returns the cards by strategy."""
-    from selenium.webdriver.support.ui import WebDriverWait
-
     driver.find_element("id", "run").click()
-    WebDriverWait(driver, RUN_TIMEOUT_S).until(lambda d: len(d.find_elements(
+    waiting(driver, RUN_TIMEOUT_S).until(lambda d: len(d.find_elements(
         "css selector", "#results .card.done, #results .card.failed")) == len(STRATEGIES))
     return {c.get_attribute("data-strategy"): c for c in driver.find_elements("css selector", "#results .card")}
 
@@ -148,13 +153,13 @@ def test_a_bad_image_shows_the_apis_error(real_server: RealServer, browser: WebD
 
 
 def test_indexes_panel_lists_describes_and_rebuilds(real_server: RealServer, browser: WebDriver) -> None:
-    from selenium.webdriver.support.ui import Select, WebDriverWait
+    from selenium.webdriver.support.ui import Select
 
     open_page(browser, real_server.base)
     listed = {r.get_attribute("data-index") for r in browser.find_elements("css selector", "#indexes-table tbody tr")}
     assert {"embedded"} <= listed
     browser.find_element("css selector", "#indexes-table tr[data-index=embedded] button").click()
-    manifest = WebDriverWait(browser, 30).until(lambda d: d.find_element("css selector", "#index-detail .manifest"))
+    manifest = waiting(browser, 30).until(lambda d: d.find_element("css selector", "#index-detail .manifest"))
     assert '"model_fingerprint"' in manifest.get_attribute("textContent")
 
     def start_rebuild(token: str) -> None:
@@ -168,17 +173,17 @@ def test_indexes_panel_lists_describes_and_rebuilds(real_server: RealServer, bro
         browser.find_element("id", "rebuild-start").click()
 
     start_rebuild("wrong-token")
-    refused = WebDriverWait(browser, 30).until(lambda d: d.find_element("css selector", "#rebuild-job .alert"))
+    refused = waiting(browser, 30).until(lambda d: d.find_element("css selector", "#rebuild-job .alert"))
     assert refused.text.startswith("Error: ") and "token" in refused.text.lower()
     start_rebuild(real_server.admin_token)
-    WebDriverWait(browser, 30).until(lambda d: d.find_element("css selector", "#job-progress"))
+    waiting(browser, 30).until(lambda d: d.find_element("css selector", "#job-progress"))
 
     def finished(driver: WebDriver) -> str | None:
         state = driver.find_element("css selector", "#rebuild-job .job-state").get_attribute("textContent")
         return state if state in ("succeeded", "failed") else None
 
-    assert WebDriverWait(browser, 180).until(finished) == "succeeded", browser.find_element("id", "rebuild-job").text
-    WebDriverWait(browser, 30).until(lambda d: d.find_elements("css selector", "#indexes-table tr[data-index=playground]"))
+    assert waiting(browser, 180).until(finished) == "succeeded", browser.find_element("id", "rebuild-job").text
+    waiting(browser, 30).until(lambda d: d.find_elements("css selector", "#indexes-table tr[data-index=playground]"))
 
 
 def test_the_rebuild_form_shows_only_where_admin_calls_are_on(real_server: RealServer, browser: WebDriver) -> None:
