@@ -196,3 +196,24 @@ def test_bfloat16_weights_keep_bfloat16_states_and_float32_routings(tmp_path) ->
     assert loss.dtype == torch.float32 and torch.isfinite(loss).all()
     with pytest.raises(Exception, match="float32 only"):
         load_model("embedded", dtype=torch.bfloat16)
+
+
+def test_a_model_holding_only_its_tail_re_routes_references_and_refuses_the_rest(qwen3vl) -> None:
+    """`weights: tail` allocates the language model from the first routed layer on, alone; its reference losses
+    are the whole model's, and what needs the rest (a base routing, answers, index builds, a query's loss) is
+    refused naming it."""
+    model, samples, encoded = qwen3vl
+    tail = ImageTextModel(model.lm_path, weights="tail")
+    assert tail.model is None and tail.base_from_engine and not model.base_from_engine
+    assert tail.routed_layers == model.routed_layers == (0, 1, 2, 3)
+    moved = torch.softmax(2 * torch.randn(encoded.routings.shape, generator=torch.Generator().manual_seed(4)), -1)
+    everything = (True,) * 4
+    assert torch.equal(tail.routing_loss(tail.reference_batch(encoded.payload), moved, pinned=everything),
+                       model.routing_loss(model.reference_batch(encoded.payload), moved, pinned=everything))
+    query = tail.encode_query(samples[0].image, samples[0].question)
+    assert tail.engine_prompts(query.batch, None)[0].text == model.engine_prompts(query.batch, None)[0].text
+    older = tail.reference_batch({k: v for k, v in encoded.payload.items() if k not in STATE_FIELDS})
+    for refused in (lambda: tail.base_routing(query.batch), lambda: tail.answer(query.batch, moved[0]),
+                    lambda: tail.encode_references(samples[:1]), lambda: tail.routing_loss(older, moved, everything)):
+        with pytest.raises(ValueError, match="needs the whole model"):
+            refused()
