@@ -6,6 +6,7 @@ any `ServableModel`, a user's adapter included.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import faiss
@@ -55,9 +56,9 @@ def serve_model(model: ServableModel, family: str, options: dict[str, Any] | Non
     Options: `model_name` (default "r2t2-<family>"), `index_dir`, `default_index` (default: the family
     name), `build_default_index` (default True), `r2t2` (default strategy settings), `device` ("cpu", the
     default, or e.g. "cuda": the model, its batches, neighbour tensors and re-routing run there; the model
-    must then have `.to(device)`), `dtype` ("float32", the default, or "bfloat16": the weights', half the memory;
-    routings and losses stay float32; a model loaded in another dtype must have `.to(dtype)`), `embedder` (the neighbour embedder, see `neighbour_embedder`; its indexes
-    must have been built with it). Unknown options are a ValueError naming them. A model without vision rows
+    must then have `.to(device)`), `dtype` ("float32", the default, or "bfloat16": the weights', half the
+    memory; routings and losses stay float32; a model loaded in another dtype must have `.to(dtype)`),
+    `embedder` (the neighbour embedder, see `neighbour_embedder`; its indexes must have been built with it). Unknown options are a ValueError naming them. A model without vision rows
     re-routes its LM rows unless `r2t2` names another target.
     """
     options = dict(options or {})
@@ -96,18 +97,29 @@ def _dtype(options: dict[str, Any]) -> torch.dtype:
     return DTYPES[name]
 
 
+def default_index_spec(model: ServableModel) -> tuple[dict[str, Any], Path | None]:
+    """The default index's dataset spec and the data directory it reads from: the built-in reference split, or
+    the model's own reference set when it carries one (`default_references`, a JSONL file: a random-weights
+    skeleton's, labelled with its own answers since it answers the real labels by chance alone)."""
+    own = getattr(model, "default_references", None)
+    if own is None:
+        return DEFAULT_INDEX_SPEC, None
+    return {"source": "jsonl", "path": Path(own).name}, Path(own).parent
+
+
 def ensure_default_index(model: ServableModel, embedder: Embedder, store: IndexStore,
                          name: str) -> None:
-    """Build the default reference index (reference split, correct answers only) unless one exists.
+    """Build the default reference index (`default_index_spec`, correct answers only) unless one exists.
 
     An index of that name built for another model is never overwritten: several models share one store,
     so it may be another served model's. That is a start-up error naming the index and both fingerprints.
     One built for this model before it had its current routing rows (e.g. before LM rows) is rebuilt as a
-    new version: it is derived from built-in data only, so nothing of the user's is lost.
+    new version: it is derived from built-in data or the model's own set only, so nothing of the user's is lost.
     """
+    spec, data_dir = default_index_spec(model)
     current = store.current_version(name) if name in store.names() else None
     if current is None:
-        build_from_spec(name, DEFAULT_INDEX_SPEC, model, embedder, store, progress_bar=True)
+        build_from_spec(name, spec, model, embedder, store, data_dir=data_dir, progress_bar=True)
         return
     manifest = store.manifest(name, current)
     built_for = manifest.model_fingerprint
@@ -115,7 +127,7 @@ def ensure_default_index(model: ServableModel, embedder: Embedder, store: IndexS
             and manifest.routing_rows != routing_row_names(model)):
         log.warning("default index %r v%d stores routing rows [%s]; the model routes [%s]: building a new version",
                     name, current, ", ".join(manifest.routing_rows) or "not recorded", ", ".join(routing_row_names(model)))
-        build_from_spec(name, DEFAULT_INDEX_SPEC, model, embedder, store)
+        build_from_spec(name, spec, model, embedder, store, data_dir=data_dir)
         return
     if built_for == model.fingerprint and manifest.embedder_name != embedder.name:
         raise IndexMismatchError(f"default_index {name!r} in {store.root} was built with embedder "

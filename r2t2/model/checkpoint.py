@@ -24,6 +24,7 @@ from r2t2.model.image_text_model import ImageTextModel, is_image_text_checkpoint
 from r2t2.model.language_model import load_lm
 from r2t2.model.mmoe import MultimodalMoE
 from r2t2.model.protocol import ServableModel
+from r2t2.model.skeleton import resolve_skeleton
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 DEFAULT_CHECKPOINT = ASSETS / "embedded"
@@ -37,14 +38,19 @@ def shipped_families() -> list[str]:
 
 
 def resolve_checkpoint(name_or_path: str | Path) -> Path:
-    """A checkpoint directory, or a shipped family's by name ("embedded", "quartet")."""
+    """A checkpoint directory, a shipped family's by name ("embedded", "quartet"), or a random-weights skeleton
+    of Qwen3-VL-30B-A3B by name ("qwen3vl-a3b-skeleton-L4"), generated on first use (`r2t2.model.skeleton`)."""
     path = Path(name_or_path)
     if path.is_dir():
         return path
     if path.name == str(name_or_path) and (ASSETS / path.name).is_dir():
         return ASSETS / path.name
+    skeleton = resolve_skeleton(str(name_or_path))
+    if skeleton is not None:
+        return skeleton
     raise ModelConfigError("checkpoint", f"{str(name_or_path)!r} is neither a checkpoint directory nor a "
-                                         f"shipped family ({', '.join(shipped_families())})")
+                                         f"shipped family ({', '.join(shipped_families())}) nor a skeleton "
+                                         f"(qwen3vl-a3b-skeleton-L<layers>[-s<seed>])")
 
 
 def save_model(model: MultimodalMoE, directory: Path, card: str | None = None) -> str:

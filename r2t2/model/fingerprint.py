@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 FINGERPRINT = "FINGERPRINT"  # the file a checkpoint records its fingerprint in
+_CHUNK = 64 << 20  # read in pieces: a shard of a published checkpoint is several GB
 
 
 def files_fingerprint(paths: Iterable[Path]) -> str:
@@ -13,5 +14,7 @@ def files_fingerprint(paths: Iterable[Path]) -> str:
     digest = hashlib.sha256()
     for path in sorted(Path(p) for p in paths):
         digest.update(path.name.encode())
-        digest.update(path.read_bytes())
+        with path.open("rb") as handle:
+            while chunk := handle.read(_CHUNK):
+                digest.update(chunk)
     return digest.hexdigest()[:16]

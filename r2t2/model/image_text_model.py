@@ -35,7 +35,7 @@ from r2t2.errors import QuestionTooLong
 from r2t2.model.chat_batch import ChatBatch
 from r2t2.model.config import ImageTextConfig, ModelConfigError
 from r2t2.model.fingerprint import FINGERPRINT
-from r2t2.model.hf_checkpoint import FAMILY, fingerprint
+from r2t2.model.hf_checkpoint import FAMILY, REFERENCES, fingerprint
 from r2t2.model.lm_routing import LmRouting, install_router_hooks, pinned_rows, routing_at
 from r2t2.model.lm_tail import LmTail, TailStates, capture_states, deepstack_in_tail, left_padded, right_padded
 from r2t2.engine_prompt import TEXT_IMAGE, LmPositions, TextImagePrompt
@@ -94,6 +94,8 @@ class ImageTextModel:
         config = ImageTextConfig.from_dict(json.loads(family.read_text()), family) if family.is_file() else None
         self.family: str = config.name if config is not None else directory.name
         self.r2t2_defaults: dict = config.r2t2_defaults if config is not None else {}  # the family's, as served
+        own = directory / REFERENCES  # the checkpoint's own reference set (a skeleton's), its default index's
+        self.default_references: Path | None = own if own.is_file() else None
         self.tokenizer = self.processor.tokenizer
         experts = tuple(f"e{e}" for e in range(text.num_experts))
         self.routing_layout = RoutingLayout(tuple(LayoutRow(f"lm.layer{layer}", "lm", experts, layer=layer)
