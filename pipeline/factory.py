@@ -39,8 +39,9 @@ def load_pipeline(config: dict[str, Any] | None = None) -> ReroutePipeline:
     other keys are `serve_model`'s. The re-routing defaults are the shipped ones, over them the family
     config's `r2t2_defaults`, over those the config's `r2t2`. Builds the default index on first use when the store has none for
     this model. `config["dtype"]` ("float32", the default, or "bfloat16") is the model weights' dtype;
-    `config["weights"]` ("full", the default, or "tail": a Hugging Face image-text checkpoint's language model
-    from its first routed layer on, its queries' base routing read from the serving engine) what it loads.
+    `config["weights"]` what it loads: "full" (the default); for a Hugging Face image-text checkpoint "tail"
+    (its language model from the first routed layer on) or "none" (no weights: kernel with a fixed alpha and
+    meanshift only), its queries' base routing then read from the serving engine.
     """
     options = dict(config or {})
     model = load_model(options.pop("checkpoint", "embedded"), _dtype(options), options.pop("weights", "full"))

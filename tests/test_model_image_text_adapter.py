@@ -217,3 +217,19 @@ def test_a_model_holding_only_its_tail_re_routes_references_and_refuses_the_rest
                     lambda: tail.encode_references(samples[:1]), lambda: tail.routing_loss(older, moved, everything)):
         with pytest.raises(ValueError, match="needs the whole model"):
             refused()
+
+
+def test_a_model_holding_no_weights_routes_from_references_alone_and_refuses_every_loss(qwen3vl) -> None:
+    """`weights: none` allocates no weights: its references' routings and prompts are the whole model's, and every
+    neighbour loss is refused naming the strategies that need none."""
+    model, samples, encoded = qwen3vl
+    bare = ImageTextModel(model.lm_path, weights="none", dtype=torch.bfloat16)
+    assert bare.model is None and bare.base_from_engine and bare.routed_layers == model.routed_layers
+    assert (bare.device, bare.dtype) == (torch.device("cpu"), torch.bfloat16)
+    assert bare.to(torch.float32).dtype == torch.float32
+    query = bare.encode_query(samples[0].image, samples[0].question)
+    assert bare.engine_prompts(query.batch, None)[0].text == model.engine_prompts(query.batch, None)[0].text
+    with pytest.raises(ValueError, match="send kernel with a fixed alpha and guard=false, or meanshift"):
+        bare.routing_loss(bare.reference_batch(encoded.payload), encoded.routings, pinned=(True,) * 4)
+    with pytest.raises(ValueError, match=r"loaded no weights \(weights: none\)"):
+        bare.base_routing(query.batch)

@@ -105,3 +105,14 @@ def test_a_re_router_holding_only_the_tail_re_routes_from_the_engines_base_routi
     answer_space = tail.rerouted_many([Query(samples[0].image, samples[0].question,
                                              tail.config_for({"strategy": "answer_space"}), None)])[0]
     assert isinstance(answer_space, ValueError) and "needs the whole model" in str(answer_space)
+
+    bare = load_pipeline({**options, "weights": "none"})  # no weights: kernel with a fixed alpha, never a loss
+    bare.use_engine_base(engine_base)
+    kernel = bare.config_for({"strategy": "kernel", "alpha": 0.25, "guard": False})
+    for expected, got in zip(whole.rerouted_many([Query(s.image, s.question, kernel, None) for s in samples]),
+                             bare.rerouted_many([Query(s.image, s.question, kernel, None) for s in samples])):
+        assert [n.id for n in got.result.neighbours] == [n.id for n in expected.result.neighbours]
+        assert torch.allclose(got.result.routing, expected.result.routing, atol=2e-3)
+    for refused in (config, bare.config_for({"strategy": "kernel", "alpha": 0.25, "guard": True})):  # NGD, the guard
+        (outcome,) = bare.rerouted_many([Query(samples[0].image, samples[0].question, refused, None)])
+        assert isinstance(outcome, ValueError) and "weights: none" in str(outcome)

@@ -44,7 +44,8 @@ from r2t2.model.qwen3vl import load_checkpoint, prompt
 from r2t2.model.tokenizer import IM_END, IMAGE_PAD
 from r2t2.routing.layout import LayoutRow, RoutingLayout
 
-Weights = Literal["full", "tail"]  # what a model loads: all of it, or the LM from its first routed layer on
+# What a model loads: all of it, the LM from its first routed layer on, or no weights (routings only).
+Weights = Literal["full", "tail", "none"]
 DEFAULT_LM_ROWS = 5  # C3PO's critical layers: the last five MoE layers (all of them when there are fewer)
 
 
@@ -70,7 +71,9 @@ class ImageTextModel:
         language model from its first routed layer on (lm_tail.py): enough for the losses of references whose
         index kept their states, while a query's base routing comes from the engine's prefill
         (`base_from_engine`); what needs the whole model (answers, index builds, a query's own losses) is
-        refused, naming it."""
+        refused, naming it. `weights` "none" loads no weights at all: kernel regression with a fixed `alpha` and
+        mean shift need only the references' routings and the engine's base routing; every neighbour loss (NGD,
+        the oracle, kernel's line search, the guard) is refused too."""
         directory = Path(directory)
         hf_config = AutoConfig.from_pretrained(directory)
         text = hf_config.text_config
@@ -86,9 +89,13 @@ class ImageTextModel:
             self.model, self.processor = None, AutoProcessor.from_pretrained(directory)
             self._tail = LmTail.load(directory, self._layers[0], dtype)
             install_router_hooks(self._tail.text, self._layers)
+        elif weights == "none":
+            self.model, self.processor, self._tail = None, AutoProcessor.from_pretrained(directory), None
         else:
-            raise ModelConfigError("weights", f"must be full or tail, got {weights!r}")
-        self.base_from_engine: bool = weights == "tail"
+            raise ModelConfigError("weights", f"must be full, tail or none, got {weights!r}")
+        self._weights = weights
+        self._device, self._dtype = torch.device("cpu"), dtype  # where and how a model without weights says it is
+        self.base_from_engine: bool = weights != "full"
         self._hidden = text.hidden_size
         family = directory / FAMILY  # the r2t2 family config a trained checkpoint carries
         config = ImageTextConfig.from_dict(json.loads(family.read_text()), family) if family.is_file() else None
@@ -121,25 +128,30 @@ class ImageTextModel:
 
     @property
     def device(self) -> torch.device:
-        return self._tail.head.weight.device
+        return self._device if self._tail is None else self._tail.head.weight.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self._tail.head.weight.dtype
+        return self._dtype if self._tail is None else self._tail.head.weight.dtype
 
     def to(self, target: torch.device | str | torch.dtype) -> "ImageTextModel":
         """Move the weights to a device (e.g. a GPU; every batch's inputs follow them there) or a dtype."""
         if self.model is not None:
             self.model.to(target)
-        else:
+        elif self._tail is not None:
             self._tail.to(target)
+        elif isinstance(target, torch.dtype):
+            self._dtype = target
+        else:
+            self._device = torch.device(target)
         return self
 
     def _whole(self, need: str) -> torch.nn.Module:
         """The whole model, which `need` runs; refused (ValueError) when only the tail was loaded."""
         if self.model is None:
-            raise ValueError(f"{need} needs the whole model, and this one loaded only the language model's layers "
-                             f"from lm.layer{self._layers[0]} on (weights: tail)")
+            loaded = (f"only the language model's layers from lm.layer{self._layers[0]} on" if self._tail is not None
+                      else "no weights")
+            raise ValueError(f"{need} needs the whole model, and this one loaded {loaded} (weights: {self._weights})")
         return self.model
 
     # ---- RoutedModel ----------------------------------------------------------------------------------
@@ -168,6 +180,11 @@ class ImageTextModel:
         the answer positions of every sample. References whose index kept their states at the first re-routed
         layer run only the layers from there on (lm_tail.py)."""
         if batch.states is not None:
+            if self._tail is None:
+                raise ValueError("a neighbour loss (NGD, the oracle, kernel's line search, the guard) needs the "
+                                 "language model's layers from the first routed one on, and this re-router "
+                                 "loaded no weights (weights: none): send kernel with a fixed alpha and guard=false, "
+                                 "or meanshift")
             prompt = batch.memo("state tail", lambda: self._state_tail(batch))
             with routing_at(pinned_rows(self.routing_layout, routing, pinned, prompt.answer, lm_positions)):
                 logits, _ = self._tail.forward(prompt.inputs, copy.deepcopy(prompt.past))
