@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 import re
 import shutil
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ import torch
 from safetensors.torch import save_file
 from transformers import AutoProcessor, PreTrainedModel, Qwen3VLMoeForConditionalGeneration
 
+from r2t2.cache import cache_root
 from r2t2.data import load_split
 from r2t2.model.config import IMAGE_TEXT_KEY, ImageTextConfig
 from r2t2.model.hf_checkpoint import REFERENCES, SHARD_INDEX, published_tensor, save_description
@@ -84,8 +84,7 @@ def skeleton_config(layers: int, **overrides: object) -> ImageTextConfig:
 
 def skeleton_dir(layers: int, seed: int = 0) -> Path:
     """Where `resolve_checkpoint` keeps a skeleton: $R2T2_CACHE (default ~/.cache/r2t2)/skeletons/..."""
-    root = Path(os.environ.get("R2T2_CACHE") or Path.home() / ".cache" / "r2t2")
-    return root / "skeletons" / f"qwen3vl-a3b-L{layers}-s{seed}"
+    return cache_root() / "skeletons" / f"qwen3vl-a3b-L{layers}-s{seed}"
 
 
 def resolve_skeleton(name: str) -> Path | None:
