@@ -2,7 +2,8 @@
 
 Samples are visited in a fixed pseudo-random order (by hash of their id) so that the cap keeps the same
 subset every time, mixed across tasks, and the build can stop as soon as the cap is reached instead
-of running the model on the whole data set. With Ray initialised, batches run as Ray tasks.
+of running the model on the whole data set. With Ray initialised, batches run as Ray tasks, unless the model
+is too large to copy into each task (`SHIPPED_AT_MOST`).
 """
 from __future__ import annotations
 
@@ -30,6 +31,9 @@ if TYPE_CHECKING:
     from r2t2.model.protocol import EncodedBatch
 
 _UNIT_TOLERANCE = 1e-3
+# Every Ray task deserialises its own copy of the encoder, beside the object store's and the caller's: a model
+# with more bytes of weights than this is encoded where it is loaded (one copy, and the caller's GPU if any).
+SHIPPED_AT_MOST = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -124,7 +128,7 @@ def build_index(
     started = time.perf_counter()
     ordered = _build_order(samples)
     batches = [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
-    run = _on_ray if _ray_ready() else _in_process
+    run = _on_ray if _ray_ready() and getattr(encoder, "weight_bytes", 0) <= SHIPPED_AT_MOST else _in_process
 
     kept: list[tuple[list[Any], _BatchResult, np.ndarray]] = []
     n_kept = seen = 0

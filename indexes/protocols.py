@@ -19,7 +19,8 @@ class ReferenceEncoder(Protocol):
 
     fingerprint: str  # hash of the model weights; recorded in the manifest
     # Optional: `routing_layout` (r2t2.routing.layout), whose row names the manifest records so that an index
-    # is never served to a model that routes other rows.
+    # is never served to a model that routes other rows. `weight_bytes` (int), the bytes of weights it holds: a
+    # large model is never copied into Ray tasks to build (indexes/build.py).
 
     def encode_references(self, samples: list[Any]) -> EncodedBatch: ...
 

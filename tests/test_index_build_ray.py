@@ -28,3 +28,19 @@ def test_ray_build_matches_in_process_build(tmp_path) -> None:
     a, b = ReferenceIndex.load(store, "local"), ReferenceIndex.load(store, "ray")
     assert a.take(list(range(a.size))).ids == b.take(list(range(b.size))).ids
     assert (a.all_routings == b.all_routings).all()
+
+
+@pytest.mark.slow
+def test_a_model_too_large_to_copy_into_tasks_builds_where_it_is_loaded(tmp_path) -> None:
+    from indexes.build import SHIPPED_AT_MOST
+
+    store = IndexStore(tmp_path)
+    encoder = ToyEncoder()
+    encoder.weight_bytes = SHIPPED_AT_MOST + 1
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        built = build_index("large", toy_samples(30), encoder, ToyEmbedder(), store, {}, batch_size=10, cap=40,
+                            progress=False)
+    finally:
+        ray.shutdown()
+    assert encoder.batches_seen == 3 and built.seen == 30  # every batch ran on the caller's copy

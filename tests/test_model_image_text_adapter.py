@@ -206,6 +206,7 @@ def test_a_model_holding_only_its_tail_re_routes_references_and_refuses_the_rest
     tail = ImageTextModel(model.lm_path, weights="tail")
     assert tail.model is None and tail.base_from_engine and not model.base_from_engine
     assert tail.routed_layers == model.routed_layers == (0, 1, 2, 3)
+    assert 0 < tail.weight_bytes < model.weight_bytes  # its vision tower and embeddings are never allocated
     moved = torch.softmax(2 * torch.randn(encoded.routings.shape, generator=torch.Generator().manual_seed(4)), -1)
     everything = (True,) * 4
     assert torch.equal(tail.routing_loss(tail.reference_batch(encoded.payload), moved, pinned=everything),
@@ -226,6 +227,7 @@ def test_a_model_holding_no_weights_routes_from_references_alone_and_refuses_eve
     bare = ImageTextModel(model.lm_path, weights="none", dtype=torch.bfloat16)
     assert bare.model is None and bare.base_from_engine and bare.routed_layers == model.routed_layers
     assert (bare.device, bare.dtype) == (torch.device("cpu"), torch.bfloat16)
+    assert bare.weight_bytes == 0
     assert bare.to(torch.float32).dtype == torch.float32
     query = bare.encode_query(samples[0].image, samples[0].question)
     assert bare.engine_prompts(query.batch, None)[0].text == model.engine_prompts(query.batch, None)[0].text

@@ -127,6 +127,14 @@ class ImageTextModel:
                                                   f"recorded {recorded.read_text().strip()}: files changed or corrupt")
 
     @property
+    def weight_bytes(self) -> int:
+        """Bytes of the weights this process holds (what an index build would copy into each worker)."""
+        modules = ([self.model] if self.model is not None else [self._tail.text, self._tail.head] if self._tail
+                   else [])
+        held = {id(p): p for module in modules for p in module.parameters() if p.device.type != "meta"}
+        return sum(p.numel() * p.element_size() for p in held.values())
+
+    @property
     def device(self) -> torch.device:
         return self._device if self._tail is None else self._tail.head.weight.device
 
