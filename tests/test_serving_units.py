@@ -85,6 +85,8 @@ def test_parse_picks_question_image_options_and_sampling() -> None:
     assert not job.compare_with_none
     compared = parse_chat_request(parse_body(body(r2t2={"compare_with_none": True})), ["m"], GenerationDefaults())
     assert compared.compare_with_none and compared.overrides == {}  # not a re-routing option
+    fixed = parse_chat_request(parse_body(body(r2t2={"strategy": "kernel", "alpha": 0.25})), ["m"], GenerationDefaults())
+    assert fixed.overrides == {"strategy": "kernel", "alpha": 0.25}
 
 
 @pytest.mark.parametrize("raw,param,fragment", [
@@ -101,6 +103,7 @@ def test_parse_picks_question_image_options_and_sampling() -> None:
     (body(logit_bias={"1": 5}), "logit_bias", "not supported"),
     (body(r2t2={"strategy": "best"}), "r2t2.strategy", "'ngd'"),
     (body(r2t2={"k": 0}), "r2t2.k", "greater than or equal"),
+    (body(r2t2={"alpha": 1.5}), "r2t2.alpha", "less than or equal to 1"),
     (body(r2t2={"nonsense": 1}), "r2t2.nonsense", "not supported"),
     (body(max_tokens=3, max_completion_tokens=3), None, "not both"),
     # Values of another JSON type than the document states are refused, not coerced.

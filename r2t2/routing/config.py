@@ -80,7 +80,9 @@ class RerouteConfig:
     lr_min: float = 1e-5
     # NGD stops a request once a step would move its routing by less than this (half-L1, largest row); 0: never.
     ngd_tol: float = 1e-3
-    alpha: float | None = None
+    alpha: float | None = option(None, "kernel: the router's routing's share of the result (alpha r0 + (1 - alpha) "
+                                 "times the neighbours' average); null: searched on [0, 1] by the neighbour loss",
+                                 ge=0, le=1)
     line_search_steps: int = 8
     meanshift_alpha: float = 0.5
     meanshift_tol: float = 1e-4
