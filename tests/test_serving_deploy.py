@@ -136,3 +136,16 @@ def test_a_wrong_field_in_serve_config_v2_fails_the_check(old: str, new: str, ex
     assert old in text and serve_config_problems(text) == []
     problems = serve_config_problems(text.replace(old, new, 1))
     assert any(expected in problem for problem in problems), problems
+
+
+def test_skeleton_config_serves_the_tail_on_two_cores() -> None:
+    """The real-widths skeleton's config: its re-router holds only the language model's tail (the app is built
+    here, not started: starting it writes the 6 GB skeleton, which the benchmark does)."""
+    config = ServerConfig.from_yaml(DEPLOY / "qwen3vl-a3b-skeleton.yaml")
+    (model,) = config.models
+    assert model.pipeline == {"checkpoint": "qwen3vl-a3b-skeleton-L4", "weights": "tail"}
+    assert config.rerouter_options(model).dtype == "bfloat16" and config.backend == "vllm"
+    cpus = config.ingress.num_cpus + config.indexes.num_cpus + config.rerouter_options(model).num_cpus \
+        + config.generator_options(model).num_cpus
+    assert cpus <= 2
+    assert app_builder({"config_path": str(DEPLOY / "qwen3vl-a3b-skeleton.yaml")}) is not None
