@@ -85,6 +85,8 @@ def test_parse_picks_question_image_options_and_sampling() -> None:
     assert not job.compare_with_none
     compared = parse_chat_request(parse_body(body(r2t2={"compare_with_none": True})), ["m"], GenerationDefaults())
     assert compared.compare_with_none and compared.overrides == {}  # not a re-routing option
+    integral = parse_body(body(max_tokens=3.0, r2t2={"k": 4.0, "lr": 0.5}))  # JSON Schema's integers
+    assert (integral.max_tokens, integral.r2t2.k, integral.r2t2.lr) == (3, 4, 0.5)
     fixed = parse_chat_request(parse_body(body(r2t2={"strategy": "kernel", "alpha": 0.25})), ["m"], GenerationDefaults())
     assert fixed.overrides == {"strategy": "kernel", "alpha": 0.25}
 
@@ -109,6 +111,7 @@ def test_parse_picks_question_image_options_and_sampling() -> None:
     # Values of another JSON type than the document states are refused, not coerced.
     (body(stream=0), "stream", "valid boolean"),
     (body(max_tokens=True), "max_tokens", "valid integer"),
+    (body(max_tokens=2.5), "max_tokens", "valid integer"),
     (body(r2t2={"answer_check": 0}), "r2t2.answer_check", "valid boolean"),
     (body(r2t2={"k": "5"}), "r2t2.k", "valid integer"),
     (body(stream_options={"include_usage": True}), None, "stream=true"),
