@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +39,7 @@ from r2t2.model.lm_routing import LmRouting, install_router_hooks, pinned_rows, 
 from r2t2.model.lm_tail import LmTail, TailStates, capture_states, deepstack_in_tail, left_padded, right_padded
 from r2t2.engine_prompt import TEXT_IMAGE, LmPositions, TextImagePrompt
 from r2t2.model.protocol import EncodedBatch, EncodedQuery
-from r2t2.model.qwen3vl import load_checkpoint, prompt
+from r2t2.model.qwen3vl import load_checkpoint, prompt, sparse_layers, square_side
 from r2t2.model.tokenizer import IM_END, IMAGE_PAD
 from r2t2.routing.layout import LayoutRow, RoutingLayout
 
@@ -77,7 +76,7 @@ class ImageTextModel:
         directory = Path(directory)
         hf_config = AutoConfig.from_pretrained(directory)
         text = hf_config.text_config
-        sparse = _sparse_layers(text)
+        sparse = sparse_layers(text)
         self._layers = tuple(sparse[-lm_rows:]) if lm_rows else ()
         if not self._layers:
             raise ModelConfigError("lm_rows", f"{directory} routes no MoE layer (lm_rows={lm_rows})")
@@ -110,7 +109,7 @@ class ImageTextModel:
         self.max_positions: int = text.max_position_embeddings
         self.max_question_tokens: int = config.max_question_tokens if config is not None else 256
         self._max_answer_tokens = config.max_answer_tokens if config is not None else 16
-        self._side = _square_side(config.image_pixels if config is not None
+        self._side = square_side(config.image_pixels if config is not None
                                   else self.processor.image_processor.size["shortest_edge"],
                                   hf_config.vision_config)
         self._image_token = self.tokenizer.convert_tokens_to_ids(IMAGE_PAD)
@@ -395,15 +394,3 @@ class _AnswerTail:
     answer: Tensor  # [B, T] bool
     targets: Tensor  # [B, T]
 
-
-def _sparse_layers(text: object) -> list[int]:
-    """The decoder layers with a sparse MoE block, by the architecture's rule (transformers' decoder layer)."""
-    return [i for i in range(text.num_hidden_layers) if i not in text.mlp_only_layers
-            and text.num_experts > 0 and (i + 1) % text.decoder_sparse_step == 0]
-
-
-def _square_side(pixels: int, vision_config: object) -> int:
-    """The side of the square the processor resizes an image of about `pixels` pixels to (a multiple of
-    patch x merge)."""
-    factor = vision_config.patch_size * vision_config.spatial_merge_size
-    return max(factor, round(math.sqrt(pixels) / factor) * factor)

@@ -9,6 +9,7 @@ language model's MoE layers at the answer position.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -119,3 +120,16 @@ def answer_routing(model: PreTrainedModel, inputs: BatchFeature) -> Tensor:
     batch, length = inputs["input_ids"].shape
     last = torch.stack([layer.view(batch, length, -1)[:, -1] for layer in logits], dim=1)
     return torch.softmax(last.float(), dim=-1)
+
+
+def sparse_layers(text: object) -> list[int]:
+    """The decoder layers with a sparse MoE block, by the architecture's rule (transformers' decoder layer)."""
+    return [i for i in range(text.num_hidden_layers) if i not in text.mlp_only_layers
+            and text.num_experts > 0 and (i + 1) % text.decoder_sparse_step == 0]
+
+
+def square_side(pixels: int, vision_config: object) -> int:
+    """The side of the square the processor resizes an image of about `pixels` pixels to (a multiple of
+    patch x merge)."""
+    factor = vision_config.patch_size * vision_config.spatial_merge_size
+    return max(factor, round(math.sqrt(pixels) / factor) * factor)
