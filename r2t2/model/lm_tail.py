@@ -10,7 +10,6 @@ so a row applied through `lm_routing.routing_at` acts as in the whole forward.
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -23,10 +22,11 @@ from transformers import AutoConfig, DynamicCache, Qwen3VLMoeTextModel
 from transformers.masking_utils import create_causal_mask
 
 from r2t2.model.chat_batch import ChatBatch
+from r2t2.model.hf_checkpoint import published_tensor, weight_files
 
 _TEXT = "model.language_model."  # the language model's tensors in the published checkpoint
 # Stored [experts, in, out] in the published layout, [experts, out, in] in transformers' modules.
-_TRANSPOSED = (".mlp.experts.gate_up_proj", ".mlp.experts.down_proj")
+_ARCHITECTURE = "Qwen3VLMoeForConditionalGeneration"  # whose published layout the weight files hold
 
 
 @dataclass(frozen=True)
@@ -145,12 +145,11 @@ def deepstack_in_tail(seen: dict[str, object], tail: LmTail, shape: tuple[int, i
 
 def _read_tensors(directory: Path, kept: dict[str, nn.Module]) -> set[str]:
     """Copy every tensor of the weight files under one of `kept`'s name prefixes into that module; the names
-    copied. A sharded checkpoint names its files in model.safetensors.index.json."""
-    index = directory / "model.safetensors.index.json"
-    files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() else ["model.safetensors"]
+    copied. The published layout swaps the experts' last two dimensions against transformers'; swapping them
+    again (`published_tensor`) undoes it."""
     loaded = set()
-    for file in files:
-        with safe_open(str(directory / file), "pt") as weights:
+    for file in weight_files(directory):
+        with safe_open(str(file), "pt") as weights:
             for name in weights.keys():
                 prefix = next((p for p in kept if name.startswith(p)), None)
                 if prefix is None:
@@ -158,7 +157,7 @@ def _read_tensors(directory: Path, kept: dict[str, nn.Module]) -> set[str]:
                 tensor = weights.get_tensor(name)
                 target = kept[prefix].get_parameter(name[len(prefix):])
                 with torch.no_grad():
-                    target.copy_(tensor.transpose(1, 2) if name.endswith(_TRANSPOSED) else tensor)
+                    target.copy_(published_tensor(_ARCHITECTURE, name, tensor))
                 loaded.add(name)
     return loaded
 
