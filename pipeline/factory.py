@@ -59,8 +59,9 @@ def serve_model(model: ServableModel, family: str, options: dict[str, Any] | Non
     default, or e.g. "cuda": the model, its batches, neighbour tensors and re-routing run there; the model
     must then have `.to(device)`), `dtype` ("float32", the default, or "bfloat16": the weights', half the
     memory; routings and losses stay float32; a model loaded in another dtype must have `.to(dtype)`),
-    `embedder` (the neighbour embedder, see `neighbour_embedder`; its indexes must have been built with it). Unknown options are a ValueError naming them. A model without vision rows
-    re-routes its LM rows unless `r2t2` names another target.
+    `embedder` (the neighbour embedder, see `neighbour_embedder`; its indexes must have been built with it).
+    Unknown options are a ValueError naming them. A model without vision rows re-routes its LM rows unless
+    `r2t2` names another target.
     """
     options = dict(options or {})
     unknown = sorted(set(options) - set(SERVE_OPTIONS))

@@ -19,7 +19,7 @@ def files_fingerprint(paths: Iterable[Path]) -> str:
     """16 hex digits over the files' names and bytes, in path order. A file rewritten in place changes its
     modification time, so a cached hash is never one of other bytes."""
     files = sorted(Path(p).resolve() for p in paths)
-    stats = [(str(path), path.stat().st_size, path.stat().st_mtime_ns) for path in files]
+    stats = [(str(path), stat.st_size, stat.st_mtime_ns) for path, stat in ((p, p.stat()) for p in files)]
     if sum(size for _, size, _ in stats) < _CACHED_FROM_BYTES:
         return _hash(files)
     kept = cache_root() / "fingerprints" / hashlib.sha256(json.dumps(stats).encode()).hexdigest()
