@@ -5,7 +5,10 @@
 Sends easy-VQA test questions (with their images) as OpenAI chat requests and reports requests/s,
 p50 and p99 latency, errors and the mean re-routing batch size at concurrency 1, 4 and 16 for strategies
 none, kernel and ngd, with each strategy's throughput and median latency as a ratio of none's at the same
-level. Levels run level by level (all strategies at one concurrency, then the next), so the ratios compare
+level. Each level's CPU budget follows: the machine's busy share (200 % is two busy cores), CPU-ms per
+request in each part of the server (bench/cpu_meter.py) and in each re-routing stage (the records' batch
+timings over the batch size), the answers generated per request, and the compute bound (cores over CPU per
+request) with the measured throughput as a share of it. Levels run level by level (all strategies at one concurrency, then the next), so the ratios compare
 figures taken minutes apart at most. `--json FILE` writes every figure for scripts. Loopback servers only:
 this is a load generator.
 """
@@ -23,7 +26,9 @@ from dataclasses import asdict, dataclass
 from urllib.parse import urlparse
 
 import httpx
+import psutil
 
+from bench import cpu_meter
 from r2t2.compat import install_torchvision_fix
 
 MAX_REQUESTS = 1000
@@ -39,6 +44,16 @@ class LevelResult:
     p50_s: float
     p99_s: float
     mean_batch_size: float  # requests re-routed together, as the r2t2 records report it
+    busy_percent: float  # the machine's busy share over the level (100 per busy core)
+    cpu_ms_per_request: float  # the machine's busy CPU over the level, per answered request
+    cpu_ms_by_part: dict[str, float]  # ... per part of the server (processes grouped by what they host)
+    stage_ms: dict[str, float]  # re-router stages per request: a batch's stage time over its size (one thread)
+    answers_per_request: float  # generations per request: 2 where the answer check weighed both answers
+    skipped_share: float  # requests whose re-routing was decided before the strategy's steps
+
+    def bound_requests_per_s(self, cores: int) -> float:
+        """The compute bound: every core busy at this level's CPU per request."""
+        return 1000.0 * cores / self.cpu_ms_per_request
 
 
 def require_loopback(url: str) -> str:
@@ -80,7 +95,7 @@ async def run_level(client: httpx.AsyncClient, base: str, model: str, pairs: lis
 
     gate = asyncio.Semaphore(concurrency)
     latencies: list[float] = []
-    batch_sizes: list[int] = []
+    records: list[dict] = []
     errors = 0
 
     async def one(question: str, url: str) -> None:
@@ -93,17 +108,48 @@ async def run_level(client: httpx.AsyncClient, base: str, model: str, pairs: lis
             reply = await client.post(f"{base}/v1/chat/completions", json=body)
             if reply.status_code == 200:
                 latencies.append(time.perf_counter() - started)
-                batch_sizes.append(reply.json()["r2t2"].get("batch_size", 1))
+                records.append(reply.json()["r2t2"])
             else:
                 errors += 1
 
+    before = cpu_meter.snapshot()
     started = time.perf_counter()
     await asyncio.gather(*(one(q, u) for q, u in pairs))
     elapsed = time.perf_counter() - started
+    cpu = cpu_meter.used(before, cpu_meter.snapshot(), elapsed)
     if not latencies:
         raise SystemExit(f"every {strategy} request failed at concurrency {concurrency}")
-    return LevelResult(strategy, concurrency, len(pairs), errors, len(latencies) / elapsed,
-                       statistics.median(latencies), percentile(latencies, 99), statistics.mean(batch_sizes))
+    answered = len(latencies)
+    return LevelResult(strategy, concurrency, len(pairs), errors, answered / elapsed,
+                       statistics.median(latencies), percentile(latencies, 99),
+                       statistics.mean(r.get("batch_size") or 1 for r in records), cpu.busy_percent,
+                       1000.0 * cpu.machine_s / answered,
+                       {part: 1000.0 * s / answered for part, s in cpu.by_part.items()}, stage_ms(records),
+                       statistics.mean(answers_generated(r) for r in records),
+                       sum(skipped_before_steps(r) for r in records) / answered)
+
+
+STAGES = ("encode", "embed", "search", "reroute")
+
+
+def stage_ms(records: list[dict]) -> dict[str, float]:
+    """Mean re-router milliseconds per request in each stage: a stage's time is its batch's (one worker thread),
+    shared by the batch's requests."""
+    return {stage: 1000.0 * statistics.mean(((r.get("timings") or {}).get(stage) or 0.0) / (r.get("batch_size") or 1)
+                                            for r in records)
+            for stage in STAGES}
+
+
+def answers_generated(record: dict) -> int:
+    """How many answers the request's reply cost: two where the answer check (or compare_with_none) weighed the
+    router's answer against the re-routed one, else one."""
+    guard = record.get("guard") or {}
+    return 2 if guard.get("answer") is not None or "answer_without_rerouting" in record else 1
+
+
+def skipped_before_steps(record: dict) -> bool:
+    """The guard decided before the strategy's steps, so they were not run."""
+    return bool((record.get("guard") or {}).get("before_steps"))
 
 
 async def run(base: str, requests: int, concurrency: list[int], strategies: list[str], max_tokens: int,
@@ -124,6 +170,24 @@ def ratios_to_none(results: list[LevelResult]) -> list[dict[str, float | str | i
              "throughput_vs_none": r.requests_per_s / none[r.concurrency].requests_per_s,
              "p50_vs_none": r.p50_s / none[r.concurrency].p50_s}
             for r in results if r.concurrency in none]
+
+
+def print_cpu_budget(results: list[LevelResult]) -> None:
+    """Per level: the machine's busy share, CPU-ms per request (whole machine, per part, per re-router stage),
+    answers generated per request, and the throughput as a share of the compute bound."""
+    cores = psutil.cpu_count() or 1
+    parts = sorted({part for r in results for part in r.cpu_ms_by_part}, key=lambda p: -max(
+        r.cpu_ms_by_part.get(p, 0.0) for r in results))
+    print(f"\nCPU budget ({cores} cores; CPU-ms per answered request; stages: re-router batch time / batch size)")
+    header = (f"{'strategy':<12}{'conc':>5}{'busy %':>8}{'CPU-ms':>8}{'bound':>7}{'share':>7}{'answers':>8}"
+              f"{'skipped':>8}" + "".join(f"{p[:11]:>12}" for p in parts) + "".join(f"{s:>9}" for s in STAGES))
+    print(header)
+    for r in results:
+        bound = r.bound_requests_per_s(cores)
+        print(f"{r.strategy[:12]:<12}{r.concurrency:>5}{r.busy_percent:>8.0f}{r.cpu_ms_per_request:>8.1f}"
+              f"{bound:>7.1f}{r.requests_per_s / bound:>7.2f}{r.answers_per_request:>8.2f}{r.skipped_share:>8.2f}"
+              + "".join(f"{r.cpu_ms_by_part.get(p, 0.0):>12.1f}" for p in parts)
+              + "".join(f"{r.stage_ms[s]:>9.1f}" for s in STAGES))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -155,6 +219,7 @@ def main(argv: list[str] | None = None) -> None:
         versus = f"{ratio['throughput_vs_none']:>15.2f}{ratio['p50_vs_none']:>13.2f}" if ratio else ""
         print(f"{r.strategy:<{width}}{r.concurrency:>6}{r.requests:>6}{r.errors:>8}{r.requests_per_s:>9.2f}"
               f"{r.p50_s:>9.3f}{r.p99_s:>9.3f}{r.mean_batch_size:>7.1f}{versus}")
+    print_cpu_budget(results)
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"levels": [asdict(r) for r in results], "ratios_to_none": list(ratios.values())}, handle,
