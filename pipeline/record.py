@@ -119,6 +119,9 @@ class RecordGuard(BaseModel):
                                                        "(null: the routing guard did not run)")
     neighbour_loss_base: float | None = Field(description="the neighbours' weighted loss under the router's routing")
     neighbour_loss_moved: float | None = Field(description="the same under the strategy's routing")
+    decided_before_steps: bool = Field(False, description="true: decided from the neighbours' routings or their "
+                                       "loss under the router's routing, before the strategy's steps, which were "
+                                       "not run (the guard keeps the router's routing whatever they reach)")
     answer: AnswerVerdict | None = Field(None, description="the answer check's verdict, when the routing "
                                                "moved and the check is on")
 

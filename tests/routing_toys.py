@@ -56,6 +56,20 @@ class QuadraticModel:
         return loss
 
 
+class CallCounter:
+    """Wraps a model and records the batch size of every routing_loss call."""
+
+    def __init__(self, model: QuadraticModel) -> None:
+        self.model = model
+        self.batch_sizes: list[int] = []
+        self.routing_shape = model.routing_shape
+        self.base_routing = model.base_routing
+
+    def routing_loss(self, batch: BestRoutingBatch, routing: torch.Tensor) -> torch.Tensor:
+        self.batch_sizes.append(len(batch))
+        return self.model.routing_loss(batch, routing)
+
+
 @dataclass(frozen=True)
 class LabelledBatch:
     """Feature vectors [B, F] with class labels [B]."""

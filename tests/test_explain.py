@@ -26,7 +26,11 @@ def test_a_kernel_record_kept_by_the_guard_is_not_toward_the_neighbours() -> Non
     kept = kernel(guard=True, guard_max_spread=0.0)  # any spread is too much: the guard fires
     assert kept["guard"]["fired"] and kept["guard"]["reason"] == "neighbours_disagree"
     assert kept["moved"] == 0 and kept["toward_neighbours"] == 0
-    assert kept["line_search"] == moving["line_search"]  # what the search tried is still shown
+    assert kept["guard"]["decided_before_steps"] and kept["line_search"] == []  # decided before any search
+    after = kernel(guard=True, guard_min_gain=1e9)  # no move gains that much: fired once the search has run
+    assert after["guard"]["reason"] == "no_loss_gain" and not after["guard"]["decided_before_steps"]
+    assert after["moved"] == 0 and after["toward_neighbours"] == 0
+    assert after["line_search"] == moving["line_search"]  # what the search tried is still shown
 
 
 def test_moved_is_toward_neighbours_times_the_neighbours_distance() -> None:

@@ -84,7 +84,8 @@ Objective = Callable[[Tensor, list[int]], Tensor]
 
 
 def projected_adam(objective: Objective, starts: Tensor, steps: int, lr: Tensor, lr_min: Tensor,
-                   movable: Tensor | None = None, tolerance: Tensor | None = None) -> list[Descent]:
+                   movable: Tensor | None = None, tolerance: Tensor | None = None,
+                   settles_at_start: Callable[[int, float], bool] | None = None) -> list[Descent]:
     """Minimise `objective(routings [Q, L, E], live) -> losses [Q]` from valid `starts` [Q, L, E], per request.
 
     `live` lists the requests still descending: only their losses are read, so an objective may skip the
@@ -100,6 +101,10 @@ def projected_adam(objective: Objective, starts: Tensor, steps: int, lr: Tensor,
 
     `movable` ([Q, L, E] bool, or None for all) confines each request to some entries: the others keep
     their start values, and each row's movable entries share the mass those leave.
+
+    `settles_at_start(q, loss)` (None: never) stops request q at its start, with no update, when its loss there
+    says the steps would be wasted (the evidence guard keeping r0); when every request stops so, no gradient is
+    taken at all.
     """
     count = starts.shape[0]
     trace = _Trace(count)
@@ -112,6 +117,11 @@ def projected_adam(objective: Objective, starts: Tensor, steps: int, lr: Tensor,
         loss = objective(current, _indices(live))
         values = loss.detach().tolist()
         _stop(trace, live, [not math.isfinite(v) for v in values], step, "non-finite loss at step {step}")
+        if step == 0 and settles_at_start is not None:
+            settled = [alive and settles_at_start(q, v) for q, (alive, v) in enumerate(zip(live, values))]
+            if any(settled):
+                trace.record(routing, values, settled)
+                _stop(trace, live, settled, step, None)
         if not any(live):
             break
         mask = _mask(live, routing, shape)

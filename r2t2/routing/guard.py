@@ -13,6 +13,11 @@ fails (the reason is reported):
    r0 is at most `guard_fit_loss`): nothing says the base routing is wrong.
 3. `no_loss_gain`: the move does not lower the neighbours' weighted loss by at least `guard_min_gain`.
 
+The first two need nothing the strategy computes: the spread is read from the neighbours alone, and the
+loss under r0 is the strategy's own first evaluation. So the strategies stop there when either check fails
+(`decided_before_steps` in the verdict): the steps would be thrown away, since the guard keeps r0 whatever
+they reach.
+
 Pure torch and model-agnostic: it sees routings, weights and a loss function, nothing of the model.
 """
 from __future__ import annotations
@@ -24,6 +29,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from r2t2.routing.config import RerouteConfig
+
 REASONS = ("neighbours_disagree", "base_fits_neighbours", "no_loss_gain")
 
 
@@ -33,6 +40,10 @@ class GuardSettings:
     fit_loss: float
     min_gain: float
 
+    @classmethod
+    def of(cls, config: RerouteConfig) -> GuardSettings:
+        return cls(config.guard_max_spread, config.guard_fit_loss, config.guard_min_gain)
+
 
 @dataclass(frozen=True)
 class GuardVerdict:
@@ -41,12 +52,28 @@ class GuardVerdict:
     fired: bool
     reason: str | None
     spread: float
-    base_loss: float  # the neighbours' kernel-weighted loss under r0
-    moved_loss: float  # ... under the strategy's routing
+    base_loss: float | None  # the neighbours' kernel-weighted loss under r0 (None: decided before any loss)
+    moved_loss: float | None  # ... under the strategy's routing
+    before_steps: bool = False  # decided before the strategy's steps, which were not run
 
     def to_dict(self) -> dict[str, Any]:
         return {"fired": self.fired, "reason": self.reason, "neighbour_spread": self.spread,
-                "neighbour_loss_base": self.base_loss, "neighbour_loss_moved": self.moved_loss}
+                "neighbour_loss_base": self.base_loss, "neighbour_loss_moved": self.moved_loss,
+                "decided_before_steps": self.before_steps}
+
+
+def disagreeing(spread: float, config: RerouteConfig) -> GuardVerdict | None:
+    """The verdict that needs no loss: r0 kept when the neighbours' routings are spread out (None: the strategy
+    runs)."""
+    if spread <= config.guard_max_spread:
+        return None
+    return GuardVerdict(True, "neighbours_disagree", spread, None, None, before_steps=True)
+
+
+def fits_at_base(config: RerouteConfig, base_loss: float) -> bool:
+    """Whether the guard, when on, keeps r0 because its neighbours' loss there is already low: a strategy that has
+    just evaluated r0 stops there (a NaN loss is no evidence)."""
+    return config.guard and base_loss <= config.guard_fit_loss
 
 
 def neighbour_spread(weights: Tensor, routings: Tensor) -> float:

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from r2t2.routing.config import RerouteConfig
+from r2t2.routing.guard import fits_at_base
 from r2t2.routing.neighbours import NeighbourLosses, NoUsableNeighbours, WeightedNeighbours, weigh_neighbourhood
 from r2t2.routing.protocol import RoutedModel
 from r2t2.routing.request import Placement, RerouteRequest
@@ -62,26 +63,29 @@ def kernel_regression(model: RoutedModel, requests: Sequence[RerouteRequest]) ->
 
 def _line_searches(model: RoutedModel, requests: Sequence[RerouteRequest],
                    searching: list[tuple[int, WeightedNeighbours, Tensor]]) -> list[list[LineSearchPoint]]:
-    """Run every request's golden-section search in lockstep, one batched loss call per round."""
+    """Run every request's golden-section search in lockstep, one batched loss call per round over the requests
+    still searching. The first round evaluates r0 (alpha 1): a request the guard would keep at r0 stops there."""
     picked = [requests[i] for i, _, _ in searching]
     batches = [r.neighbourhood.batch[c.indices.tolist()] for r, (_, c, _) in zip(picked, searching)]
     losses = NeighbourLosses(model, batches, [c.weights for _, c, _ in searching], Placement.of(picked))
     r0 = torch.stack([r.r0 for r in picked])
     r_hat = torch.stack([h for _, _, h in searching])
     searches = [_golden_section(r.config.line_search_steps) for r in picked]
-    alphas = [next(search) for search in searches]
+    alphas: list[float | None] = [next(search) for search in searches]
     points: list[list[LineSearchPoint]] = [[] for _ in picked]
     while True:
-        mix = torch.tensor(alphas, dtype=r0.dtype, device=r0.device).view(-1, 1, 1)
-        with torch.no_grad():
-            values = losses(mix * r0 + (1 - mix) * r_hat).tolist()
-        following = []
-        for q, (search, alpha, value) in enumerate(zip(searches, alphas, values)):
-            points[q].append(LineSearchPoint(alpha=alpha, loss=value))
-            following.append(search.send(value if math.isfinite(value) else math.inf))
-        if any(alpha is None for alpha in following):  # the searches share one length: all end together
+        live = [q for q, alpha in enumerate(alphas) if alpha is not None]
+        if not live:
             return points
-        alphas = following
+        mix = torch.tensor([1.0 if alpha is None else alpha for alpha in alphas], dtype=r0.dtype,
+                           device=r0.device).view(-1, 1, 1)
+        with torch.no_grad():
+            values = losses(mix * r0 + (1 - mix) * r_hat, live).tolist()
+        for q in live:
+            alpha, value = alphas[q], values[q]
+            points[q].append(LineSearchPoint(alpha=alpha, loss=value))
+            settled = alpha == 1.0 and len(points[q]) == 1 and fits_at_base(picked[q].config, value)
+            alphas[q] = None if settled else searches[q].send(value if math.isfinite(value) else math.inf)
 
 
 def _searched(request: RerouteRequest, chosen: WeightedNeighbours, r_hat: Tensor,
@@ -96,14 +100,15 @@ def _searched(request: RerouteRequest, chosen: WeightedNeighbours, r_hat: Tensor
     best = min(finite, key=lambda p: p.loss)
     return RerouteResult(strategy="kernel", base_routing=r0, routing=best.alpha * r0 + (1 - best.alpha) * r_hat,
                          neighbours=neighbours, alpha=best.alpha, line_search=tuple(evaluated),
-                         bandwidth=chosen.bandwidth, steps=len(evaluated))
+                         bandwidth=chosen.bandwidth, steps=len(evaluated),
+                         settled_at_base=len(evaluated) == 1 and fits_at_base(request.config, evaluated[0].loss))
 
 
 def _golden_section(evaluations: int) -> Generator[float | None, float, None]:
-    """Yields the alphas to evaluate (both ends of [0, 1], then `evaluations` golden-section points),
+    """Yields the alphas to evaluate (both ends of [0, 1], r0's first, then `evaluations` golden-section points),
     receiving each one's loss; yields None once done."""
-    yield 0.0
     yield 1.0
+    yield 0.0
     low, high = 0.0, 1.0
     left, right = high - _INVERSE_GOLDEN * (high - low), low + _INVERSE_GOLDEN * (high - low)
     left_loss = yield left
@@ -132,8 +137,10 @@ def _losses_seen(result: RerouteResult) -> tuple[float, float] | None:
 
 
 def _record(result: RerouteResult) -> Record:
-    """How far toward the neighbours' routing it went (1 - alpha), and each mix the line search tried."""
-    return {"toward_neighbours": None if result.alpha is None else 1.0 - result.alpha,
+    """How far toward the neighbours' routing it went (1 - alpha; none when the guard kept r0, even before any
+    search), and each mix the line search tried."""
+    kept = result.guard is not None and result.guard.fired
+    return {"toward_neighbours": 0.0 if kept else None if result.alpha is None else 1.0 - result.alpha,
             "line_search": [{"toward_neighbours": 1.0 - p.alpha, "neighbour_loss": p.loss} for p in result.line_search]}
 
 

@@ -12,6 +12,7 @@ from torch import Tensor
 
 from r2t2.routing.config import RerouteConfig
 from r2t2.routing.descent import projected_adam
+from r2t2.routing.guard import fits_at_base
 from r2t2.routing.neighbours import NeighbourLosses, NoUsableNeighbours, WeightedNeighbours, weigh_neighbourhood
 from r2t2.routing.protocol import RoutedModel
 from r2t2.routing.request import Placement, RerouteRequest, stacked_movable
@@ -47,15 +48,20 @@ def neighbourhood_gradient_descent(model: RoutedModel, requests: Sequence[Rerout
         starts, r0_losses = _starts(model, picked, chosen)
         settings = torch.tensor([[r.config.lr, r.config.lr_min, r.config.ngd_tol] for r in picked],
                                 dtype=starts.dtype, device=starts.device)
+
+        def settles(q: int, loss: float) -> bool:  # a descent from r0 whose loss there the guard accepts
+            return r0_losses[q] is None and fits_at_base(picked[q].config, loss)
+
         descents = projected_adam(losses, starts, picked[0].config.steps, settings[:, 0], settings[:, 1],
-                                  stacked_movable(picked), tolerance=settings[:, 2])
-        for i, request, weighted, descent, r0_loss in zip(moving, picked, chosen, descents, r0_losses):
+                                  stacked_movable(picked), tolerance=settings[:, 2], settles_at_start=settles)
+        for q, (i, request, weighted, descent, r0_loss) in enumerate(zip(moving, picked, chosen, descents, r0_losses)):
             # The trace starts at r0's loss: when the descent started elsewhere, r0's comes first.
             trace = descent.losses if r0_loss is None else (r0_loss, *descent.losses)
             results[i] = RerouteResult(strategy="ngd", base_routing=request.r0, routing=descent.final,
                                        neighbours=weighted.describe(request.neighbourhood.ids),
                                        losses=trace, bandwidth=weighted.bandwidth, steps=descent.steps,
-                                       fallback=descent.fallback)
+                                       fallback=descent.fallback,
+                                       settled_at_base=len(trace) == 1 and settles(q, trace[0]))
     return results  # type: ignore[return-value]  (every slot is filled above)
 
 

@@ -21,9 +21,9 @@ from torch import Tensor
 
 from r2t2.routing.block import block_for
 from r2t2.routing.config import RerouteConfig
-from r2t2.routing.guard import GuardSettings, judge
+from r2t2.routing.guard import GuardSettings, disagreeing, judge, neighbour_spread
 from r2t2.routing.layout import RoutingLayout, vision_layout
-from r2t2.routing.neighbours import NeighbourLosses, weigh_neighbourhood
+from r2t2.routing.neighbours import NeighbourLosses, NoUsableNeighbours, WeightedNeighbours, weigh_neighbourhood
 from r2t2.routing.protocol import Neighbourhood, ReferenceBatch, RoutedModel, is_valid_routing
 from r2t2.routing.request import Placement, RerouteRequest
 from r2t2.routing.result import RerouteResult
@@ -88,6 +88,12 @@ def _run(model: RoutedModel, checked: list[RerouteRequest]) -> list[RerouteResul
     results: list[RerouteResult | None] = [None] * len(checked)
     for members in groups.values():
         entry = strategy(checked[members[0]].config.strategy)
+        if entry.guarded:  # what the guard decides from the neighbours alone is decided before the strategy runs
+            for i in members:
+                results[i] = _kept_before_steps(checked[i])
+            members = [i for i in members if results[i] is None]
+            if not members:
+                continue
         started = time.perf_counter()
         done = entry.run(model, [checked[i] for i in members])
         seconds = time.perf_counter() - started
@@ -135,10 +141,37 @@ def _placed(result: RerouteResult, request: RerouteRequest) -> RerouteResult:
                                routing=request.block.place(result.routing, request.base))
 
 
+def _guard_evidence(request: RerouteRequest) -> tuple[WeightedNeighbours, Tensor]:
+    """The weighted neighbours the request's strategy uses, and their routings on the entries it may move (only
+    those are evidence of a consensus)."""
+    chosen = weigh_neighbourhood(request.query_embedding, request.neighbourhood, request.config)
+    neighbour_routings = request.neighbourhood.routings[chosen.indices]
+    if request.movable is not None:
+        neighbour_routings = torch.where(request.movable, neighbour_routings, 0.0)
+    return chosen, neighbour_routings
+
+
+def _kept_before_steps(request: RerouteRequest) -> RerouteResult | None:
+    """r0, when the guard is on and the neighbours' routings disagree (None: the strategy runs). A neighbourhood
+    that cannot steer is left to the strategy, which reports it as its fallback."""
+    if not request.config.guard:
+        return None
+    try:
+        chosen, neighbour_routings = _guard_evidence(request)
+    except NoUsableNeighbours:
+        return None
+    verdict = disagreeing(neighbour_spread(chosen.weights, neighbour_routings), request.config)
+    if verdict is None:
+        return None
+    return _placed(RerouteResult(strategy=request.config.strategy, base_routing=request.r0, routing=request.r0.clone(),
+                                 neighbours=chosen.describe(request.neighbourhood.ids), bandwidth=chosen.bandwidth,
+                                 guard=verdict), request)
+
+
 def guarded(model: RoutedModel, request: RerouteRequest, result: RerouteResult) -> RerouteResult:
     """`result` judged by the guard from the request's weighted neighbours; r0 back when the guard fires."""
     config = request.config
-    chosen = weigh_neighbourhood(request.query_embedding, request.neighbourhood, config)
+    chosen, neighbour_routings = _guard_evidence(request)
     known = strategy(result.strategy).losses_seen(result)
     if known is not None:  # the strategy already evaluated the neighbour loss at r0 and at its routing
         def losses(_: Tensor) -> Tensor:
@@ -147,11 +180,9 @@ def guarded(model: RoutedModel, request: RerouteRequest, result: RerouteResult) 
         indices = chosen.indices.tolist()
         placement = Placement.of([request, request])
         losses = NeighbourLosses(model, [request.neighbourhood.batch[indices]] * 2, [chosen.weights] * 2, placement)
-    neighbour_routings = request.neighbourhood.routings[chosen.indices]
-    if request.movable is not None:  # only the entries that may move are evidence of a consensus
-        neighbour_routings = torch.where(request.movable, neighbour_routings, 0.0)
-    verdict = judge(request.r0, result.routing, chosen.weights, neighbour_routings,
-                    losses, GuardSettings(config.guard_max_spread, config.guard_fit_loss, config.guard_min_gain))
+    verdict = judge(request.r0, result.routing, chosen.weights, neighbour_routings, losses, GuardSettings.of(config))
+    if result.settled_at_base:
+        verdict = dataclasses.replace(verdict, before_steps=True)
     if not verdict.fired:
         return dataclasses.replace(result, guard=verdict)
     # The router's routing is what the answer uses: a kernel result says so (alpha 1, toward the neighbours 0),

@@ -51,6 +51,9 @@ class RerouteResult:
     fallback: str | None = None
     seconds: float = field(default=0.0)
     guard: GuardVerdict | None = None  # the evidence guard's verdict; None when it was off or not applicable
+    # The strategy stopped at its first evaluation, of r0, whose neighbour loss is low enough for the guard to keep r0
+    # whatever the steps would reach (routing/guard.py `fits_at_base`).
+    settled_at_base: bool = False
     # `target` both on a model with vision and LM rows: the second stage, which moved the LM rows from the routing
     # the first (this result's own fields) left; its `base_routing` is that routing.
     lm_stage: RerouteResult | None = None
