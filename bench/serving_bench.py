@@ -149,7 +149,7 @@ def answers_generated(record: dict) -> int:
 
 def skipped_before_steps(record: dict) -> bool:
     """The guard decided before the strategy's steps, so they were not run."""
-    return bool((record.get("guard") or {}).get("before_steps"))
+    return bool((record.get("guard") or {}).get("decided_before_steps"))
 
 
 async def run(base: str, requests: int, concurrency: list[int], strategies: list[str], max_tokens: int,

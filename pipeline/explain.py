@@ -16,6 +16,8 @@ STILL = 5e-4  # `moved` below this is reported as not moving (what a 3-decimal d
 GUARD_REASONS = {
     "neighbours_disagree": "the neighbours' own routings disagree (spread {neighbour_spread:.2f}), so their "
                            "average suits none of them",
+    "neighbours_agree_with_router": "the neighbours were answered right with about its own routing, so nothing "
+                                    "says it is wrong",
     "base_fits_neighbours": "the neighbours are already answered well under it (their loss is "
                             "{neighbour_loss_base:.3f}), so nothing says it is wrong",
     "no_loss_gain": "moving did not lower the neighbours' loss enough ({neighbour_loss_base:.3f} before, "

@@ -112,9 +112,11 @@ class RecordGuard(BaseModel):
     and the answer check's."""
 
     fired: bool = Field(description="true: the guard kept the router's routing instead of the strategy's")
-    reason: Literal["neighbours_disagree", "base_fits_neighbours", "no_loss_gain"] | None = Field(
-        description="the first check that failed: the neighbours' routings are spread out; the neighbours are "
-                    "already answered well under the router's routing; the move does not lower their loss")
+    reason: Literal["neighbours_disagree", "neighbours_agree_with_router", "base_fits_neighbours",
+                    "no_loss_gain"] | None = Field(
+        description="the first check that failed: the neighbours' routings are spread out; their weighted routing "
+                    "is within guard_min_shift of the router's; the neighbours are already answered well under the "
+                    "router's routing; the move does not lower their loss")
     neighbour_spread: float | None = Field(description="how much the neighbours' own routings disagree, 0 to 1 "
                                                        "(null: the routing guard did not run)")
     neighbour_loss_base: float | None = Field(description="the neighbours' weighted loss under the router's routing")

@@ -19,7 +19,8 @@ NEIGHBOURHOODS: tuple[str, ...] = ("knn", "epsilon")
 NGD_STARTS: tuple[str, ...] = ("router", "vertices")
 
 _FLOAT_FIELDS = ("epsilon", "bandwidth", "lr", "lr_min", "ngd_tol", "alpha", "meanshift_alpha", "meanshift_tol",
-                 "space_min_mass", "oracle_lr", "guard_max_spread", "guard_fit_loss", "guard_min_gain")
+                 "space_min_mass", "oracle_lr", "guard_max_spread", "guard_fit_loss", "guard_min_gain",
+                 "guard_min_shift")
 _INT_FIELDS = ("k", "steps", "line_search_steps", "oracle_steps", "core_experts", "answer_space_k", "space_k")
 
 
@@ -99,6 +100,7 @@ class RerouteConfig:
     guard_max_spread: float = 0.5
     guard_fit_loss: float = 0.05
     guard_min_gain: float = 0.0
+    guard_min_shift: float = 0.0  # keep r0 when the neighbours' weighted routing lies this close to it (0: never)
     # The answer check (pipeline/answer_check.py): a changed answer is sent only if the references nearest the
     # neighbours (`answer_space_k` of them per neighbour) hold it as an answer; otherwise the base answer is.
     answer_check: bool = option(False, "when re-routing changes the answer, send it only if the reference index "
@@ -158,7 +160,7 @@ class RerouteConfig:
         for name in ("ngd_tol", "meanshift_tol"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("guard_max_spread", "guard_fit_loss", "guard_min_gain"):
+        for name in ("guard_max_spread", "guard_fit_loss", "guard_min_gain", "guard_min_shift"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
@@ -225,5 +227,9 @@ def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:
 # (measured side by side in BENCHMARKS.md; requests can still ask for lr=0.01). The evidence guard
 # (routing/guard.py) never cost accuracy net of broken answers on paraphrase-val (BENCHMARKS.md, section 1c);
 # the answer check replaced only answers of another kind and cost no fix at answer_space_k 16, 64 or 256
-# (section 1d). A request turns either off with guard=false or answer_check=false.
-SHIPPED_FAMILY_DEFAULTS: dict[str, Any] = {"lr": 0.2, "guard": True, "answer_check": True}
+# (section 1d). A request turns either off with guard=false or answer_check=false. Neighbours whose weighted
+# routing lies within 0.02 of the router's are left alone before any model call, and kernel's line search makes 2
+# golden-section evaluations past its two ends: on paraphrase-val and test neither cost a fix, and together they
+# take most of re-routing's CPU off in-distribution questions (BENCHMARKS.md, section 2).
+SHIPPED_FAMILY_DEFAULTS: dict[str, Any] = {"lr": 0.2, "guard": True, "answer_check": True, "guard_min_shift": 0.02,
+                                           "line_search_steps": 2}

@@ -3,18 +3,20 @@
 The paper's strategies always move toward the neighbours. Two failures follow: neighbours from
 different tasks, whose routings disagree and average to a routing good for none of them; and a
 routing the router got right being pulled away although nothing said it was wrong. The guard checks
-the strategy's move against three pieces of evidence, in this order, and keeps r0 at the first that
+the strategy's move against four pieces of evidence, in this order, and keeps r0 at the first that
 fails (the reason is reported):
 
 1. `neighbours_disagree`: the neighbours' own routings are spread out (kernel-weighted mean, over
    neighbours, of the largest per-row half-L1 distance between a neighbour's routing and their
    weighted mean exceeds `guard_max_spread`). A consensus is what makes borrowing a routing sensible.
-2. `base_fits_neighbours`: the neighbours are already answered well under r0 (their weighted loss at
+2. `neighbours_agree_with_router`: their weighted routing lies within `guard_min_shift` of r0 (half-L1,
+   largest row): they were answered right with about the router's own routing (0, the default: never).
+3. `base_fits_neighbours`: the neighbours are already answered well under r0 (their weighted loss at
    r0 is at most `guard_fit_loss`): nothing says the base routing is wrong.
-3. `no_loss_gain`: the move does not lower the neighbours' weighted loss by at least `guard_min_gain`.
+4. `no_loss_gain`: the move does not lower the neighbours' weighted loss by at least `guard_min_gain`.
 
-The first two need nothing the strategy computes: the spread is read from the neighbours alone, and the
-loss under r0 is the strategy's own first evaluation. So the strategies stop there when either check fails
+The first three need nothing the strategy computes: the first two are read from the neighbours alone, and
+the loss under r0 is the strategy's own first evaluation. So they are decided before the strategy's steps
 (`decided_before_steps` in the verdict): the steps would be thrown away, since the guard keeps r0 whatever
 they reach.
 
@@ -31,7 +33,7 @@ from torch import Tensor
 
 from r2t2.routing.config import RerouteConfig
 
-REASONS = ("neighbours_disagree", "base_fits_neighbours", "no_loss_gain")
+REASONS = ("neighbours_disagree", "neighbours_agree_with_router", "base_fits_neighbours", "no_loss_gain")
 
 
 @dataclass(frozen=True)
@@ -62,12 +64,23 @@ class GuardVerdict:
                 "decided_before_steps": self.before_steps}
 
 
-def disagreeing(spread: float, config: RerouteConfig) -> GuardVerdict | None:
-    """The verdict that needs no loss: r0 kept when the neighbours' routings are spread out (None: the strategy
-    runs)."""
-    if spread <= config.guard_max_spread:
+def router_shift(weights: Tensor, routings: Tensor, r0: Tensor) -> float:
+    """How far the neighbours' weighted mean routing lies from r0: half the L1 distance, largest row."""
+    mean = torch.einsum("m,mle->le", weights.to(routings.dtype), routings)
+    return float(((mean - r0.to(routings.dtype)).abs().sum(-1) / 2).amax())
+
+
+def decided_without_loss(spread: float, shift: float, config: RerouteConfig) -> GuardVerdict | None:
+    """The verdicts that need no loss: r0 kept when the neighbours' routings are spread out, or when their weighted
+    routing is within `guard_min_shift` of r0 (they were answered right with about the router's own routing: nothing
+    says it is wrong). None: the strategy runs."""
+    if spread > config.guard_max_spread:
+        reason = "neighbours_disagree"
+    elif shift < config.guard_min_shift:
+        reason = "neighbours_agree_with_router"
+    else:
         return None
-    return GuardVerdict(True, "neighbours_disagree", spread, None, None, before_steps=True)
+    return GuardVerdict(True, reason, spread, None, None, before_steps=True)
 
 
 def fits_at_base(config: RerouteConfig, base_loss: float) -> bool:

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from r2t2.routing.block import block_for
 from r2t2.routing.config import RerouteConfig
-from r2t2.routing.guard import GuardSettings, disagreeing, judge, neighbour_spread
+from r2t2.routing.guard import GuardSettings, decided_without_loss, judge, neighbour_spread, router_shift
 from r2t2.routing.layout import RoutingLayout, vision_layout
 from r2t2.routing.neighbours import NeighbourLosses, NoUsableNeighbours, WeightedNeighbours, weigh_neighbourhood
 from r2t2.routing.protocol import Neighbourhood, ReferenceBatch, RoutedModel, is_valid_routing
@@ -152,15 +152,17 @@ def _guard_evidence(request: RerouteRequest) -> tuple[WeightedNeighbours, Tensor
 
 
 def _kept_before_steps(request: RerouteRequest) -> RerouteResult | None:
-    """r0, when the guard is on and the neighbours' routings disagree (None: the strategy runs). A neighbourhood
-    that cannot steer is left to the strategy, which reports it as its fallback."""
+    """r0, when the guard is on and the neighbours' routings disagree or agree with r0 (None: the strategy runs). A
+    neighbourhood that cannot steer is left to the strategy, which reports it as its fallback."""
     if not request.config.guard:
         return None
     try:
         chosen, neighbour_routings = _guard_evidence(request)
     except NoUsableNeighbours:
         return None
-    verdict = disagreeing(neighbour_spread(chosen.weights, neighbour_routings), request.config)
+    r0 = request.r0 if request.movable is None else torch.where(request.movable, request.r0, 0.0)
+    verdict = decided_without_loss(neighbour_spread(chosen.weights, neighbour_routings),
+                                   router_shift(chosen.weights, neighbour_routings, r0), request.config)
     if verdict is None:
         return None
     return _placed(RerouteResult(strategy=request.config.strategy, base_routing=request.r0, routing=request.r0.clone(),

@@ -60,7 +60,8 @@ class ReRouter:
         if self._pipeline.info().get("base_from_engine"):  # the model holds only what re-routing needs
             self._pipeline.use_engine_base(self._engine_base)
         # The pipeline's batch call runs in a worker thread, so this replica keeps answering health checks.
-        self._batcher = ContinuousBatcher(self._prepare_jobs, options.max_batch_size, options.batch_wait_s)
+        self._batcher = ContinuousBatcher(self._prepare_jobs, options.max_batch_size, options.batch_wait_s,
+                                          options.concurrent_batches)
         # Hot swap: follow each index's CURRENT pointer. A request keeps the snapshot it started with.
         self._pipeline.follow_indexes(config.indexes.refresh_interval_s)
 
