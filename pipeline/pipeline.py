@@ -94,15 +94,16 @@ class ReroutePipeline:
             raise outcome
         return outcome
 
-    def rerouted_many(self, queries: Sequence[Query],
-                      on_encoded: Callable[[int, Found], None] | None = None) -> list[Rerouted | Exception]:
+    def rerouted_many(self, queries: Sequence[Query], on_encoded: Callable[[int, Found], None] | None = None,
+                      on_decided: Callable[[int, Rerouted], None] | None = None) -> list[Rerouted | Exception]:
         """Re-route a batch of queries, each with its own settings; results (or that query's error) in order.
 
         The queries are encoded together, each is searched on its own, then all are re-routed in one
         `reroute_many` call, which shares model calls between requests of the same strategy. A failure of one
         query (e.g. a question too long, an unknown index) is its own result and never reaches the others.
         `on_encoded(position, found)` is told of each query as soon as it is encoded and searched, before any
-        re-routing.
+        re-routing; `on_decided(position, rerouted)` of each query the evidence guard decides from its neighbours
+        alone, before the batch's strategies run.
         """
         started = time.perf_counter()
         encoded = encode_queries(self.model, queries, self._engine_base)
@@ -119,10 +120,23 @@ class ReroutePipeline:
                 continue
             if on_encoded is not None:
                 on_encoded(position, found[-1])
-        ready = [f for f in found if isinstance(f, Found)]
-        results = iter(batch_or_each([f.request for f in ready], lambda requests: reroute_many(self.model, requests)))
-        return [item if isinstance(item, Exception) else self._finished(item, next(results), len(ready))
-                for item in found]
+        at = [position for position, item in enumerate(found) if isinstance(item, Found)]
+        ready: list[Found] = [found[position] for position in at]  # type: ignore[misc]  (the Found ones)
+        early: dict[int, Rerouted] = {}
+
+        def run(some: list[int]) -> list[RerouteResult]:
+            def decided(k: int, result: RerouteResult) -> None:
+                done = early[some[k]] = self._finished(ready[some[k]], result, len(ready))
+                assert on_decided is not None
+                on_decided(at[some[k]], done)
+
+            return reroute_many(self.model, [ready[j].request for j in some], None if on_decided is None else decided)
+
+        results = iter(batch_or_each(list(range(len(ready))), run))
+        finished = [early.get(j) or self._finished(item, result, len(ready))
+                    for j, (item, result) in enumerate(zip(ready, results))]
+        done = iter(finished)
+        return [item if isinstance(item, Exception) else next(done) for item in found]
 
     def _finished(self, item: Found, result: RerouteResult | Exception, batch_size: int) -> Rerouted | Exception:
         """A re-routed query with the evidence its record and answer check need."""
@@ -144,15 +158,17 @@ class ReroutePipeline:
             raise outcome
         return outcome
 
-    def prepare_many(self, requests: Sequence[ServeRequest],
-                     on_base: BaseReady | None = None) -> list[Prepared | Exception]:
+    def prepare_many(self, requests: Sequence[ServeRequest], on_base: BaseReady | None = None,
+                     on_done: Callable[[int, Prepared], None] | None = None) -> list[Prepared | Exception]:
         """The server's entry point (`Pipeline.prepare_many`): a batch of requests, re-routed together.
 
         Each slot holds that request's prompt and record, or the error that refused it (a bad option, an
         unknown index), so one bad request never fails the others of its batch. A request without an image is
         not re-routed: its slot holds the model's `question_prompt` and a record saying so. `on_base(i, prompt)`
         gets request i's prompt under the router's own routing as soon as it is encoded, while the batch is still
-        being re-routed: the server starts that answer speculatively.
+        being re-routed: the server starts that answer speculatively. `on_done(i, prepared)` gets request i's
+        outcome as soon as it is known when that is before the batch ends (the guard decided it from the neighbours
+        alone), so it is answered while the batch's strategies run.
         """
         queries: list[Query | Prepared | Exception] = []
         for image, question, overrides, index in requests:
@@ -173,16 +189,28 @@ class ReroutePipeline:
             assert on_base is not None
             on_base(positions[position], self.model.engine_prompts(item.batch, item.request.r0)[0])
 
-        done = iter(self.rerouted_many(valid, None if on_base is None else encoded))
+        early: dict[int, Prepared] = {}
+
+        def decided(position: int, item: Rerouted) -> None:
+            assert on_done is not None
+            done = early[positions[position]] = self._prepared(item)
+            on_done(positions[position], done)
+
+        done = iter(self.rerouted_many(valid, None if on_base is None else encoded,
+                                       None if on_done is None else decided))
         outcomes: list[Prepared | Exception] = []
-        for query in queries:
+        for i, query in enumerate(queries):
             outcome = next(done) if isinstance(query, Query) else query
             if isinstance(outcome, Rerouted):
-                outcome = Prepared(prompt=self.model.engine_prompts(outcome.query, outcome.result.routing)[0],
-                                   record=build_record(outcome, self.layout), lm_rows=self.lm_rows(outcome),
-                                   answer_space=outcome.answer_space)
+                outcome = early.get(i) or self._prepared(outcome)
             outcomes.append(outcome)
         return outcomes
+
+    def _prepared(self, done: Rerouted) -> Prepared:
+        """A re-routed request's engine prompt, record, LM rows and answer space."""
+        return Prepared(prompt=self.model.engine_prompts(done.query, done.result.routing)[0],
+                        record=build_record(done, self.layout), lm_rows=self.lm_rows(done),
+                        answer_space=done.answer_space)
 
     def _question_only(self, question: str) -> Prepared | Exception:
         """A question asked without an image: the model's prompt of the question alone, not re-routed (the

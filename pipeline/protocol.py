@@ -77,10 +77,11 @@ class Pipeline(Protocol):
     def info(self) -> ModelInfo:
         """The served model's card."""
 
-    def prepare_many(self, requests: Sequence[ServeRequest],
-                     on_base: BaseReady | None = None) -> list[Prepared | Exception]:
+    def prepare_many(self, requests: Sequence[ServeRequest], on_base: BaseReady | None = None,
+                     on_done: Callable[[int, Prepared], None] | None = None) -> list[Prepared | Exception]:
         """Re-route a batch; each slot holds that request's `Prepared` or the error that refused it.
-        `on_base(i, prompt)` gets request i's prompt under the router's own routing as soon as it is encoded."""
+        `on_base(i, prompt)` gets request i's prompt under the router's own routing as soon as it is encoded;
+        `on_done(i, prepared)` its outcome when that is known before the batch ends."""
 
     def follow_indexes(self, interval_s: float) -> None:
         """Serve each index's newest current version, checking every `interval_s` (hot swap)."""

@@ -190,6 +190,18 @@ def test_a_mixed_batch_of_16_matches_each_request_alone(pipeline) -> None:
         assert answers[0] == answers[1]
 
 
+def test_requests_the_guard_decides_early_are_handed_over_before_their_batch_ends(pipeline) -> None:
+    samples = load_split("paraphrase", limit=8)
+    requests = [(s.image, s.question, {"strategy": "ngd", "guard": True, "guard_min_shift": 1.0 if i % 2 else 0.0},
+                 None) for i, s in enumerate(samples)]
+    early: dict[int, object] = {}
+    outcomes = pipeline.prepare_many(requests, on_done=lambda i, prepared: early.setdefault(i, prepared))
+    assert sorted(early) == [1, 3, 5, 7]
+    for i, prepared in early.items():
+        assert prepared is outcomes[i] and prepared.record.guard.decided_before_steps
+        assert prepared.record.moved == 0 and prepared.record.batch_size == 8
+
+
 def test_one_bad_request_in_a_batch_fails_alone(pipeline) -> None:
     sample = load_split("test", limit=1)[0]
     outcomes = pipeline.prepare_many([(sample.image, sample.question, {"strategy": "ngd"}, None),

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -38,13 +38,16 @@ def reroute(model: RoutedModel, r0: Tensor, config: RerouteConfig, *, query_embe
     return reroute_many(model, [request])[0]
 
 
-def reroute_many(model: RoutedModel, requests: Sequence[RerouteRequest]) -> list[RerouteResult]:
+def reroute_many(model: RoutedModel, requests: Sequence[RerouteRequest],
+                 on_decided: Callable[[int, RerouteResult], None] | None = None) -> list[RerouteResult]:
     """Re-route each request with its own `config`; results in request order.
 
     Raises ValueError on a missing input or a shape/validity mismatch in any request (before any model
     work). A neighbourhood that cannot steer (empty, zero kernel weight) and a numeric blow-up inside a
     strategy are not errors: that request keeps r0 (or its last finite iterate) and says why in
-    `fallback`. `seconds` is the wall time of the group the request ran in.
+    `fallback`. `seconds` is the wall time of the group the request ran in. `on_decided(i, result)` is told of
+    each request the guard decides from its neighbours alone, before any strategy runs, so a caller can answer it
+    while the others are re-routed.
     """
     if not isinstance(model, RoutedModel):
         raise ValueError(f"model must implement RoutedModel (routing_shape, base_routing, routing_loss), "
@@ -55,8 +58,10 @@ def reroute_many(model: RoutedModel, requests: Sequence[RerouteRequest]) -> list
     # the routing the first stage left (each judged by the guard on its own), so that an LM move is kept only
     # when it helps beyond what moving the vision rows did.
     staged = [i for i, request in enumerate(checked) if _two_stages(request.config, layout)]
+    decided = None if on_decided is None else \
+        lambda i, result: None if i in staged else on_decided(i, result)  # a staged request has its LM stage to go
     results = _run(model, [_in_block(_with_target(request, "vision") if i in staged else request, layout)
-                           for i, request in enumerate(checked)])
+                           for i, request in enumerate(checked)], decided)
     if staged:
         second = [_in_block(_with_target(dataclasses.replace(checked[i], r0=results[i].routing), "lm"), layout)
                   for i in staged]
@@ -78,22 +83,25 @@ def _with_target(request: RerouteRequest, target: str) -> RerouteRequest:
     return dataclasses.replace(request, config=stage)
 
 
-def _run(model: RoutedModel, checked: list[RerouteRequest]) -> list[RerouteResult]:
-    """Run checked requests (each within its block): a group per strategy, strategy group and block."""
+def _run(model: RoutedModel, checked: list[RerouteRequest],
+         on_decided: Callable[[int, RerouteResult], None] | None = None) -> list[RerouteResult]:
+    """Run checked requests (each within its block): first what the guard decides from the neighbours alone, then a
+    group per strategy, strategy group and block."""
+    results: list[RerouteResult | None] = [None] * len(checked)
+    for i, request in enumerate(checked):
+        if strategy(request.config.strategy).guarded:
+            results[i] = _kept_before_steps(request)
+            if results[i] is not None and on_decided is not None:
+                on_decided(i, results[i])
     groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
     for i, request in enumerate(checked):
+        if results[i] is not None:
+            continue
         config = request.config
         block = None if request.block is None else request.block.group_key()
         groups[(config.strategy, strategy(config.strategy).group(config), block)].append(i)
-    results: list[RerouteResult | None] = [None] * len(checked)
     for members in groups.values():
         entry = strategy(checked[members[0]].config.strategy)
-        if entry.guarded:  # what the guard decides from the neighbours alone is decided before the strategy runs
-            for i in members:
-                results[i] = _kept_before_steps(checked[i])
-            members = [i for i in members if results[i] is None]
-            if not members:
-                continue
         started = time.perf_counter()
         done = entry.run(model, [checked[i] for i in members])
         seconds = time.perf_counter() - started

@@ -13,7 +13,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from indexes.registry import ForeignIndexError
-from pipeline.protocol import ModelInfo, ServeRequest
+from pipeline.protocol import ModelInfo, Prepared, ServeRequest
 from pipeline.record import RecordReplica
 from r2t2.compat import install_torchvision_fix
 from r2t2.engine_prompt import EnginePrompt
@@ -33,15 +33,24 @@ def _portable(prompt: EnginePrompt) -> EnginePrompt:
 
 @dataclass(frozen=True)
 class _Job:
-    """One request in the batcher: what to prepare, and where its base prompt goes once it is encoded."""
+    """One request in the batcher: what to prepare, and where its base prompt and, when it is known before its
+    batch ends, its outcome go."""
 
     request: ServeRequest
     base: asyncio.Future
+    done: asyncio.Future
     loop: asyncio.AbstractEventLoop
 
     def base_ready(self, prompt: EnginePrompt) -> None:
         """Called from the batch's worker thread: hand the base prompt to the request's event loop."""
-        self.loop.call_soon_threadsafe(lambda: None if self.base.done() else self.base.set_result(prompt))
+        self._settle(self.base, prompt)
+
+    def done_early(self, prepared: Prepared) -> None:
+        """Called from the batch's worker thread: the request is decided while its batch still runs."""
+        self._settle(self.done, prepared)
+
+    def _settle(self, future: asyncio.Future, value: Any) -> None:
+        self.loop.call_soon_threadsafe(lambda: None if future.done() else future.set_result(value))
 
 
 @serve.deployment
@@ -76,7 +85,8 @@ class ReRouter:
 
     def _prepare_jobs(self, jobs: list[_Job]) -> list[Any]:
         return self._pipeline.prepare_many([job.request for job in jobs],
-                                           on_base=lambda position, prompt: jobs[position].base_ready(prompt))
+                                           on_base=lambda position, prompt: jobs[position].base_ready(prompt),
+                                           on_done=lambda position, prepared: jobs[position].done_early(prepared))
 
     def model_info(self) -> ModelInfo:
         """The pipeline's `info()`: routing shape, experts, fingerprint, and the LM the generator must load."""
@@ -90,14 +100,16 @@ class ReRouter:
         of the answer check (None: no check). A question without an image (None) is not re-routed: its final
         stage alone, with the question's own prompt. Documented pipeline errors come back as 4xx ApiErrors."""
         loop = asyncio.get_running_loop()
-        job = _Job(ServeRequest(image, question, overrides, index), loop.create_future(), loop)
+        job = _Job(ServeRequest(image, question, overrides, index), loop.create_future(), loop.create_future(), loop)
         prepared = asyncio.ensure_future(self._batcher.submit(job))
         try:
             await asyncio.wait({job.base, prepared}, return_when=asyncio.FIRST_COMPLETED)
             if job.base.done():
                 yield {"stage": "base", "prompt": _portable(job.base.result())}
+            # Decided early (the guard, from the neighbours alone): answered while the rest of its batch re-routes.
+            await asyncio.wait({job.done, prepared}, return_when=asyncio.FIRST_COMPLETED)
             try:
-                done = await prepared
+                done = job.done.result() if job.done.done() else await prepared
             except ForeignIndexError as err:
                 raise IndexOfAnotherModel(err.name, err.fingerprint, self._model_name) from None
             except Exception as err:
