@@ -21,14 +21,14 @@ from pipeline.answer_check import AnswerVerdict, answer_space, check_answer
 from pipeline.encode import EngineBase, batch_or_each, encode_queries
 from pipeline.neighbours import Found, NeighbourSource, pool_neighbours
 from pipeline.protocol import BaseReady, ModelInfo, Prepared, ServeRequest
-from pipeline.query import Query, Rerouted
+from pipeline.query import Pending, Query, Rerouted
 from pipeline.record import build_record, question_only_record
 from r2t2.engine_prompt import LmRows
 from r2t2.model import ServableModel
 from r2t2.routing import RerouteConfig, RerouteResult, reroute_many
 from r2t2.routing.block import answer_pins, target_rows
 from r2t2.routing.layout import TARGETS, RoutingLayout
-from r2t2.routing.reroute import routing_layout
+from r2t2.routing.reroute import decide_before_steps, routing_layout
 from r2t2.routing.strategies import Needs, strategy
 
 
@@ -94,17 +94,25 @@ class ReroutePipeline:
             raise outcome
         return outcome
 
-    def rerouted_many(self, queries: Sequence[Query], on_encoded: Callable[[int, Found], None] | None = None,
-                      on_decided: Callable[[int, Rerouted], None] | None = None) -> list[Rerouted | Exception]:
+    def rerouted_many(self, queries: Sequence[Query],
+                      on_encoded: Callable[[int, Found], None] | None = None) -> list[Rerouted | Exception]:
         """Re-route a batch of queries, each with its own settings; results (or that query's error) in order.
 
         The queries are encoded together, each is searched on its own, then all are re-routed in one
         `reroute_many` call, which shares model calls between requests of the same strategy. A failure of one
         query (e.g. a question too long, an unknown index) is its own result and never reaches the others.
         `on_encoded(position, found)` is told of each query as soon as it is encoded and searched, before any
-        re-routing; `on_decided(position, rerouted)` of each query the evidence guard decides from its neighbours
-        alone, before the batch's strategies run.
+        re-routing.
         """
+        found = self._found_many(queries, on_encoded)
+        ready = [f for f in found if isinstance(f, Found)]
+        results = iter(batch_or_each([f.request for f in ready], lambda requests: reroute_many(self.model, requests)))
+        return [item if isinstance(item, Exception) else self._finished(item, next(results), len(ready))
+                for item in found]
+
+    def _found_many(self, queries: Sequence[Query],
+                    on_encoded: Callable[[int, Found], None] | None) -> list[Found | Exception]:
+        """Every query encoded (together) and searched (each on its own), or its own error."""
         started = time.perf_counter()
         encoded = encode_queries(self.model, queries, self._engine_base)
         encode_seconds = time.perf_counter() - started
@@ -120,23 +128,7 @@ class ReroutePipeline:
                 continue
             if on_encoded is not None:
                 on_encoded(position, found[-1])
-        at = [position for position, item in enumerate(found) if isinstance(item, Found)]
-        ready: list[Found] = [found[position] for position in at]  # type: ignore[misc]  (the Found ones)
-        early: dict[int, Rerouted] = {}
-
-        def run(some: list[int]) -> list[RerouteResult]:
-            def decided(k: int, result: RerouteResult) -> None:
-                done = early[some[k]] = self._finished(ready[some[k]], result, len(ready))
-                assert on_decided is not None
-                on_decided(at[some[k]], done)
-
-            return reroute_many(self.model, [ready[j].request for j in some], None if on_decided is None else decided)
-
-        results = iter(batch_or_each(list(range(len(ready))), run))
-        finished = [early.get(j) or self._finished(item, result, len(ready))
-                    for j, (item, result) in enumerate(zip(ready, results))]
-        done = iter(finished)
-        return [item if isinstance(item, Exception) else next(done) for item in found]
+        return found
 
     def _finished(self, item: Found, result: RerouteResult | Exception, batch_size: int) -> Rerouted | Exception:
         """A re-routed query with the evidence its record and answer check need."""
@@ -158,17 +150,25 @@ class ReroutePipeline:
             raise outcome
         return outcome
 
-    def prepare_many(self, requests: Sequence[ServeRequest], on_base: BaseReady | None = None,
-                     on_done: Callable[[int, Prepared], None] | None = None) -> list[Prepared | Exception]:
-        """The server's entry point (`Pipeline.prepare_many`): a batch of requests, re-routed together.
+    def prepare_many(self, requests: Sequence[ServeRequest],
+                     on_base: BaseReady | None = None) -> list[Prepared | Exception]:
+        """A batch of requests through both of the server's stages (`begin_many`, then `finish_many` for the
+        requests the first left pending), in one call."""
+        begun = self.begin_many(requests, on_base)
+        finished = iter(self.finish_many([item for item in begun if isinstance(item, Pending)]))
+        return [next(finished) if isinstance(item, Pending) else item for item in begun]
 
-        Each slot holds that request's prompt and record, or the error that refused it (a bad option, an
-        unknown index), so one bad request never fails the others of its batch. A request without an image is
-        not re-routed: its slot holds the model's `question_prompt` and a record saying so. `on_base(i, prompt)`
-        gets request i's prompt under the router's own routing as soon as it is encoded, while the batch is still
-        being re-routed: the server starts that answer speculatively. `on_done(i, prepared)` gets request i's
-        outcome as soon as it is known when that is before the batch ends (the guard decided it from the neighbours
-        alone), so it is answered while the batch's strategies run.
+    def begin_many(self, requests: Sequence[ServeRequest],
+                   on_base: BaseReady | None = None) -> list[Prepared | Pending | Exception]:
+        """The server's first stage: a batch of requests encoded together and searched, and each one the evidence
+        guard decides from its neighbours alone (no model call) prepared at once; the others are `Pending`, for
+        `finish_many`, which runs their strategies.
+
+        Each slot holds that request's prompt and record, its `Pending`, or the error that refused it (a bad
+        option, an unknown index), so one bad request never fails the others of its batch. A request without an
+        image is not re-routed: its slot holds the model's `question_prompt` and a record saying so.
+        `on_base(i, prompt)` gets request i's prompt under the router's own routing as soon as it is encoded: the
+        server starts that answer speculatively.
         """
         queries: list[Query | Prepared | Exception] = []
         for image, question, overrides, index in requests:
@@ -189,22 +189,26 @@ class ReroutePipeline:
             assert on_base is not None
             on_base(positions[position], self.model.engine_prompts(item.batch, item.request.r0)[0])
 
-        early: dict[int, Prepared] = {}
+        found = self._found_many(valid, None if on_base is None else encoded)
+        ready = [f for f in found if isinstance(f, Found)]
+        decided = iter(decide_before_steps(self.model, [f.request for f in ready]))
+        begun: list[Prepared | Pending | Exception] = []
+        for item in found:
+            if isinstance(item, Exception):
+                begun.append(item)
+                continue
+            result = next(decided)
+            begun.append(Pending(item, len(ready)) if result is None else
+                         self._prepared(self._finished(item, result, len(ready))))
+        at = iter(begun)
+        return [next(at) if isinstance(query, Query) else query for query in queries]
 
-        def decided(position: int, item: Rerouted) -> None:
-            assert on_done is not None
-            done = early[positions[position]] = self._prepared(item)
-            on_done(positions[position], done)
-
-        done = iter(self.rerouted_many(valid, None if on_base is None else encoded,
-                                       None if on_done is None else decided))
-        outcomes: list[Prepared | Exception] = []
-        for i, query in enumerate(queries):
-            outcome = next(done) if isinstance(query, Query) else query
-            if isinstance(outcome, Rerouted):
-                outcome = early.get(i) or self._prepared(outcome)
-            outcomes.append(outcome)
-        return outcomes
+    def finish_many(self, pending: Sequence[Pending]) -> list[Prepared | Exception]:
+        """The server's second stage: the strategies of requests `begin_many` left pending (from any of its batches),
+        run together; each slot that request's prompt and record, or its error."""
+        results = batch_or_each([p.found.request for p in pending], lambda requests: reroute_many(self.model, requests))
+        done = [self._finished(p.found, result, p.batch_size) for p, result in zip(pending, results)]
+        return [item if isinstance(item, Exception) else self._prepared(item) for item in done]
 
     def _prepared(self, done: Rerouted) -> Prepared:
         """A re-routed request's engine prompt, record, LM rows and answer space."""

@@ -13,6 +13,7 @@ from PIL import Image
 
 from indexes.protocols import Embedder
 from pipeline.record import R2T2Record
+from pipeline.query import Pending
 from r2t2.engine_prompt import EnginePrompt, LmRows
 
 if TYPE_CHECKING:  # serving reads this contract without loading any model code (transformers)
@@ -77,11 +78,14 @@ class Pipeline(Protocol):
     def info(self) -> ModelInfo:
         """The served model's card."""
 
-    def prepare_many(self, requests: Sequence[ServeRequest], on_base: BaseReady | None = None,
-                     on_done: Callable[[int, Prepared], None] | None = None) -> list[Prepared | Exception]:
-        """Re-route a batch; each slot holds that request's `Prepared` or the error that refused it.
-        `on_base(i, prompt)` gets request i's prompt under the router's own routing as soon as it is encoded;
-        `on_done(i, prepared)` its outcome when that is known before the batch ends."""
+    def begin_many(self, requests: Sequence[ServeRequest],
+                   on_base: BaseReady | None = None) -> list[Prepared | Pending | Exception]:
+        """Encode and search a batch; each slot holds that request's `Prepared` when it is decided without a model
+        call, its `Pending` (for `finish_many`), or the error that refused it. `on_base(i, prompt)` gets request
+        i's prompt under the router's own routing as soon as it is encoded."""
+
+    def finish_many(self, pending: Sequence[Pending]) -> list[Prepared | Exception]:
+        """Run the strategies of pending requests together; each slot holds that request's `Prepared` or error."""
 
     def follow_indexes(self, interval_s: float) -> None:
         """Serve each index's newest current version, checking every `interval_s` (hot swap)."""

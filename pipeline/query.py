@@ -1,8 +1,9 @@
-"""A question on its way through re-routing: what goes in (`Query`) and what comes out (`Rerouted`)."""
+"""A question on its way through re-routing: what goes in (`Query`), what waits for its strategy (`Pending`) and
+what comes out (`Rerouted`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
@@ -10,6 +11,9 @@ from indexes.reference_index import ReferenceIndex
 from r2t2.engine_prompt import LmPositions
 from r2t2.routing import RerouteConfig, RerouteResult
 from r2t2.routing.protocol import ReferenceBatch
+
+if TYPE_CHECKING:  # pipeline/neighbours.py imports this module
+    from pipeline.neighbours import Found
 
 
 @dataclass(frozen=True)
@@ -39,3 +43,11 @@ class Rerouted:
     # With the answer check, for a request whose routing moved: the answers the index holds for questions like
     # its neighbours' (pipeline/answer_check.py); None: no check (it is off, nothing moved, or no neighbours)
     answer_space: frozenset[str] | None = None
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A query encoded and searched whose strategy has still to run (the server's second stage)."""
+
+    found: Found
+    batch_size: int  # how many requests were encoded together with this one (itself included)

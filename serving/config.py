@@ -91,7 +91,6 @@ class ReRouterOptions(DeploymentOptions):
     max_ongoing_requests: int = Field(64, ge=1)
     max_batch_size: int = Field(16, ge=1, le=256)
     batch_wait_s: float = Field(0.0, ge=0, le=1.0)  # hold a batch open this long for stragglers
-    concurrent_batches: int = Field(1, ge=1, le=8)  # batches re-routed at once, each in its own thread
     device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$")
     dtype: Literal["float32", "bfloat16"] = "float32"  # the model's weights; routing and losses stay float32
 

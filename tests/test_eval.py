@@ -190,16 +190,21 @@ def test_a_mixed_batch_of_16_matches_each_request_alone(pipeline) -> None:
         assert answers[0] == answers[1]
 
 
-def test_requests_the_guard_decides_early_are_handed_over_before_their_batch_ends(pipeline) -> None:
+def test_requests_the_guard_decides_from_their_neighbours_skip_the_second_stage(pipeline) -> None:
+    from pipeline.query import Pending
+
     samples = load_split("paraphrase", limit=8)
     requests = [(s.image, s.question, {"strategy": "ngd", "guard": True, "guard_min_shift": 1.0 if i % 2 else 0.0},
                  None) for i, s in enumerate(samples)]
-    early: dict[int, object] = {}
-    outcomes = pipeline.prepare_many(requests, on_done=lambda i, prepared: early.setdefault(i, prepared))
-    assert sorted(early) == [1, 3, 5, 7]
-    for i, prepared in early.items():
-        assert prepared is outcomes[i] and prepared.record.guard.decided_before_steps
-        assert prepared.record.moved == 0 and prepared.record.batch_size == 8
+    begun = pipeline.begin_many(requests)
+    assert [isinstance(item, Pending) for item in begun] == [True, False] * 4
+    finished = iter(pipeline.finish_many([item for item in begun if isinstance(item, Pending)]))
+    staged = [next(finished) if isinstance(item, Pending) else item for item in begun]
+    for i, (two_stages, one_call) in enumerate(zip(staged, pipeline.prepare_many(requests))):
+        assert two_stages.record.batch_size == one_call.record.batch_size == 8
+        assert two_stages.record.routing == pytest.approx(one_call.record.routing, abs=1e-6)
+        if i % 2:
+            assert two_stages.record.guard.decided_before_steps and two_stages.record.moved == 0
 
 
 def test_one_bad_request_in_a_batch_fails_alone(pipeline) -> None:

@@ -6,6 +6,7 @@ import torch
 from r2t2.routing import RerouteConfig, reroute, reroute_many
 from r2t2.routing.guard import GuardSettings, judge
 from r2t2.routing.neighbours import weigh_neighbourhood
+from r2t2.routing.reroute import decide_before_steps
 from r2t2.routing.request import RerouteRequest
 from routing_toys import BestRoutingBatch, CallCounter, QuadraticModel, make_neighbourhood, random_routings
 
@@ -88,16 +89,14 @@ def test_requests_that_stop_early_leave_their_batch_mates_alone(strategy: str) -
         assert result.guard.before_steps == alone.guard.before_steps == (request.config.guard_fit_loss > 1)
 
 
-def test_requests_decided_from_their_neighbours_are_reported_before_any_strategy_runs() -> None:
+def test_requests_decided_from_their_neighbours_are_known_before_any_model_call() -> None:
     counted = CallCounter(MODEL)
     requests = [RerouteRequest(r0, RerouteConfig(strategy="ngd", k=4, guard=True, guard_max_spread=1.0,
                                                  guard_min_shift=1.0 if seed % 2 else 0.0), query, hood)
                 for seed, (r0, query, hood) in enumerate(scene(seed) for seed in range(6))]
-    reported: dict[int, tuple[int, object]] = {}
-    results = reroute_many(counted, requests, on_decided=lambda i, result: reported.setdefault(
-        i, (len(counted.batch_sizes), result)))
-    assert sorted(reported) == [1, 3, 5]  # the neighbours lie within 1.0 of every r0
-    for i, (calls_before, result) in reported.items():
-        assert calls_before == 0 and result is results[i]
-        assert result.guard.reason == "neighbours_agree_with_router" and torch.equal(result.routing, requests[i].r0)
-    assert counted.batch_sizes  # the others ran
+    decided = decide_before_steps(counted, requests)
+    assert counted.batch_sizes == [] and [result is not None for result in decided] == [False, True] * 3
+    for early, result, request in zip(decided, reroute_many(MODEL, requests), requests):
+        if early is not None:  # the neighbours lie within 1.0 of every r0
+            assert early.guard == result.guard and early.guard.reason == "neighbours_agree_with_router"
+            assert torch.equal(early.routing, request.r0) and torch.equal(result.routing, request.r0)

@@ -89,31 +89,3 @@ def test_rerouter_options_check_batching_and_device() -> None:
         with pytest.raises(ValidationError, match=field):
             ReRouterOptions(**bad)
 
-
-def test_with_concurrency_two_the_next_batch_runs_while_one_is_held() -> None:
-    seen: list[list[int]] = []
-    release = threading.Event()
-
-    def process(items: list[int]) -> list[int]:
-        seen.append(list(items))
-        if items == [0]:
-            release.wait(5)  # the first batch holds its worker thread
-        return [i * 10 for i in items]
-
-    async def main() -> list[int]:
-        batcher = ContinuousBatcher(process, max_batch_size=4, concurrency=2)
-        first = asyncio.create_task(batcher.submit(0))
-        await asyncio.sleep(0.05)
-        rest = [asyncio.create_task(batcher.submit(i)) for i in range(1, 4)]
-        done = await asyncio.gather(*rest)  # answered by the second worker while the first is still held
-        assert not first.done()
-        release.set()
-        return [await first, *done]
-
-    assert asyncio.run(main()) == [0, 10, 20, 30]
-    assert seen[0] == [0] and sorted(i for batch in seen[1:] for i in batch) == [1, 2, 3]
-
-
-def test_concurrency_must_be_positive() -> None:
-    with pytest.raises(ValueError, match="concurrency >= 1"):
-        ContinuousBatcher(lambda items: items, max_batch_size=4, concurrency=0)

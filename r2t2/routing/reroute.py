@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -38,16 +38,13 @@ def reroute(model: RoutedModel, r0: Tensor, config: RerouteConfig, *, query_embe
     return reroute_many(model, [request])[0]
 
 
-def reroute_many(model: RoutedModel, requests: Sequence[RerouteRequest],
-                 on_decided: Callable[[int, RerouteResult], None] | None = None) -> list[RerouteResult]:
+def reroute_many(model: RoutedModel, requests: Sequence[RerouteRequest]) -> list[RerouteResult]:
     """Re-route each request with its own `config`; results in request order.
 
     Raises ValueError on a missing input or a shape/validity mismatch in any request (before any model
     work). A neighbourhood that cannot steer (empty, zero kernel weight) and a numeric blow-up inside a
     strategy are not errors: that request keeps r0 (or its last finite iterate) and says why in
-    `fallback`. `seconds` is the wall time of the group the request ran in. `on_decided(i, result)` is told of
-    each request the guard decides from its neighbours alone, before any strategy runs, so a caller can answer it
-    while the others are re-routed.
+    `fallback`. `seconds` is the wall time of the group the request ran in.
     """
     if not isinstance(model, RoutedModel):
         raise ValueError(f"model must implement RoutedModel (routing_shape, base_routing, routing_loss), "
@@ -58,10 +55,8 @@ def reroute_many(model: RoutedModel, requests: Sequence[RerouteRequest],
     # the routing the first stage left (each judged by the guard on its own), so that an LM move is kept only
     # when it helps beyond what moving the vision rows did.
     staged = [i for i, request in enumerate(checked) if _two_stages(request.config, layout)]
-    decided = None if on_decided is None else \
-        lambda i, result: None if i in staged else on_decided(i, result)  # a staged request has its LM stage to go
     results = _run(model, [_in_block(_with_target(request, "vision") if i in staged else request, layout)
-                           for i, request in enumerate(checked)], decided)
+                           for i, request in enumerate(checked)])
     if staged:
         second = [_in_block(_with_target(dataclasses.replace(checked[i], r0=results[i].routing), "lm"), layout)
                   for i in staged]
@@ -69,6 +64,23 @@ def reroute_many(model: RoutedModel, requests: Sequence[RerouteRequest],
             results[i] = dataclasses.replace(results[i], routing=lm.routing, seconds=results[i].seconds + lm.seconds,
                                              lm_stage=dataclasses.replace(lm, base_routing=results[i].routing))
     return results
+
+
+def decide_before_steps(model: RoutedModel, requests: Sequence[RerouteRequest]) -> list[RerouteResult | None]:
+    """What `reroute_many` would return for each request that the evidence guard decides from its neighbours alone,
+    before any model call (None for the others: their strategy must run, and a request with a bad input raises
+    there). Lets a server answer those requests while the others of their batch are re-routed."""
+    layout = routing_layout(model)
+    decided: list[RerouteResult | None] = []
+    for request in requests:
+        try:
+            checked = _checked_request(model, request)
+        except ValueError:
+            decided.append(None)
+            continue
+        guarded = strategy(checked.config.strategy).guarded and not _two_stages(checked.config, layout)
+        decided.append(_kept_before_steps(_in_block(checked, layout)) if guarded else None)
+    return decided
 
 
 def _two_stages(config: RerouteConfig, layout: RoutingLayout) -> bool:
@@ -83,16 +95,13 @@ def _with_target(request: RerouteRequest, target: str) -> RerouteRequest:
     return dataclasses.replace(request, config=stage)
 
 
-def _run(model: RoutedModel, checked: list[RerouteRequest],
-         on_decided: Callable[[int, RerouteResult], None] | None = None) -> list[RerouteResult]:
+def _run(model: RoutedModel, checked: list[RerouteRequest]) -> list[RerouteResult]:
     """Run checked requests (each within its block): first what the guard decides from the neighbours alone, then a
     group per strategy, strategy group and block."""
     results: list[RerouteResult | None] = [None] * len(checked)
     for i, request in enumerate(checked):
         if strategy(request.config.strategy).guarded:
             results[i] = _kept_before_steps(request)
-            if results[i] is not None and on_decided is not None:
-                on_decided(i, results[i])
     groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
     for i, request in enumerate(checked):
         if results[i] is not None:

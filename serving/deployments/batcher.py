@@ -3,8 +3,6 @@
 While a batch runs, new calls queue up; when it ends, everything queued (up to `max_batch_size`) forms
 the next batch. A lone call therefore starts at once (no added latency at low load) and batches grow
 with load by themselves. `max_wait_s` optionally holds a batch open a little longer for stragglers.
-With `concurrency` above one, that many batches run at once (each in its own worker thread): a batch forms
-from what queued while the others ran, so the work of the next requests overlaps that of the current ones.
 """
 from __future__ import annotations
 
@@ -24,16 +22,14 @@ class ContinuousBatcher(Generic[Item, Outcome]):
     """
 
     def __init__(self, process: Callable[[list[Item]], Sequence[Outcome | BaseException]], max_batch_size: int,
-                 max_wait_s: float = 0.0, concurrency: int = 1) -> None:
-        if max_batch_size < 1 or max_wait_s < 0 or concurrency < 1:
-            raise ValueError(f"need max_batch_size >= 1, max_wait_s >= 0 and concurrency >= 1, got {max_batch_size}, "
-                             f"{max_wait_s}, {concurrency}")
+                 max_wait_s: float = 0.0) -> None:
+        if max_batch_size < 1 or max_wait_s < 0:
+            raise ValueError(f"need max_batch_size >= 1 and max_wait_s >= 0, got {max_batch_size}, {max_wait_s}")
         self._process = process
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
-        self.concurrency = concurrency
         self._queue: asyncio.Queue[tuple[Item, asyncio.Future]] | None = None
-        self._workers: list[asyncio.Task] = []
+        self._worker: asyncio.Task | None = None
 
     async def submit(self, item: Item) -> Outcome:
         """The outcome of `item`, computed in whichever batch it joins."""
@@ -41,9 +37,8 @@ class ContinuousBatcher(Generic[Item, Outcome]):
             self._queue = asyncio.Queue()
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((item, future))
-        self._workers = [worker for worker in self._workers if not worker.done()]
-        if len(self._workers) < self.concurrency:
-            self._workers.append(asyncio.create_task(self._serve()))
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._serve())
         return await future
 
     async def _serve(self) -> None:

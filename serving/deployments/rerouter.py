@@ -1,5 +1,5 @@
 """ReRouter deployment: one served model's R2-T2 pipeline (encode, search, re-route, build the prompt), with
-concurrent requests re-routed in batches on the configured device."""
+concurrent requests re-routed in batches on the configured device, in two pipelined stages."""
 from __future__ import annotations
 
 import asyncio
@@ -13,7 +13,8 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from indexes.registry import ForeignIndexError
-from pipeline.protocol import ModelInfo, Prepared, ServeRequest
+from pipeline.protocol import ModelInfo, ServeRequest
+from pipeline.query import Pending
 from pipeline.record import RecordReplica
 from r2t2.compat import install_torchvision_fix
 from r2t2.engine_prompt import EnginePrompt
@@ -33,24 +34,16 @@ def _portable(prompt: EnginePrompt) -> EnginePrompt:
 
 @dataclass(frozen=True)
 class _Job:
-    """One request in the batcher: what to prepare, and where its base prompt and, when it is known before its
-    batch ends, its outcome go."""
+    """One request in the first stage's batcher: what to prepare, and where its base prompt goes once it is
+    encoded."""
 
     request: ServeRequest
     base: asyncio.Future
-    done: asyncio.Future
     loop: asyncio.AbstractEventLoop
 
     def base_ready(self, prompt: EnginePrompt) -> None:
         """Called from the batch's worker thread: hand the base prompt to the request's event loop."""
-        self._settle(self.base, prompt)
-
-    def done_early(self, prepared: Prepared) -> None:
-        """Called from the batch's worker thread: the request is decided while its batch still runs."""
-        self._settle(self.done, prepared)
-
-    def _settle(self, future: asyncio.Future, value: Any) -> None:
-        self.loop.call_soon_threadsafe(lambda: None if future.done() else future.set_result(value))
+        self.loop.call_soon_threadsafe(lambda: None if self.base.done() else self.base.set_result(prompt))
 
 
 @serve.deployment
@@ -68,9 +61,11 @@ class ReRouter:
         self._generator: DeploymentHandle | None = None
         if self._pipeline.info().get("base_from_engine"):  # the model holds only what re-routing needs
             self._pipeline.use_engine_base(self._engine_base)
-        # The pipeline's batch call runs in a worker thread, so this replica keeps answering health checks.
-        self._batcher = ContinuousBatcher(self._prepare_jobs, options.max_batch_size, options.batch_wait_s,
-                                          options.concurrent_batches)
+        # Two stages, each batched in its own worker thread (so this replica keeps answering health checks): the
+        # first encodes and searches, and answers each request the guard decides from its neighbours alone; the
+        # second runs the strategies of the rest, while the first goes on with the next requests.
+        self._begin = ContinuousBatcher(self._begin_jobs, options.max_batch_size, options.batch_wait_s)
+        self._finish = ContinuousBatcher(self._pipeline.finish_many, options.max_batch_size)
         # Hot swap: follow each index's CURRENT pointer. A request keeps the snapshot it started with.
         self._pipeline.follow_indexes(config.indexes.refresh_interval_s)
 
@@ -83,10 +78,9 @@ class ReRouter:
         calls = [self._generator.base_routing.remote(_portable(prompt), layers) for prompt in prompts]
         return [call.result() for call in calls]
 
-    def _prepare_jobs(self, jobs: list[_Job]) -> list[Any]:
-        return self._pipeline.prepare_many([job.request for job in jobs],
-                                           on_base=lambda position, prompt: jobs[position].base_ready(prompt),
-                                           on_done=lambda position, prepared: jobs[position].done_early(prepared))
+    def _begin_jobs(self, jobs: list[_Job]) -> list[Any]:
+        return self._pipeline.begin_many([job.request for job in jobs],
+                                         on_base=lambda position, prompt: jobs[position].base_ready(prompt))
 
     def model_info(self) -> ModelInfo:
         """The pipeline's `info()`: routing shape, experts, fingerprint, and the LM the generator must load."""
@@ -100,16 +94,16 @@ class ReRouter:
         of the answer check (None: no check). A question without an image (None) is not re-routed: its final
         stage alone, with the question's own prompt. Documented pipeline errors come back as 4xx ApiErrors."""
         loop = asyncio.get_running_loop()
-        job = _Job(ServeRequest(image, question, overrides, index), loop.create_future(), loop.create_future(), loop)
-        prepared = asyncio.ensure_future(self._batcher.submit(job))
+        job = _Job(ServeRequest(image, question, overrides, index), loop.create_future(), loop)
+        begun = asyncio.ensure_future(self._begin.submit(job))
         try:
-            await asyncio.wait({job.base, prepared}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({job.base, begun}, return_when=asyncio.FIRST_COMPLETED)
             if job.base.done():
                 yield {"stage": "base", "prompt": _portable(job.base.result())}
-            # Decided early (the guard, from the neighbours alone): answered while the rest of its batch re-routes.
-            await asyncio.wait({job.done, prepared}, return_when=asyncio.FIRST_COMPLETED)
             try:
-                done = job.done.result() if job.done.done() else await prepared
+                done = await begun
+                if isinstance(done, Pending):
+                    done = await self._finish.submit(done)
             except ForeignIndexError as err:
                 raise IndexOfAnotherModel(err.name, err.fingerprint, self._model_name) from None
             except Exception as err:
@@ -121,7 +115,7 @@ class ReRouter:
             yield {"stage": "final", "prompt": _portable(done.prompt), "record": done.record, "lm_rows": done.lm_rows,
                    "answer_space": None if done.answer_space is None else sorted(done.answer_space)}
         finally:
-            prepared.cancel()
+            begun.cancel()
 
     async def check_health(self) -> None:
         """The pipeline lives in this process; a live replica is a healthy one."""
