@@ -161,8 +161,8 @@ class ReroutePipeline:
     def begin_many(self, requests: Sequence[ServeRequest],
                    on_base: BaseReady | None = None) -> list[Prepared | Pending | Exception]:
         """The server's first stage: a batch of requests encoded together and searched, and each one the evidence
-        guard decides from its neighbours alone (no model call) prepared at once; the others are `Pending`, for
-        `finish_many`, which runs their strategies.
+        guard decides from its neighbours alone (no model call) or whose strategy is the baseline prepared at once;
+        the others are `Pending`, for `finish_many`, which runs their strategies.
 
         Each slot holds that request's prompt and record, its `Pending`, or the error that refused it (a bad
         option, an unknown index), so one bad request never fails the others of its batch. A request without an
@@ -191,15 +191,25 @@ class ReroutePipeline:
 
         found = self._found_many(valid, None if on_base is None else encoded)
         ready = [f for f in found if isinstance(f, Found)]
-        decided = iter(decide_before_steps(self.model, [f.request for f in ready]))
+        decided: list[RerouteResult | Exception | None] = list(decide_before_steps(self.model,
+                                                                                  [f.request for f in ready]))
+        # The baseline re-routes nothing: it is answered here rather than queued behind the others' strategies.
+        now = [j for j, f in enumerate(ready) if strategy(f.request.config.strategy).baseline]
+        for j, result in zip(now, batch_or_each([ready[j].request for j in now],
+                                                lambda requests: reroute_many(self.model, requests))):
+            decided[j] = result
+        outcomes = iter(decided)
         begun: list[Prepared | Pending | Exception] = []
         for item in found:
             if isinstance(item, Exception):
                 begun.append(item)
                 continue
-            result = next(decided)
-            begun.append(Pending(item, len(ready)) if result is None else
-                         self._prepared(self._finished(item, result, len(ready))))
+            result = next(outcomes)
+            if result is None:
+                begun.append(Pending(item, len(ready)))
+                continue
+            done = self._finished(item, result, len(ready))
+            begun.append(done if isinstance(done, Exception) else self._prepared(done))
         at = iter(begun)
         return [next(at) if isinstance(query, Query) else query for query in queries]
 

@@ -205,6 +205,8 @@ def test_requests_the_guard_decides_from_their_neighbours_skip_the_second_stage(
         assert two_stages.record.routing == pytest.approx(one_call.record.routing, abs=1e-6)
         if i % 2:
             assert two_stages.record.guard.decided_before_steps and two_stages.record.moved == 0
+    baseline = pipeline.begin_many([(samples[0].image, samples[0].question, {"strategy": "none"}, None)])
+    assert not isinstance(baseline[0], Pending) and baseline[0].record.strategy == "none"  # nothing to wait for
 
 
 def test_one_bad_request_in_a_batch_fails_alone(pipeline) -> None:
