@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import psutil
 
-# Substrings of a process's command line (Ray sets it to the actor's name) -> the part of the server it is,
-# first match wins. The engine's own processes come before the generator, whose replica starts them.
+# Substrings of a process's command line (Ray sets it to the actor's name, vLLM to VLLM::EngineCore) -> the part of
+# the server it is, first match wins. Not "vllm" alone: it would also match the replicas of an app named vllm.
 PARTS: tuple[tuple[str, str], ...] = (
-    ("EngineCore", "engine"), ("VLLM", "engine"), ("vllm", "engine"),
+    ("EngineCore", "engine"),
     ("ReRouter", "re-router"), ("Generator", "generator"), ("Ingress", "ingress"),
     ("ProxyActor", "http proxy"), ("IndexManager", "index manager"),
     ("ServeController", "ray"), ("raylet", "ray"), ("gcs_server", "ray"), ("dashboard", "ray"),

@@ -25,7 +25,7 @@ from pipeline.query import Pending, Query, Rerouted
 from pipeline.record import build_record, question_only_record
 from r2t2.engine_prompt import LmRows
 from r2t2.model import ServableModel
-from r2t2.routing import RerouteConfig, RerouteResult, reroute_many
+from r2t2.routing import RerouteConfig, RerouteRequest, RerouteResult, reroute_many
 from r2t2.routing.block import answer_pins, target_rows
 from r2t2.routing.layout import TARGETS, RoutingLayout
 from r2t2.routing.reroute import decide_before_steps, routing_layout
@@ -106,9 +106,13 @@ class ReroutePipeline:
         """
         found = self._found_many(queries, on_encoded)
         ready = [f for f in found if isinstance(f, Found)]
-        results = iter(batch_or_each([f.request for f in ready], lambda requests: reroute_many(self.model, requests)))
+        results = iter(self._rerouted_results([f.request for f in ready]))
         return [item if isinstance(item, Exception) else self._finished(item, next(results), len(ready))
                 for item in found]
+
+    def _rerouted_results(self, requests: list[RerouteRequest]) -> list[RerouteResult | Exception]:
+        """`reroute_many` over the requests together; should it refuse them, each alone, so only a bad one fails."""
+        return batch_or_each(requests, lambda some: reroute_many(self.model, some))
 
     def _found_many(self, queries: Sequence[Query],
                     on_encoded: Callable[[int, Found], None] | None) -> list[Found | Exception]:
@@ -195,8 +199,7 @@ class ReroutePipeline:
                                                                                   [f.request for f in ready]))
         # The baseline re-routes nothing: it is answered here rather than queued behind the others' strategies.
         now = [j for j, f in enumerate(ready) if strategy(f.request.config.strategy).baseline]
-        for j, result in zip(now, batch_or_each([ready[j].request for j in now],
-                                                lambda requests: reroute_many(self.model, requests))):
+        for j, result in zip(now, self._rerouted_results([ready[j].request for j in now])):
             decided[j] = result
         outcomes = iter(decided)
         begun: list[Prepared | Pending | Exception] = []
@@ -216,7 +219,7 @@ class ReroutePipeline:
     def finish_many(self, pending: Sequence[Pending]) -> list[Prepared | Exception]:
         """The server's second stage: the strategies of requests `begin_many` left pending (from any of its batches),
         run together; each slot that request's prompt and record, or its error."""
-        results = batch_or_each([p.found.request for p in pending], lambda requests: reroute_many(self.model, requests))
+        results = self._rerouted_results([p.found.request for p in pending])
         done = [self._finished(p.found, result, p.batch_size) for p, result in zip(pending, results)]
         return [item if isinstance(item, Exception) else self._prepared(item) for item in done]
 

@@ -88,4 +88,3 @@ def test_rerouter_options_check_batching_and_device() -> None:
                        ({"max_batch_size": 0}, "max_batch_size")):
         with pytest.raises(ValidationError, match=field):
             ReRouterOptions(**bad)
-
