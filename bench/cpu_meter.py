@@ -14,9 +14,9 @@ import psutil
 # Substrings of a process's command line (Ray sets it to the actor's name, vLLM to VLLM::EngineCore) -> the part of
 # the server it is, first match wins. Not "vllm" alone: it would also match the replicas of an app named vllm.
 PARTS: tuple[tuple[str, str], ...] = (
-    ("EngineCore", "engine"),
+    ("EngineCore", "engine core"),
     ("ReRouter", "re-router"), ("Generator", "generator"), ("Ingress", "ingress"),
-    ("ProxyActor", "http proxy"), ("IndexManager", "index manager"),
+    ("ProxyActor", "http proxy"), ("IndexManager", "index manager"), ("serving.run", "server process"),
     ("ServeController", "ray"), ("raylet", "ray"), ("gcs_server", "ray"), ("dashboard", "ray"),
     ("log_monitor", "ray"), ("ray", "ray"),
 )
@@ -36,13 +36,9 @@ def _machine_busy_s() -> float:
     return (sum(fields[:8]) - idle) / _TICKS  # user..steal; guest time is already inside user
 
 
-def _part(command: str, pid: int) -> str:
-    if pid == os.getpid():
-        return "load generator"
-    for needle, part in PARTS:
-        if needle in command:
-            return part
-    return "other"
+def part_of(command: str) -> str:
+    """The part of the server a process with this command line is (`PARTS`), else "other"."""
+    return next((part for needle, part in PARTS if needle in command), "other")
 
 
 def snapshot() -> CpuSnapshot:
@@ -54,7 +50,8 @@ def snapshot() -> CpuSnapshot:
             command = " ".join(process.info["cmdline"] or [process.info["name"] or ""])
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
-        by_pid[process.info["pid"]] = (_part(command, process.info["pid"]), times.user + times.system)
+        pid = process.info["pid"]
+        by_pid[pid] = ("load generator" if pid == os.getpid() else part_of(command), times.user + times.system)
     return CpuSnapshot(_machine_busy_s(), by_pid)
 
 

@@ -29,14 +29,14 @@ import httpx
 import psutil
 import yaml
 
+from bench import cpu_meter
 from bench.serving_bench import easy_vqa_requests, run_level
 from r2t2.cache import cache_root
 from r2t2.compat import install_torchvision_fix
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "deploy" / "qwen3vl-a3b-skeleton.yaml"
-ROLES = {"ReRouter": "re-router", "Generator": "generator", "EngineCore": "engine core",
-         "serving.run": "server process", "IndexManager": "index manager"}
+ROLES = ("re-router", "generator", "engine core", "server process", "index manager")  # bench/cpu_meter.py's parts
 START_TIMEOUT_S = 1800  # a first start writes the skeleton and answers its reference set
 
 
@@ -64,8 +64,8 @@ def process_memory() -> dict[str, dict[str, float]]:
     found: dict[str, dict[str, float]] = {}
     for process in psutil.process_iter(["cmdline"]):
         line = " ".join(process.info["cmdline"] or [])
-        role = next((name for key, name in ROLES.items() if key in line), None)
-        if role is None:
+        role = cpu_meter.part_of(line)
+        if role not in ROLES:
             continue
         try:
             memory = process.memory_full_info()
