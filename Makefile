@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 serve: install
-	$(PY) -m entrypoints.cli serve
+	$(PY) -m serving.cli.main serve
 
 test: install browser
 	$(PY) -m pytest

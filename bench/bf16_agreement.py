@@ -19,8 +19,8 @@ DTYPES = ("float32", "bfloat16")
 
 def run(model: str, strategies: list[str], split: str, limit: int, seed: int) -> dict:
     """{dtype: {"answers": {strategy: [answer per question]}, "accuracy": ..., "median_ms": ..., "load_s": ...}}."""
-    from pipeline.evaluate import evaluate
-    from pipeline.factory import load_pipeline
+    from serving.pipeline.evaluate import evaluate
+    from serving.pipeline.factory import load_pipeline
 
     out: dict = {}
     for dtype in DTYPES:

@@ -23,8 +23,8 @@ TOP_K = {8: 2, 128: 8}  # experts per token: the published top-8 of 128, and a q
 
 
 def median_reroute_s(pipeline, samples, variant: str) -> float:  # noqa: ANN001 (a ReroutePipeline, samples)
-    from pipeline.evaluate import parse_variant
-    from pipeline.query import Query
+    from serving.pipeline.evaluate import parse_variant
+    from serving.pipeline.query import Query
 
     config = pipeline.config_for(parse_variant(variant))
     seconds = []
@@ -48,7 +48,7 @@ def main() -> None:
     install_torchvision_fix()
     import torch
 
-    from pipeline.factory import load_pipeline
+    from serving.pipeline.factory import load_pipeline
     from r2t2.data import load_split
     from r2t2.model.skeleton import skeleton_dir, write_skeleton
 

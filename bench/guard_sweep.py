@@ -16,7 +16,7 @@ import itertools
 import json
 import math
 
-from pipeline.diagnostics import fixed_broken, read_dump
+from serving.pipeline.diagnostics import fixed_broken, read_dump
 
 SPREADS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0)
 FIT_LOSSES = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5)

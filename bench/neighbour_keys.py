@@ -36,10 +36,10 @@ install_torchvision_fix()  # before the imports below load open_clip and transfo
 from indexes.embedders import MiniLMEmbedder  # noqa: E402
 from r2t2.data import load_split  # noqa: E402
 from r2t2.data.answers import same_answer  # noqa: E402
-from pipeline.diagnostics import fixed_broken, purity  # noqa: E402
-from pipeline.evaluate import parse_variant, split_variants  # noqa: E402
-from pipeline.factory import load_pipeline  # noqa: E402
-from pipeline.neighbours import neighbour_answers  # noqa: E402
+from serving.pipeline.diagnostics import fixed_broken, purity  # noqa: E402
+from serving.pipeline.evaluate import parse_variant, split_variants  # noqa: E402
+from serving.pipeline.factory import load_pipeline  # noqa: E402
+from serving.pipeline.neighbours import neighbour_answers  # noqa: E402
 from r2t2.routing import Needs, Neighbourhood, RerouteRequest, reroute_many, strategy  # noqa: E402
 from r2t2.routing.block import answer_pins  # noqa: E402
 

@@ -23,8 +23,8 @@ from r2t2.compat import install_torchvision_fix
 install_torchvision_fix()  # before the imports below load open_clip and transformers, which import torchvision
 
 from r2t2.data import load_split  # noqa: E402
-from pipeline.factory import load_pipeline  # noqa: E402
-from pipeline.query import Query  # noqa: E402
+from serving.pipeline.factory import load_pipeline  # noqa: E402
+from serving.pipeline.query import Query  # noqa: E402
 from r2t2.routing import RerouteConfig  # noqa: E402
 
 

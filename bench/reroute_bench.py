@@ -24,7 +24,7 @@ from r2t2.compat import install_torchvision_fix
 install_torchvision_fix()  # before the imports below load open_clip and transformers, which import torchvision
 
 from r2t2.data import load_split  # noqa: E402
-from pipeline.factory import load_pipeline  # noqa: E402
+from serving.pipeline.factory import load_pipeline  # noqa: E402
 
 STRATEGIES = ("none", "kernel", "ngd")
 

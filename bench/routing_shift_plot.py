@@ -15,9 +15,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from r2t2.compat import install_torchvision_fix  # noqa: E402
 
-install_torchvision_fix()  # before pipeline.evaluate loads open_clip and transformers, which import torchvision
+install_torchvision_fix()  # before serving.pipeline.evaluate loads open_clip and transformers, which import torchvision
 
-from pipeline.evaluate import per_expert_shift  # noqa: E402
+from serving.pipeline.evaluate import per_expert_shift  # noqa: E402
 
 
 def main() -> None:

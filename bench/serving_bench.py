@@ -91,7 +91,7 @@ def percentile(values: list[float], q: float) -> float:
 async def run_level(client: httpx.AsyncClient, base: str, model: str, pairs: list[tuple[str, str]],
                     strategy: str, concurrency: int, max_tokens: int) -> LevelResult:
     """Send every pair once with at most `concurrency` in flight."""
-    from pipeline.evaluate import parse_variant  # loads r2t2's model code (torchvision): only where requests are built
+    from serving.pipeline.evaluate import parse_variant  # loads r2t2's model code (torchvision): only where requests are built
 
     gate = asyncio.Semaphore(concurrency)
     latencies: list[float] = []

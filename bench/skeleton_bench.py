@@ -115,7 +115,7 @@ async def load(base: str, requests: int, levels: list[int], strategies: list[str
 
 
 def _probe(model: str, strategy: str, pair: tuple[str, str]) -> dict:
-    from pipeline.evaluate import parse_variant
+    from serving.pipeline.evaluate import parse_variant
 
     question, url = pair
     return {"model": model, "max_tokens": 2, "temperature": 0, "r2t2": parse_variant(strategy),

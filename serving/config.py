@@ -142,7 +142,7 @@ class IndexOptions(_Strict):
 
 
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # also part of deployment names ('#' is not allowed)
-DEFAULT_FACTORY = "pipeline.factory:load_pipeline"
+DEFAULT_FACTORY = "serving.pipeline.factory:load_pipeline"
 
 
 class ModelEntry(_Strict):

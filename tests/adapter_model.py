@@ -22,8 +22,8 @@ from r2t2.data.answers import same_answer
 from r2t2.engine_prompt import PROMPT_EMBEDS
 from r2t2.model import EncodedBatch, EncodedQuery, MultimodalMoE, load_model
 from r2t2.model.batches import LabelledBatch
-from pipeline.factory import serve_model
-from pipeline.pipeline import ReroutePipeline
+from serving.pipeline.factory import serve_model
+from serving.pipeline.request_path import ReroutePipeline
 from r2t2.routing.layout import vision_layout
 
 

@@ -100,7 +100,7 @@ def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealServer
     from indexes.specs import build_from_spec
     from indexes.store import IndexStore
     from r2t2.model import load_model
-    from pipeline.factory import DEFAULT_INDEX_SPEC
+    from serving.pipeline.factory import DEFAULT_INDEX_SPEC
     from serving.config import ServerConfig
     from serving.run import deploy
 

@@ -7,8 +7,8 @@ import pytest
 from indexes.build import build_index
 from indexes.reference_index import ReferenceIndex
 from indexes.store import IndexStore
-from pipeline.answer_check import check_answer
-from pipeline.neighbours import neighbour_answers
+from serving.pipeline.answer_check import check_answer
+from serving.pipeline.neighbours import neighbour_answers
 from tests.index_toys import ToyEmbedder, ToyEncoder, ToySample
 
 

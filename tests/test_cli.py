@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from entrypoints.cli import main
-from pipeline.evaluate import format_table
+from serving.cli.main import main
+from serving.pipeline.evaluate import format_table
 
 
 @pytest.mark.parametrize("argv,fragment", [
@@ -40,3 +40,33 @@ def test_a_bad_line_of_a_jsonl_split_is_named_before_any_model_loads(tmp_path: P
     assert caught.value.code == 2
     err = capsys.readouterr().err
     assert f"{path}:1: image 'missing.png' is neither a file" in err and "Traceback" not in err
+
+
+# Runs the command in a fresh interpreter and prints, as it exits, how many modules it imported and which of the
+# libraries that take seconds to import among them.
+COUNT_IMPORTS = """
+import atexit, sys
+SLOW = {"torch", "numpy", "faiss", "ray", "vllm", "transformers", "open_clip", "PIL", "sklearn"}
+atexit.register(lambda: print("IMPORTED", len(sys.modules), sorted(SLOW & sys.modules.keys()), file=sys.stderr))
+from serving.cli.main import main
+main(sys.argv[1:])
+"""
+
+
+@pytest.mark.parametrize("argv,most", [
+    (["--help"], 200), (["train", "--help"], 200), (["eval", "--help"], 200), (["index", "--help"], 200),
+    (["index", "build", "--help"], 200), (["index", "list", "--help"], 200), (["index", "inspect", "--help"], 200),
+    (["index", "rm", "--help"], 200), (["skeleton", "--help"], 200), (["eval", "--no-such-flag"], 200),
+    (["index", "rm", "x"], 200),  # a missing required argument
+    (["serve", "--help"], 500), (["serve", "--no-such-flag"], 500),  # the server's parser reads its config schema
+])
+def test_help_and_argument_errors_import_no_heavy_library(argv: list[str], most: int) -> None:
+    """Held as a count of modules, not a timing: torch, Ray or vLLM imported for a usage line take seconds."""
+    import re
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", COUNT_IMPORTS, *argv], capture_output=True, text=True, timeout=60)
+    assert done.returncode in (0, 2), done.stderr[-2000:]
+    count, slow = re.search(r"IMPORTED (\d+) (\[.*\])", done.stderr).groups()
+    assert slow == "[]" and int(count) <= most, done.stderr[-2000:]

@@ -1,7 +1,7 @@
 """Eval diagnostics on a hand-made tiny case: purity, per-task fixed/broken, and a dump that round-trips."""
 import pytest
 
-from pipeline.diagnostics import diagnose, fixed_broken, purity, read_dump, write_dump
+from serving.pipeline.diagnostics import diagnose, fixed_broken, purity, read_dump, write_dump
 
 
 def _run(correct: bool, tasks: list[str], moved: float = 0.0, guard: dict | None = None) -> dict:

@@ -11,11 +11,11 @@ from indexes.registry import IndexRegistry
 from indexes.store import IndexStore
 from r2t2.data import load_split
 from r2t2.errors import QuestionTooLong
-from pipeline.diagnostics import diagnose, read_dump, write_dump
-from pipeline.evaluate import evaluate, format_table, per_expert_shift
+from serving.pipeline.diagnostics import diagnose, read_dump, write_dump
+from serving.pipeline.evaluate import evaluate, format_table, per_expert_shift
 from r2t2.routing.guard import REASONS
 from r2t2.model import load_model
-from pipeline.pipeline import ReroutePipeline
+from serving.pipeline.request_path import ReroutePipeline
 from r2t2.routing import RerouteConfig
 
 STRATEGIES = ["none", "meanshift", "kernel", "ngd", "oracle", "ngd:guard=true"]
@@ -191,7 +191,7 @@ def test_a_mixed_batch_of_16_matches_each_request_alone(pipeline) -> None:
 
 
 def test_requests_the_guard_decides_from_their_neighbours_skip_the_second_stage(pipeline) -> None:
-    from pipeline.query import Pending
+    from serving.pipeline.query import Pending
 
     samples = load_split("paraphrase", limit=8)
     requests = [(s.image, s.question, {"strategy": "ngd", "guard": True, "guard_min_shift": 1.0 if i % 2 else 0.0},
@@ -222,7 +222,7 @@ def test_one_bad_request_in_a_batch_fails_alone(pipeline) -> None:
 
 
 def test_a_question_without_an_image_is_prepared_alone_and_not_rerouted(pipeline) -> None:
-    from pipeline.record import NO_IMAGE
+    from serving.pipeline.record import NO_IMAGE
 
     sample = load_split("test", limit=1)[0]
     # Options only re-routing reads are ignored: even ones an image request is refused for.

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from pipeline.explain import explained, neighbour_questions
+from serving.pipeline.explain import explained, neighbour_questions
 from r2t2.routing import RerouteConfig, reroute
 from routing_toys import BestRoutingBatch, QuadraticModel, make_neighbourhood, random_routings
 

@@ -1,23 +1,18 @@
-"""`r2t2 index ...` verbs, driven through argparse as the top-level CLI does."""
+"""`r2t2 index ...` verbs, driven through the top-level command's `main`."""
 from __future__ import annotations
-
-import argparse
 
 import pytest
 
 import r2t2.data
 import r2t2.model
-from indexes.commands import register
 from indexes.embedders import MiniLMEmbedder
 from indexes.store import IndexStore
+from serving.cli.main import main
 from tests.index_toys import ToyEncoder, toy_samples, unit_vectors
 
 
 def _run(*argv: str) -> None:
-    parser = argparse.ArgumentParser(prog="r2t2")
-    register(parser.add_subparsers(dest="verb", required=True))
-    args = parser.parse_args(list(argv))
-    args.func(args)
+    main(list(argv))
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from indexes.build import build_index
 from indexes.errors import IndexMismatchError, UnknownIndexError
 from indexes.registry import IndexRegistry
 from indexes.store import IndexStore
-from pipeline.factory import ensure_default_index
+from serving.pipeline.factory import ensure_default_index
 from tests.index_toys import ToyEmbedder, ToyEncoder, toy_samples
 
 

@@ -7,10 +7,12 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("r2t2", "indexes", "pipeline", "serving", "entrypoints")
+PACKAGES = ("r2t2", "indexes", "serving")  # the wheel's import names, and the only ones (tests/test_wheel.py)
 # What each package may import of the others (the layers, bottom up).
-ALLOWED = {"r2t2": set(), "indexes": {"r2t2"}, "pipeline": {"r2t2", "indexes"},
-           "serving": {"r2t2", "indexes", "pipeline"}, "entrypoints": {"r2t2", "indexes", "pipeline", "serving"}}
+ALLOWED = {"r2t2": set(), "indexes": {"r2t2"}, "serving": {"r2t2", "indexes"}}
+# Serving's bottom room and its top one: the request path imports no other room of serving (evaluation runs it
+# without a server), and only the command line imports the command line.
+REQUEST_PATH, COMMAND_LINE = "serving.pipeline", "serving.cli"
 MAX_LINES = 400
 
 
@@ -44,6 +46,14 @@ def test_no_package_imports_one_above_it() -> None:
     wrong = [f"{_module(path)} imports {imported}" for path in _sources() for imported in sorted(_imports(path))
              if imported.split(".")[0] in PACKAGES and imported.split(".")[0] != _module(path).split(".")[0]
              and imported.split(".")[0] not in ALLOWED[_module(path).split(".")[0]]]
+    assert not wrong
+
+
+def test_the_request_path_is_serving_s_bottom_room_and_the_command_line_its_top() -> None:
+    wrong = [f"{_module(path)} imports {imported}" for path in _sources() for imported in sorted(_imports(path))
+             if imported.startswith("serving.") and _room(imported) != _room(_module(path))
+             and ((_room(_module(path)) == REQUEST_PATH)
+                  or (_room(imported) == COMMAND_LINE and _room(_module(path)) != COMMAND_LINE))]
     assert not wrong
 
 

@@ -149,7 +149,7 @@ def test_a_question_alone_is_its_chat_turn_without_the_image(qwen3vl) -> None:
 
 
 def test_served_defaults_target_its_lm_rows(qwen3vl, tmp_path) -> None:
-    from pipeline.factory import serve_model
+    from serving.pipeline.factory import serve_model
 
     model, _, _ = qwen3vl
     pipeline = serve_model(model, model.family, {"index_dir": str(tmp_path), "build_default_index": False})

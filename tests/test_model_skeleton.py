@@ -131,7 +131,7 @@ def test_resolve_checkpoint_generates_a_named_skeleton_into_the_cache(tmp_path: 
 
 def test_the_cli_prints_the_skeleton_and_its_size(tiny: Path, monkeypatch: pytest.MonkeyPatch,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    from entrypoints.cli import main
+    from serving.cli.main import main
 
     monkeypatch.setattr(skeleton, "write_skeleton", lambda directory, layers, seed: tiny)
     main(["skeleton", "--layers", "2", "--out", str(tiny)])
@@ -141,7 +141,7 @@ def test_the_cli_prints_the_skeleton_and_its_size(tiny: Path, monkeypatch: pytes
 def test_its_references_are_its_own_answers_and_the_default_index_keeps_them(tiny: Path, tmp_path: Path) -> None:
     from indexes.embedders import neighbour_embedder
     from indexes.store import IndexStore
-    from pipeline.factory import default_index_spec, ensure_default_index
+    from serving.pipeline.factory import default_index_spec, ensure_default_index
 
     references = load_jsonl(tiny / REFERENCES)
     assert 0.75 * REFERENCE_COUNT <= len(references) <= REFERENCE_COUNT and all(s.answer for s in references)

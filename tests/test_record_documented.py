@@ -1,4 +1,4 @@
-"""docs/record.md and the typed record (`pipeline.record.R2T2Record`) name the same fields, both ways."""
+"""docs/record.md and the typed record (`serving.pipeline.record.R2T2Record`) name the same fields, both ways."""
 from __future__ import annotations
 
 import re
@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from pipeline.record import R2T2Record
+from serving.pipeline.record import R2T2Record
 
 RECORD_MD = Path(__file__).resolve().parents[1] / "docs" / "record.md"
 

@@ -98,7 +98,7 @@ def test_the_toy_strategy_moves_only_what_a_target_lets_move() -> None:
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 (the pipeline under test)
-    from pipeline.factory import load_pipeline
+    from serving.pipeline.factory import load_pipeline
 
     # The toy strategy needs no reference index, so none is built.
     return load_pipeline({"checkpoint": "embedded", "index_dir": str(tmp_path_factory.mktemp("indexes")),
@@ -106,7 +106,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 (the pip
 
 
 def test_the_toy_strategy_runs_through_the_pipeline(pipeline) -> None:  # noqa: ANN001
-    from pipeline.protocol import ServeRequest
+    from serving.pipeline.protocol import ServeRequest
     from r2t2.data import load_split
 
     sample = load_split("test", limit=1)[0]

@@ -90,7 +90,7 @@ def test_torch_backend_and_streaming_agree(real_server: RealServer, easy_vqa_cas
 
 def test_a_question_without_an_image_is_answered_without_rerouting(real_server: RealServer,
                                                                    easy_vqa_cases: Cases) -> None:
-    from pipeline.record import NO_IMAGE
+    from serving.pipeline.record import NO_IMAGE
     from r2t2.model import load_model
 
     base, model = real_server.base, real_server.model

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from conftest import Cases, RealServer
-from pipeline.record import R2T2Record
+from serving.pipeline.record import R2T2Record
 from serving.deployments.ingress import api
 
 CHAT = "/v1/chat/completions"

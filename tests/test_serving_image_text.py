@@ -100,7 +100,7 @@ def test_kernel_rerouting_moves_the_lm_experts_inside_vllm_as_transformers_does(
 def test_a_question_without_an_image_is_answered_by_vllm_as_by_transformers(served: str) -> None:
     import openai
 
-    from pipeline.record import NO_IMAGE
+    from serving.pipeline.record import NO_IMAGE
     from r2t2.model import load_model
 
     client = openai.OpenAI(base_url=served + "/v1", api_key="unused", max_retries=0, timeout=300)

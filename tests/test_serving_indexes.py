@@ -16,7 +16,7 @@ import pytest
 
 from conftest import JOB_TIMEOUT_S, wait_for_job
 from indexes.specs import DatasetFileMissing, DatasetSourceForbidden, DatasetSpecError, validate_spec
-from pipeline.factory import DEFAULT_INDEX
+from serving.pipeline.factory import DEFAULT_INDEX
 
 if TYPE_CHECKING:
     from conftest import Cases, RealServer

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from pipeline import record
+from serving.pipeline import record
 from serving.api import index_schemas as indexes
 from serving.api import schemas
 from serving.api import status_schemas as status

@@ -33,7 +33,7 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_default_config_serves_the_embedded_family_only() -> None:
     (entry,) = ServerConfig().models
     assert (entry.name, entry.pipeline, entry.pipeline_factory) == (
-        "r2t2-embedded", {"checkpoint": "embedded"}, "pipeline.factory:load_pipeline")
+        "r2t2-embedded", {"checkpoint": "embedded"}, "serving.pipeline.factory:load_pipeline")
 
 
 def test_per_model_sections_override_the_server_wide_ones(tmp_path: Path) -> None:

@@ -75,8 +75,8 @@ def test_a_re_router_holding_only_the_tail_re_routes_from_the_engines_base_routi
     from indexes.embedders import neighbour_embedder
     from indexes.specs import build_from_spec
     from indexes.store import IndexStore
-    from pipeline.factory import load_pipeline
-    from pipeline.query import Query
+    from serving.pipeline.factory import load_pipeline
+    from serving.pipeline.query import Query
 
     model, _, backend, loop = engine
     store = IndexStore(tmp_path)

@@ -101,7 +101,7 @@ class RerouteConfig:
     guard_fit_loss: float = 0.05
     guard_min_gain: float = 0.0
     guard_min_shift: float = 0.0  # keep r0 when the neighbours' weighted routing lies this close to it (0: never)
-    # The answer check (pipeline/answer_check.py): a changed answer is sent only if the references nearest the
+    # The answer check (serving/pipeline/answer_check.py): a changed answer is sent only if the references nearest the
     # neighbours (`answer_space_k` of them per neighbour) hold it as an answer; otherwise the base answer is.
     answer_check: bool = option(False, "when re-routing changes the answer, send it only if the reference index "
                                 "holds it as an answer to questions like the neighbours' (else the router's own answer "

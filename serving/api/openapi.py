@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from indexes.store import NAME_PATTERN
-from pipeline import record
+from serving.pipeline import record
 from serving.api import index_schemas, options, schemas, status_schemas
 from serving.api.index_schemas import FORCE_PATTERN, VERSION_PATTERN, RebuildRequest
 from serving.api.schemas import ChatCompletionChunk, ChatCompletionRequest, ErrorResponse

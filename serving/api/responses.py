@@ -6,7 +6,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from pipeline.record import R2T2Record
+from serving.pipeline.record import R2T2Record
 from serving.api import schemas
 from serving.backends import Delta, LmReport, TokenLogprob
 from serving.api.errors import ApiError

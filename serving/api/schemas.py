@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
 
-from pipeline.record import R2T2Record
+from serving.pipeline.record import R2T2Record
 from serving.api.options import R2T2Options
 
 MAX_CHOICES = 8  # most choices (n) one request may ask for

@@ -4,7 +4,7 @@ The re-router hands over the base prompt (the prompt under the router's routing)
 encoded, and the generator starts on it at once. When re-routing then leaves the routing where it was (the
 strategy is `none`, the guard kept it, a fallback, or it did not move), that answer is the reply and no second
 answer is generated. When the routing moved, the re-routed answer is generated; the speculative one is
-cancelled, unless the answer check (pipeline/answer_check.py) or `compare_with_none` needs it. The check then
+cancelled, unless the answer check (serving/pipeline/answer_check.py) or `compare_with_none` needs it. The check then
 decides, per choice, which answer is sent, before anything is streamed: a client never sees tokens of an
 answer that is not sent.
 """
@@ -16,8 +16,8 @@ from typing import Any
 
 from ray.serve.handle import DeploymentHandle
 
-from pipeline.answer_check import check_answer
-from pipeline.record import R2T2Record
+from serving.pipeline.answer_check import check_answer
+from serving.pipeline.record import R2T2Record
 from r2t2.engine_prompt import EnginePrompt
 from serving.backends import Delta, SamplingOptions
 from serving.deployments.choices import Stream, open_streams

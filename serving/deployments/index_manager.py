@@ -32,8 +32,8 @@ from r2t2.compat import install_torchvision_fix
 from serving.config import ServerConfig
 from serving.api.errors import ApiError, Conflict, Forbidden, InvalidRequest, NotFound
 from serving.api.logs import quiet_client_errors
-from pipeline.protocol import Pipeline
-from serving.pipelines import build_pipeline, whole_model
+from serving.pipeline.protocol import Pipeline
+from serving.model_pipelines import build_pipeline, whole_model
 
 logger = logging.getLogger("ray.serve")
 JOB_RECORDS = ".jobs"  # beside the indexes in the store's root (not an index name: those start alphanumeric)

@@ -20,7 +20,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from pipeline.record import R2T2Record
+from serving.pipeline.record import R2T2Record
 from r2t2.engine_prompt import prompt_length
 from r2t2.routing import import_strategies
 from serving.api import openapi, playground

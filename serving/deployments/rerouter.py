@@ -13,9 +13,9 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from indexes.registry import ForeignIndexError
-from pipeline.protocol import ModelInfo, ServeRequest
-from pipeline.query import Pending
-from pipeline.record import RecordReplica
+from serving.pipeline.protocol import ModelInfo, ServeRequest
+from serving.pipeline.query import Pending
+from serving.pipeline.record import RecordReplica
 from r2t2.compat import install_torchvision_fix
 from r2t2.engine_prompt import EnginePrompt
 from serving.deployments.batcher import ContinuousBatcher
@@ -23,7 +23,7 @@ from serving.deployments.names import deployment_name
 from serving.config import ServerConfig
 from serving.api.errors import IndexOfAnotherModel, from_pipeline_error
 from serving.api.logs import quiet_client_errors
-from serving.pipelines import build_pipeline
+from serving.model_pipelines import build_pipeline
 from serving.deployments.placement import this_replica
 
 

@@ -32,7 +32,7 @@ def check_models(config: ServerConfig, progress: StartupProgress | None = None) 
     """
     # Here, not at the top: the process that only supervises the server imports this module and no model code.
     from r2t2.routing import import_strategies
-    from serving.pipelines import build_pipeline, whole_model
+    from serving.model_pipelines import build_pipeline, whole_model
 
     try:
         import_strategies(config.strategies)

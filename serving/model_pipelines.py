@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from pipeline.protocol import Pipeline
+from serving.pipeline.protocol import Pipeline
 from r2t2.routing import import_strategies
 from serving.config import ModelEntry, ServerConfig
 
@@ -30,5 +30,5 @@ def build_pipeline(config: ServerConfig, entry: ModelEntry, **extra: Any) -> Pip
     pipeline = factory({**config.pipeline_config(entry), **extra})
     if not isinstance(pipeline, Pipeline):
         raise TypeError(f"pipeline_factory {entry.pipeline_factory!r} of model {entry.name!r} built a "
-                        f"{type(pipeline).__name__}, which lacks what serving calls (pipeline.protocol.Pipeline)")
+                        f"{type(pipeline).__name__}, which lacks what serving calls (serving.pipeline.protocol.Pipeline)")
     return pipeline

@@ -17,12 +17,12 @@ from PIL import Image
 from indexes.embedders import Embedder
 from indexes.reference_index import ReferenceIndex
 from indexes.registry import IndexRegistry
-from pipeline.answer_check import AnswerVerdict, answer_space, check_answer
-from pipeline.encode import EngineBase, batch_or_each, encode_queries
-from pipeline.neighbours import Found, NeighbourSource, pool_neighbours
-from pipeline.protocol import BaseReady, ModelInfo, Prepared, ServeRequest
-from pipeline.query import Pending, Query, Rerouted
-from pipeline.record import build_record, question_only_record
+from serving.pipeline.answer_check import AnswerVerdict, answer_space, check_answer
+from serving.pipeline.encode import EngineBase, batch_or_each, encode_queries
+from serving.pipeline.neighbours import Found, NeighbourSource, pool_neighbours
+from serving.pipeline.protocol import BaseReady, ModelInfo, Prepared, ServeRequest
+from serving.pipeline.query import Pending, Query, Rerouted
+from serving.pipeline.record import build_record, question_only_record
 from r2t2.engine_prompt import LmRows
 from r2t2.model import ServableModel
 from r2t2.routing import RerouteConfig, RerouteRequest, RerouteResult, reroute_many

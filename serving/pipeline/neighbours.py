@@ -16,7 +16,7 @@ import torch
 from indexes.embedders import Embedder
 from indexes.reference_index import Candidates, ReferenceIndex
 from indexes.registry import IndexRegistry
-from pipeline.query import Query
+from serving.pipeline.query import Query
 from r2t2.data.answers import normalise_answer
 from r2t2.model import RoutedQuery, ServableModel
 from r2t2.routing import Neighbourhood, RerouteRequest

@@ -12,8 +12,8 @@ from r2t2.engine_prompt import LmPositions
 from r2t2.routing import RerouteConfig, RerouteResult
 from r2t2.routing.protocol import ReferenceBatch
 
-if TYPE_CHECKING:  # pipeline/neighbours.py imports this module
-    from pipeline.neighbours import Found
+if TYPE_CHECKING:  # serving/pipeline/neighbours.py imports this module
+    from serving.pipeline.neighbours import Found
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class Rerouted:
     pinned: tuple[bool, ...] | None = None  # the rows the answer applies (routing/block.py `answer_pins`)
     lm_positions: LmPositions = "answer"  # where the pinned LM rows apply (the request's `lm_positions`)
     # With the answer check, for a request whose routing moved: the answers the index holds for questions like
-    # its neighbours' (pipeline/answer_check.py); None: no check (it is off, nothing moved, or no neighbours)
+    # its neighbours' (serving/pipeline/answer_check.py); None: no check (it is off, nothing moved, or no neighbours)
     answer_space: frozenset[str] | None = None
 
 

@@ -18,7 +18,7 @@ from indexes.errors import IndexMismatchError
 from indexes.registry import IndexRegistry
 from indexes.specs import build_from_spec
 from indexes.store import IndexStore
-from pipeline.pipeline import ReroutePipeline
+from serving.pipeline.request_path import ReroutePipeline
 from r2t2.model import ServableModel, load_model
 from r2t2.routing import RerouteConfig
 from r2t2.routing.config import SHIPPED_FAMILY_DEFAULTS

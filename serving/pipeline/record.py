@@ -11,9 +11,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.answer_check import AnswerVerdict
-from pipeline.explain import explained
-from pipeline.query import Rerouted
+from serving.pipeline.answer_check import AnswerVerdict
+from serving.pipeline.explain import explained
+from serving.pipeline.query import Rerouted
 from r2t2.routing.layout import RoutingLayout
 
 LM_TOP_EXPERTS = 8  # an LM row in the record lists its this many heaviest experts

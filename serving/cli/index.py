@@ -2,17 +2,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-from indexes.embedders import MINILM_NAME
-from indexes.errors import UnknownIndexError
-from indexes.reference_index import ReferenceIndex
-from indexes.store import IndexStore, validate_name
-from indexes.vectors import INDEX_TYPES
-from r2t2.errors import R2T2Error
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,21 +21,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source.add_argument("--jsonl", default=None, metavar="PATH", help="samples from a JSONL file")
     build.add_argument("--tasks", default=None, help="comma-separated tasks of the built-in split")
     build.add_argument("--limit", type=int, default=None, help="samples drawn from the built-in split")
-    build.add_argument("--embedder", default="minilm", help=f"minilm ({MINILM_NAME}) or image+question")
-    build.add_argument("--index-type", default="auto", choices=("auto", *INDEX_TYPES))
+    build.add_argument("--embedder", default="minilm", help="minilm (all-MiniLM-L6-v2) or image+question")
+    build.add_argument("--index-type", default="auto", help="auto, flat, hnsw or ivf (FAISS)")
     build.add_argument("--cap", type=int, default=5000, help="most correctly answered samples kept")
     build.add_argument("--batch-size", type=int, default=64)
-    build.set_defaults(func=_friendly(_build))
+    build.set_defaults(func=_build)
 
     listing = verbs.add_parser("list", parents=[common], help="indexes, or the versions of one index")
     listing.add_argument("name", nargs="?")
-    listing.set_defaults(func=_friendly(_list))
+    listing.set_defaults(func=_list)
 
     inspect = verbs.add_parser("inspect", parents=[common], help="manifest of one version (CURRENT by default)")
     inspect.add_argument("name")
     inspect.add_argument("--version", type=int, default=None)
     inspect.add_argument("--verify", action="store_true", help="also check every file's checksum by loading it")
-    inspect.set_defaults(func=_friendly(_inspect))
+    inspect.set_defaults(func=_inspect)
 
     rm = verbs.add_parser("rm", parents=[common], help="remove one version (--version) or a whole index (--all)")
     rm.add_argument("name")
@@ -52,20 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     target.add_argument("--version", type=int)
     target.add_argument("--all", action="store_true")
     rm.add_argument("--force", action="store_true", help="allow removing the CURRENT version")
-    rm.set_defaults(func=_friendly(_rm))
-
-
-def _friendly(handler: Callable[[argparse.Namespace], None]) -> Callable[[argparse.Namespace], None]:
-    """Known problems become one line on stderr and exit status 2 (as every r2t2 verb), not a traceback."""
-
-    def run(args: argparse.Namespace) -> None:
-        try:
-            handler(args)
-        except (R2T2Error, ValueError, FileNotFoundError) as err:
-            print(f"error: {err}", file=sys.stderr)
-            raise SystemExit(2) from None
-
-    return run
+    rm.set_defaults(func=_rm)
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
@@ -75,13 +53,18 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
 
 
 def _build(args: argparse.Namespace) -> None:
+    from indexes.store import IndexStore, validate_name
+    from indexes.vectors import INDEX_TYPES
+
+    validate_name(args.name)  # before the slow part: loading data and model
+    if args.index_type not in ("auto", *INDEX_TYPES):
+        raise ValueError(f"--index-type: {args.index_type!r} is not one of auto, {', '.join(INDEX_TYPES)}")
+    if args.jsonl and (args.tasks or args.limit):
+        raise ValueError("--tasks and --limit apply to built-in splits, not to --jsonl")
     from indexes.build import build_index
     from indexes.embedders import neighbour_embedder
     from r2t2.model import load_model
 
-    validate_name(args.name)  # before the slow part: loading data and model
-    if args.jsonl and (args.tasks or args.limit):
-        raise ValueError("--tasks and --limit apply to built-in splits, not to --jsonl")
     samples, spec = _samples(args)
     model = load_model(args.model)
     embedder = neighbour_embedder(args.embedder, model)
@@ -106,6 +89,8 @@ def _samples(args: argparse.Namespace) -> tuple[list[Any], dict[str, Any]]:
 
 
 def _list(args: argparse.Namespace) -> None:
+    from indexes.store import IndexStore
+
     store = IndexStore(args.index_dir)
     if args.name is None:
         rows = []
@@ -132,6 +117,10 @@ def _dataset(spec: dict[str, Any]) -> str:
 
 
 def _inspect(args: argparse.Namespace) -> None:
+    from indexes.errors import UnknownIndexError
+    from indexes.reference_index import ReferenceIndex
+    from indexes.store import IndexStore
+
     store = IndexStore(args.index_dir)
     version = args.version if args.version is not None else store.current_version(args.name)
     if version is None:
@@ -155,6 +144,8 @@ def _inspect(args: argparse.Namespace) -> None:
 
 
 def _rm(args: argparse.Namespace) -> None:
+    from indexes.store import IndexStore
+
     store = IndexStore(args.index_dir)
     if args.all:
         store.remove_index(args.name)

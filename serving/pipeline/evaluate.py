@@ -17,13 +17,13 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from pipeline.answer_check import AnswerVerdict
+from serving.pipeline.answer_check import AnswerVerdict
 from r2t2.data import load_samples
 from r2t2.data.answers import same_answer
 from r2t2.data.sample import Sample
-from pipeline.diagnostics import BASE, diagnose
-from pipeline.pipeline import ReroutePipeline
-from pipeline.query import Rerouted
+from serving.pipeline.diagnostics import BASE, diagnose
+from serving.pipeline.request_path import ReroutePipeline
+from serving.pipeline.query import Rerouted
 
 
 @dataclass
@@ -68,7 +68,7 @@ def evaluate(pipeline: ReroutePipeline, strategies: Sequence[str], splits: Seque
     names or paths of the user's JSONL files (see `r2t2.data.load_samples`).
 
     Returns the report as plain data; "none" and "oracle" are the references for fixed/broken and gap.
-    `report["records"][split]` holds one record per query (see pipeline.diagnostics), for `--dump`.
+    `report["records"][split]` holds one record per query (see serving.pipeline.diagnostics), for `--dump`.
     """
     torch.manual_seed(seed)
     configs = {s: pipeline.config_for({**(overrides or {}), **parse_variant(s)}) for s in strategies}

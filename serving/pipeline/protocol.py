@@ -1,6 +1,6 @@
 """What serving asks of a served model's request path, and what it gets back: the one contract between them.
 
-`pipeline.factory.load_pipeline` builds the shipped implementation (`ReroutePipeline`); a server config may
+`serving.pipeline.factory.load_pipeline` builds the shipped implementation (`ReroutePipeline`); a server config may
 name another factory, whose pipeline must satisfy `Pipeline`.
 """
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, NotRequired, TypedD
 from PIL import Image
 
 from indexes.protocols import Embedder
-from pipeline.record import R2T2Record
-from pipeline.query import Pending
+from serving.pipeline.record import R2T2Record
+from serving.pipeline.query import Pending
 from r2t2.engine_prompt import EnginePrompt, LmRows
 
 if TYPE_CHECKING:  # serving reads this contract without loading any model code (transformers)

@@ -6,7 +6,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from pipeline.query import Query
+from serving.pipeline.query import Query
 from r2t2.engine_prompt import EnginePrompt
 from r2t2.model import RoutedQuery, ServableModel
 

@@ -1,1 +1,0 @@
-"""The `r2t2` command."""
