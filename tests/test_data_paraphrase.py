@@ -79,3 +79,25 @@ def test_paraphrase_val_rewords_train_images_only_with_held_out_words(sets) -> N
         assert reworded.question not in paraphrased
     held_out = {s.image.tobytes() for s in sets["test"]} | {s.image.tobytes() for s in load_split("reference")}
     assert not {s.image.tobytes() for s in val} & held_out
+
+
+def test_rephrased_wordings_share_no_template_with_the_other_families() -> None:
+    for form in FORMS:
+        assert form.heldout
+        assert set(form.heldout).isdisjoint(set(form.asked) | set(form.paraphrased) | set(form.validation))
+
+
+def test_rephrased_rewords_test_images_with_words_of_its_own(sets) -> None:
+    rephrased = load_split("rephrased")
+    vocabulary = training_vocabulary()
+    others = {s.question for s in sets["paraphrase"]} | {s.question for s in load_split("paraphrase-val")}
+    other_words = {w for q in others for w in question_words(q)} | vocabulary
+    assert len(rephrased) == len(sets["test"])
+    for original, reworded in zip(sets["test"], rephrased, strict=True):
+        assert reworded.id == "rephrased/" + original.id and reworded.split == "rephrased"
+        assert reworded.image is original.image and reworded.answer == original.answer
+        assert reworded.task == original.task and reworded.question not in others
+        # a word that neither training, paraphrase nor paraphrase-val asks with
+        assert set(question_words(reworded.question)) - other_words, reworded.question
+        _, slots = match_question(original.question)
+        assert all(word in question_words(reworded.question) for word in slots.values())

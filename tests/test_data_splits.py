@@ -45,7 +45,7 @@ def test_quotas_give_what_a_small_task_cannot_fill_to_the_others() -> None:
 
 
 def test_splits_and_tasks_constants() -> None:
-    assert SPLITS == ("train", "reference", "test", "paraphrase", "paraphrase-val")
+    assert SPLITS == ("train", "reference", "test", "paraphrase", "paraphrase-val", "rephrased")
     assert TASKS == ("color", "shape", "presence", "count", "spatial", "digit")
 
 

@@ -8,7 +8,7 @@ from PIL import Image
 from r2t2.data.answers import normalise_answer
 
 TASKS: tuple[str, ...] = ("color", "shape", "presence", "count", "spatial", "digit")
-SPLITS: tuple[str, ...] = ("train", "reference", "test", "paraphrase", "paraphrase-val")
+SPLITS: tuple[str, ...] = ("train", "reference", "test", "paraphrase", "paraphrase-val", "rephrased")
 SOURCES: tuple[str, ...] = ("easy-vqa", "scenes", "digits", "jsonl")
 USER: str = "user"  # task and split of samples a user brings in a JSONL file
 

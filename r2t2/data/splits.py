@@ -8,7 +8,7 @@ from functools import cache
 
 from r2t2.data import digits, easyvqa, scenes
 from r2t2.data.jsonl import load_jsonl
-from r2t2.data.paraphrase import paraphrase_sample, validation_sample
+from r2t2.data.paraphrase import paraphrase_sample, rephrased_sample, validation_sample
 from r2t2.data.sample import SPLITS, TASKS, Sample
 
 
@@ -31,6 +31,11 @@ def _paraphrased(source: _Source) -> tuple[Sample, ...]:
 
 
 @cache
+def _rephrased(source: _Source) -> tuple[Sample, ...]:
+    return tuple(rephrased_sample(sample) for sample in source.load("test"))
+
+
+@cache
 def _validation(source: _Source) -> tuple[Sample, ...]:
     return tuple(validation_sample(sample) for sample in source.load("train"))
 
@@ -38,6 +43,8 @@ def _validation(source: _Source) -> tuple[Sample, ...]:
 def _source_split(source: _Source, split: str) -> tuple[Sample, ...]:
     if split == "paraphrase":
         return _paraphrased(source)
+    if split == "rephrased":
+        return _rephrased(source)
     return _validation(source) if split == "paraphrase-val" else source.load(split)
 
 
