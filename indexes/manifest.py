@@ -43,6 +43,8 @@ class Manifest:
     files: dict[str, FileRecord] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
     routing_rows: tuple[str, ...] = ()  # the model's routing row names (empty: built before rows were recorded)
+    # The last feedback-log record folded into this version's rows (a compaction); rows added after it extend it.
+    feedback_through: int = 0
 
     def to_json(self) -> str:
         data = asdict(self)

@@ -1,9 +1,11 @@
-"""Hot swap: name -> the snapshot currently served, refreshed from each index's CURRENT file.
+"""Hot swap: name -> the snapshot currently served, refreshed from each index's CURRENT file and feedback log.
 
 Every serving replica (possibly on several machines sharing the index directory) holds its own
 registry. A rebuild moves CURRENT; each replica notices on its next refresh (periodic or on demand),
 loads and verifies the new version off the request path, and swaps one dict entry. Requests that
 already hold the old snapshot finish on it; the old snapshot is freed when the last one lets go.
+Verified answers grow an index the same way: each refresh reads what its feedback log gained, and when the live
+feedback rows changed, swaps in the version extended by them (indexes/growth.py). Searches never wait for either.
 
 Several models may share one index directory. A registry serves only the indexes built for its own
 model: any other index is recognised from its manifest's fingerprint alone (no FAISS file is read or
@@ -15,6 +17,9 @@ import logging
 import threading
 
 from indexes.errors import ReferenceIndexError, UnknownIndexError
+from indexes.feedback_log import LOG_FILE, LogTail
+from indexes.feedback_state import FeedbackState
+from indexes.growth import grown
 from indexes.reference_index import ReferenceIndex
 from indexes.store import IndexStore, validate_name
 from r2t2.errors import NotFoundError
@@ -47,6 +52,9 @@ class IndexRegistry:
         self._failed: dict[str, int] = {}  # name -> version that failed to load (not retried until CURRENT moves)
         self._why_failed: dict[str, str] = {}  # name -> why that version failed (e.g. built with another embedder)
         self._foreign: dict[str, tuple[int, str]] = {}  # name -> (version, fingerprint) of another model's index
+        self._versions: dict[str, ReferenceIndex] = {}  # name -> the version served, before its feedback rows
+        self._feedback: dict[str, tuple[LogTail, FeedbackState]] = {}  # name -> its log followed, and folded
+        self._grown_from: dict[str, int] = {}  # name -> the folded state's `version` the served snapshot reflects
         self._load_lock = threading.Lock()  # one loader at a time; readers never take it
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -92,10 +100,13 @@ class IndexRegistry:
                     continue
                 if version is None:
                     self._served.pop(index_name, None)  # removed, or nothing left to serve
+                    self._versions.pop(index_name, None)
                     self._foreign.pop(index_name, None)
                     continue
-                served = self._served.get(index_name)
+                served = self._versions.get(index_name)
                 if (served is not None and served.version == version) or self._failed.get(index_name) == version:
+                    if served is not None and self._follow_feedback(index_name, served):
+                        swapped[index_name] = version
                     continue
                 if self._is_foreign(index_name, version):
                     self._served.pop(index_name, None)
@@ -112,10 +123,43 @@ class IndexRegistry:
                     continue
                 self._failed.pop(index_name, None)
                 self._why_failed.pop(index_name, None)
-                self._served[index_name] = snapshot  # one reference assignment: atomic for readers
+                self._versions[index_name] = snapshot
+                self._grown_from.pop(index_name, None)
+                if not self._follow_feedback(index_name, snapshot):
+                    self._served[index_name] = snapshot  # one reference assignment: atomic for readers
                 swapped[index_name] = version
-                log.info("index %s now serving v%d (%d references)", index_name, version, snapshot.size)
+                log.info("index %s now serving v%d (%d references)", index_name, version, self._served[index_name].size)
         return swapped
+
+    def _follow_feedback(self, name: str, version: ReferenceIndex) -> bool:
+        """Read what the index's feedback log gained; when its live rows changed since the served snapshot was
+        made, serve `version` extended by them. Returns whether a new snapshot was swapped in."""
+        tail, state = self._feedback.setdefault(name, (LogTail(self.store.index_dir(name) / LOG_FILE),
+                                                       FeedbackState()))
+        restarts = tail.restarts
+        try:
+            records = tail.read_new()
+            if tail.restarts != restarts:  # the log was replaced (its index removed and made anew): fold it afresh
+                state = FeedbackState()
+                self._feedback[name] = (tail, state)
+                self._grown_from.pop(name, None)
+            state.fold(records)
+        except (KeyError, TypeError, ValueError) as err:  # a record of the wrong shape: the log's writer is at fault
+            log.error("index %s: feedback log record not understood, growth paused: %s", name, err)
+            return False
+        if self._grown_from.get(name) == state.version:
+            return False
+        self._served[name] = grown(version, state)
+        self._grown_from[name] = state.version
+        if state.rows:
+            log.info("index %s v%d: %d references with %d added by verified answers", name, version.version,
+                     self._served[name].size, self._served[name].added)
+        return True
+
+    def feedback(self, name: str) -> FeedbackState | None:
+        """The folded feedback log of a served index, as of the last refresh (None before the first)."""
+        followed = self._feedback.get(name)
+        return None if followed is None else followed[1]
 
     def _is_foreign(self, name: str, version: int) -> bool:
         """Whether `version` of `name` belongs to another model, from its manifest alone (remembered)."""

@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 ADMIN_TOKEN_ENV = "R2T2_ADMIN_TOKEN"
+FEEDBACK_TOKEN_ENV = "R2T2_FEEDBACK_TOKEN"  # a token, or name=token pairs separated by commas
 
 
 class _Strict(BaseModel):
@@ -141,6 +142,21 @@ class IndexOptions(_Strict):
     resources: Resources = Field(default_factory=dict)  # custom resources pinning it, as for the deployments
 
 
+class FeedbackOptions(_Strict):
+    """Verified answers (POST /v1/references): how long answered completions are kept to be verified by id, how
+    many references verified answers may add to an index, and how hard each one's routing is searched for."""
+
+    retain_s: float = Field(900.0, ge=0)  # a completion can be verified by its id this long after it was answered
+    retain_max: int = Field(5000, ge=0)  # and at most this many completions are kept (the oldest go first)
+    max_references: int = Field(5000, ge=1)  # live references from feedback per index; beyond, the oldest is evicted
+    max_items: int = Field(256, ge=1)  # items in one request
+    batch_size: int = Field(16, ge=1)  # verified answers fitted together
+    fit_steps: int = Field(20, ge=0, le=1000)  # Adam steps per stage of a verified answer's routing fit
+    margin_loss: float = Field(0.1, gt=0)  # the answer loss a fitted routing must reach
+    # The fitting thread's niceness (0-19): it takes CPU from serving only in this share under load.
+    worker_nice: int = Field(10, ge=0, le=19)
+
+
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"  # also part of deployment names ('#' is not allowed)
 DEFAULT_FACTORY = "serving.pipeline.factory:load_pipeline"
 
@@ -200,13 +216,36 @@ class ServerConfig(_Strict):
     # retry, which at 64 concurrent clients halved the throughput (BENCHMARKS.md section 2).
     generator: DeploymentOptions = DeploymentOptions(num_cpus=0.5, max_ongoing_requests=128)
     indexes: IndexOptions = IndexOptions()
+    feedback: FeedbackOptions = FeedbackOptions()
     admin_token: SecretStr | None = None
+    # Tokens that may send verified answers (besides the admin token), by the name their answers are kept under.
+    feedback_tokens: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")], SecretStr] = Field(
+        default_factory=dict)
 
     @model_validator(mode="after")
     def _admin_token_from_env(self) -> "ServerConfig":
         if self.admin_token is None and os.environ.get(ADMIN_TOKEN_ENV):
             object.__setattr__(self, "admin_token", SecretStr(os.environ[ADMIN_TOKEN_ENV]))
         return self
+
+    @model_validator(mode="after")
+    def _feedback_tokens_from_env(self) -> "ServerConfig":
+        text = os.environ.get(FEEDBACK_TOKEN_ENV, "").strip()
+        if self.feedback_tokens or not text:
+            return self
+        pairs = [part.strip().partition("=") for part in text.split(",") if part.strip()]
+        tokens = ({"feedback": text} if not any(sep for _, sep, _ in pairs) else
+                  {name.strip(): token.strip() for name, _, token in pairs})
+        if any(not name or not token or name == "admin" for name, token in tokens.items()):
+            raise ValueError(f"{FEEDBACK_TOKEN_ENV}: a token, or name=token pairs separated by commas (the name "
+                             f"'admin' is the admin token's)")
+        object.__setattr__(self, "feedback_tokens", {name: SecretStr(token) for name, token in tokens.items()})
+        return self
+
+    @property
+    def feedback_enabled(self) -> bool:
+        """Whether any token may send verified answers (the admin token may, as may each feedback token)."""
+        return self.admin_token is not None or bool(self.feedback_tokens)
 
     @model_validator(mode="after")
     def _unique_model_names(self) -> "ServerConfig":

@@ -9,7 +9,7 @@ from r2t2.data.answers import normalise_answer
 
 TASKS: tuple[str, ...] = ("color", "shape", "presence", "count", "spatial", "digit")
 SPLITS: tuple[str, ...] = ("train", "reference", "test", "paraphrase", "paraphrase-val", "rephrased")
-SOURCES: tuple[str, ...] = ("easy-vqa", "scenes", "digits", "jsonl")
+SOURCES: tuple[str, ...] = ("easy-vqa", "scenes", "digits", "jsonl", "feedback")
 USER: str = "user"  # task and split of samples a user brings in a JSONL file
 
 

@@ -189,12 +189,12 @@ class MultimodalMoE(nn.Module):
             return self.experts(images_to_pixels(images).to(self.device))
 
     def tokenize_questions(self, questions: Sequence[str]) -> tuple[Tensor, Tensor]:
-        """Right-padded question ids [B, Q] (truncated to the configured maximum) and lengths [B]."""
-        limit = self.config.max_question_tokens
+        """Ids [B, max_question_tokens] (cut and right-padded to it: rows of any batch line up) and lengths [B]."""
+        limit, pad = self.config.max_question_tokens, self.tokenizer.pad_token_id
         ids = [torch.as_tensor(self.tokenizer(q, add_special_tokens=False).input_ids[:limit] or
                                [self.tokenizer.unk_token_id]) for q in questions]
-        lengths = torch.as_tensor([len(i) for i in ids])
-        return pad_sequence(ids, batch_first=True, padding_value=self.tokenizer.pad_token_id), lengths
+        padded = pad_sequence(ids, batch_first=True, padding_value=pad)
+        return F.pad(padded, (0, limit - padded.shape[1]), value=pad), torch.as_tensor([len(i) for i in ids])
 
     def tokenize_answers(self, answers: Sequence[str]) -> Tensor:
         """[B, max_answer_tokens]: word ids cut to what the model generates (a longer answer is one it gets wrong,

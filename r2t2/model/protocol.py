@@ -26,7 +26,9 @@ from r2t2.routing.protocol import ReferenceBatch, RoutedModel
 class EncodedBatch:
     """What a model answered for a batch of reference samples: what an index stores per sample."""
 
-    payload: dict[str, np.ndarray]  # model-specific arrays, first dim = batch; handed back by reference_batch
+    # Model-specific arrays, first dim = batch, handed back by reference_batch. A sample's row has the same shape in
+    # every batch (pad to the model's maximum), so that rows of any batches join: an index build's, a verified answer's.
+    payload: dict[str, np.ndarray]
     routings: np.ndarray  # [B, L, E] float32, the routing the model answered with (LM rows: its own, at the answer)
     correct: np.ndarray  # [B] bool, whether the model answered the sample correctly
 

@@ -85,7 +85,8 @@ Objective = Callable[[Tensor, list[int]], Tensor]
 
 def projected_adam(objective: Objective, starts: Tensor, steps: int, lr: Tensor, lr_min: Tensor,
                    movable: Tensor | None = None, tolerance: Tensor | None = None,
-                   settles_at_start: Callable[[int, float], bool] | None = None) -> list[Descent]:
+                   settles_at_start: Callable[[int, float], bool] | None = None,
+                   good_enough: Tensor | None = None) -> list[Descent]:
     """Minimise `objective(routings [Q, L, E], live) -> losses [Q]` from valid `starts` [Q, L, E], per request.
 
     `live` lists the requests still descending: only their losses are read, so an objective may skip the
@@ -105,6 +106,9 @@ def projected_adam(objective: Objective, starts: Tensor, steps: int, lr: Tensor,
     `settles_at_start(q, loss)` (None: never) stops request q at its start, with no update, when its loss there
     says the steps would be wasted (the evidence guard keeping r0); when every request stops so, no gradient is
     taken at all.
+
+    `good_enough` ([Q], or None for never) stops a request at the first iterate whose loss is at or below it, keeping
+    that iterate (a fit that only needs a margin, not the minimum).
     """
     count = starts.shape[0]
     trace = _Trace(count)
@@ -122,6 +126,11 @@ def projected_adam(objective: Objective, starts: Tensor, steps: int, lr: Tensor,
             if any(settled):
                 trace.record(routing, values, settled)
                 _stop(trace, live, settled, step, None)
+        if good_enough is not None:
+            reached = [alive and v <= float(good_enough[q]) for q, (alive, v) in enumerate(zip(live, values))]
+            if any(reached):
+                trace.record(routing, values, reached)
+                _stop(trace, live, reached, step, None)
         if not any(live):
             break
         mask = _mask(live, routing, shape)

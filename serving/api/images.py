@@ -29,22 +29,23 @@ def limit_decoded_pixels(max_pixels: int) -> None:
     Image.MAX_IMAGE_PIXELS = max_pixels
 
 
-def _format_from_mime(mime: str | None) -> str:
+def _format_from_mime(mime: str | None, param: str) -> str:
     if mime is None or not mime.startswith("image/"):
-        raise UnsupportedMediaType(f"image data must have an image/* mime type, got {mime!r}", param=_PARAM)
+        raise UnsupportedMediaType(f"image data must have an image/* mime type, got {mime!r}", param=param)
     subtype = mime.split("/", 1)[1].lower()
     if subtype not in ACCEPTED_FORMATS:
         raise UnsupportedMediaType(
             f"unsupported image type {mime!r}; accepted: {', '.join(sorted(set(ACCEPTED_FORMATS)))}",
-            param=_PARAM,
+            param=param,
         )
     return ACCEPTED_FORMATS[subtype]
 
 
-def decode_image_bytes(data: bytes, limits: ImageLimits, expected_format: str | None = None) -> Image.Image:
+def decode_image_bytes(data: bytes, limits: ImageLimits, expected_format: str | None = None,
+                       param: str = _PARAM) -> Image.Image:
     """Open, check and fully decode image bytes; returns an RGB image."""
     if len(data) > limits.max_encoded_bytes:
-        raise PayloadTooLarge(f"image is {len(data)} bytes; the limit is {limits.max_encoded_bytes}", param=_PARAM)
+        raise PayloadTooLarge(f"image is {len(data)} bytes; the limit is {limits.max_encoded_bytes}", param=param)
     try:
         # Only the accepted decoders ever see user bytes.
         image = Image.open(io.BytesIO(data), formats=sorted(set(ACCEPTED_FORMATS.values())))
@@ -52,45 +53,45 @@ def decode_image_bytes(data: bytes, limits: ImageLimits, expected_format: str | 
         if width * height > limits.max_pixels:
             raise PayloadTooLarge(
                 f"image is {width}x{height} = {width * height} pixels; the limit is {limits.max_pixels}",
-                param=_PARAM,
+                param=param,
             )
         if expected_format is not None and image.format != expected_format:
             raise UnsupportedMediaType(
-                f"image data is {image.format} but was declared as {expected_format}", param=_PARAM
+                f"image data is {image.format} but was declared as {expected_format}", param=param
             )
         image.load()
         return image.convert("RGB")
     except Image.DecompressionBombError as err:
-        raise PayloadTooLarge(f"image exceeds the pixel limit: {err}", param=_PARAM) from None
+        raise PayloadTooLarge(f"image exceeds the pixel limit: {err}", param=param) from None
     except UnidentifiedImageError:
         accepted = ", ".join(sorted(set(ACCEPTED_FORMATS.values())))
-        raise InvalidRequest(f"image data is not a readable image ({accepted})", param=_PARAM) from None
+        raise InvalidRequest(f"image data is not a readable image ({accepted})", param=param) from None
     except (OSError, SyntaxError, ValueError) as err:  # truncated or corrupt files surface as these
-        raise InvalidRequest(f"image data is corrupt: {err}", param=_PARAM) from None
+        raise InvalidRequest(f"image data is corrupt: {err}", param=param) from None
 
 
-def decode_data_url(url: str, limits: ImageLimits) -> Image.Image:
+def decode_data_url(url: str, limits: ImageLimits, param: str = _PARAM) -> Image.Image:
     """Decode a `data:image/<type>;base64,<payload>` URL."""
     match = _DATA_URL.match(url)
     if match is None or match.group("b64") is None:
-        raise InvalidRequest("image data URLs must look like data:image/<type>;base64,<data>", param=_PARAM)
-    expected = _format_from_mime(match.group("mime"))
+        raise InvalidRequest("image data URLs must look like data:image/<type>;base64,<data>", param=param)
+    expected = _format_from_mime(match.group("mime"), param)
     payload = url[match.end():]
     # base64 inflates by 4/3: refuse oversize payloads before allocating the decoded bytes.
     if len(payload) * 3 // 4 > limits.max_encoded_bytes + 3:
-        raise PayloadTooLarge(f"image is over the {limits.max_encoded_bytes}-byte limit", param=_PARAM)
+        raise PayloadTooLarge(f"image is over the {limits.max_encoded_bytes}-byte limit", param=param)
     try:
         data = base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):
-        raise InvalidRequest("image data is not valid base64", param=_PARAM) from None
-    return decode_image_bytes(data, limits, expected)
+        raise InvalidRequest("image data is not valid base64", param=param) from None
+    return decode_image_bytes(data, limits, expected, param)
 
 
-async def fetch_remote_image(url: str, limits: ImageLimits) -> Image.Image:
+async def fetch_remote_image(url: str, limits: ImageLimits, param: str = _PARAM) -> Image.Image:
     """Download an http(s) image with a size cap and a timeout (only when the config allows it)."""
     if not limits.allow_remote_urls:
         raise InvalidRequest(
-            "remote image URLs are disabled on this server; send the image as a base64 data URL", param=_PARAM
+            "remote image URLs are disabled on this server; send the image as a base64 data URL", param=param
         )
     chunks: list[bytes] = []
     size = 0
@@ -98,24 +99,37 @@ async def fetch_remote_image(url: str, limits: ImageLimits) -> Image.Image:
         async with httpx.AsyncClient(timeout=limits.remote_timeout_s, follow_redirects=False) as client:
             async with client.stream("GET", url) as response:
                 if response.status_code != 200:
-                    raise InvalidRequest(f"fetching the image returned HTTP {response.status_code}", param=_PARAM)
+                    raise InvalidRequest(f"fetching the image returned HTTP {response.status_code}", param=param)
                 async for chunk in response.aiter_bytes():
                     size += len(chunk)
                     if size > limits.max_encoded_bytes:
                         raise PayloadTooLarge(
-                            f"remote image is over the {limits.max_encoded_bytes}-byte limit", param=_PARAM
+                            f"remote image is over the {limits.max_encoded_bytes}-byte limit", param=param
                         )
                     chunks.append(chunk)
     except httpx.HTTPError as err:
-        raise InvalidRequest(f"could not fetch the image: {type(err).__name__}", param=_PARAM) from None
-    return await asyncio.to_thread(decode_image_bytes, b"".join(chunks), limits)
+        raise InvalidRequest(f"could not fetch the image: {type(err).__name__}", param=param) from None
+    return await asyncio.to_thread(decode_image_bytes, b"".join(chunks), limits, None, param)
 
 
-async def load_image(url: str, limits: ImageLimits) -> Image.Image:
-    """Any accepted image URL to an RGB image."""
+def decode_bare_base64(text: str, limits: ImageLimits, param: str) -> Image.Image:
+    """Image bytes in base64 with no data: prefix (as a JSONL line may hold them); the format is read from them."""
+    if len(text) * 3 // 4 > limits.max_encoded_bytes + 3:
+        raise PayloadTooLarge(f"image is over the {limits.max_encoded_bytes}-byte limit", param=param)
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidRequest("image must be a data: URL, an http(s) URL or base64 image bytes", param=param) from None
+    return decode_image_bytes(data, limits, None, param)
+
+
+async def load_image(url: str, limits: ImageLimits, param: str = _PARAM, bare_base64: bool = False) -> Image.Image:
+    """Any accepted image URL to an RGB image (with `bare_base64`, also base64 bytes without a data: prefix)."""
     if url.startswith("data:"):
         # Decoding a large image takes long enough to stall every other request on the event loop.
-        return await asyncio.to_thread(decode_data_url, url, limits)
+        return await asyncio.to_thread(decode_data_url, url, limits, param)
     if url.startswith(("http://", "https://")):
-        return await fetch_remote_image(url, limits)
-    raise InvalidRequest("image_url.url must be a data: URL (or http(s) when enabled)", param=_PARAM)
+        return await fetch_remote_image(url, limits, param)
+    if bare_base64:
+        return await asyncio.to_thread(decode_bare_base64, url, limits, param)
+    raise InvalidRequest("image_url.url must be a data: URL (or http(s) when enabled)", param=param)

@@ -5,7 +5,7 @@ the r2t2 record's timings, so the re-router's work is measured where it happened
 """
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -52,6 +52,24 @@ class ServingMetrics:
         self.requests.labels(strategy=strategy, status=str(status)).inc()
         self.errors.labels(type=error_type).inc()
 
-    def render(self) -> bytes:
-        """The text exposition format."""
-        return generate_latest(self.registry)
+    def render(self, feedback: dict[str, dict[str, int]] | None = None) -> bytes:
+        """The text exposition format; with `feedback` (the index manager's counts per index), the verified answers
+        by fate and each grown index's size too (the same on every replica: read from the feedback logs)."""
+        text = generate_latest(self.registry)
+        if not feedback:
+            return text
+        registry = CollectorRegistry()
+        items = Gauge("r2t2_feedback_items", "Verified answers by fate: accepted (in all), waiting (to be fitted), "
+                      "added (in all), refused, removed, duplicate (sent again, since the index manager started).",
+                      ["index", "fate"], registry=registry)
+        size = Gauge("r2t2_index_references", "References an index serves, verified answers included.", ["index"],
+                     registry=registry)
+        live = Gauge("r2t2_feedback_references", "References verified answers added that an index serves now.",
+                     ["index"], registry=registry)
+        for index, counts in feedback.items():
+            for fate in ("accepted", "waiting", "added", "refused", "removed"):
+                items.labels(index=index, fate=fate).set(counts[fate])
+            items.labels(index=index, fate="duplicate").set(counts["duplicates"])
+            size.labels(index=index).set(counts["references"])
+            live.labels(index=index).set(counts["live"])
+        return text + generate_latest(registry)

@@ -6,6 +6,10 @@ of the one before it; those that were unfinished say they were interrupted, and 
 left are removed at start-up (a version only appears once its build finished). It never serves chat requests: a build only moves the store's CURRENT pointer, and every
 re-router replica swaps to the new version on its own next refresh.
 
+It also takes the verified answers (serving/deployments/feedback.py): it keeps answered completions for a while,
+writes each accepted answer to its index's feedback log, fits its routing, and compacts a grown index into a new
+version on request.
+
 The store is shared by every served model; an index belongs to the model whose fingerprint its CURRENT
 manifest records. A rebuild builds with its model's own pipeline (model and embedder), loaded on the first
 rebuild for that model only, so a server that never rebuilds never pays for a second copy.
@@ -15,14 +19,17 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from indexes.compact import compact
 from indexes.errors import (IndexInUseError, InvalidIndexNameError, RebuildInProgressError, UnknownIndexError,
                             UnknownJobError, UnknownVersionError)
+from indexes.growth import grown
 from indexes.jobs import JobRunner, ProgressCallback
 from indexes.manifest import Manifest
 from indexes.specs import (DatasetFileMissing, DatasetSourceForbidden, DatasetSpecError, build_from_spec,
@@ -32,6 +39,7 @@ from r2t2.compat import install_torchvision_fix
 from serving.config import ServerConfig
 from serving.api.errors import ApiError, Conflict, Forbidden, InvalidRequest, NotFound
 from serving.api.logs import quiet_client_errors
+from serving.deployments.feedback import FeedbackDesk, Intake, Kept
 from serving.pipeline.protocol import Pipeline
 from serving.model_pipelines import build_pipeline, whole_model
 
@@ -94,9 +102,14 @@ class IndexManager:
         # One build at a time (also serialises the lazy loads below); records survive a restart.
         self._jobs = JobRunner(max_workers=1, records=self._store.root / JOB_RECORDS)
         self._owners: dict[str, str] = {}  # fingerprint -> served model id: which model an index belongs to
+        self._default_index: dict[str, str] = {}  # served model id -> its default index
         for name, handle in rerouters.items():
-            self._owners.setdefault((await handle.model_info.remote())["fingerprint"], name)
-        self._pipelines: dict[str, Pipeline] = {}  # model id -> its pipeline, touched by the job thread only
+            info = await handle.model_info.remote()
+            self._owners.setdefault(info["fingerprint"], name)
+            self._default_index[name] = info["default_index"]
+        self._pipelines: dict[str, Pipeline] = {}  # model id -> its pipeline (the job and feedback threads load it)
+        self._pipeline_lock = threading.Lock()
+        self._feedback = FeedbackDesk(config.feedback, self._store, self._pipeline) if config.feedback_enabled else None
 
     @_mapped
     def list_indexes(self) -> list[dict[str, Any]]:
@@ -194,17 +207,98 @@ class IndexManager:
         return chosen
 
     def _pipeline(self, model: str) -> Pipeline:
-        if model not in self._pipelines:
-            entry = self._config.model(model)
-            self._pipelines[model] = build_pipeline(self._config, entry, build_default_index=False,
-                                                    dtype=self._config.rerouter_options(entry).dtype, **whole_model(entry))
-        return self._pipelines[model]
+        with self._pipeline_lock:
+            if model not in self._pipelines:
+                entry = self._config.model(model)
+                self._pipelines[model] = build_pipeline(self._config, entry, build_default_index=False,
+                                                        dtype=self._config.rerouter_options(entry).dtype,
+                                                        **whole_model(entry))
+            return self._pipelines[model]
+
+    # ---- verified answers ----------------------------------------------------------------------------
+    def keep_completion(self, completion_id: str, model: str, image: Any, question: str, answer: str,
+                        at: float) -> None:
+        """Keep an answered completion for `feedback.retain_s`, so that a verified answer may name it."""
+        if self._feedback is not None:
+            self._feedback.completions.keep(completion_id, Kept(model, image, question, answer, at))
+
+    @_mapped
+    def accept_references(self, model: str, index: str | None, intake: list[Intake], source: str) -> dict[str, Any]:
+        """Each item accepted (on disk before this returns), a duplicate, or refused; and the index they grow."""
+        name = self._feedback_index(model, index)
+        return {"model": model, "index": name, "data": self._desk().accept(model, name, intake, source)}
+
+    @_mapped
+    def references(self, model: str, index: str | None, ids: list[str] | None) -> dict[str, Any]:
+        """The verified answers of an index (all, or those named), oldest first, and what became of each."""
+        name = self._feedback_index(model, index)
+        return {"model": model, "index": name, "data": self._desk().items(name, ids)}
+
+    @_mapped
+    def remove_references(self, model: str, index: str | None, ids: list[str], by: str) -> dict[str, Any]:
+        """Take verified answers' rows out of an index; returns the ids that were live (or waiting)."""
+        name = self._feedback_index(model, index)
+        return {"model": model, "index": name, "removed": self._desk().remove(name, ids, by)}
+
+    @_mapped
+    def start_compaction(self, name: str) -> dict[str, Any]:
+        """Write an index grown by verified answers out as its next version (a job, as a rebuild)."""
+        current = self._store.current_version(validate_name(name))
+        model = self._owner(name, current)
+        if model is None:
+            raise NotFound(f"index {name!r} serves no model of this server", param="name", code="index_not_found")
+        desk = self._desk()
+
+        def compaction(progress: ProgressCallback) -> Manifest:
+            state = desk.state(name)
+            through = 0 if state is None else state.last_seq
+            version = self._pipeline(model).reference_index(name)
+            return compact(self._store, version if state is None else grown(version, state), through)
+
+        return self._jobs.submit(name, compaction).to_dict()
+
+    def feedback_counts(self) -> dict[str, dict[str, int]]:
+        """Per index with a feedback log: its verified answers by fate, the duplicates sent since this manager
+        started, and the references it serves (for /metrics)."""
+        if self._feedback is None:
+            return {}
+        counts = {}
+        for name in self._store.names():
+            state = self._feedback.state(name)
+            current = self._store.current_version(name)
+            if state is not None and current is not None:
+                manifest = self._store.manifest(name, current)
+                counts[name] = {**state.counts(), "duplicates": self._feedback.duplicates.get(name, 0),
+                                "references": state.size(manifest.kept, manifest.feedback_through)}
+        return counts
+
+    def _desk(self) -> FeedbackDesk:
+        if self._feedback is None:
+            raise Forbidden("verified answers are off: start the server with R2T2_FEEDBACK_TOKEN (or "
+                            "R2T2_ADMIN_TOKEN) set", code="feedback_disabled")
+        return self._feedback
+
+    def _feedback_index(self, model: str, index: str | None) -> str:
+        """The index a model's verified answers grow: the one named (it must serve that model), else its default."""
+        if model not in self._default_index:
+            raise NotFound(f"model {model!r} is not served here; served models: {', '.join(self._default_index)}",
+                           param="model", code="model_not_found")
+        name = validate_name(index or self._default_index[model])
+        owner = self._owner(name, self._store.current_version(name) if name in self._store.names() else None)
+        if owner != model:
+            raise Conflict(f"index {name!r} does not serve model {model!r}" + (f" (it serves {owner!r})" if owner else ""),
+                           param="index", code="index_model_mismatch")
+        return name
 
     def __del__(self) -> None:
-        # Serve calls this on replica shutdown; a running build is abandoned (its temp dir is cleaned later).
+        # Serve calls this on replica shutdown; a running build is abandoned (its temp dir is cleaned later), and
+        # verified answers waiting to be fitted wait in their logs for the next manager.
         jobs = getattr(self, "_jobs", None)
         if jobs is not None:
             jobs.shutdown(wait=False)
+        feedback = getattr(self, "_feedback", None)
+        if feedback is not None:
+            feedback.close()
 
 
 def _manifest_dict(manifest: Manifest) -> dict[str, Any]:

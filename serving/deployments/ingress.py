@@ -6,112 +6,45 @@ bad request is answered and the replica carries on.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextvars import ContextVar
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
-from fastapi import FastAPI, Header, Query, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from serving.pipeline.record import R2T2Record
 from r2t2.engine_prompt import prompt_length
 from r2t2.routing import import_strategies
-from serving.api import openapi, playground
-from serving.api.auth import require_admin
+from serving.api import openapi
 from serving.api.chat import ChatJob, parse_body, parse_chat_request
-from serving.api.errors import (ApiError, IndexOfAnotherModel, InternalError, InvalidRequest, NotFound,
-                                ServiceUnavailable, to_api_error)
+from serving.api.errors import ApiError, IndexOfAnotherModel, InternalError, InvalidRequest, ServiceUnavailable, to_api_error
 from serving.api.images import limit_decoded_pixels, load_image
-from serving.api.index_schemas import (DeletedVersion, IndexDetail, IndexJob, IndexList, IndexSummary, parse_force,
-                                       parse_rebuild, parse_version)
-from serving.api.logs import client_error_line, quiet_client_errors
+from serving.api.logs import quiet_client_errors
 from serving.api.metrics import CONTENT_TYPE, ServingMetrics
 from serving.api.responses import DONE_EVENT, Completion, sse_error, sse_event
 from serving.api.schemas import ChatCompletion, ChatCompletionChunk, ChunkDelta, GenerationSettings, ModelCard, ModelList
 from serving.api.status_schemas import HealthStatus, PlacementReport
 from serving.config import ServerConfig
-from serving.deployments.answers import Answers
 from serving.deployments import draining
+from serving.deployments.answers import Answers
 from serving.deployments.choices import Stream, merged, open_streams
 from serving.deployments.health import health_of
+from serving.deployments.http import answered, api, error_response
+from serving.deployments.index_routes import IndexRoutes
 from serving.deployments.placement import controller, nodes, placement
+from serving.deployments.reference_routes import ReferenceRoutes
 from serving.deployments.retry import retried
+from serving.pipeline.record import R2T2Record
 
 logger = logging.getLogger("ray.serve")
-api = FastAPI(title="r2t2", version="1",
-              description="R2-T2 test-time re-routing behind an OpenAI-compatible API. Every error has the OpenAI "
-                          "shape {\"error\": {message, type, param, code}}; every reply carries an x-request-id "
-                          "header that the server log names. A guide with examples: docs/api.md.")
-api.include_router(playground.router)  # the page at /playground/ (serving/playground)
-openapi.install(api)
 INVALID = "invalid"  # the metrics' strategy label of a request refused before its strategy is known
 NO_REROUTING = "none"  # the strategy of a question asked without an image, which is never re-routed
-# The refusal a handler answered with, for the one log line the middleware writes (a fresh holder per request).
-_refusal: ContextVar[dict[str, ApiError] | None] = ContextVar("r2t2_refusal", default=None)
-
-
-@api.middleware("http")
-async def _log_refusals(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-    """Every 4xx is one log line with the request id and the reason; 5xx tracebacks are logged where they occur."""
-    holder: dict[str, ApiError] = {}
-    _refusal.set(holder)
-    # The server is stopping: this replica answers what it holds and nothing new (with no log line: a busy server
-    # refuses thousands in its last seconds).
-    if draining.REPLICA.draining:
-        return _error_response(ServiceUnavailable(
-            "the server is stopping; retry (another replica, or this server once it is back)", code="server_stopping"),
-            headers={"Connection": "close"})
-    draining.REPLICA.started()
-    try:
-        response = await call_next(request)
-    except BaseException:
-        draining.REPLICA.finished()
-        raise
-    if 400 <= response.status_code < 500:
-        error = holder.get("error") or ApiError(f"HTTP {response.status_code}")
-        error.status = response.status_code
-        logger.warning(client_error_line(request.headers.get("x-request-id", ""), request.method,
-                                         request.url.path, error))
-    return draining.REPLICA.finished_with(response)
-
-
-@api.exception_handler(StarletteHTTPException)
-async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-    # Unknown routes and wrong methods answer in the OpenAI shape like everything else.
-    error = NotFound(str(exc.detail)) if exc.status_code == 404 else ApiError(str(exc.detail))
-    error.status = exc.status_code
-    # A 405 carries the route's methods in `Allow` (RFC 9110, 15.5.6); Starlette puts them on the exception.
-    return _error_response(error, headers=exc.headers)
-
-
-def _error_response(error: ApiError, headers: Mapping[str, str] | None = None) -> JSONResponse:
-    holder = _refusal.get()
-    if holder is not None:
-        holder["error"] = error
-    return JSONResponse(error.body(), status_code=error.status, headers=headers)
-
-
-def _answered(handler: Callable[..., Awaitable[Response]]) -> Callable[..., Awaitable[Response]]:
-    """Index endpoints: any failure is answered in the OpenAI error shape with its status."""
-
-    @functools.wraps(handler)  # keeps the signature FastAPI reads parameters from
-    async def run(*args: Any, **kwargs: Any) -> Response:
-        try:
-            return await handler(*args, **kwargs)
-        except Exception as err:  # noqa: BLE001 (every failure is answered, none kills the replica)
-            error = to_api_error(err)
-            if error.status >= 500:
-                logger.error("index request failed: %r", err, exc_info=err)
-            return _error_response(error)
-
-    return run
+MAX_KEEPING = 256  # completions on their way to the index manager at once; beyond, one is not kept
 
 
 def _check_context(card: ModelCard, prompt_tokens: int, max_tokens: int) -> None:
@@ -158,7 +91,7 @@ class ServedModel:
 # when the class is decorated, so a module global defined below this point would be missing in the replica.
 @serve.deployment
 @serve.ingress(api)
-class Ingress:
+class Ingress(IndexRoutes, ReferenceRoutes):
     """Parses requests, checks images, and chains the named model's re-router and generator."""
 
     async def __init__(self, config: ServerConfig, models: dict[str, tuple[DeploymentHandle, DeploymentHandle]],
@@ -169,6 +102,7 @@ class Ingress:
         self._app = serve.get_replica_context().app_name
         self._indexes = indexes
         self._metrics = ServingMetrics()
+        self._keeping: set[asyncio.Task] = set()  # completions on their way to be kept for verification
         limit_decoded_pixels(config.images.max_pixels)
         created = int(time.time())
         self._models: dict[str, ServedModel] = {}
@@ -203,7 +137,7 @@ class Ingress:
         verdict = await health_of(components, self._app)
         if verdict.down:
             logger.warning("health check failed: %s", "; ".join(verdict.down + verdict.degraded))
-            return _error_response(ServiceUnavailable(f"unhealthy: {'; '.join(verdict.down)}", code="unhealthy"))
+            return error_response(ServiceUnavailable(f"unhealthy: {'; '.join(verdict.down)}", code="unhealthy"))
         if verdict.degraded:
             logger.warning("serving below strength: %s", "; ".join(verdict.degraded))
         status = HealthStatus(status="degraded" if verdict.degraded else "ok", models=list(self._models),
@@ -217,7 +151,7 @@ class Ingress:
         return {"replica": serve.get_replica_context().replica_id.unique_id, "left": left}
 
     @api.get("/placement", response_model=None, responses={200: {"model": PlacementReport}})
-    @_answered
+    @answered
     async def replica_placement(self) -> Response:
         """Which Ray node each replica of this server runs on, and the cluster's nodes (lost ones too) with the
         r2t2_* resources that deployments are pinned with (docs/operations.md)."""
@@ -233,67 +167,10 @@ class Ingress:
                                              "r2t2_errors_total{type}; strategy is the one that ran, or "
                                              "'invalid' for a request refused before it was known"}})
     async def metrics(self) -> Response:
-        """This ingress replica's counters and latency histograms (Prometheus sums replicas)."""
-        return Response(self._metrics.render(), media_type=CONTENT_TYPE)
-
-    @api.get("/v1/indexes", response_model=None, responses={200: {"model": IndexList}})
-    @_answered
-    async def list_indexes(self) -> Response:
-        """Every reference index in the store: current version, versions, size and the model it serves; and
-        whether this server accepts the admin calls that change them."""
-        summaries = await self._indexes.list_indexes.remote()
-        listed = IndexList(data=[IndexSummary(**s) for s in summaries],
-                           admin_enabled=self._config.admin_token is not None)
-        return JSONResponse(listed.model_dump(mode="json"))
-
-    @api.get("/v1/indexes/{name}", response_model=None,
-             responses={200: {"model": IndexDetail}, **openapi.errors(400, 404)})
-    @_answered
-    async def describe_index(self, name: str) -> Response:
-        """One index: its summary, the current version's manifest, and every version's size, date and data set."""
-        return JSONResponse(IndexDetail(**await self._indexes.describe.remote(name)).model_dump(mode="json"))
-
-    @api.post("/v1/indexes/{name}/rebuild", response_model=None, status_code=202,
-              responses={202: {"model": IndexJob}, **openapi.errors(400, 401, 403, 404, 409)})
-    @_answered
-    async def rebuild_index(self, name: str, request: Request, authorization: str | None = Header(None)) -> Response:
-        """Admin only. 202 with the job to poll at `Location`; the new version is served once it succeeds.
-
-        The body's `model` picks the served model to build for; by default the index's owner, or the only
-        served model (with several, a new index needs `model`).
-        """
-        require_admin(self._config, authorization)
-        body = parse_rebuild(await request.body())
-        job = IndexJob(**await self._indexes.start_rebuild.remote(name, body.model, body.dataset, body.cap,
-                                                                  body.index_type))
-        return JSONResponse(job.model_dump(mode="json"), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
-
-    @api.get("/v1/jobs/{job_id}", response_model=None, responses={200: {"model": IndexJob}, **openapi.errors(404)})
-    @_answered
-    async def job(self, job_id: str) -> Response:
-        """A rebuild job: poll until `state` is succeeded (its `version` is now current) or failed (`error`)."""
-        return JSONResponse(IndexJob(**await self._indexes.job.remote(job_id)).model_dump(mode="json"))
-
-    @api.delete("/v1/indexes/{name}/versions/{version}", response_model=None,
-                responses={200: {"model": DeletedVersion}, **openapi.errors(400, 401, 403, 404, 409)})
-    @_answered
-    async def delete_version(self, name: str, version: str,
-                             force: str = Query("false", description="true deletes even the current version"),
-                             authorization: str | None = Header(None)) -> Response:
-        """Admin only. Deleting the CURRENT version needs `?force=true` (the index then serves nothing)."""
-        require_admin(self._config, authorization)
-        deleted = await self._indexes.delete_version.remote(name, parse_version(version), parse_force(force))
-        return JSONResponse(DeletedVersion(**deleted).model_dump(mode="json"))
-
-    @api.post("/v1/indexes/{name}/versions/{version}/activate", response_model=None,
-              responses={200: {"model": IndexSummary}, **openapi.errors(400, 401, 403, 404, 409)})
-    @_answered
-    async def activate_version(self, name: str, version: str, authorization: str | None = Header(None)) -> Response:
-        """Admin only. Make an existing version current again (e.g. after a bad rebuild); re-routers swap to it
-        like to a rebuilt one, within `indexes.refresh_interval_s`. 409 if it was built for a model not served."""
-        require_admin(self._config, authorization)
-        summary = await self._indexes.activate_version.remote(name, parse_version(version))
-        return JSONResponse(IndexSummary(**summary).model_dump(mode="json"))
+        """This ingress replica's counters and latency histograms (Prometheus sums replicas), and the verified answers
+        of each index (r2t2_feedback_items, r2t2_index_references, r2t2_feedback_references)."""
+        feedback = await self._indexes.feedback_counts.remote() if self._config.feedback_enabled else None
+        return Response(self._metrics.render(feedback), media_type=CONTENT_TYPE)
 
     @api.post("/v1/chat/completions", response_model=None,
               responses={200: {"model": ChatCompletion, "content": openapi.event_stream(ChatCompletionChunk),
@@ -337,17 +214,17 @@ class Ingress:
                 await answers.cancel()
                 raise
             if job.stream:
-                events = self._stream(job, completion, streams, record, strategy, started, generate_started)
+                events = self._stream(job, completion, streams, record, strategy, started, generate_started, image)
                 return StreamingResponse(events, media_type="text/event-stream")
             async for index, delta in merged(streams):
                 completion.add(delta, index)
-            self._finish(job, record, completion, strategy, started, generate_started)
+            self._finish(job, record, completion, strategy, started, generate_started, image)
             return JSONResponse(completion.response(record).model_dump(mode="json"))
         except Exception as err:  # noqa: BLE001 (every failure is answered, none kills the replica)
-            return _error_response(self._failed(err, strategy))
+            return error_response(self._failed(err, strategy))
 
     async def _stream(self, job: ChatJob, completion: Completion, streams: list[Stream], record: R2T2Record,
-                      strategy: str, started: float, generate_started: float) -> AsyncIterator[str]:
+                      strategy: str, started: float, generate_started: float, image: Any) -> AsyncIterator[str]:
         """SSE events: a role chunk per choice, content chunks, each choice's finish chunk (the last one carries
         the record), then [DONE]. A failure after the status line (a replica lost mid-answer) is an error event."""
         try:
@@ -366,7 +243,7 @@ class Ingress:
                         yield sse_event(completion.chunk(ChunkDelta(), delta.finish_reason, index=index))
             if not completion.finished:
                 raise InternalError("the generator ended without a finish reason")
-            self._finish(job, record, completion, strategy, started, generate_started)
+            self._finish(job, record, completion, strategy, started, generate_started, image)
             yield sse_event(completion.chunk(ChunkDelta(), completion.choices[last].finish_reason, record,
                                              with_usage=job.include_usage, index=last))
         except Exception as err:  # noqa: BLE001 (the status is sent; report in-band)
@@ -374,15 +251,38 @@ class Ingress:
         yield DONE_EVENT
 
     def _finish(self, job: ChatJob, record: R2T2Record, completion: Completion, strategy: str, started: float,
-                generate_started: float) -> None:
+                generate_started: float, image: Any) -> None:
         now = time.perf_counter()
         record.finished(now - generate_started, now - started)
+        if image is not None and self._config.feedback_enabled:
+            self._keep(job, completion, record, image)
         if job.compare_with_none:
             record.compared_with_none(completion.text)
         card = self._models[job.model].card
         record.engine_ran(completion.choices[0].lm_report, {row.name: tuple(row.experts) for row in card.routing_rows})
         timings = record.timings.model_dump(exclude_none=True)
         self._metrics.observe_success(strategy, record.timings.total, timings, bool(record.fallback))
+
+    def _keep(self, job: ChatJob, completion: Completion, record: R2T2Record, image: Any) -> None:
+        """Hand the answered completion to the index manager, which keeps it to be verified by its id; the reply
+        says until when. Sent without waiting (a lost hand-over only means the id cannot be verified)."""
+        now = time.time()
+        record.verify_until = datetime.fromtimestamp(now + self._config.feedback.retain_s, timezone.utc).isoformat(
+            timespec="seconds")
+        if len(self._keeping) >= MAX_KEEPING:
+            return
+        sent = self._indexes.keep_completion.remote(completion.id, job.model, image, job.question, completion.text,
+                                                    now)
+
+        async def kept() -> None:
+            try:
+                await sent
+            except Exception as err:  # noqa: BLE001 (the answer was sent; only its verification by id is lost)
+                logger.warning("completion %s not kept for verification: %r", completion.id, err)
+
+        task = asyncio.get_running_loop().create_task(kept())
+        self._keeping.add(task)
+        task.add_done_callback(self._keeping.discard)
 
     def _failed(self, err: BaseException, strategy: str) -> ApiError:
         error = to_api_error(err)

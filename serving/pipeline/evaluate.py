@@ -21,6 +21,7 @@ from serving.pipeline.answer_check import AnswerVerdict
 from r2t2.data import load_samples
 from r2t2.data.answers import same_answer
 from r2t2.data.sample import Sample
+from r2t2.routing import RerouteConfig
 from serving.pipeline.diagnostics import BASE, diagnose
 from serving.pipeline.request_path import ReroutePipeline
 from serving.pipeline.query import Rerouted
@@ -76,34 +77,42 @@ def evaluate(pipeline: ReroutePipeline, strategies: Sequence[str], splits: Seque
                     "routing_rows": pipeline.layout.to_dict(),
                     "config": {s: dataclasses.asdict(c) for s, c in configs.items()}, "records": {}}
     for split in splits:
-        samples = load_samples(split, limit=limit, seed=seed)
-        stats = {s: StrategyStats() for s in strategies}
-        tasks: list[str] = []
-        records: list[dict] = []
-        bar = tqdm(samples, desc=f"eval {split}", unit="q", disable=not progress)
-        for sample in bar:
-            tasks.append(sample.task)
-            records.append(_record(sample))
-            for name, config in configs.items():
-                started = time.perf_counter()
-                done = pipeline.rerouted(sample.image, sample.question, config, answer=sample.answer)
-                answer = pipeline.answer(done)
-                verdict = None
-                if done.answer_space is not None:  # the answer check needs the base routing's answer too
-                    base = pipeline.model.answer(done.query, done.result.base_routing)[0]
-                    verdict = pipeline.checked_answer(done, answer, base)
-                    answer = base if verdict.sent == "base" else answer
-                stats[name].seconds.append(time.perf_counter() - started)
-                correct = same_answer(answer, sample.answer)
-                stats[name].correct.append(correct)
-                stats[name].fallbacks += done.result.fallback is not None
-                stats[name].routing_before.append(done.result.base_routing.tolist())
-                stats[name].routing_after.append(done.result.routing.tolist())
-                records[-1]["strategies"][name] = _run_record(done, answer, correct, verdict)
-        report["splits"][split] = summarise(stats, tasks, {name: config.target for name, config in configs.items()})
-        report["splits"][split]["diagnostics"] = diagnose(records, list(strategies))
+        summary, records = evaluate_samples(pipeline, configs, load_samples(split, limit=limit, seed=seed),
+                                            f"eval {split}", progress)
+        report["splits"][split] = summary
         report["records"][split] = records
     return report
+
+
+def evaluate_samples(pipeline: ReroutePipeline, configs: dict[str, RerouteConfig], samples: Sequence[Sample],
+                     desc: str = "eval", progress: bool = True) -> tuple[dict, list[dict]]:
+    """Every configured strategy on every sample: the summary (`summarise`, with `diagnose`'s diagnostics) and one
+    record per sample."""
+    stats = {s: StrategyStats() for s in configs}
+    tasks: list[str] = []
+    records: list[dict] = []
+    for sample in tqdm(samples, desc=desc, unit="q", disable=not progress):
+        tasks.append(sample.task)
+        records.append(_record(sample))
+        for name, config in configs.items():
+            started = time.perf_counter()
+            done = pipeline.rerouted(sample.image, sample.question, config, answer=sample.answer)
+            answer = pipeline.answer(done)
+            verdict = None
+            if done.answer_space is not None:  # the answer check needs the base routing's answer too
+                base = pipeline.model.answer(done.query, done.result.base_routing)[0]
+                verdict = pipeline.checked_answer(done, answer, base)
+                answer = base if verdict.sent == "base" else answer
+            stats[name].seconds.append(time.perf_counter() - started)
+            correct = same_answer(answer, sample.answer)
+            stats[name].correct.append(correct)
+            stats[name].fallbacks += done.result.fallback is not None
+            stats[name].routing_before.append(done.result.base_routing.tolist())
+            stats[name].routing_after.append(done.result.routing.tolist())
+            records[-1]["strategies"][name] = _run_record(done, answer, correct, verdict)
+    summary = summarise(stats, tasks, {name: config.target for name, config in configs.items()})
+    summary["diagnostics"] = diagnose(records, list(configs))
+    return summary, records
 
 
 def _record(sample: Sample) -> dict:

@@ -109,9 +109,9 @@ def neighbour_answers(query: ReferenceBatch, neighbourhood: Neighbourhood, answe
 
 
 def pool_neighbours(snapshot: ReferenceIndex, ids: list[str]) -> dict[str, dict[str, Any]]:
-    """The reference samples a routing-space strategy's neighbours name (rows of the index's routing pool, found
+    """The reference samples a routing-space strategy's neighbours name (entries of the index's routing pool, found
     without a search)."""
-    return describe(ids, snapshot.take(np.asarray([int(i) for i in ids], dtype=np.int64)))
+    return describe(ids, snapshot.take(snapshot.pool_rows[np.asarray([int(i) for i in ids], dtype=np.int64)]))
 
 
 def describe(keys: list[str], found: Candidates) -> dict[str, dict[str, Any]]:

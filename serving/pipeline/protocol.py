@@ -70,7 +70,12 @@ class ModelInfo(TypedDict):
 
 @runtime_checkable
 class Pipeline(Protocol):
-    """A served model's request path: everything the re-router, the index manager and the start-up checks call."""
+    """A served model's request path: everything the re-router, the index manager and the start-up checks call.
+
+    Optional: `verified_rows(samples, settings) -> list[NewRow | Refused]` (serving/pipeline/verified.py), the
+    reference row each verified answer adds, and `reference_index(name)`, the snapshot an index is served from; a
+    pipeline without them takes no verified answers (each is refused, naming why).
+    """
 
     model: ServableModel  # the model an index build encodes references with
     embedder: Embedder  # the embedder its indexes are searched (and built) with

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from r2t2.data.answers import same_answer
 from serving.pipeline.answer_check import AnswerVerdict
 from serving.pipeline.explain import explained
 from serving.pipeline.query import Rerouted
@@ -215,6 +216,10 @@ class R2T2Record(BaseModel):
     rerouted_by: RecordReplica | None = Field(None, description="the re-router replica that re-routed this request "
                                                                 "and its node")
     timings: RecordTimings = Field(description="seconds per stage")
+    verify_until: str | None = Field(None, description="until when (ISO 8601, UTC) this completion can be verified by "
+                                     "its id: POST /v1/references with {\"completion_id\": <the reply's id>, "
+                                     "\"answer\": <the right answer>}; absent when the server takes no verified "
+                                     "answers or the question came without an image")
 
     def public(self) -> dict[str, Any]:
         """The record as every reply carries it: the fields that were set, in JSON values."""
@@ -240,7 +245,8 @@ class R2T2Record(BaseModel):
         itself when the routing did not move, so no second answer was generated)."""
         if "answer_without_rerouting" not in self.model_fields_set:
             self.answer_without_rerouting = sent
-        self.changed_answer = sent != self.answer_without_rerouting
+        # Compared as the answer check and accuracy compare answers: "Red" and "red" are one answer.
+        self.changed_answer = not same_answer(sent, self.answer_without_rerouting or "")
 
     def engine_ran(self, report: dict[int, dict[str, Any]] | None, experts: dict[str, tuple[str, ...]]) -> None:
         """Name, in the LM rows, the experts the engine ran under them (its report by decoder layer; `experts`:

@@ -23,9 +23,12 @@ from serving.pipeline.neighbours import Found, NeighbourSource, pool_neighbours
 from serving.pipeline.protocol import BaseReady, ModelInfo, Prepared, ServeRequest
 from serving.pipeline.query import Pending, Query, Rerouted
 from serving.pipeline.record import build_record, question_only_record
+from serving.pipeline.verified import NewRow, Refused, reference_rows
+from r2t2.data.sample import Sample
 from r2t2.engine_prompt import LmRows
 from r2t2.model import ServableModel
 from r2t2.routing import RerouteConfig, RerouteRequest, RerouteResult, reroute_many
+from r2t2.routing.fit import FitSettings
 from r2t2.routing.block import answer_pins, target_rows
 from r2t2.routing.layout import TARGETS, RoutingLayout
 from r2t2.routing.reroute import decide_before_steps, routing_layout
@@ -68,6 +71,14 @@ class ReroutePipeline:
     def reference_index(self, name: str | None = None) -> ReferenceIndex:
         """The current version of the index a request naming `name` (None: the default) would search."""
         return self._neighbours.reference_index(name)
+
+    def verified_rows(self, samples: Sequence[Sample], settings: FitSettings = FitSettings()) -> list[NewRow | Refused]:
+        """The reference row each verified answer adds (or why none): its routing fitted to its answer."""
+        return reference_rows(self.model, self.embedder, self.layout, samples, settings, self.defaults.lm_positions)
+
+    def refresh_indexes(self) -> None:
+        """Read every index's CURRENT and feedback log now (a server does so every `refresh_interval_s`)."""
+        self._neighbours.registry.refresh()
 
     def follow_indexes(self, interval_s: float) -> None:
         self._neighbours.registry.start_auto_refresh(interval_s)

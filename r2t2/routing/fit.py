@@ -1,0 +1,120 @@
+"""The routing a verified answer adds to an index: found for its answer, so that it answers it with a margin.
+
+A reference row is only useful if its routing is one that answers its own question: a request re-routed toward it
+borrows that routing. The router's own routing is the wrong thing to keep for a question the router meets in a new
+wording (it is what fails there, even where it happened to answer this one sample right), so every verified answer
+is fitted, whether or not the served answer was right: from the best of the router's routing and each expert alone
+(one batched forward), then projected Adam on the answer's own loss until that loss is below `margin_loss`. Vision
+rows are fitted first with the language model's routers left alone (how a request with `target: vision` uses
+them), then the LM rows with the fitted vision rows in place. A sample that no routing within the step budget
+answers is refused. The rule and its settings were chosen on paraphrase-val (docs/method.md).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from r2t2.engine_prompt import LmPositions
+from r2t2.routing.descent import projected_adam
+from r2t2.routing.layout import RoutingLayout
+from r2t2.routing.protocol import ReferenceBatch, RoutedModel
+from r2t2.routing.simplex import one_hot_starts
+
+STARTS: tuple[str, ...] = ("vertices", "router")
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """How hard a verified answer's routing is searched for."""
+
+    steps: int = 20  # Adam steps per stage (vision rows, then LM rows), at most
+    lr: float = 0.1
+    lr_min: float = 1e-5
+    margin_loss: float = 0.1  # the answer's mean token loss to reach: each token about 90 % likely or more
+    starts: str = "vertices"  # vertices: the best of r0 and each expert alone; router: r0 only
+    stop_at_margin: bool = True  # False: take every step and keep the lowest loss seen
+
+    def __post_init__(self) -> None:
+        if self.steps < 0 or self.lr <= 0 or self.margin_loss <= 0 or self.starts not in STARTS:
+            raise ValueError(f"bad fit settings {self}")
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """One sample's fitted routing [L, E], its answer loss there and under the router's routing, and the steps."""
+
+    routing: Tensor
+    loss: float
+    base_loss: float
+    steps: int
+
+
+def _stages(layout: RoutingLayout) -> list[str]:
+    return [kind for kind in ("vision", "lm") if layout.has(kind)]
+
+
+def _pins(layout: RoutingLayout, fitted: set[str]) -> tuple[bool, ...] | None:
+    """The rows the model applies while LM rows are fitted (every vision row, and the LM rows); None otherwise."""
+    if "lm" not in fitted or not layout.has("lm"):
+        return None
+    return tuple(True for _ in layout.rows)
+
+
+def _loss(model: RoutedModel, batch: ReferenceBatch, routings: Tensor, pinned: tuple[bool, ...] | None,
+          lm_positions: LmPositions) -> Tensor:
+    if pinned is None:
+        return model.routing_loss(batch, routings)
+    return model.routing_loss(batch, routings, pinned=pinned, lm_positions=lm_positions)
+
+
+def fit_routings(model: RoutedModel, batch: ReferenceBatch, r0: Tensor, layout: RoutingLayout,
+                 settings: FitSettings = FitSettings(), lm_positions: LmPositions = "answer") -> list[Fitted]:
+    """Fit each sample of `batch` (labelled with its verified answer) from its router's routing r0 [B, L, E]."""
+    count = r0.shape[0]
+    routing = r0.detach().clone()
+    support = layout.support(r0.device)
+    steps_taken = [0] * count
+    with torch.no_grad():
+        base_loss = _loss(model, batch, routing, _pins(layout, set(_stages(layout))), lm_positions).tolist()
+    fitted: set[str] = set()
+    for kind in _stages(layout):
+        fitted.add(kind)
+        rows = torch.tensor([row.kind == kind for row in layout.rows], device=r0.device)
+        movable = support & rows.unsqueeze(1)
+        pinned = _pins(layout, fitted)
+        routing = _best_starts(model, batch, routing, movable, pinned, lm_positions, settings)
+
+        def objective(current: Tensor, live: list[int]) -> Tensor:
+            losses = torch.zeros(count, dtype=current.dtype, device=current.device)
+            if live:
+                losses = losses.index_put((torch.tensor(live, device=current.device),),
+                                          _loss(model, batch[live], current[live], pinned, lm_positions))
+            return losses
+
+        rates = torch.full((count,), settings.lr, dtype=routing.dtype, device=routing.device)
+        margin = torch.full((count,), settings.margin_loss, dtype=routing.dtype, device=routing.device)
+        descents = projected_adam(objective, routing, settings.steps, rates, torch.full_like(rates, settings.lr_min),
+                                  movable.expand(count, *movable.shape),
+                                  good_enough=margin if settings.stop_at_margin else None)
+        routing = torch.stack([d.best for d in descents])
+        steps_taken = [s + d.steps for s, d in zip(steps_taken, descents)]
+    with torch.no_grad():
+        final = _loss(model, batch, routing, _pins(layout, fitted), lm_positions).tolist()
+    return [Fitted(routing[i], final[i], base_loss[i], steps_taken[i]) for i in range(count)]
+
+
+def _best_starts(model: RoutedModel, batch: ReferenceBatch, routing: Tensor, movable: Tensor,
+                 pinned: tuple[bool, ...] | None, lm_positions: LmPositions, settings: FitSettings) -> Tensor:
+    """Per sample, the lowest-loss of its routing and (with `starts` vertices) each movable expert alone."""
+    if settings.starts == "router":
+        return routing
+    starts = [one_hot_starts(r, movable) for r in routing]  # each [S, L, E], S the same for every sample
+    per = starts[0].shape[0]
+    owners = [i for i in range(len(starts)) for _ in range(per)]
+    with torch.no_grad():
+        losses = _loss(model, batch[owners], torch.cat(starts), pinned, lm_positions).reshape(len(starts), per)
+    losses = torch.where(torch.isfinite(losses), losses, torch.inf)
+    best = losses.argmin(1)
+    return torch.stack([s[int(b)] for s, b in zip(starts, best)])
