@@ -58,6 +58,7 @@ class RealServer:
     model: str  # the embedded model's id, which every single-model test uses
     models: tuple[str, ...]  # every model the vLLM app serves, in config order
     admin_token: str
+    feedback_token: str  # a feedback token named "labeller" (the vLLM app takes verified answers)
     data_dir: Path  # where JSONL rebuild specs may point
     index_dir: Path  # the store every model shares
     refresh_interval_s: float
@@ -117,7 +118,7 @@ def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealServer
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     small = {"num_cpus": 0.1, "max_ongoing_requests": 32}
-    token, interval = "test-admin-token", 1.0
+    token, feedback, interval = "test-admin-token", "test-feedback-token", 1.0
 
     def config(backend: str, served: list[str]) -> ServerConfig:
         return ServerConfig.model_validate({
@@ -125,6 +126,7 @@ def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealServer
             "backend": backend, "max_model_len": 128, "vllm": {"kv_cache_gib": 1, "dtype": "float32"},
             # The torch app runs as a server started without R2T2_ADMIN_TOKEN: its admin calls are off.
             "admin_token": token if backend == "vllm" else None, "index_dir": str(index_dir),
+            "feedback_tokens": {"labeller": feedback} if backend == "vllm" else {},
             "models": [{"name": f"r2t2-{family}", "pipeline": {"checkpoint": family}} for family in served],
             "ingress": small, "rerouter": small, "generator": small,
             "indexes": {"refresh_interval_s": interval, "data_dir": str(data_dir), "num_cpus": 0.1},
@@ -135,8 +137,8 @@ def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealServer
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         deploy(config("vllm", families), name="vllm", route_prefix="/")
         deploy(config("torch", ["embedded"]), name="torch", route_prefix="/torch")
-        yield RealServer(f"http://127.0.0.1:{port}", EMBEDDED, tuple(f"r2t2-{f}" for f in families), token, data_dir,
-                         index_dir, interval)
+        yield RealServer(f"http://127.0.0.1:{port}", EMBEDDED, tuple(f"r2t2-{f}" for f in families), token, feedback,
+                         data_dir, index_dir, interval)
     finally:
         serve.shutdown()
         ray.shutdown()

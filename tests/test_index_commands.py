@@ -64,3 +64,37 @@ def test_errors_are_one_line(root: str, capsys) -> None:
     with pytest.raises(SystemExit):
         _run("index", "build", "--index-dir", root, "--name", "../x")
     assert "invalid index name" in capsys.readouterr().err
+
+
+def test_verified_answers_are_listed_inspected_removed_and_compacted(root: str, capsys) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from indexes.feedback_log import LOG_FILE, FeedbackLog
+    from indexes.feedback_state import accepted, added
+    from tests.index_toys import ROUTING_SHAPE
+
+    _run("index", "build", "--index-dir", root, "--name", "demo", "--limit", "30")
+    own = IndexStore(root).manifest("demo", 1)
+    log = FeedbackLog.open(IndexStore(root).index_dir("demo") / LOG_FILE)
+    records = []
+    for i, source in enumerate(("labeller", "labeller", "admin")):
+        records.append(accepted(f"v{i}", "toy", Image.new("RGB", (4, 4), (i, 0, 0)), f"asked {i}?", "red", "color",
+                                {"token": source}))
+        records.append(added(f"v{i}", np.eye(own.embedder_dim, dtype=np.float32)[i],
+                             np.full(ROUTING_SHAPE, 0.25, dtype=np.float32),
+                             {"features": np.zeros(3, np.float32), "token_ids": np.arange(5)}, {"method": "test"}))
+    log.append(records)
+    log.close()
+    capsys.readouterr()
+    _run("index", "inspect", "demo", "--index-dir", root)
+    out = capsys.readouterr().out
+    assert "3 accepted: 3 served as references" in out and "from labeller: 2" in out and "from admin: 1" in out
+    _run("index", "feedback", "demo", "--index-dir", root, "--source", "labeller")
+    assert capsys.readouterr().out.count("added") == 2
+    _run("index", "feedback-rm", "demo", "--index-dir", root, "--source", "admin")
+    assert "removed 1 verified answers" in capsys.readouterr().out
+    _run("index", "compact", "demo", "--index-dir", root)
+    assert "into v2" in capsys.readouterr().out
+    compacted = IndexStore(root).manifest("demo", 2)
+    assert compacted.kept == own.kept + 2 and compacted.feedback_through == 7

@@ -1,9 +1,12 @@
-"""`r2t2 index build|list|inspect|rm`: manage reference indexes from the command line."""
+"""`r2t2 index build|list|inspect|rm` (and the verified answers' verbs, serving/cli/feedback.py): manage reference
+indexes from the command line."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 from typing import Any
+
+from serving.cli import feedback
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -44,6 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     target.add_argument("--all", action="store_true")
     rm.add_argument("--force", action="store_true", help="allow removing the CURRENT version")
     rm.set_defaults(func=_rm)
+    feedback.register(verbs, common)
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
@@ -136,6 +140,8 @@ def _inspect(args: argparse.Namespace) -> None:
     ]
     width = max(len(k) for k, _ in fields)
     print("\n".join(f"{k.ljust(width)}  {v}" for k, v in fields))
+    _, state = feedback.read_state(args)
+    print("\n".join(feedback.summary(state)))
     print()
     print(_table(["FILE", "BYTES", "SHA256"], [[f, r.bytes, r.sha256] for f, r in sorted(m.files.items())]))
     if args.verify:
