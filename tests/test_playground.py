@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -194,3 +195,63 @@ def test_the_rebuild_form_shows_only_where_admin_calls_are_on(real_server: RealS
         assert browser.find_element("id", "rebuild-form").is_displayed() is admin
         assert browser.find_element("id", "rebuild-off").is_displayed() is not admin
     assert "R2T2_ADMIN_TOKEN" in browser.find_element("id", "rebuild-off").text
+
+
+def test_a_verified_answer_is_sent_and_the_index_shows_its_growth(real_server: RealServer,
+                                                                  browser: WebDriver) -> None:
+    """Press "right" under one strategy's answer: the outcome shows inline, and the indexes panel counts the
+    references verified answers added. They grow an index of their own, so the default index stays as it was."""
+    from selenium.webdriver.support.ui import Select
+
+    from conftest import wait_for_job
+
+    index, strategy = "playground-verified", "kernel"
+    rebuilt = httpx.post(f"{real_server.base}/v1/indexes/{index}/rebuild", timeout=30,
+                         headers={"Authorization": f"Bearer {real_server.admin_token}"},
+                         json={"dataset": {"source": "builtin", "split": "reference", "limit": 24},
+                               "model": real_server.model})
+    assert rebuilt.status_code == 202, rebuilt.text
+    assert wait_for_job(real_server, rebuilt.json()["id"])["state"] == "succeeded"
+
+    open_page(browser, real_server.base)  # lists the new index among the model's choices
+    console_errors(browser)  # earlier tests' refused calls stay out of this one's check
+    Select(browser.find_element("id", "model")).select_by_value(real_server.model)
+    Select(browser.find_element("id", "opt-index")).select_by_value(index)
+    browser.find_element("css selector", "#samples button.sample").click()
+    found = run_comparison(browser)
+    failure = found[strategy].find_elements("css selector", ".error-message")
+    assert not failure, failure[0].text
+    assert found[strategy].find_element("css selector", ".verify").get_attribute("data-completion-id").startswith(
+        "chatcmpl-")
+
+    token = browser.find_element("id", "verify-token")
+    token.clear()
+    browser.find_element("id", f"verify-right-{strategy}").click()  # no token yet: the page asks for it
+    asked = waiting(browser, 10).until(lambda d: d.find_element("id", f"verify-outcome-{strategy}").get_attribute(
+        "data-status") == "no-token" and d.find_element("id", f"verify-outcome-{strategy}"))
+    assert "token" in asked.text.lower()
+
+    token.send_keys(real_server.feedback_token)
+    assert browser.execute_script("return sessionStorage.getItem('r2t2.verifyToken')") == real_server.feedback_token
+    browser.find_element("id", f"verify-right-{strategy}").click()
+
+    def outcome(driver: WebDriver) -> str | None:
+        status = driver.find_element("id", f"verify-outcome-{strategy}").get_attribute("data-status")
+        return status if status in ("added", "duplicate", "refused", "error") else None
+
+    status = waiting(browser, 120).until(outcome)
+    text = browser.find_element("id", f"verify-outcome-{strategy}").text
+    assert status in ("added", "duplicate", "refused"), text
+    assert text.startswith(status), text
+
+    def growth(driver: WebDriver) -> str | None:
+        counts = driver.find_elements("css selector", f'#indexes-table tr[data-index="{index}"] .verified-count')
+        return counts[0].text if counts else None
+
+    shown = waiting(browser, 30).until(growth)
+    assert re.fullmatch(r"\(\d+ from verified answers\)", shown), shown
+    cell = browser.find_element("css selector", f'#indexes-table tr[data-index="{index}"] .growth')
+    assert int(cell.get_attribute("data-references")) >= int(cell.get_attribute("data-verified"))
+    if status == "added":
+        assert int(cell.get_attribute("data-verified")) >= 1
+    assert console_errors(browser) == []

@@ -46,6 +46,35 @@ export const getJob = (id) => call("GET", `/v1/jobs/${encodeURIComponent(id)}`);
 export const startRebuild = (name, body, token) =>
   call("POST", `/v1/indexes/${encodeURIComponent(name)}/rebuild`, { body, token });
 export const listSamples = () => call("GET", "/playground/samples");
+export const sendReferences = (body, token) => call("POST", "/v1/references", { body, token });
+export function listReferences(model, index, id, token) {
+  const query = new URLSearchParams({ model, id, ...(index ? { index } : {}) });
+  return call("GET", `/v1/references?${query}`, { token });
+}
+
+// Per index: the references it serves and how many of them verified answers added, from the two /metrics gauges
+// (present for indexes that have taken verified answers).
+export async function indexGrowth() {
+  let reply;
+  try {
+    reply = await fetch(url("/metrics"));
+  } catch (err) {
+    throw new ApiFailure(`could not reach the server (${err.message})`, 0);
+  }
+  if (!reply.ok) throw new ApiFailure(`HTTP ${reply.status} from /metrics`, reply.status);
+  const growth = new Map();
+  const gauge = /^r2t2_(index|feedback)_references\{index="((?:[^"\\]|\\.)*)"\}\s+(\S+)/;
+  for (const line of (await reply.text()).split("\n")) {
+    const found = gauge.exec(line);
+    if (!found) continue;
+    const name = found[2].replace(/\\(.)/g, (_, c) => (c === "n" ? "\n" : c));
+    const entry = growth.get(name) || { references: null, verified: 0 };
+    if (found[1] === "index") entry.references = Number(found[3]);
+    else entry.verified = Number(found[3]);
+    growth.set(name, entry);
+  }
+  return growth;
+}
 
 // One chat completion with the r2t2 extension: the image and the question in one user message.
 export function ask(model, question, imageUrl, r2t2) {

@@ -1,12 +1,14 @@
 // Wires the page: models, samples and image input, the four-strategy comparison, and the indexes panel.
 import { ask, listModels, listSamples } from "./api.js";
 import { el } from "./dom.js";
+import { initFeedback } from "./feedback.js";
 import { initIndexes, refreshIndexes, setRebuildModels } from "./indexes.js";
 import { STRATEGIES, strategyCard } from "./results.js";
 
 const $ = (id) => document.getElementById(id);
 // cards: model id -> its /v1/models entry; states: strategy -> its card's state in the last run.
-const state = { cards: new Map(), indexes: [], image: null, sample: null, states: {}, cardOfRun: null, expectedOfRun: null };
+const state = { cards: new Map(), indexes: [], image: null, sample: null, states: {}, cardOfRun: null, expectedOfRun: null,
+  indexOfRun: undefined };
 
 function banner(message) {
   const box = $("banner");
@@ -25,7 +27,8 @@ function expectedAnswer() {
 }
 
 function renderResults() {
-  $("results").replaceChildren(...STRATEGIES.map((s) => strategyCard(s, state.states[s] || { phase: "idle" }, state.cardOfRun, state.expectedOfRun)));
+  $("results").replaceChildren(...STRATEGIES.map((s) => strategyCard(s, state.states[s] || { phase: "idle" }, state.cardOfRun,
+    state.expectedOfRun, state.indexOfRun)));
 }
 
 function describeModel() {
@@ -97,6 +100,7 @@ async function compare(event) {
   const shared = options();
   state.cardOfRun = selectedCard();
   state.expectedOfRun = expectedAnswer();
+  state.indexOfRun = shared.index;
   $("run").disabled = true;
   $("run-status").textContent = `Running ${STRATEGIES.length} requests on ${model}…`;
   const started = performance.now();
@@ -155,6 +159,7 @@ function wire() {
     readFile(event.dataTransfer.files[0]);
   });
   initIndexes((indexes) => { state.indexes = indexes; describeModel(); });
+  initFeedback();
 }
 
 async function main() {

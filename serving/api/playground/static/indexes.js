@@ -1,9 +1,13 @@
-// The indexes panel: list, describe (versions, sizes, manifest), and an admin rebuild whose job is polled.
-import { describeIndex, getJob, listIndexes, startRebuild } from "./api.js";
+// The indexes panel: list, describe (versions, sizes, manifest), how far verified answers grew each index, and an
+// admin rebuild whose job is polled.
+import { describeIndex, getJob, indexGrowth, listIndexes, startRebuild } from "./api.js";
 import { el, fixed } from "./dom.js";
 
 const POLL_MS = 1000;
 const $ = (id) => document.getElementById(id);
+// The last list of indexes, and per index its references and those from verified answers (the /metrics gauges).
+const shown = { indexes: [], growth: new Map() };
+const count = (n) => Number(n).toLocaleString("en-US");
 
 function showError(message) {
   const box = $("indexes-error");
@@ -39,20 +43,39 @@ async function show(name) {
   }
 }
 
+async function loadGrowth() {
+  try {
+    shown.growth = await indexGrowth();
+  } catch {
+    shown.growth = new Map();  // the counts are extra: the list stands without them
+  }
+}
+
+// The references an index serves, verified answers included, where /metrics counts them; else its version's size.
+function sizeCell(index) {
+  const grown = shown.growth.get(index.name);
+  if (!grown || grown.references === null) return el("td", { class: "num", text: index.size ?? "–" });
+  return el("td", { class: "num growth", "data-references": grown.references, "data-verified": grown.verified }, [
+    el("span", { class: "reference-count", text: `${count(grown.references)} references` }),
+    el("span", { class: "verified-count", text: `(${count(grown.verified)} from verified answers)` }),
+  ]);
+}
+
 function row(index) {
   return el("tr", { "data-index": index.name }, [
     el("th", { scope: "row", text: index.name }),
     el("td", { text: index.model ?? "–" }),
     el("td", { text: index.current_version === null ? "nothing" : `v${index.current_version}` }),
     el("td", { text: index.versions.join(", ") || "–" }),
-    el("td", { class: "num", text: index.size ?? "–" }),
+    sizeCell(index),
     el("td", {}, el("button", { type: "button", onclick: () => show(index.name), text: "Details", "aria-label": `Details of ${index.name}` })),
   ]);
 }
 
 export async function refreshIndexes() {
   try {
-    const { data, admin_enabled: admin } = await listIndexes();
+    const [{ data, admin_enabled: admin }] = await Promise.all([listIndexes(), loadGrowth()]);
+    shown.indexes = data;
     // The rebuild form only where the server accepts admin calls; otherwise how to turn them on.
     $("rebuild-form").hidden = !admin;
     $("rebuild-off").hidden = admin;
@@ -64,6 +87,12 @@ export async function refreshIndexes() {
     showError(err.message);
     return [];
   }
+}
+
+// The counts again (after a verified answer was sent), in the rows already listed.
+export async function refreshGrowth() {
+  await loadGrowth();
+  $("indexes-table").tBodies[0].replaceChildren(...shown.indexes.map(row));
 }
 
 function jobView(job) {

@@ -1,6 +1,7 @@
 // One card per strategy: its answer, routing before/after, timings, neighbours and loss curve.
 import { lossChart, routingChart, timingChart } from "./charts.js";
 import { el, fixed } from "./dom.js";
+import { verifyControls } from "./feedback.js";
 
 export const STRATEGIES = ["none", "kernel", "meanshift", "ngd"];
 
@@ -40,7 +41,7 @@ function verdict(answer, expected) {
   return el("span", { class: `verdict ${right ? "right" : "wrong"}`, text: right ? "✓ matches expected" : `✗ expected ${expected}` });
 }
 
-function finished(reply, card, expected) {
+function finished(strategy, reply, card, expected, runIndex) {
   const record = reply.r2t2 || {};
   const answer = reply.choices[0].message.content;
   const extras = [];
@@ -53,6 +54,7 @@ function finished(reply, card, expected) {
   const quantity = meanshift ? "distance moved" : "neighbour loss";
   return [
     el("p", { class: "answer" }, [el("span", { class: "answer-label", text: "answer" }), el("strong", { class: "answer-text", text: answer }), verdict(answer, expected)]),
+    verifyControls(strategy, reply, answer, runIndex),
     el("p", { class: `why${record.guard && record.guard.fired || record.fallback ? " kept" : ""}`, text: record.explanation || "" }),
     ...extras,
     section("routing before → after", routingChart(record, card)),
@@ -63,12 +65,13 @@ function finished(reply, card, expected) {
   ];
 }
 
-// state: {phase: "idle" | "running" | "done" | "failed", reply?, message?}
-export function strategyCard(strategy, state, card, expected) {
+// state: {phase: "idle" | "running" | "done" | "failed", reply?, message?}; runIndex: the index the run asked for
+// (undefined: the model's default), which a verified answer grows.
+export function strategyCard(strategy, state, card, expected, runIndex) {
   let body;
   if (state.phase === "running") body = [el("p", { class: "hint", text: "running…" })];
   else if (state.phase === "failed") body = [el("p", { class: "alert error-message", role: "alert" }, [el("strong", { text: "Error: " }), state.message])];
-  else if (state.phase === "done") body = finished(state.reply, card, expected);
+  else if (state.phase === "done") body = finished(strategy, state.reply, card, expected, runIndex);
   else body = [el("p", { class: "hint", text: "Not run yet." })];
   return el("article", { class: `card ${state.phase}`, "data-strategy": strategy, "aria-busy": state.phase === "running" ? "true" : "false" }, [
     el("h3", {}, [el("span", { class: "strategy-name", text: strategy }), " ", el("span", { class: "strategy-what", text: TITLES[strategy] })]),
