@@ -90,6 +90,23 @@ def feed(log_path: Path, model: str, samples: list[Sample], rows: list[NewRow | 
         log.close()
 
 
+def gaps(point: dict, configs: dict) -> None:
+    """Each strategy's share of the gap from `none` to the oracle that moves the same rows, and its breaks as a share
+    of the questions `none` answers right."""
+    none = point["strategies"].get("none")
+    oracles = {configs[name].target: entry for name, entry in point["strategies"].items()
+               if name.split(":")[0] == "oracle"}
+    for name, entry in point["strategies"].items():
+        oracle = oracles.get(configs[name].target)
+        if none is None or oracle is None or name.split(":")[0] in ("none", "oracle"):
+            continue
+        gap = oracle["accuracy"] - none["accuracy"]
+        entry["gap_closed"] = None if gap <= 0 else round((entry["accuracy"] - none["accuracy"]) / gap, 3)
+        entry["of_oracle"] = round(entry["accuracy"] / oracle["accuracy"], 3) if oracle["accuracy"] else None
+        right = none["accuracy"] * point["measured"] / 100
+        entry["broken_share"] = round(entry["broken"] / right, 3) if right else None
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="embedded")
@@ -120,6 +137,9 @@ def main(argv: list[str] | None = None) -> None:
         measured = measured[:args.measure]
         fed = fed[:max(counts)]
         configs = {s: pipeline.config_for(parse_variant(s)) for s in split_variants(args.strategies)}
+        # The oracle uses the question's own label, never the index: measured once, at n = 0 of the first rule.
+        ceilings = {name: config for name, config in configs.items() if name.split(":")[0] == "oracle"}
+        oracle_points: dict[str, dict] = {}
         report = {"model": args.model, "split": args.split, "fed_pool": len(fed), "measured": len(measured),
                   "seed": args.seed, "rules": {}}
         for rule in rules:
@@ -129,8 +149,9 @@ def main(argv: list[str] | None = None) -> None:
             for n in counts:
                 feed(log_path, pipeline.model_name, fed[:n], rows[:n])
                 pipeline.refresh_indexes()
-                summary, _ = evaluate_samples(pipeline, configs, measured, f"{rule} n={n}")
-                point = {"fed": n, "rows_added": sum(r is not None for r in rows[:n]),
+                chosen = configs if not oracle_points else {k: v for k, v in configs.items() if k not in ceilings}
+                summary, _ = evaluate_samples(pipeline, chosen, measured, f"{rule} n={n}")
+                point = {"fed": n, "measured": len(measured), "rows_added": sum(r is not None for r in rows[:n]),
                          "index_size": pipeline.reference_index().size, "strategies": {}}
                 base = summary["strategies"]["none"]["correct"] if "none" in summary["strategies"] else None
                 for strategy, entry in summary["strategies"].items():
@@ -139,10 +160,14 @@ def main(argv: list[str] | None = None) -> None:
                         "accuracy": entry["accuracy"], "interval": accuracy_interval(correct),
                         "fixed": entry.get("fixed"), "broken": entry.get("broken"),
                         "vs_none": None if base is None else paired_interval(correct, base)}
+                for name in ceilings:  # the same answers at every point
+                    oracle_points.setdefault(name, point["strategies"].get(name))
+                    point["strategies"][name] = oracle_points[name]
+                gaps(point, configs)
                 curve.append(point)
                 print(json.dumps({"rule": rule, **{k: v for k, v in point.items() if k != "strategies"},
-                                  **{s: round(e["accuracy"], 1) for s, e in point["strategies"].items()}}),
-                      flush=True)
+                                  **{s: [round(e["accuracy"], 1), e.get("gap_closed"), e.get("broken")]
+                                     for s, e in point["strategies"].items()}}), flush=True)
             report["rules"][rule] = {"rows_made": sum(r is not None for r in rows), "curve": curve,
                                      "how": [None if r is None else r.how for r in rows]}
         if args.json:

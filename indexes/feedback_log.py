@@ -195,6 +195,14 @@ class FeedbackLog:
         self.records.extend(written)
         return written
 
+    def is_current(self) -> bool:
+        """Whether the path still names the file this writer holds (not removed, nor replaced by another)."""
+        try:
+            found, held = os.stat(self.path), os.fstat(self._fd)
+        except OSError:
+            return False
+        return (found.st_dev, found.st_ino) == (held.st_dev, held.st_ino)
+
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)  # releases the lock

@@ -138,8 +138,10 @@ class ReferenceIndex:
 
     def _search(self, queries: np.ndarray, k: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Per query, the k best rows (and similarities) over the version's rows and the added ones, best first;
-        a tie goes to the lower row number."""
+        ties keep FAISS's order, the version's rows before the added ones."""
         own_sims, own_rows = self._data.vectors.search(queries, k + self._hidden.size)
+        if self._added is None and not self._hidden.size:
+            return [sims[rows >= 0] for sims, rows in zip(own_sims, own_rows)], [rows[rows >= 0] for rows in own_rows]
         parts = [(own_sims, own_rows)]
         if self._added is not None:
             added_sims, added_rows = self._added.vectors.search(queries, k)
@@ -150,7 +152,7 @@ class ReferenceIndex:
             rows = np.concatenate([part[1][q] for part in parts])
             keep = (rows >= 0) & ~np.isin(rows, self._hidden)
             sims, rows = sims[keep], rows[keep]
-            order = np.lexsort((rows, -sims))[:k]
+            order = np.argsort(-sims, kind="stable")[:k]
             sims_out.append(sims[order])
             rows_out.append(rows[order])
         return sims_out, rows_out

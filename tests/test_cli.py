@@ -28,7 +28,7 @@ def test_mistakes_are_one_line_and_exit_2(argv: list[str], fragment: str, capsys
 def test_a_table_without_none_shows_dashes_where_nothing_compares() -> None:
     entry = {"accuracy": 50.0, "fallbacks": 0, "median_ms": 10.0, "per_task": {"color": 50.0}}
     table = format_table({"splits": {"test": {"samples": 2, "strategies": {"ngd": entry}}}})
-    assert "| ngd | 50.0 | - | - | - | 0 | 10.0 | - |" in table
+    assert "| ngd | 50.0 | - | - | - | - | - | 0 | 10.0 | - |" in table
 
 
 def test_a_bad_line_of_a_jsonl_split_is_named_before_any_model_loads(tmp_path: Path,

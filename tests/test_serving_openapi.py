@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from serving.pipeline import record
 from serving.api import index_schemas as indexes
+from serving.api import reference_schemas as references
 from serving.api import schemas
 from serving.api import status_schemas as status
 from serving.api.openapi import REF, component_model
@@ -32,6 +33,11 @@ ROUTES: dict[tuple[str, str], tuple[type[BaseModel] | None, dict[str, type[BaseM
                                                                  "409": schemas.ErrorResponse}),
     ("/v1/indexes/{name}/versions/{version}/activate", "post"): (None, {"200": indexes.IndexSummary,
                                                                         "409": schemas.ErrorResponse}),
+    ("/v1/indexes/{name}/compact", "post"): (None, {"202": indexes.IndexJob, "401": schemas.ErrorResponse}),
+    ("/v1/references", "post"): (references.ReferencesRequest, {"200": references.ReferencesReply,
+                                                                "401": schemas.ErrorResponse}),
+    ("/v1/references", "get"): (None, {"200": references.ReferencesReply, "403": schemas.ErrorResponse}),
+    ("/v1/references", "delete"): (None, {"200": references.RemovedReferences, "400": schemas.ErrorResponse}),
 }
 
 

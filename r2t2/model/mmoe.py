@@ -299,9 +299,9 @@ class MultimodalMoE(nn.Module):
         """The prompt [S, h] of a question asked without an image: the prefix and [ANS], with no visual tokens
         between them, so the LM reads the question alone (QuestionTooLong beyond `max_question_tokens`)."""
         self._check_question(question)
-        ids, _ = self.tokenize_questions([question])
+        ids, lengths = self.tokenize_questions([question])
         with torch.no_grad():
-            prefix = self._question_prefix(ids[0], self.embed_questions([question])[0])
+            prefix = self._question_prefix(ids[0, :int(lengths[0])], self.embed_questions([question])[0])
             ans = self.lm.get_input_embeddings()(torch.as_tensor([self._ans], device=self.device))
             return torch.cat([prefix, ans])
 

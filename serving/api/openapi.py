@@ -15,8 +15,9 @@ from pydantic.json_schema import models_json_schema
 
 from indexes.store import NAME_PATTERN
 from serving.pipeline import record
-from serving.api import index_schemas, options, schemas, status_schemas
+from serving.api import index_schemas, options, reference_schemas, schemas, status_schemas
 from serving.api.index_schemas import FORCE_PATTERN, VERSION_PATTERN, RebuildRequest
+from serving.api.reference_schemas import ReferencesRequest
 from serving.api.schemas import ChatCompletionChunk, ChatCompletionRequest, ErrorResponse
 
 REF = "#/components/schemas/{model}"
@@ -24,14 +25,16 @@ REF = "#/components/schemas/{model}"
 REQUEST_BODIES: dict[tuple[str, str], type[BaseModel]] = {
     ("/v1/chat/completions", "post"): ChatCompletionRequest,
     ("/v1/indexes/{name}/rebuild", "post"): RebuildRequest,
+    ("/v1/references", "post"): ReferencesRequest,
 }
 # Parameters the handlers parse themselves (a 400 naming them otherwise): the values they accept.
 PARAMETER_PATTERNS = {"name": NAME_PATTERN, "version": VERSION_PATTERN, "force": FORCE_PATTERN}
 _STATUS_MEANING = {
     400: "a malformed request or a bad option; `error.param` names the field",
-    401: "a missing or wrong admin token",
-    403: "admin endpoints are off (the server was started without R2T2_ADMIN_TOKEN), or a JSONL dataset this server "
-         "does not read (it has no indexes.data_dir, or the path leads out of it)",
+    401: "a missing or wrong token: the admin token, or for verified answers a feedback token",
+    403: "admin endpoints are off (the server was started without R2T2_ADMIN_TOKEN), verified answers are off (no "
+         "admin or feedback token, R2T2_FEEDBACK_TOKEN), or a JSONL dataset this server does not read (it has no "
+         "indexes.data_dir, or the path leads out of it)",
     404: "an unknown model, index, version or job, or a JSONL dataset file that is not in the data directory",
     409: "conflicts with the server's state (e.g. the index belongs to another model, or deleting CURRENT)",
     413: "an image over the size or pixel limits",
@@ -42,7 +45,7 @@ _STATUS_MEANING = {
 
 def component_model(name: str) -> type[BaseModel] | None:
     """The pydantic model a component of the document is named after, from the modules that define bodies."""
-    for module in (schemas, options, index_schemas, status_schemas, record):
+    for module in (schemas, options, index_schemas, reference_schemas, status_schemas, record):
         model = getattr(module, name, None)
         if isinstance(model, type) and issubclass(model, BaseModel):
             return model

@@ -32,9 +32,9 @@ class _Options(BaseModel):
                                                 "re-routing runs, and send it when the routing does not move "
                                                 "(the record's `answer_source` says which answer was sent)")
 
-    @field_validator("strategy", check_fields=False)
+    @field_validator("strategy", "lm_strategy", check_fields=False)
     @classmethod
-    def _served(cls, value: str | None) -> str | None:
+    def _served(cls, value: str | None) -> str | None:  # an evaluation-only strategy (the oracle) is never served
         names = strategies.strategy_names(served=True)
         if value is not None and value not in names:
             raise ValueError(f"Input should be {' or '.join(repr(n) for n in names)}")
@@ -46,8 +46,10 @@ def _strategy_schema(schema: dict[str, Any]) -> None:
     strategy modules registered theirs)."""
     served = [strategies.strategy(name) for name in strategies.strategy_names(served=True)]
     schema["anyOf"] = [{"enum": [s.name for s in served], "type": "string"}, {"type": "null"}]
-    schema["description"] = "; ".join(f"{s.name}: {s.description}" for s in served) + \
-        schema["description"].removeprefix(RerouteConfig.__dataclass_fields__["strategy"].metadata["doc"])
+    own = RerouteConfig.__dataclass_fields__["strategy"].metadata["doc"]
+    if schema["description"].startswith(own):  # `strategy` lists what each one does; `lm_strategy` keeps its words
+        schema["description"] = "; ".join(f"{s.name}: {s.description}" for s in served) + \
+            schema["description"].removeprefix(own)
 
 
 def _field(field: dataclasses.Field, annotation: Any) -> tuple[Any, Any]:
@@ -57,7 +59,7 @@ def _field(field: dataclasses.Field, annotation: Any) -> tuple[Any, Any]:
         else field.default
     description = f"{meta['doc']}. Default: the model's (/v1/models `r2t2_defaults`; {default} unless the server " \
                   "sets it)"
-    if field.name == "strategy":  # the registry's, when the document is built
+    if field.name in ("strategy", "lm_strategy"):  # the registry's served ones, when the document is built
         return str | None, Field(None, description=description, json_schema_extra=_strategy_schema)
     choices = meta["choices"]
     kind = Literal[choices] if choices else annotation  # type: ignore[valid-type]

@@ -6,13 +6,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from serving.api.errors import InvalidRequest
+from serving.api.schemas import ImageUrl  # the chat message's form of an image, taken here too
 
 MAX_TEXT = 1000  # characters of a question or an answer
-
-
-class ImageUrl(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    url: str = Field(min_length=1)
 
 
 class VerifiedAnswer(BaseModel):

@@ -63,9 +63,11 @@ class Completions:
                 self._kept.popitem(last=False)
 
     def get(self, completion_id: str) -> Kept | None:
+        now = time.time()
         with self._lock:
-            self._expire(time.time())
-            return self._kept.get(completion_id)
+            self._expire(now)
+            kept = self._kept.get(completion_id)
+        return kept if kept is not None and now - kept.at <= self._retain_s else None
 
     def _expire(self, now: float) -> None:
         while self._kept and now - next(iter(self._kept.values())).at > self._retain_s:
@@ -104,7 +106,10 @@ class FeedbackDesk:
         self._worker.start()
 
     def _log(self, index: str) -> tuple[FeedbackLog, FeedbackState]:
-        """The index's log, opened (and replayed) on first use; the caller holds the lock or is the constructor."""
+        """The index's log, opened (and replayed) on first use, and again when the file was replaced (its index
+        removed and built anew); the caller holds the lock or is the constructor."""
+        if index in self._logs and not self._logs[index][0].is_current():
+            self._logs.pop(index)[0].close()
         if index not in self._logs:
             log = FeedbackLog.open(self._store.index_dir(index) / LOG_FILE)
             state = FeedbackState()
@@ -122,7 +127,7 @@ class FeedbackDesk:
         records = []
         with self._lock:
             log, state = self._log(index)
-            seen: dict[str, str] = {}  # keys accepted earlier in this same call
+            seen: dict[str, tuple[str, str]] = {}  # key -> (item, answer) accepted earlier in this same call
             for position, item in enumerate(intake):
                 sample = self._sample(model, item)
                 if isinstance(sample, str):
@@ -130,15 +135,15 @@ class FeedbackDesk:
                     continue
                 image, question, answer, task, completion = sample
                 key = sample_key(image, question)
-                earlier = seen.get(key) or state.by_key.get(key)
-                same = state.items.get(earlier) if earlier in state.items else None
-                if earlier is not None and (same is None or same_answer(same.answer, answer)):
+                held = state.items.get(state.by_key.get(key, ""))
+                earlier = seen.get(key) or ((held.id, held.answer) if held is not None else None)
+                if earlier is not None and same_answer(earlier[1], answer):
                     self.duplicates[index] = self.duplicates.get(index, 0) + 1
-                    replies.append({"index": position, "id": earlier, "status": "duplicate",
+                    replies.append({"index": position, "id": earlier[0], "status": "duplicate",
                                     "reason": "this image and question were verified with this answer already"})
                     continue
                 item_id = new_item_id()
-                seen[key] = item_id
+                seen[key] = (item_id, answer)
                 records.append(accepted(item_id, model, image, question, answer, task,
                                         {"token": source, "completion_id": completion, "at": time.time()}))
                 replies.append({"index": position, "id": item_id, "status": "accepted"})

@@ -56,12 +56,25 @@ async def _log_refusals(request: Request, call_next: Callable[[Request], Awaitab
 
 
 @api.exception_handler(StarletteHTTPException)
-async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     # Unknown routes and wrong methods answer in the OpenAI shape like everything else.
     error = NotFound(str(exc.detail)) if exc.status_code == 404 else ApiError(str(exc.detail))
     error.status = exc.status_code
-    # A 405 carries the route's methods in `Allow` (RFC 9110, 15.5.6); Starlette puts them on the exception.
-    return error_response(error, headers=exc.headers)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:  # `Allow` names every method of the path (RFC 9110, 15.5.6), not one route's
+        headers["Allow"] = ", ".join(sorted(_methods(request.app.routes, request.url.path)))
+    return error_response(error, headers=headers)
+
+
+def _methods(routes: Any, path: str) -> set[str]:
+    """The methods of every route matching `path` (included routers walked into)."""
+    found: set[str] = set()
+    for route in routes:
+        if getattr(route, "routes", None) is not None and not hasattr(route, "path_regex"):
+            found |= _methods(route.routes, path)
+        elif getattr(route, "methods", None) and route.path_regex.match(path):
+            found |= set(route.methods)
+    return found
 
 
 def error_response(error: ApiError, headers: Mapping[str, str] | None = None) -> JSONResponse:

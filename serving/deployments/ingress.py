@@ -44,7 +44,7 @@ from serving.pipeline.record import R2T2Record
 logger = logging.getLogger("ray.serve")
 INVALID = "invalid"  # the metrics' strategy label of a request refused before its strategy is known
 NO_REROUTING = "none"  # the strategy of a question asked without an image, which is never re-routed
-MAX_KEEPING = 256  # completions on their way to the index manager at once; beyond, one is not kept
+KEEP_TIMEOUT_S = 2.0  # an answered completion's hand-over to the index manager, at most
 
 
 def _check_context(card: ModelCard, prompt_tokens: int, max_tokens: int) -> None:
@@ -102,7 +102,6 @@ class Ingress(IndexRoutes, ReferenceRoutes):
         self._app = serve.get_replica_context().app_name
         self._indexes = indexes
         self._metrics = ServingMetrics()
-        self._keeping: set[asyncio.Task] = set()  # completions on their way to be kept for verification
         limit_decoded_pixels(config.images.max_pixels)
         created = int(time.time())
         self._models: dict[str, ServedModel] = {}
@@ -218,7 +217,8 @@ class Ingress(IndexRoutes, ReferenceRoutes):
                 return StreamingResponse(events, media_type="text/event-stream")
             async for index, delta in merged(streams):
                 completion.add(delta, index)
-            self._finish(job, record, completion, strategy, started, generate_started, image)
+            self._finish(job, record, completion, strategy, started, generate_started)
+            await self._keep(job, completion, record, image)
             return JSONResponse(completion.response(record).model_dump(mode="json"))
         except Exception as err:  # noqa: BLE001 (every failure is answered, none kills the replica)
             return error_response(self._failed(err, strategy))
@@ -243,7 +243,8 @@ class Ingress(IndexRoutes, ReferenceRoutes):
                         yield sse_event(completion.chunk(ChunkDelta(), delta.finish_reason, index=index))
             if not completion.finished:
                 raise InternalError("the generator ended without a finish reason")
-            self._finish(job, record, completion, strategy, started, generate_started, image)
+            self._finish(job, record, completion, strategy, started, generate_started)
+            await self._keep(job, completion, record, image)
             yield sse_event(completion.chunk(ChunkDelta(), completion.choices[last].finish_reason, record,
                                              with_usage=job.include_usage, index=last))
         except Exception as err:  # noqa: BLE001 (the status is sent; report in-band)
@@ -251,11 +252,9 @@ class Ingress(IndexRoutes, ReferenceRoutes):
         yield DONE_EVENT
 
     def _finish(self, job: ChatJob, record: R2T2Record, completion: Completion, strategy: str, started: float,
-                generate_started: float, image: Any) -> None:
+                generate_started: float) -> None:
         now = time.perf_counter()
         record.finished(now - generate_started, now - started)
-        if image is not None and self._config.feedback_enabled:
-            self._keep(job, completion, record, image)
         if job.compare_with_none:
             record.compared_with_none(completion.text)
         card = self._models[job.model].card
@@ -263,26 +262,20 @@ class Ingress(IndexRoutes, ReferenceRoutes):
         timings = record.timings.model_dump(exclude_none=True)
         self._metrics.observe_success(strategy, record.timings.total, timings, bool(record.fallback))
 
-    def _keep(self, job: ChatJob, completion: Completion, record: R2T2Record, image: Any) -> None:
-        """Hand the answered completion to the index manager, which keeps it to be verified by its id; the reply
-        says until when. Sent without waiting (a lost hand-over only means the id cannot be verified)."""
+    async def _keep(self, job: ChatJob, completion: Completion, record: R2T2Record, image: Any) -> None:
+        """Hand an answered completion to the index manager, which keeps it to be verified by its id, before the reply
+        says until when (so a client may verify it at once). A hand-over that fails only means no `verify_until`."""
+        if image is None or not self._config.feedback_enabled:
+            return
         now = time.time()
+        try:
+            await asyncio.wait_for(self._indexes.keep_completion.remote(
+                completion.id, job.model, image, job.question, completion.text, now), KEEP_TIMEOUT_S)
+        except Exception as err:  # noqa: BLE001 (the answer is sent; only its verification by id is lost)
+            logger.warning("completion %s not kept for verification: %r", completion.id, err)
+            return
         record.verify_until = datetime.fromtimestamp(now + self._config.feedback.retain_s, timezone.utc).isoformat(
             timespec="seconds")
-        if len(self._keeping) >= MAX_KEEPING:
-            return
-        sent = self._indexes.keep_completion.remote(completion.id, job.model, image, job.question, completion.text,
-                                                    now)
-
-        async def kept() -> None:
-            try:
-                await sent
-            except Exception as err:  # noqa: BLE001 (the answer was sent; only its verification by id is lost)
-                logger.warning("completion %s not kept for verification: %r", completion.id, err)
-
-        task = asyncio.get_running_loop().create_task(kept())
-        self._keeping.add(task)
-        task.add_done_callback(self._keeping.discard)
 
     def _failed(self, err: BaseException, strategy: str) -> ApiError:
         error = to_api_error(err)

@@ -38,6 +38,12 @@ def _since(text: str | None, name: str) -> float | None:
         raise InvalidRequest(f"{name} must be Unix seconds or an ISO 8601 time, got {text!r}", param=name) from None
 
 
+def _required(model: str | None) -> str:
+    if not model:
+        raise InvalidRequest("say which served model's verified answers: ?model=...", param="model")
+    return model
+
+
 def _matching(items: list[dict[str, Any]], ids: list[str] | None, source: str | None, since: float | None,
               until: float | None, status: str | None) -> list[dict[str, Any]]:
     return [item for item in items
@@ -105,7 +111,7 @@ class ReferenceRoutes:
     @api.get("/v1/references", response_model=None,
              responses={200: {"model": ReferencesReply}, **openapi.errors(400, 401, 403, 404, 409)})
     @answered
-    async def list_references(self, model: str = Query(..., description="the served model"),
+    async def list_references(self, model: str | None = Query(None, description="the served model (required)"),
                               index: str | None = Query(None, description="default: the model's default index"),
                               id: str | None = Query(None, description="comma-separated ids"),  # noqa: A002
                               source: str | None = Query(None, description="the token name that sent them"),
@@ -115,6 +121,7 @@ class ReferenceRoutes:
                               authorization: str | None = Header(None)) -> Response:
         """An index's verified answers, oldest first, with what became of each and where it came from."""
         feedback_source(self._config, authorization)
+        model = _required(model)
         ids = [part for part in (id or "").split(",") if part] or None
         found = await self._indexes.references.remote(model, index, ids)
         chosen = _matching(found["data"], ids, source, _since(since, "since"), _since(until, "until"), status)
@@ -124,7 +131,7 @@ class ReferenceRoutes:
     @api.delete("/v1/references", response_model=None,
                 responses={200: {"model": RemovedReferences}, **openapi.errors(400, 401, 403, 404, 409)})
     @answered
-    async def remove_references(self, model: str = Query(..., description="the served model"),
+    async def remove_references(self, model: str | None = Query(None, description="the served model (required)"),
                                 index: str | None = Query(None, description="default: the model's default index"),
                                 id: str | None = Query(None, description="comma-separated ids"),  # noqa: A002
                                 source: str | None = Query(None, description="the token name that sent them"),
@@ -134,6 +141,7 @@ class ReferenceRoutes:
         """Take verified answers out of an index (by id, source or time; at least one). The admin token may remove
         any; a feedback token only those it sent. Removed references leave every re-router within a refresh."""
         who = feedback_source(self._config, authorization)
+        model = _required(model)
         if id is None and source is None and since is None and until is None:
             raise InvalidRequest("say which verified answers to remove: id, source, since or until", param="id")
         if who != "admin":

@@ -23,6 +23,7 @@ from r2t2.data.answers import same_answer
 from r2t2.data.sample import Sample
 from r2t2.routing import RerouteConfig
 from serving.pipeline.diagnostics import BASE, diagnose
+from serving.pipeline.intervals import accuracy_interval, paired_interval
 from serving.pipeline.request_path import ReroutePipeline
 from serving.pipeline.query import Rerouted
 
@@ -151,6 +152,7 @@ def summarise(stats: dict[str, StrategyStats], tasks: Sequence[str], targets: di
         acc = _accuracy(st.correct)
         entry = {
             "accuracy": acc,
+            "interval": accuracy_interval(st.correct),  # 95 %, a bootstrap over the questions
             "per_task": {t: _accuracy([c for c, tt in zip(st.correct, tasks) if tt == t])
                          for t in sorted(set(tasks))},
             "median_ms": 1000 * statistics.median(st.seconds) if st.seconds else None,
@@ -160,6 +162,7 @@ def summarise(stats: dict[str, StrategyStats], tasks: Sequence[str], targets: di
             "correct": st.correct,
         }
         if base is not None:
+            entry["vs_none"] = paired_interval(st.correct, base.correct)  # 95 %, in points, the same questions
             entry["fixed"] = sum(c and not b for c, b in zip(st.correct, base.correct))
             entry["broken"] = sum(b and not c for c, b in zip(st.correct, base.correct))
             if oracle is not None:
@@ -178,12 +181,14 @@ def format_table(report: dict) -> str:
     lines = []
     for split, data in report["splits"].items():
         lines.append(f"\n**{split}** ({data['samples']} questions)\n")
-        lines.append("| strategy | accuracy % | gap closed | fixed | broken | fallbacks | median ms | x none |")
-        lines.append("|---|---|---|---|---|---|---|---|")
+        lines.append("| strategy | accuracy % | 95 % interval | vs none, points (95 %) | gap closed | fixed | broken | "
+                     "fallbacks | median ms | x none |")
+        lines.append("|---|---|---|---|---|---|---|---|---|---|")
         for name, e in data["strategies"].items():
             gap, ratio = e.get("gap_closed"), e.get("latency_ratio")  # None without `none` (or `oracle`) to compare
             lines.append(
-                f"| {name} | {e['accuracy']:.1f} | {'-' if gap is None else f'{100 * gap:.0f} %'} | "
+                f"| {name} | {e['accuracy']:.1f} | {_span(e.get('interval'))} | {_span(e.get('vs_none'), signed=True)} | "
+                f"{'-' if gap is None else f'{100 * gap:.0f} %'} | "
                 f"{e.get('fixed', '-')} | {e.get('broken', '-')} | {e['fallbacks']} | "
                 f"{e['median_ms']:.1f} | {'-' if ratio is None else f'{ratio:.2f}'} |")
         tasks = sorted(next(iter(data["strategies"].values()))["per_task"])
@@ -194,6 +199,13 @@ def format_table(report: dict) -> str:
         if "diagnostics" in data:
             lines.append(format_diagnostics(data["diagnostics"]))
     return "\n".join(lines)
+
+
+def _span(interval: Sequence[float] | None, signed: bool = False) -> str:
+    if interval is None:
+        return "-"
+    low, high = interval
+    return f"{low:+.1f} to {high:+.1f}" if signed else f"{low:.1f}-{high:.1f}"
 
 
 def format_diagnostics(diagnostics: dict) -> str:

@@ -23,6 +23,7 @@ from r2t2.model import ServableModel, load_model
 from r2t2.routing import RerouteConfig
 from r2t2.routing.config import SHIPPED_FAMILY_DEFAULTS
 from r2t2.routing.reroute import routing_layout
+from r2t2.routing.strategies import strategy
 
 log = logging.getLogger(__name__)
 DEFAULT_INDEX = "embedded"  # the embedded family's default index (every family's is named after it)
@@ -78,6 +79,9 @@ def serve_model(model: ServableModel, family: str, options: dict[str, Any] | Non
     # A model without vision rows (all its routing is the LM's) re-routes its LM rows unless told otherwise.
     target = {} if routing_layout(model).has("vision") else {"target": "lm"}
     defaults = RerouteConfig().replace(**{**target, **options.get("r2t2", {})})
+    for field, name in (("strategy", defaults.strategy), ("lm_strategy", defaults.lm_strategy)):
+        if name is not None and not strategy(name).served:  # every request would be refused
+            raise ValueError(f"r2t2_defaults: {field} {name!r} is for evaluation only (r2t2 eval), never served")
     dtype = _dtype(options)
     if dtype != torch.float32:
         if not callable(getattr(model, "to", None)):

@@ -192,8 +192,9 @@ class ReroutePipeline:
                 continue
             try:
                 config = self.config_for(overrides)
-                if not strategy(config.strategy).served:
-                    raise ValueError(f"strategy {config.strategy!r} is for evaluation only (r2t2 eval)")
+                for field, name in (("strategy", config.strategy), ("lm_strategy", config.lm_strategy)):
+                    if name is not None and not strategy(name).served:
+                        raise ValueError(f"{field} {name!r} is for evaluation only (r2t2 eval)")
                 queries.append(Query(image, question, config, index))
             except ValueError as err:
                 queries.append(err)

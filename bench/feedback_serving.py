@@ -1,0 +1,209 @@
+"""Verified answers against a live server: their cost to serving, how soon re-routing sees them, and what a crash
+of any process does to them.
+
+    python -m bench.feedback_serving stream   # none and ngd at concurrency 16, with and without 10 answers a second
+    python -m bench.feedback_serving kills    # 500 answers while the index manager, re-router and ingress are killed
+
+`stream`: the throughput of `none` and `ngd` under closed-loop load, alone and while verified answers (questions of
+the paraphrase-val split, never asked by the load) arrive at `--rate` a second; and for each answer, the seconds from
+the reply that accepted it until a request re-routed with `kernel` lists its reference among its neighbours.
+`kills`: a client sends verified answers one request at a time, retrying a request until it gets a reply (as a
+client that lost its connection would), while each process kind is killed `--kills` times as a crash would
+(`ray.kill`); at the end every answer the client was told about must be in the index's log exactly once: none
+lost, none added twice. The server runs in this process's Ray cluster on a copy of the developer's index
+(bench/faults.py).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import io
+import json
+import statistics
+import time
+from dataclasses import dataclass, field
+
+import httpx
+
+from bench.faults import ADMIN_TOKEN, MODEL, kill_replica, local_server, replica_actors
+from bench.serving_bench import easy_vqa_requests
+
+INDEX = "embedded"
+
+
+def verified_samples(count: int, offset: int = 0) -> list[dict[str, str]]:
+    """Questions the load never asks, with their answers (paraphrase-val: training images, tuning wording)."""
+    from r2t2.compat import install_torchvision_fix
+
+    install_torchvision_fix()
+    from r2t2.data import load_split
+
+    samples = load_split("paraphrase-val", limit=count + offset, seed=7)[offset:]
+    out = []
+    for sample in samples:
+        buffer = io.BytesIO()
+        sample.image.save(buffer, format="PNG")
+        out.append({"image": "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode(),
+                    "question": sample.question, "answer": sample.answer, "task": sample.task})
+    return out
+
+
+async def send(client: httpx.AsyncClient, base: str, item: dict[str, str], retry_s: float = 120) -> tuple[dict, int]:
+    """POST one verified answer until a reply comes (a client whose connection died retries); (its fate, tries)."""
+    deadline, tries = time.monotonic() + retry_s, 0
+    while True:
+        tries += 1
+        try:
+            reply = await client.post(f"{base}/v1/references", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+                                      json={"model": MODEL, "references": [item]})
+            if reply.status_code == 200:
+                return reply.json()["data"][0], tries
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no reply for a verified answer in {retry_s} s")
+        await asyncio.sleep(0.5)
+
+
+@dataclass
+class Loop:
+    """Closed-loop chat clients with one strategy; counts answered requests."""
+
+    base: str
+    strategy: str
+    concurrency: int
+    answered: int = 0
+    failed: int = 0
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def run(self) -> None:
+        pairs = easy_vqa_requests(64)
+        async with httpx.AsyncClient(timeout=300) as client:
+            async def one(worker: int) -> None:
+                sent = worker
+                while not self._stop.is_set():
+                    question, url = pairs[sent % len(pairs)]
+                    body = {"model": MODEL, "max_tokens": 4, "temperature": 0, "r2t2": {"strategy": self.strategy},
+                            "messages": [{"role": "user", "content": [
+                                {"type": "text", "text": question}, {"type": "image_url", "image_url": {"url": url}}]}]}
+                    reply = await client.post(f"{self.base}/v1/chat/completions", json=body)
+                    if self._stop.is_set():
+                        return
+                    self.answered += reply.status_code == 200
+                    self.failed += reply.status_code != 200
+                    sent += self.concurrency
+            await asyncio.gather(*(one(i) for i in range(self.concurrency)))
+
+
+async def visible_after(client: httpx.AsyncClient, base: str, item: dict[str, str], item_id: str,
+                        timeout_s: float = 30) -> float | None:
+    """Seconds until a kernel request with the item's own image and question lists its reference, or None."""
+    started = time.perf_counter()
+    body = {"model": MODEL, "max_tokens": 1, "r2t2": {"strategy": "kernel", "guard": False},
+            "messages": [{"role": "user", "content": [{"type": "text", "text": item["question"]},
+                                                      {"type": "image_url", "image_url": {"url": item["image"]}}]}]}
+    while time.perf_counter() - started < timeout_s:
+        record = (await client.post(f"{base}/v1/chat/completions", json=body)).json()["r2t2"]
+        if "feedback/" + item_id in [n["id"] for n in record["neighbours"]]:
+            return time.perf_counter() - started
+        await asyncio.sleep(0.2)
+    return None
+
+
+async def stream(base: str, seconds: float, rate: float, concurrency: int) -> dict:
+    items = verified_samples(int(seconds * rate) + 40)
+    results: dict = {"seconds": seconds, "rate": rate, "concurrency": concurrency, "throughput": {}}
+    for strategy in ("none", "ngd"):
+        for with_feedback in (False, True):
+            loop = Loop(base, strategy, concurrency)
+            task = asyncio.create_task(loop.run())
+            await asyncio.sleep(5)  # warm
+            start_answered, started = loop.answered, time.perf_counter()
+            fates = []
+            if with_feedback:
+                async with httpx.AsyncClient(timeout=60) as client:
+                    next_at = time.perf_counter()
+                    while time.perf_counter() - started < seconds:
+                        item = items.pop()
+                        fates.append(asyncio.create_task(send(client, base, item)))
+                        next_at += 1 / rate
+                        await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+                    done = await asyncio.gather(*fates)
+            else:
+                await asyncio.sleep(seconds)
+            rate_seen = (loop.answered - start_answered) / (time.perf_counter() - started)
+            loop._stop.set()
+            await task
+            key = f"{strategy}{' + verified answers' if with_feedback else ''}"
+            results["throughput"][key] = round(rate_seen, 2)
+            if with_feedback:
+                results[f"{strategy}: accepted"] = sum(f["status"] == "accepted" for f, _ in done)
+            print(json.dumps({key: round(rate_seen, 2), "failed": loop.failed}), flush=True)
+    async with httpx.AsyncClient(timeout=60) as client:
+        probes = []
+        for item in items[:10]:
+            fate, _ = await send(client, base, item)
+            accepted_at = time.perf_counter()
+            seen = await visible_after(client, base, item, fate["id"])
+            probes.append(None if seen is None else round(time.perf_counter() - accepted_at, 2))
+    results["accepted_to_visible_s"] = probes
+    seen_times = [p for p in probes if p is not None]
+    results["accepted_to_visible_median_s"] = statistics.median(seen_times) if seen_times else None
+    return results
+
+
+async def kills(base: str, count: int, kills_per_kind: int) -> dict:
+    items = verified_samples(count, offset=1000)
+    kinds = ("IndexManager", "ReRouter-r2t2-embedded", "Ingress")
+    schedule = {int((k + 1) * count / (kills_per_kind * len(kinds) + 1)): kinds[k % len(kinds)]
+                for k in range(kills_per_kind * len(kinds))}
+    told: dict[str, dict] = {}
+    killed = []
+    async with httpx.AsyncClient(timeout=60) as client:
+        for n, item in enumerate(items):
+            if n in schedule:
+                killed.append(kill_replica(schedule[n]))
+            fate, tries = await send(client, base, item)
+            told[item["question"] + item["image"][-40:]] = {**fate, "tries": tries}
+    ids = {fate["id"] for fate in told.values() if fate.get("id")}
+    deadline = time.monotonic() + 600
+    async with httpx.AsyncClient(timeout=60) as client:
+        while True:
+            reply = await client.get(f"{base}/v1/references", params={"model": MODEL},
+                                     headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+            listed = reply.json()["data"] if reply.status_code == 200 else []
+            waiting = [item for item in listed if item["status"] == "accepted"]
+            if listed and not waiting or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(2)
+    in_log = {item["id"]: item for item in listed}
+    return {"sent": len(items), "told": len(told), "kills": killed, "replicas_now": {
+                kind: len(replica_actors(kind)) for kind in kinds},
+            # Each sample told about must be one item of the log: more items than samples is an answer kept twice.
+            "lost": sorted(ids - set(in_log)), "duplicated": len(in_log) - len(ids),
+            "added": sum(item["status"] == "added" for item in listed),
+            "refused": sum(item["status"] == "refused" for item in listed),
+            "still_waiting": sum(item["status"] == "accepted" for item in listed),
+            "retried_requests": sum(fate["tries"] > 1 for fate in told.values())}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("mode", choices=("stream", "kills"))
+    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--rate", type=float, default=10)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--count", type=int, default=500)
+    parser.add_argument("--kills", type=int, default=5, help="kills of each process kind")
+    args = parser.parse_args(argv)
+    with local_server() as server:
+        if args.mode == "stream":
+            result = asyncio.run(stream(server.base, args.seconds, args.rate, args.concurrency))
+        else:
+            result = asyncio.run(kills(server.base, args.count, args.kills))
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
