@@ -26,6 +26,7 @@ from indexes.protocols import Embedder, ReferenceEncoder
 from indexes.reference_index import ReferenceIndex
 from indexes.store import IndexStore, validate_name
 from indexes.vectors import FLAT_THRESHOLD, VectorIndex
+from r2t2.data.identity import sample_key
 
 if TYPE_CHECKING:
     from r2t2.model.protocol import EncodedBatch
@@ -199,5 +200,6 @@ def _assemble(
     except ValueError as err:
         raise IndexBuildError(f"batches have inconsistent array shapes: {err}") from err
     samples = [s for batch, _, m in kept for s, keep in zip(batch, m) if keep][:cap]
-    records = tuple({"id": s.id, "question": s.question, "answer": s.answer, "task": s.task} for s in samples)
+    records = tuple({"id": s.id, "question": s.question, "answer": s.answer, "task": s.task,
+                     "key": sample_key(s.image, s.question)} for s in samples)
     return embeddings, routings, payload, records

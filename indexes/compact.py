@@ -27,8 +27,7 @@ def compact(store: IndexStore, grown: ReferenceIndex, through: int) -> Manifest:
     found = grown.take(rows)
     embeddings = found.embeddings.astype("float32")
     vectors = VectorIndex.build(embeddings, base.index_type)
-    records = tuple({"id": i, "question": q, "answer": a, "task": t}
-                    for i, q, a, t in zip(found.ids, found.questions, found.answers, found.tasks))
+    records = tuple(dict(grown.record(int(row))) for row in rows)
     data = VersionData(vectors, embeddings, found.routings.astype("float32"), dict(found.payload), records)
     with store.build_dir(base.name) as build_dir:
         files = write_files(build_dir, data)

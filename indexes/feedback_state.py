@@ -13,7 +13,6 @@ without talking to each other. The records:
 from __future__ import annotations
 
 import base64
-import hashlib
 import io
 import time
 import uuid
@@ -25,18 +24,9 @@ import numpy as np
 from PIL import Image
 
 from indexes.feedback_log import Record, decode_array, encode_array
+from r2t2.data.identity import sample_key
 
 ROW_PREFIX = "feedback/"  # a feedback row's id in an index: ROW_PREFIX + the item's id
-
-
-def sample_key(image: Image.Image, question: str) -> str:
-    """What makes two verified answers about the same thing: the image's pixels and the question's words (however
-    the image was sent: a file, a data URL, a completion's id)."""
-    digest = hashlib.sha256()
-    digest.update(f"{image.width}x{image.height}:".encode())
-    digest.update(image.convert("RGB").tobytes())
-    digest.update(b"\0" + " ".join(question.lower().split()).encode())
-    return digest.hexdigest()
 
 
 def new_item_id() -> str:
@@ -89,6 +79,7 @@ class FeedbackRow:
     task: str
     source: dict[str, Any]
     how: dict[str, Any]
+    key: str = ""  # the sample's key (r2t2.data.identity): its image and question
 
     @property
     def row_id(self) -> str:
@@ -160,7 +151,8 @@ class FeedbackState:
             item=item.id, seq=int(record["seq"]), embedding=decode_array(record["embedding"]),
             routing=decode_array(record["routing"]),
             payload={name: decode_array(array) for name, array in record["payload"].items()},
-            question=item.question, answer=item.answer, task=item.task, source=item.source, how=item.how or {})
+            question=item.question, answer=item.answer, task=item.task, source=item.source, how=item.how or {},
+            key=item.key)
         self.version += 1
 
     def _closed(self, item_id: str, status: str, reason: str | None) -> None:

@@ -21,8 +21,8 @@ def rows_data(rows: list[FeedbackRow]) -> VersionData:
     """Feedback rows as index data (row i = rows[i]), searched exactly."""
     embeddings = np.stack([row.embedding for row in rows]).astype(np.float32)
     payload = {name: np.stack([row.payload[name] for row in rows]) for name in rows[0].payload}
-    records = tuple({"id": row.row_id, "question": row.question, "answer": row.answer, "task": row.task}
-                    for row in rows)
+    records = tuple({"id": row.row_id, "question": row.question, "answer": row.answer, "task": row.task,
+                     "key": row.key} for row in rows)
     return VersionData(VectorIndex.build(embeddings, "flat"), embeddings,
                        np.stack([row.routing for row in rows]).astype(np.float32), payload, records)
 

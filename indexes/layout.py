@@ -2,7 +2,8 @@
 
 index.faiss   the FAISS index over the embeddings (row i = reference sample i)
 payload.npz   embeddings [N, D], routings [N, L, E] and the model's payload arrays, uncompressed
-samples.jsonl one JSON object per row: id, question, answer, task
+samples.jsonl one JSON object per row: id, question, answer, task, and the sample's key (r2t2.data.identity) where
+              the build knew its image
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ INDEX_FILE = "index.faiss"
 PAYLOAD_FILE = "payload.npz"
 SAMPLES_FILE = "samples.jsonl"
 SAMPLE_FIELDS = ("id", "question", "answer", "task")
+OPTIONAL_FIELDS = ("key",)  # absent from versions built before they were recorded
 _PAYLOAD_PREFIX = "payload__"
 
 
@@ -63,7 +65,8 @@ def write_files(directory: Path, data: VersionData) -> dict[str, FileRecord]:
         np.savez(handle, **arrays)
     with (directory / SAMPLES_FILE).open("w", encoding="utf-8") as handle:
         for record in data.records:
-            handle.write(json.dumps({key: record[key] for key in SAMPLE_FIELDS}) + "\n")
+            handle.write(json.dumps({key: record[key] for key in SAMPLE_FIELDS + OPTIONAL_FIELDS if key in record})
+                         + "\n")
     return {name: file_record(directory / name) for name in (INDEX_FILE, PAYLOAD_FILE, SAMPLES_FILE)}
 
 

@@ -203,5 +203,16 @@ class ReferenceIndex:
         return frozenset(normalise_answer(self._record(int(i))["answer"]) for i in np.concatenate([rows, *found]))
 
     def record(self, row: int) -> Mapping[str, str]:
-        """id, question, answer and task of one row (for explanations and inspection)."""
+        """id, question, answer and task of one row (for explanations and inspection), and its sample key where the
+        index recorded one."""
         return MappingProxyType(self._record(row))
+
+    @cached_property
+    def sample_keys(self) -> frozenset[str]:
+        """The keys (r2t2.data.identity) of every row a search can find that recorded one."""
+        return frozenset(key for row in self.pool_rows if (key := self._record(int(row)).get("key")))
+
+    @cached_property
+    def sample_ids(self) -> frozenset[str]:
+        """The sample ids of every row a search can find."""
+        return frozenset(self._record(int(row))["id"] for row in self.pool_rows)

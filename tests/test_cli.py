@@ -1,6 +1,7 @@
 """The command line: a usage mistake is one line and exit status 2, found before any model loads."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -70,3 +71,25 @@ def test_help_and_argument_errors_import_no_heavy_library(argv: list[str], most:
     assert done.returncode in (0, 2), done.stderr[-2000:]
     count, slow = re.search(r"IMPORTED (\d+) (\[.*\])", done.stderr).groups()
     assert slow == "[]" and int(count) <= most, done.stderr[-2000:]
+
+
+def test_eval_refuses_questions_the_index_holds_as_references(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Evaluated on its own references, an index would find each question's own row among its neighbours."""
+    from r2t2.data import load_split
+
+    lines = []
+    for i, sample in enumerate(load_split("test", limit=6)):
+        sample.image.save(tmp_path / f"{i}.png")
+        lines.append(json.dumps({"image": f"{i}.png", "question": sample.question, "answer": sample.answer}))
+    (tmp_path / "mine.jsonl").write_text("\n".join(lines) + "\n")
+    index_dir = str(tmp_path / "indexes")
+    main(["index", "build", "--name", "mine", "--jsonl", str(tmp_path / "mine.jsonl"), "--index-dir", index_dir])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as caught:
+        main(["eval", "--split", str(tmp_path / "mine.jsonl"), "--strategies", "none", "--index", "mine",
+              "--index-dir", index_dir])
+    err = capsys.readouterr().err
+    assert caught.value.code == 2 and "holds, as references," in err and "--allow-overlap" in err
+    main(["eval", "--split", str(tmp_path / "mine.jsonl"), "--strategies", "none", "--index", "mine",
+          "--index-dir", index_dir, "--allow-overlap"])
+    assert "WARNING: index 'mine' holds, as references," in capsys.readouterr().out

@@ -62,7 +62,7 @@ def test_cap_is_deterministic_and_stops_early(store: IndexStore) -> None:
     ids = [ReferenceIndex.load(store, "demo", v).take(np.arange(10)).ids for v in (1, 2)]
     assert ids[0] == ids[1]
     assert sorted(json.loads(open(store.version_dir("demo", 2) / "samples.jsonl").readline())) == [
-        "answer", "id", "question", "task"]
+        "answer", "id", "key", "question", "task"]
 
 
 def test_each_build_is_a_new_version_and_moves_current(store: IndexStore) -> None:

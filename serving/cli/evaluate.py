@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 
 def register(verbs: argparse._SubParsersAction) -> None:
@@ -28,6 +29,9 @@ def register(verbs: argparse._SubParsersAction) -> None:
     ev.add_argument("--index", default=None, help="evaluate against this index instead of the family's default")
     ev.add_argument("--embedder", default=None,
                     help="the neighbour embedder --index was built with (default: the server's default)")
+    ev.add_argument("--allow-overlap", action="store_true",
+                    help="evaluate even questions the index holds as references (same image and question); "
+                         "refused by default, since their accuracy is not held out")
     ev.set_defaults(func=run)
 
 
@@ -61,9 +65,36 @@ def run(args: argparse.Namespace) -> None:
     if args.index:  # evaluate against another index (built beforehand, e.g. with another embedder)
         options.update(default_index=args.index, build_default_index=False, embedder=args.embedder)
     pipeline = load_pipeline(options)
+    overlap = _overlap(pipeline.reference_index(args.index), splits, args.limit, args.seed)
+    if overlap and not args.allow_overlap:
+        raise ValueError(f"{_overlap_line(overlap, pipeline.reference_index(args.index).name)}: their own reference is "
+                         f"among their neighbours, so the accuracy would not be held out. Evaluate a split the index "
+                         f"was not built from, or pass --allow-overlap to measure them anyway")
     report = evaluate(pipeline, strategies, splits, limit=args.limit, seed=args.seed, overrides=overrides)
+    report["overlap"] = overlap
+    if overlap:
+        print(f"WARNING: {_overlap_line(overlap, pipeline.reference_index(args.index).name)}; not held out")
     print(format_table(report))
     if args.dump:
         write_dump([record for records in report["records"].values() for record in records], Path(args.dump))
     if args.json:
         save_report(report, Path(args.json))
+
+
+def _overlap(index: Any, splits: list[str], limit: int | None, seed: int) -> dict[str, int]:
+    """Per split, how many of the questions evaluated the index holds as references (same image and question, or,
+    for an index that recorded no keys, the same sample id)."""
+    from r2t2.data import load_samples
+    from r2t2.data.identity import sample_key
+
+    found = {}
+    for split in splits:
+        samples = load_samples(split, limit=limit, seed=seed)
+        count = sum(s.id in index.sample_ids or sample_key(s.image, s.question) in index.sample_keys for s in samples)
+        if count:
+            found[f"{split} ({len(samples)} questions)"] = count
+    return found
+
+
+def _overlap_line(overlap: dict[str, int], index: str) -> str:
+    return f"index {index!r} holds, as references, " + ", ".join(f"{n} of {split}" for split, n in overlap.items())

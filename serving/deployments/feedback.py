@@ -22,11 +22,12 @@ from PIL import Image
 
 from indexes.feedback_log import LOG_FILE, FeedbackLog
 from indexes.feedback_state import (FeedbackRow, FeedbackState, Item, accepted, added, image_of, new_item_id, refused,
-                                    removed, sample_key)
+                                    removed)
 from indexes.growth import fits
 from indexes.reference_index import ReferenceIndex
 from indexes.store import IndexStore
 from r2t2.data.answers import normalise_answer, same_answer
+from r2t2.data.identity import sample_key
 from r2t2.data.sample import TASKS, USER, Sample
 from r2t2.routing.fit import FitSettings
 from serving.config import FeedbackOptions
