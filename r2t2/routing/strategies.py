@@ -6,7 +6,9 @@ ones are imported by `r2t2.routing`; a user's module is imported by naming it in
 `reroute_many` checks its inputs, batches and runs it, the pipeline finds what it `needs`, its record and
 explanation read as it says, `r2t2 eval` runs it, and the server offers it when `served`.
 
-Pure stdlib: the registry imports nothing of the routing code, so that every module of it can register.
+Pure stdlib: the registry imports nothing of the routing code, not even for its annotations, so that every module
+of it (the config, which checks names against the registry, included) can register and import it. The hooks take
+and return what their docstrings say: a `RoutedModel`, `RerouteRequest`s, a `RerouteConfig`, `RerouteResult`s.
 """
 from __future__ import annotations
 
@@ -14,15 +16,14 @@ import enum
 import importlib
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from r2t2.routing.config import RerouteConfig
-    from r2t2.routing.protocol import RoutedModel
-    from r2t2.routing.request import RerouteRequest
-    from r2t2.routing.result import RerouteResult
+from typing import Any
 
 Record = dict[str, Any]  # an r2t2 record (docs/record.md), as `RerouteResult.to_dict` and the pipeline build it
+# What the hooks are given and give back, named for the reader (the registry imports none of these types).
+RoutedModel = Any
+RerouteRequest = Any
+RerouteConfig = Any
+RerouteResult = Any
 TOOK_NO_STEPS = "it took no steps (steps 0)"  # `why_still` of an iterative strategy asked for no steps
 
 

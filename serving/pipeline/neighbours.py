@@ -16,7 +16,7 @@ import torch
 from indexes.embedders import Embedder
 from indexes.reference_index import Candidates, ReferenceIndex
 from indexes.registry import IndexRegistry
-from serving.pipeline.query import Query
+from serving.pipeline.query import Found, Query
 from r2t2.data.answers import normalise_answer
 from r2t2.model import RoutedQuery, ServableModel
 from r2t2.routing import Neighbourhood, RerouteRequest
@@ -24,17 +24,6 @@ from r2t2.routing.protocol import ReferenceBatch
 from r2t2.routing.strategies import Needs, strategy
 
 EPSILON_CANDIDATES = 64  # an epsilon-ball is cut from this many nearest candidates
-
-
-@dataclass(frozen=True)
-class Found:
-    """A query encoded, with what its strategy needs: the step before the batched re-routing."""
-
-    batch: ReferenceBatch
-    request: RerouteRequest
-    snapshot: ReferenceIndex | None
-    described: dict[str, dict[str, Any]]
-    timings: dict[str, float]
 
 
 @dataclass(frozen=True)

@@ -1,19 +1,16 @@
-"""A question on its way through re-routing: what goes in (`Query`), what waits for its strategy (`Pending`) and
-what comes out (`Rerouted`)."""
+"""A question on its way through re-routing: what goes in (`Query`), what its strategy needs once it is encoded and
+searched (`Found`), what waits for its strategy (`Pending`) and what comes out (`Rerouted`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from PIL import Image
 
 from indexes.reference_index import ReferenceIndex
 from r2t2.engine_prompt import LmPositions
-from r2t2.routing import RerouteConfig, RerouteResult
+from r2t2.routing import RerouteConfig, RerouteRequest, RerouteResult
 from r2t2.routing.protocol import ReferenceBatch
-
-if TYPE_CHECKING:  # serving/pipeline/neighbours.py imports this module
-    from serving.pipeline.neighbours import Found
 
 
 @dataclass(frozen=True)
@@ -43,6 +40,17 @@ class Rerouted:
     # With the answer check, for a request whose routing moved: the answers the index holds for questions like
     # its neighbours' (serving/pipeline/answer_check.py); None: no check (it is off, nothing moved, or no neighbours)
     answer_space: frozenset[str] | None = None
+
+
+@dataclass(frozen=True)
+class Found:
+    """A query encoded, with what its strategy needs: the step before the batched re-routing."""
+
+    batch: ReferenceBatch
+    request: RerouteRequest
+    snapshot: ReferenceIndex | None
+    described: dict[str, dict[str, Any]]
+    timings: dict[str, float]
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,9 @@ from indexes.reference_index import ReferenceIndex
 from indexes.registry import IndexRegistry
 from serving.pipeline.answer_check import AnswerVerdict, answer_space, check_answer
 from serving.pipeline.encode import EngineBase, batch_or_each, encode_queries
-from serving.pipeline.neighbours import Found, NeighbourSource, pool_neighbours
+from serving.pipeline.neighbours import NeighbourSource, pool_neighbours
 from serving.pipeline.protocol import BaseReady, ModelInfo, Prepared, ServeRequest
-from serving.pipeline.query import Pending, Query, Rerouted
+from serving.pipeline.query import Found, Pending, Query, Rerouted
 from serving.pipeline.record import build_record, question_only_record
 from serving.pipeline.verified import NewRow, Refused, reference_rows
 from r2t2.data.sample import Sample
