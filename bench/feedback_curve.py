@@ -35,9 +35,9 @@ from r2t2.data.sample import Sample  # noqa: E402
 from r2t2.routing.fit import FitSettings  # noqa: E402
 from serving.pipeline.evaluate import evaluate_samples, parse_variant, split_variants  # noqa: E402
 from serving.pipeline.factory import load_pipeline  # noqa: E402
-from serving.pipeline.verified import NewRow, reference_rows  # noqa: E402
+from serving.pipeline.verified import NewRow  # noqa: E402
 
-RULES = ("fit", "fit-router", "fit-min", "router")
+RULES = ("fit", "fit-neighbours", "fit-router", "fit-min", "router")
 BATCH = 16
 
 
@@ -64,11 +64,10 @@ def rows_for(pipeline, samples: list[Sample], rule: str) -> list[NewRow | None]:
                                    {"method": "router"}) if encoded.correct[i] else None)
         return rows
     settings = {"fit": FitSettings(), "fit-router": FitSettings(starts="router"),
-                "fit-min": FitSettings(stop_at_margin=False)}[rule]
+                "fit-neighbours": FitSettings(starts="neighbours"), "fit-min": FitSettings(stop_at_margin=False)}[rule]
     out: list[NewRow | None] = []
     for start in range(0, len(samples), BATCH):
-        made = reference_rows(pipeline.model, pipeline.embedder, pipeline.layout, samples[start:start + BATCH],
-                              settings, pipeline.defaults.lm_positions)
+        made = pipeline.verified_rows(samples[start:start + BATCH], settings)
         out.extend(row if isinstance(row, NewRow) else None for row in made)
     return out
 

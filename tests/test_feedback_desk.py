@@ -32,7 +32,7 @@ class ToyPath:
     def __init__(self, store: IndexStore, gate: threading.Event | None = None) -> None:
         self.store, self.gate, self.calls = store, gate, 0
 
-    def verified_rows(self, samples: list, settings: object) -> list[NewRow | Refused]:
+    def verified_rows(self, samples: list, settings: object, index: str | None = None) -> list[NewRow | Refused]:
         self.calls += 1
         if self.gate is not None:
             self.gate.wait()

@@ -22,7 +22,7 @@ from r2t2.routing.layout import RoutingLayout
 from r2t2.routing.protocol import ReferenceBatch, RoutedModel
 from r2t2.routing.simplex import one_hot_starts
 
-STARTS: tuple[str, ...] = ("vertices", "router")
+STARTS: tuple[str, ...] = ("neighbours", "vertices", "router")
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,9 @@ class FitSettings:
     lr: float = 0.1
     lr_min: float = 1e-5
     margin_loss: float = 0.1  # the answer's mean token loss to reach: each token about 90 % likely or more
-    starts: str = "vertices"  # vertices: the best of r0 and each expert alone; router: r0 only
+    # neighbours: the index's neighbours' kernel-weighted routing when it answers with the margin, else as vertices;
+    # vertices: the best of r0 and each expert alone; router: r0 only
+    starts: str = "vertices"
     stop_at_margin: bool = True  # False: take every step and keep the lowest loss seen
 
     def __post_init__(self) -> None:
@@ -70,10 +72,20 @@ def _loss(model: RoutedModel, batch: ReferenceBatch, routings: Tensor, pinned: t
 
 
 def fit_routings(model: RoutedModel, batch: ReferenceBatch, r0: Tensor, layout: RoutingLayout,
-                 settings: FitSettings = FitSettings(), lm_positions: LmPositions = "answer") -> list[Fitted]:
-    """Fit each sample of `batch` (labelled with its verified answer) from its router's routing r0 [B, L, E]."""
+                 settings: FitSettings = FitSettings(), lm_positions: LmPositions = "answer",
+                 guesses: Tensor | None = None) -> list[Fitted]:
+    """Fit each sample of `batch` (labelled with its verified answer) from its router's routing r0 [B, L, E];
+    `guesses` [B, L, E], the routing the index's neighbours suggest for each (starts "neighbours")."""
     count = r0.shape[0]
     routing = r0.detach().clone()
+    if settings.starts == "neighbours":
+        if guesses is None:
+            raise ValueError("fit starts 'neighbours' needs the neighbours' routing of every sample (guesses)")
+        with torch.no_grad():
+            guessed = _loss(model, batch, guesses, _pins(layout, set(_stages(layout))), lm_positions)
+        suggested = (guessed <= settings.margin_loss).tolist()
+    else:
+        suggested = [False] * count
     support = layout.support(r0.device)
     steps_taken = [0] * count
     with torch.no_grad():
@@ -85,6 +97,9 @@ def fit_routings(model: RoutedModel, batch: ReferenceBatch, r0: Tensor, layout: 
         movable = support & rows.unsqueeze(1)
         pinned = _pins(layout, fitted)
         routing = _best_starts(model, batch, routing, movable, pinned, lm_positions, settings)
+        if any(suggested):  # the neighbours' routing already answers with the margin: kept as it is
+            keep = torch.tensor(suggested, device=routing.device).view(-1, 1, 1) & movable
+            routing = torch.where(keep, guesses.to(routing.dtype), routing)
 
         def objective(current: Tensor, live: list[int]) -> Tensor:
             losses = torch.zeros(count, dtype=current.dtype, device=current.device)
@@ -109,7 +124,7 @@ def _best_starts(model: RoutedModel, batch: ReferenceBatch, routing: Tensor, mov
                  pinned: tuple[bool, ...] | None, lm_positions: LmPositions, settings: FitSettings) -> Tensor:
     """Per sample, the lowest-loss of its routing and (with `starts` vertices) each movable expert alone."""
     if settings.starts == "router":
-        return routing
+        return routing  # "neighbours" starts as "vertices" for the samples its guess does not answer
     starts = [one_hot_starts(r, movable) for r in routing]  # each [S, L, E], S the same for every sample
     per = starts[0].shape[0]
     owners = [i for i in range(len(starts)) for _ in range(per)]

@@ -212,7 +212,7 @@ class FeedbackDesk:
             samples = [Sample(id=item.id, image=image_of(item.image), question=item.question, answer=item.answer,
                               task=item.task, split=USER, source="feedback") for item in items]
             made = verified_rows(samples, FitSettings(steps=self._options.fit_steps,
-                                                      margin_loss=self._options.margin_loss))
+                                                      margin_loss=self._options.margin_loss), index)
             snapshot = pipeline.reference_index(index)
         with self._lock:
             log, state = self._log(index)

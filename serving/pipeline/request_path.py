@@ -72,9 +72,12 @@ class ReroutePipeline:
         """The current version of the index a request naming `name` (None: the default) would search."""
         return self._neighbours.reference_index(name)
 
-    def verified_rows(self, samples: Sequence[Sample], settings: FitSettings = FitSettings()) -> list[NewRow | Refused]:
-        """The reference row each verified answer adds (or why none): its routing fitted to its answer."""
-        return reference_rows(self.model, self.embedder, self.layout, samples, settings, self.defaults.lm_positions)
+    def verified_rows(self, samples: Sequence[Sample], settings: FitSettings = FitSettings(),
+                      index: str | None = None) -> list[NewRow | Refused]:
+        """The reference row each verified answer adds to `index` (None: the default), or why none: its routing
+        fitted to its answer."""
+        return reference_rows(self.model, self.embedder, self.layout, samples, settings, self.defaults.lm_positions,
+                              self.reference_index(index))
 
     def refresh_indexes(self) -> None:
         """Read every index's CURRENT and feedback log now (a server does so every `refresh_interval_s`)."""

@@ -14,10 +14,12 @@ import numpy as np
 import torch
 
 from indexes.protocols import Embedder
+from indexes.reference_index import ReferenceIndex
 from r2t2.data.answers import same_answer
 from r2t2.engine_prompt import LmPositions
 from r2t2.routing.fit import FitSettings, fit_routings
 from r2t2.routing.layout import RoutingLayout
+from r2t2.routing.neighbours import select_knn, weigh
 
 if TYPE_CHECKING:  # the index manager reads these types without loading any model code (torchvision)
     from r2t2.data.sample import Sample
@@ -39,14 +41,31 @@ class Refused:
     reason: str
 
 
+def neighbours_routing(snapshot: ReferenceIndex, embedding: np.ndarray, k: int = 5) -> torch.Tensor:
+    """The routing a request of this question would borrow: its k nearest references' Gaussian-weighted routing."""
+    hits = snapshot.search(embedding, k)
+    points = torch.from_numpy(hits.embeddings).float()
+    chosen = weigh(torch.from_numpy(np.asarray(embedding)).float(), points, select_knn(
+        torch.from_numpy(np.asarray(embedding)).float(), points, k), "gaussian", None)
+    routings = torch.from_numpy(hits.routings).float()[chosen.indices]
+    return (chosen.weights.view(-1, 1, 1) * routings).sum(0)
+
+
 def reference_rows(model: ServableModel, embedder: Embedder, layout: RoutingLayout, samples: Sequence[Sample],
-                   settings: FitSettings = FitSettings(), lm_positions: LmPositions = "answer") -> list[NewRow | Refused]:
-    """One row (or the reason for none) per verified sample, in order; the samples are encoded in one batch."""
+                   settings: FitSettings = FitSettings(), lm_positions: LmPositions = "answer",
+                   snapshot: ReferenceIndex | None = None) -> list[NewRow | Refused]:
+    """One row (or the reason for none) per verified sample, in order; the samples are encoded in one batch.
+    `snapshot`: the index the rows will extend, whose neighbours suggest a start (fit starts "neighbours")."""
     encoded = model.encode_references(list(samples))
     embeddings = embedder.embed(list(samples))
     batch = model.reference_batch(encoded.payload)
     r0 = torch.from_numpy(encoded.routings).float()
-    fits = fit_routings(model, batch, r0, layout, settings, lm_positions)
+    guesses = None
+    if settings.starts == "neighbours" and snapshot is not None and snapshot.size:
+        guesses = torch.stack([neighbours_routing(snapshot, embedding) for embedding in embeddings])
+    elif settings.starts == "neighbours":
+        settings = FitSettings(**{**settings.__dict__, "starts": "vertices"})  # an empty index suggests nothing
+    fits = fit_routings(model, batch, r0, layout, settings, lm_positions, guesses)
     routings = torch.stack([fit.routing for fit in fits])
     pinned = tuple(True for _ in layout.rows) if layout.has("lm") else None
     with torch.no_grad():
