@@ -37,7 +37,7 @@ from serving.pipeline.evaluate import evaluate_samples, parse_variant, split_var
 from serving.pipeline.factory import load_pipeline  # noqa: E402
 from serving.pipeline.verified import NewRow  # noqa: E402
 
-RULES = ("fit", "fit-neighbours", "fit-router", "fit-min", "router")
+RULES = ("fit", "fit-vertices", "fit-neighbours", "fit-router", "fit-min", "router")
 BATCH = 16
 
 
@@ -63,8 +63,9 @@ def rows_for(pipeline, samples: list[Sample], rule: str) -> list[NewRow | None]:
                 rows.append(NewRow(embeddings[i], encoded.routings[i], {k: v[i] for k, v in encoded.payload.items()},
                                    {"method": "router"}) if encoded.correct[i] else None)
         return rows
-    settings = {"fit": FitSettings(), "fit-router": FitSettings(starts="router"),
-                "fit-neighbours": FitSettings(starts="neighbours"), "fit-min": FitSettings(stop_at_margin=False)}[rule]
+    settings = {"fit": FitSettings(), "fit-vertices": FitSettings(lm_starts="vertices"),
+                "fit-router": FitSettings(starts="router"), "fit-neighbours": FitSettings(starts="neighbours"),
+                "fit-min": FitSettings(stop_at_margin=False)}[rule]
     out: list[NewRow | None] = []
     for start in range(0, len(samples), BATCH):
         made = pipeline.verified_rows(samples[start:start + BATCH], settings)

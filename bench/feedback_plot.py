@@ -2,7 +2,8 @@
 panel per report (a family and a shifted set), a line per strategy, the oracle dashed, 95 % intervals shaded.
 
 Usage: python -m bench.feedback_plot OUT.png REPORT.json [REPORT.json ...] [--rule fit]
-Each REPORT.json comes from `python -m bench.feedback_curve --json`.
+Each REPORT.json comes from `python -m bench.feedback_curve --json`. Also prints each report's table (Markdown), the
+one BENCHMARKS.md shows.
 """
 from __future__ import annotations
 
@@ -43,6 +44,30 @@ def main(argv: list[str] | None = None) -> None:
     fig.tight_layout()
     fig.savefig(args.out, dpi=110)
     print(f"wrote {args.out}")
+    for report in reports:
+        print(table(report, args.rule or next(iter(report["rules"]))))
+
+
+def table(report: dict, rule: str) -> str:
+    """Accuracy (95 % interval), the share of the gap to the oracle closed and the router's right answers broken,
+    per strategy and number of answers fed back."""
+    curve = report["rules"][rule]["curve"]
+    strategies = [s for s in curve[0]["strategies"] if s != "none" and s.split(":")[0] != "oracle"]
+    lines = [f"\n**{report['model']}, {report['split']}**: {report['measured']} questions measured, rule {rule}; none "
+             f"{curve[0]['strategies']['none']['accuracy']:.1f} %, "
+             + ", ".join(f"{s} {e['accuracy']:.1f} %" for s, e in curve[0]["strategies"].items()
+                         if s.split(":")[0] == "oracle") + "\n",
+             "| fed | rows added | " + " | ".join(strategies) + " |", "|---|---|" + "---|" * len(strategies)]
+    for point in curve:
+        cells = []
+        for name in strategies:
+            e = point["strategies"][name]
+            low, high = e["interval"]
+            gap = "-" if e.get("gap_closed") is None else f"{100 * e['gap_closed']:.0f} %"
+            broken = "-" if e.get("broken_share") is None else f"{100 * e['broken_share']:.1f} %"
+            cells.append(f"{e['accuracy']:.1f} ({low:.0f}-{high:.0f}); gap {gap}; broken {broken}")
+        lines.append(f"| {point['fed']} | {point['rows_added']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

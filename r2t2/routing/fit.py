@@ -1,13 +1,15 @@
 """The routing a verified answer adds to an index: found for its answer, so that it answers it with a margin.
 
-A reference row is only useful if its routing is one that answers its own question: a request re-routed toward it
-borrows that routing. The router's own routing is the wrong thing to keep for a question the router meets in a new
-wording (it is what fails there, even where it happened to answer this one sample right), so every verified answer
-is fitted, whether or not the served answer was right: from the best of the router's routing and each expert alone
-(one batched forward), then projected Adam on the answer's own loss until that loss is below `margin_loss`. Vision
-rows are fitted first with the language model's routers left alone (how a request with `target: vision` uses
-them), then the LM rows with the fitted vision rows in place. A sample that no routing within the step budget
-answers is refused. The rule and its settings were chosen on paraphrase-val (docs/method.md).
+A reference row is only useful if its routing answers its own question: a request re-routed toward it borrows that
+routing. Every verified answer is fitted, whether or not the served answer was right. The vision rows, with the
+language model's routers left alone (as a request with `target: vision` uses them): from the best of the router's
+routing and each expert alone (one batched forward), then projected Adam on the answer's own loss until it is below
+`margin_loss`. The router's own vision mixture is what fails on a new wording, even where it happened to answer this
+one sample, while a decisive expert choice carries over to the wording's other questions. The LM rows keep the
+router's own distribution (`lm_steps` 0): an LM row spreads over many experts and the router's is mostly right, and
+on paraphrase-val LM rows moved to a margin (from vertices or from the router's) left NGD on the LM rows no better
+while the router's, where they answer, lifted it. A sample that the fitted vision rows and the router's LM rows do
+not answer is refused. The rule and its settings were chosen on paraphrase-val (docs/method.md).
 """
 from __future__ import annotations
 
@@ -29,17 +31,23 @@ STARTS: tuple[str, ...] = ("neighbours", "vertices", "router")
 class FitSettings:
     """How hard a verified answer's routing is searched for."""
 
-    steps: int = 20  # Adam steps per stage (vision rows, then LM rows), at most
+    steps: int = 20  # Adam steps of the vision stage, at most
     lr: float = 0.1
     lr_min: float = 1e-5
     margin_loss: float = 0.1  # the answer's mean token loss to reach: each token about 90 % likely or more
-    # neighbours: the index's neighbours' kernel-weighted routing when it answers with the margin, else as vertices;
-    # vertices: the best of r0 and each expert alone; router: r0 only
+    # Where each stage starts, vision rows (`starts`) and LM rows (`lm_starts`): vertices, the best of r0 and each
+    # expert alone (a vision mixture is a choice among a few experts, which carries over to other wordings); router,
+    # r0 alone (an LM row spreads over many experts, and the router's is mostly right); neighbours, the index's
+    # neighbours' kernel-weighted routing when it answers with the margin, else as vertices.
     starts: str = "vertices"
+    lm_starts: str = "router"
+    # Adam steps of the LM stage. 0 (chosen on paraphrase-val): LM rows keep the router's own distribution, and a
+    # sample it does not answer is refused; LM rows moved to a margin made NGD on the LM rows no better there.
+    lm_steps: int = 0
     stop_at_margin: bool = True  # False: take every step and keep the lowest loss seen
 
     def __post_init__(self) -> None:
-        if self.steps < 0 or self.lr <= 0 or self.margin_loss <= 0 or self.starts not in STARTS:
+        if self.steps < 0 or self.lm_steps < 0 or self.lr <= 0 or self.margin_loss <= 0 or {self.starts, self.lm_starts} - set(STARTS):
             raise ValueError(f"bad fit settings {self}")
 
 
@@ -78,14 +86,14 @@ def fit_routings(model: RoutedModel, batch: ReferenceBatch, r0: Tensor, layout: 
     `guesses` [B, L, E], the routing the index's neighbours suggest for each (starts "neighbours")."""
     count = r0.shape[0]
     routing = r0.detach().clone()
-    if settings.starts == "neighbours":
+    if "neighbours" in (settings.starts, settings.lm_starts):
         if guesses is None:
             raise ValueError("fit starts 'neighbours' needs the neighbours' routing of every sample (guesses)")
         with torch.no_grad():
             guessed = _loss(model, batch, guesses, _pins(layout, set(_stages(layout))), lm_positions)
-        suggested = (guessed <= settings.margin_loss).tolist()
+        answers = (guessed <= settings.margin_loss).tolist()
     else:
-        suggested = [False] * count
+        answers = [False] * count
     support = layout.support(r0.device)
     steps_taken = [0] * count
     with torch.no_grad():
@@ -96,7 +104,9 @@ def fit_routings(model: RoutedModel, batch: ReferenceBatch, r0: Tensor, layout: 
         rows = torch.tensor([row.kind == kind for row in layout.rows], device=r0.device)
         movable = support & rows.unsqueeze(1)
         pinned = _pins(layout, fitted)
-        routing = _best_starts(model, batch, routing, movable, pinned, lm_positions, settings)
+        starts = settings.starts if kind == "vision" else settings.lm_starts
+        routing = _best_starts(model, batch, routing, movable, pinned, lm_positions, starts)
+        suggested = answers if starts == "neighbours" else [False] * count
         if any(suggested):  # the neighbours' routing already answers with the margin: kept as it is
             keep = torch.tensor(suggested, device=routing.device).view(-1, 1, 1) & movable
             routing = torch.where(keep, guesses.to(routing.dtype), routing)
@@ -110,7 +120,8 @@ def fit_routings(model: RoutedModel, batch: ReferenceBatch, r0: Tensor, layout: 
 
         rates = torch.full((count,), settings.lr, dtype=routing.dtype, device=routing.device)
         margin = torch.full((count,), settings.margin_loss, dtype=routing.dtype, device=routing.device)
-        descents = projected_adam(objective, routing, settings.steps, rates, torch.full_like(rates, settings.lr_min),
+        steps = settings.steps if kind == "vision" else settings.lm_steps
+        descents = projected_adam(objective, routing, steps, rates, torch.full_like(rates, settings.lr_min),
                                   movable.expand(count, *movable.shape),
                                   good_enough=margin if settings.stop_at_margin else None)
         routing = torch.stack([d.best for d in descents])
@@ -121,9 +132,9 @@ def fit_routings(model: RoutedModel, batch: ReferenceBatch, r0: Tensor, layout: 
 
 
 def _best_starts(model: RoutedModel, batch: ReferenceBatch, routing: Tensor, movable: Tensor,
-                 pinned: tuple[bool, ...] | None, lm_positions: LmPositions, settings: FitSettings) -> Tensor:
-    """Per sample, the lowest-loss of its routing and (with `starts` vertices) each movable expert alone."""
-    if settings.starts == "router":
+                 pinned: tuple[bool, ...] | None, lm_positions: LmPositions, starts: str) -> Tensor:
+    """Per sample, the lowest-loss of its routing and (`starts` vertices or neighbours) each movable expert alone."""
+    if starts == "router":
         return routing  # "neighbours" starts as "vertices" for the samples its guess does not answer
     starts = [one_hot_starts(r, movable) for r in routing]  # each [S, L, E], S the same for every sample
     per = starts[0].shape[0]

@@ -61,26 +61,28 @@ def reference_rows(model: ServableModel, embedder: Embedder, layout: RoutingLayo
     batch = model.reference_batch(encoded.payload)
     r0 = torch.from_numpy(encoded.routings).float()
     guesses = None
-    if settings.starts == "neighbours" and snapshot is not None and snapshot.size:
+    if "neighbours" in (settings.starts, settings.lm_starts):
+        if snapshot is None or not snapshot.size:
+            raise ValueError("a fit that starts from the neighbours' routing needs an index with references")
         guesses = torch.stack([neighbours_routing(snapshot, embedding) for embedding in embeddings])
-    elif settings.starts == "neighbours":
-        settings = FitSettings(**{**settings.__dict__, "starts": "vertices"})  # an empty index suggests nothing
     fits = fit_routings(model, batch, r0, layout, settings, lm_positions, guesses)
     routings = torch.stack([fit.routing for fit in fits])
     pinned = tuple(True for _ in layout.rows) if layout.has("lm") else None
     with torch.no_grad():
         answers = (model.answer(batch, routings) if pinned is None else
                    model.answer(batch, routings, pinned=pinned, lm_positions=lm_positions))
+    starts = {kind: start for kind, start in (("vision", settings.starts), ("lm", settings.lm_starts))
+              if layout.has(kind)}
     out: list[NewRow | Refused] = []
     for i, (sample, fit, answer) in enumerate(zip(samples, fits, answers)):
         if not same_answer(answer, sample.answer):
-            out.append(Refused(f"no routing within {settings.steps} steps per stage answers {sample.answer!r} "
-                               f"(the closest answered {answer!r}, answer loss {fit.loss:.3f})"))
+            out.append(Refused(f"no routing within the fit's steps answers {sample.answer!r} (the closest answered "
+                               f"{answer!r}, answer loss {fit.loss:.3f})"))
             continue
         moved = float(((fit.routing - r0[i]).abs().sum(-1) / 2).max())
         out.append(NewRow(
             embedding=np.asarray(embeddings[i], dtype=np.float32), routing=fit.routing.float().cpu().numpy(),
             payload={name: np.asarray(array[i]) for name, array in encoded.payload.items()},
-            how={"method": f"fit from {settings.starts}", "steps": fit.steps, "router_answered": bool(encoded.correct[i]),
+            how={"method": "fit", "starts": starts, "steps": fit.steps, "router_answered": bool(encoded.correct[i]),
                  "router_loss": round(fit.base_loss, 4), "loss": round(fit.loss, 4), "moved": round(moved, 4)}))
     return out
