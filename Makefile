@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PROFILE ?= cpu
 STAMP := $(VENV)/.installed-$(PROFILE)
 
-.PHONY: install serve test bench clean browser
+.PHONY: install serve test bench bench-feedback clean browser
 
 install: $(STAMP)
 
@@ -34,6 +34,22 @@ browser:
 # Self-contained benchmarks; the serving one needs a running server: see BENCHMARKS.md.
 bench: install
 	$(PY) -m bench.index_bench
+
+# The learning curves of verified answers on the held-out rephrased split (BENCHMARKS.md, "Verified answers"): about
+# an hour on 2 cores. Each family's curve goes to bench/results/, the plot to docs/feedback_curves.png.
+FEEDBACK_FED := 0,10,20,40,80,160
+bench-feedback: install
+	mkdir -p bench/results
+	PYTHONPATH=. $(PY) -m bench.feedback_curve --model embedded --split rephrased --limit 400 --measure 160 \
+		--fed $(FEEDBACK_FED) --strategies none,kernel,ngd,oracle,answer_space:target=lm,oracle:target=lm \
+		--json bench/results/feedback_embedded.json
+	PYTHONPATH=. $(PY) -m bench.feedback_curve --model quartet --split rephrased --limit 400 --measure 160 \
+		--fed $(FEEDBACK_FED) --strategies none,ngd,oracle,ngd:target=lm,oracle:target=lm \
+		--json bench/results/feedback_quartet.json
+	PYTHONPATH=. $(PY) -m bench.feedback_curve --model qwen3vl --split rephrased --limit 300 --measure 100 \
+		--fed 0,20,40,80,160 --strategies none,answer_space,kernel,ngd,oracle --json bench/results/feedback_qwen3vl.json
+	PYTHONPATH=. $(PY) -m bench.feedback_plot docs/feedback_curves.png bench/results/feedback_embedded.json \
+		bench/results/feedback_quartet.json bench/results/feedback_qwen3vl.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache

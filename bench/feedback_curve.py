@@ -136,6 +136,7 @@ def main(argv: list[str] | None = None) -> None:
         fed, measured = split_by_image(load_split(args.split, limit=args.limit, seed=args.seed), args.seed)
         measured = measured[:args.measure]
         fed = fed[:max(counts)]
+        counts = sorted({min(n, len(fed)) for n in counts})  # the split may hold fewer questions to feed
         configs = {s: pipeline.config_for(parse_variant(s)) for s in split_variants(args.strategies)}
         # The oracle uses the question's own label, never the index: measured once, at n = 0 of the first rule.
         ceilings = {name: config for name, config in configs.items() if name.split(":")[0] == "oracle"}

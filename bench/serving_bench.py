@@ -81,6 +81,24 @@ def easy_vqa_requests(count: int) -> list[tuple[str, str]]:
     return pairs
 
 
+def shifted_requests(count: int) -> list[tuple[str, str]]:
+    """(question, PNG data URL) pairs of the rephrased split: the test images asked in a held-out wording, the load
+    re-routing exists for (the evidence guard decides few of them before the steps). Seeded, balanced over tasks."""
+    import io
+
+    from r2t2.data import load_split
+
+    pairs = []
+    for sample in load_split("rephrased", limit=count, seed=0):
+        buffer = io.BytesIO()
+        sample.image.save(buffer, format="PNG")
+        pairs.append((sample.question, "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()))
+    return pairs
+
+
+LOADS = {"test": easy_vqa_requests, "shifted": shifted_requests}
+
+
 def percentile(values: list[float], q: float) -> float:
     """Nearest-rank percentile (q in [0, 100])."""
     ordered = sorted(values)
@@ -153,8 +171,8 @@ def skipped_before_steps(record: dict) -> bool:
 
 
 async def run(base: str, requests: int, concurrency: list[int], strategies: list[str], max_tokens: int,
-              timeout_s: float, model: str | None = None) -> list[LevelResult]:
-    pairs = easy_vqa_requests(requests)
+              timeout_s: float, model: str | None = None, load: str = "test") -> list[LevelResult]:
+    pairs = LOADS[load](requests)
     async with httpx.AsyncClient(timeout=timeout_s) as client:
         models = (await client.get(f"{base}/v1/models")).json()["data"]
         model = model or models[0]["id"]
@@ -200,6 +218,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default=None, help="the served model to load (default: the first listed)")
     parser.add_argument("--max-tokens", type=int, default=4)
     parser.add_argument("--timeout", type=float, default=300.0, help="per-request timeout in seconds")
+    parser.add_argument("--load", choices=tuple(LOADS), default="test",
+                        help="test: easy-VQA test questions (in distribution); shifted: the rephrased split's held-out "
+                             "wording of the test images")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
     install_torchvision_fix()  # the strategies are read by r2t2's evaluation code, which imports torchvision
@@ -209,16 +230,17 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--concurrency levels must be in 1..64")
     base = require_loopback(args.url)
     results = asyncio.run(run(base, args.requests, args.concurrency, args.strategies, args.max_tokens,
-                              args.timeout, args.model))
+                              args.timeout, args.model, args.load))
+    print(f"load: {args.load}")
     ratios = {(x["strategy"], x["concurrency"]): x for x in ratios_to_none(results)}
     width = max(10, *(len(s) + 2 for s in args.strategies))
     print(f"{'strategy':<{width}}{'conc':>6}{'reqs':>6}{'errors':>8}{'req/s':>9}{'p50 s':>9}{'p99 s':>9}{'batch':>7}"
-          f"{'req/s vs none':>15}{'p50 vs none':>13}")
+          f"{'req/s vs none':>15}{'p50 vs none':>13}{'decided early':>15}")
     for r in results:
         ratio = ratios.get((r.strategy, r.concurrency))
-        versus = f"{ratio['throughput_vs_none']:>15.2f}{ratio['p50_vs_none']:>13.2f}" if ratio else ""
+        versus = f"{ratio['throughput_vs_none']:>15.2f}{ratio['p50_vs_none']:>13.2f}" if ratio else " " * 28
         print(f"{r.strategy:<{width}}{r.concurrency:>6}{r.requests:>6}{r.errors:>8}{r.requests_per_s:>9.2f}"
-              f"{r.p50_s:>9.3f}{r.p99_s:>9.3f}{r.mean_batch_size:>7.1f}{versus}")
+              f"{r.p50_s:>9.3f}{r.p99_s:>9.3f}{r.mean_batch_size:>7.1f}{versus}{r.skipped_share:>15.2f}")
     print_cpu_budget(results)
     if args.json:
         with open(args.json, "w") as handle:

@@ -59,10 +59,12 @@ class Fitted:
     loss: float
     base_loss: float
     steps: int
+    pinned: tuple[bool, ...] | None  # the rows the model applies to answer under `routing` (None: its default)
 
 
-def _stages(layout: RoutingLayout) -> list[str]:
-    return [kind for kind in ("vision", "lm") if layout.has(kind)]
+def _stages(layout: RoutingLayout, settings: FitSettings) -> list[str]:
+    """The row kinds that move: vision rows, and LM rows when their stage has steps (else the routers answer)."""
+    return [kind for kind in ("vision", "lm") if layout.has(kind) and (kind == "vision" or settings.lm_steps > 0)]
 
 
 def _pins(layout: RoutingLayout, fitted: set[str]) -> tuple[bool, ...] | None:
@@ -90,16 +92,16 @@ def fit_routings(model: RoutedModel, batch: ReferenceBatch, r0: Tensor, layout: 
         if guesses is None:
             raise ValueError("fit starts 'neighbours' needs the neighbours' routing of every sample (guesses)")
         with torch.no_grad():
-            guessed = _loss(model, batch, guesses, _pins(layout, set(_stages(layout))), lm_positions)
+            guessed = _loss(model, batch, guesses, _pins(layout, set(_stages(layout, settings))), lm_positions)
         answers = (guessed <= settings.margin_loss).tolist()
     else:
         answers = [False] * count
     support = layout.support(r0.device)
     steps_taken = [0] * count
     with torch.no_grad():
-        base_loss = _loss(model, batch, routing, _pins(layout, set(_stages(layout))), lm_positions).tolist()
+        base_loss = _loss(model, batch, routing, None, lm_positions).tolist()
     fitted: set[str] = set()
-    for kind in _stages(layout):
+    for kind in _stages(layout, settings):
         fitted.add(kind)
         rows = torch.tensor([row.kind == kind for row in layout.rows], device=r0.device)
         movable = support & rows.unsqueeze(1)
@@ -126,9 +128,10 @@ def fit_routings(model: RoutedModel, batch: ReferenceBatch, r0: Tensor, layout: 
                                   good_enough=margin if settings.stop_at_margin else None)
         routing = torch.stack([d.best for d in descents])
         steps_taken = [s + d.steps for s, d in zip(steps_taken, descents)]
+    pinned = _pins(layout, fitted)
     with torch.no_grad():
-        final = _loss(model, batch, routing, _pins(layout, fitted), lm_positions).tolist()
-    return [Fitted(routing[i], final[i], base_loss[i], steps_taken[i]) for i in range(count)]
+        final = _loss(model, batch, routing, pinned, lm_positions).tolist()
+    return [Fitted(routing[i], final[i], base_loss[i], steps_taken[i], pinned) for i in range(count)]
 
 
 def _best_starts(model: RoutedModel, batch: ReferenceBatch, routing: Tensor, movable: Tensor,

@@ -67,7 +67,7 @@ def reference_rows(model: ServableModel, embedder: Embedder, layout: RoutingLayo
         guesses = torch.stack([neighbours_routing(snapshot, embedding) for embedding in embeddings])
     fits = fit_routings(model, batch, r0, layout, settings, lm_positions, guesses)
     routings = torch.stack([fit.routing for fit in fits])
-    pinned = tuple(True for _ in layout.rows) if layout.has("lm") else None
+    pinned = fits[0].pinned if fits else None  # one stage plan for the whole batch
     with torch.no_grad():
         answers = (model.answer(batch, routings) if pinned is None else
                    model.answer(batch, routings, pinned=pinned, lm_positions=lm_positions))
