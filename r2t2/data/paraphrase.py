@@ -21,30 +21,24 @@ VAL_PREFIX = "paraphrase-val/"
 REPHRASED_PREFIX = "rephrased/"
 
 
+def _reworded(sample: Sample, source: str, prefix: str, wordings: str, split: str) -> Sample:
+    """The same image and answer, the question in another family of wordings (`wordings`, see wording.py)."""
+    if sample.split != source:
+        raise ValueError(f"{sample.id}: {split} rewords {source} samples only, got split {sample.split!r}")
+    return replace(sample, id=prefix + sample.id, question=paraphrase(sample.question, sample.id, wordings),
+                   split=split)
+
+
 def paraphrase_sample(sample: Sample) -> Sample:
-    """The same image and answer under a held-out wording of the question."""
-    if sample.split != "test":
-        raise ValueError(f"{sample.id}: only test samples are paraphrased, got split {sample.split!r}")
-    return replace(
-        sample, id=PREFIX + sample.id, question=paraphrase(sample.question, sample.id), split="paraphrase",
-    )
+    """A test sample's image and answer under a held-out wording of the question."""
+    return _reworded(sample, "test", PREFIX, "paraphrased", "paraphrase")
 
 
 def validation_sample(sample: Sample) -> Sample:
     """A train sample's image and answer under a paraphrase-val wording of its question."""
-    if sample.split != "train":
-        raise ValueError(f"{sample.id}: only train samples make paraphrase-val, got split {sample.split!r}")
-    return replace(
-        sample, id=VAL_PREFIX + sample.id, question=paraphrase(sample.question, sample.id, "validation"),
-        split="paraphrase-val",
-    )
+    return _reworded(sample, "train", VAL_PREFIX, "validation", "paraphrase-val")
 
 
 def rephrased_sample(sample: Sample) -> Sample:
-    """The same test image and answer under the second held-out wording family."""
-    if sample.split != "test":
-        raise ValueError(f"{sample.id}: only test samples are rephrased, got split {sample.split!r}")
-    return replace(
-        sample, id=REPHRASED_PREFIX + sample.id, question=paraphrase(sample.question, sample.id, "heldout"),
-        split="rephrased",
-    )
+    """A test sample's image and answer under the second held-out wording family."""
+    return _reworded(sample, "test", REPHRASED_PREFIX, "heldout", "rephrased")

@@ -76,15 +76,18 @@ def decode_data_url(url: str, limits: ImageLimits, param: str = _PARAM) -> Image
     if match is None or match.group("b64") is None:
         raise InvalidRequest("image data URLs must look like data:image/<type>;base64,<data>", param=param)
     expected = _format_from_mime(match.group("mime"), param)
-    payload = url[match.end():]
-    # base64 inflates by 4/3: refuse oversize payloads before allocating the decoded bytes.
-    if len(payload) * 3 // 4 > limits.max_encoded_bytes + 3:
+    data = _from_base64(url[match.end():], limits, param, "image data is not valid base64")
+    return decode_image_bytes(data, limits, expected, param)
+
+
+def _from_base64(text: str, limits: ImageLimits, param: str, invalid: str) -> bytes:
+    """The bytes of a base64 image; its size is checked before any is decoded (base64 inflates by 4/3)."""
+    if len(text) * 3 // 4 > limits.max_encoded_bytes + 3:
         raise PayloadTooLarge(f"image is over the {limits.max_encoded_bytes}-byte limit", param=param)
     try:
-        data = base64.b64decode(payload, validate=True)
+        return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
-        raise InvalidRequest("image data is not valid base64", param=param) from None
-    return decode_image_bytes(data, limits, expected, param)
+        raise InvalidRequest(invalid, param=param) from None
 
 
 async def fetch_remote_image(url: str, limits: ImageLimits, param: str = _PARAM) -> Image.Image:
@@ -114,12 +117,7 @@ async def fetch_remote_image(url: str, limits: ImageLimits, param: str = _PARAM)
 
 def decode_bare_base64(text: str, limits: ImageLimits, param: str) -> Image.Image:
     """Image bytes in base64 with no data: prefix (as a JSONL line may hold them); the format is read from them."""
-    if len(text) * 3 // 4 > limits.max_encoded_bytes + 3:
-        raise PayloadTooLarge(f"image is over the {limits.max_encoded_bytes}-byte limit", param=param)
-    try:
-        data = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidRequest("image must be a data: URL, an http(s) URL or base64 image bytes", param=param) from None
+    data = _from_base64(text, limits, param, "image must be a data: URL, an http(s) URL or base64 image bytes")
     return decode_image_bytes(data, limits, None, param)
 
 
