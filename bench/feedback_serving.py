@@ -3,6 +3,7 @@ of any process does to them.
 
     python -m bench.feedback_serving stream   # none and ngd at concurrency 16, with and without 10 answers a second
     python -m bench.feedback_serving kills    # 500 answers while the index manager, re-router and ingress are killed
+    python -m bench.feedback_serving server-kills  # answers while the whole server is SIGKILLed and started again
 
 `stream`: the throughput of `none` and `ngd` under closed-loop load, alone and while verified answers (questions of
 the paraphrase-val split, never asked by the load) arrive at `--rate` a second; and for each answer, the seconds from
@@ -11,7 +12,9 @@ the reply that accepted it until a request re-routed with `kernel` lists its ref
 client that lost its connection would), while each process kind is killed `--kills` times as a crash would
 (`ray.kill`); at the end every answer the client was told about must be in the index's log exactly once: none
 lost, none added twice. The server runs in this process's Ray cluster on a copy of the developer's index
-(bench/faults.py).
+(bench/faults.py). `server-kills`: the same client against `python -m serving.run` started as a user starts it, whose
+every process (the supervisor, the server, Ray's) is SIGKILLed `--kills` times in the stream and started again on the
+same index directory.
 """
 from __future__ import annotations
 
@@ -20,13 +23,22 @@ import asyncio
 import base64
 import io
 import json
+import os
+import shutil
+import signal
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
+import psutil
+import yaml
 
-from bench.faults import ADMIN_TOKEN, MODEL, kill_replica, local_server, replica_actors
+from bench.faults import ADMIN_TOKEN, MODEL, copy_or_build_index, kill_replica, local_server, replica_actors
 from bench.serving_bench import easy_vqa_requests
 
 INDEX = "embedded"
@@ -166,37 +178,104 @@ async def kills(base: str, count: int, kills_per_kind: int) -> dict:
                 killed.append(kill_replica(schedule[n]))
             fate, tries = await send(client, base, item)
             told[item["question"] + item["image"][-40:]] = {**fate, "tries": tries}
+    # Each sample told about must be one item of the log: more items than samples is an answer kept twice.
+    return {"sent": len(items), "kills": killed,
+            "replicas_now": {kind: len(replica_actors(kind)) for kind in kinds}, **(await told_and_logged(base, told))}
+
+
+async def told_and_logged(base: str, told: dict[str, dict]) -> dict:
+    """Wait until nothing is waiting to be fitted, then compare what the client was told with the log."""
     ids = {fate["id"] for fate in told.values() if fate.get("id")}
     deadline = time.monotonic() + 600
+    listed: list[dict] = []
     async with httpx.AsyncClient(timeout=60) as client:
-        while True:
+        while time.monotonic() < deadline:
             reply = await client.get(f"{base}/v1/references", params={"model": MODEL},
                                      headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
             listed = reply.json()["data"] if reply.status_code == 200 else []
-            waiting = [item for item in listed if item["status"] == "accepted"]
-            if listed and not waiting or time.monotonic() > deadline:
+            if listed and not [item for item in listed if item["status"] == "accepted"]:
                 break
             await asyncio.sleep(2)
-    in_log = {item["id"]: item for item in listed}
-    return {"sent": len(items), "told": len(told), "kills": killed, "replicas_now": {
-                kind: len(replica_actors(kind)) for kind in kinds},
-            # Each sample told about must be one item of the log: more items than samples is an answer kept twice.
-            "lost": sorted(ids - set(in_log)), "duplicated": len(in_log) - len(ids),
+    in_log = {item["id"] for item in listed}
+    return {"told": len(told), "lost": sorted(ids - in_log), "duplicated": len(in_log) - len(ids),
             "added": sum(item["status"] == "added" for item in listed),
             "refused": sum(item["status"] == "refused" for item in listed),
             "still_waiting": sum(item["status"] == "accepted" for item in listed),
             "retried_requests": sum(fate["tries"] > 1 for fate in told.values())}
 
 
+def start_server(root: Path, port: int) -> subprocess.Popen:
+    """`python -m serving.run` on the embedded model, with the admin token; returns once it serves."""
+    log = root / "server.log"
+    log.touch()
+    before = log.stat().st_size  # the log of this start begins here
+    with log.open("ab") as output:
+        process = subprocess.Popen([sys.executable, "-m", "serving.run", "--config", str(root / "server.yaml")],
+                                   stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+                                   start_new_session=True, env={**os.environ, "R2T2_ADMIN_TOKEN": ADMIN_TOKEN})
+    deadline = time.monotonic() + 600
+    while "r2t2 serving on" not in log.read_bytes()[before:].decode(errors="replace"):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the server did not start:\n{log.read_text(errors='replace')[-3000:]}")
+        time.sleep(1)
+    return process
+
+
+def kill_everything(process: subprocess.Popen) -> None:
+    """SIGKILL the supervisor and every process below it (the server, Ray's daemons and workers, vLLM's engine)."""
+    family = [process.pid] + [child.pid for child in psutil.Process(process.pid).children(recursive=True)]
+    for pid in family:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    process.wait()
+    subprocess.run(["ray", "stop", "--force"], capture_output=True)  # what a crashed node leaves, as after a reboot
+
+
+async def server_kills(count: int, kills: int) -> dict:
+    items = verified_samples(count, offset=2000)
+    with tempfile.TemporaryDirectory(prefix="r2t2-feedback-kills-") as temp:
+        root = Path(temp)
+        copy_or_build_index(root / "indexes")
+        port = 8000 + os.getpid() % 1000
+        root.joinpath("server.yaml").write_text(yaml.safe_dump({
+            "host": "127.0.0.1", "port": port, "index_dir": str(root / "indexes"),
+            "indexes": {"refresh_interval_s": 1.0}}))
+        base = f"http://127.0.0.1:{port}"
+        process = start_server(root, port)
+        at = {int((k + 1) * count / (kills + 1)) for k in range(kills)}
+        told: dict[str, dict] = {}
+        restarts = []
+        try:
+            async with httpx.AsyncClient(timeout=60) as client:
+                for n, item in enumerate(items):
+                    if n in at:
+                        kill_everything(process)
+                        started = time.perf_counter()
+                        process = start_server(root, port)
+                        restarts.append(round(time.perf_counter() - started, 1))
+                    fate, tries = await send(client, base, item, retry_s=600)
+                    told[item["question"] + item["image"][-40:]] = {**fate, "tries": tries}
+            return {"sent": len(items), "server_kills": len(restarts), "restart_s": restarts,
+                    **(await told_and_logged(base, told))}
+        finally:
+            kill_everything(process)
+            shutil.rmtree(root / "indexes", ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=("stream", "kills"))
+    parser.add_argument("mode", choices=("stream", "kills", "server-kills"))
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--rate", type=float, default=10)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--count", type=int, default=500)
     parser.add_argument("--kills", type=int, default=5, help="kills of each process kind")
     args = parser.parse_args(argv)
+    if args.mode == "server-kills":
+        print(json.dumps(asyncio.run(server_kills(args.count, args.kills)), indent=1))
+        return
     with local_server() as server:
         if args.mode == "stream":
             result = asyncio.run(stream(server.base, args.seconds, args.rate, args.concurrency))

@@ -109,14 +109,16 @@ class LogTail:
         self.path = path
         self.offset = 0
         self.report = LogReport()
-        self._identity: tuple[int, int] | None = None  # (device, inode): a log removed and created anew starts over
+        # (device, inode, its first frame's header): a log removed and created anew starts over, even where the new
+        # file got the old one's inode number
+        self._identity: tuple[int, int, bytes] | None = None
         self.restarts = 0  # how many times the file was found replaced: what was read from it before no longer holds
 
     def read_new(self) -> list[Record]:
         try:
             with self.path.open("rb") as handle:
                 stat = os.fstat(handle.fileno())
-                identity = (stat.st_dev, stat.st_ino)
+                identity = (stat.st_dev, stat.st_ino, handle.read(_HEADER.size))
                 if identity != self._identity or stat.st_size < self.offset:
                     if self._identity is not None:
                         self.restarts += 1

@@ -90,6 +90,12 @@ def test_a_reader_follows_the_log_and_waits_at_a_frame_not_yet_whole(tmp_path: P
     _log(path, {"kind": "z"})  # removed and made anew: the reader starts over and says so
     restarts = tail.restarts
     assert [r["kind"] for r in tail.read_new()] == ["z"] and tail.restarts == restarts + 1
+    _log(path, {"kind": "y"})
+    assert [r["kind"] for r in tail.read_new()] == ["y"]
+    with path.open("r+b") as handle:  # written anew in place, the inode kept: longer than what was read
+        handle.truncate(0)
+        handle.write(frame({"kind": "w", "seq": 1, "pad": "p" * 200}))
+    assert [r["kind"] for r in tail.read_new()] == ["w"] and tail.restarts == restarts + 2
 
 
 def test_arrays_round_trip_with_their_dtype_and_shape() -> None:
