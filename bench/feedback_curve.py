@@ -51,26 +51,25 @@ def split_by_image(samples: list[Sample], seed: int) -> tuple[list[Sample], list
     return fed, measured
 
 
-def rows_for(pipeline, samples: list[Sample], rule: str) -> list[NewRow | None]:
-    """The row each fed sample adds under `rule` (None: it adds none)."""
-    if rule == "router":
-        rows: list[NewRow | None] = []
-        for start in range(0, len(samples), BATCH):
-            chunk = samples[start:start + BATCH]
+def rows_for(pipeline, samples: list[Sample], rule: str, log_path: Path) -> list[NewRow | None]:
+    """The row each fed sample adds under `rule` (None: it adds none), made as the server makes them: in batches, in
+    stream order, each batch fitted against the index grown by the batches before it."""
+    rows: list[NewRow | None] = []
+    for start in range(0, len(samples), BATCH):
+        chunk = samples[start:start + BATCH]
+        if rule == "router":
             encoded = pipeline.model.encode_references(chunk)
             embeddings = pipeline.embedder.embed(chunk)
-            for i in range(len(chunk)):
-                rows.append(NewRow(embeddings[i], encoded.routings[i], {k: v[i] for k, v in encoded.payload.items()},
-                                   {"method": "router"}) if encoded.correct[i] else None)
-        return rows
-    settings = {"fit": FitSettings(), "fit-vertices": FitSettings(lm_starts="vertices"),
-                "fit-router": FitSettings(starts="router"), "fit-neighbours": FitSettings(starts="neighbours"),
-                "fit-min": FitSettings(stop_at_margin=False)}[rule]
-    out: list[NewRow | None] = []
-    for start in range(0, len(samples), BATCH):
-        made = pipeline.verified_rows(samples[start:start + BATCH], settings)
-        out.extend(row if isinstance(row, NewRow) else None for row in made)
-    return out
+            rows.extend(NewRow(embeddings[i], encoded.routings[i], {k: v[i] for k, v in encoded.payload.items()},
+                               {"method": "router"}) if encoded.correct[i] else None for i in range(len(chunk)))
+        else:
+            settings = {"fit": FitSettings(), "fit-vertices": FitSettings(lm_starts="vertices", lm_steps=20),
+                        "fit-router": FitSettings(starts="router"), "fit-neighbours": FitSettings(starts="neighbours"),
+                        "fit-min": FitSettings(stop_at_margin=False)}[rule]
+            rows.extend(row if isinstance(row, NewRow) else None for row in pipeline.verified_rows(chunk, settings))
+        feed(log_path, pipeline.model_name, samples[:len(rows)], rows)
+        pipeline.refresh_indexes()
+    return rows
 
 
 def feed(log_path: Path, model: str, samples: list[Sample], rows: list[NewRow | None]) -> None:
@@ -145,7 +144,9 @@ def main(argv: list[str] | None = None) -> None:
                   "seed": args.seed, "rules": {}}
         for rule in rules:
             torch.manual_seed(args.seed)
-            rows = rows_for(pipeline, fed, rule)
+            feed(log_path, pipeline.model_name, [], [])
+            pipeline.refresh_indexes()
+            rows = rows_for(pipeline, fed, rule, log_path)
             curve = []
             for n in counts:
                 feed(log_path, pipeline.model_name, fed[:n], rows[:n])
