@@ -59,6 +59,8 @@ DATASET_SCHEMA: dict[str, Any] = {"oneOf": [
 
 
 def _int_at_least(value: Any, field: str, low: int) -> int:
+    if isinstance(value, float) and value.is_integer():  # 2.0 is an integer to JSON Schema, so it is here too
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise DatasetSpecError(f"dataset.{field}", f"must be an integer >= {low}, got {value!r}")
     return value

@@ -51,6 +51,9 @@ def test_bad_spec_names_its_field(spec: Any, field: str, tmp_path: Path) -> None
 def test_builtin_spec_is_canonical() -> None:
     assert validate_spec({"source": "builtin", "split": "test", "tasks": ["count", "count"]}) == {
         "source": "builtin", "split": "test", "tasks": ["count"], "limit": None, "seed": 0}
+    # 2.0 is an integer to JSON Schema, and so to the spec: kept as 2.
+    assert validate_spec({"source": "builtin", "split": "test", "limit": 2.0, "seed": 1.0}) == {
+        "source": "builtin", "split": "test", "tasks": None, "limit": 2, "seed": 1}
 
 
 def test_jsonl_paths_stay_inside_the_data_dir(tmp_path: Path) -> None:

@@ -115,6 +115,11 @@ def test_parse_picks_question_image_options_and_sampling() -> None:
     (body(r2t2={"answer_check": 0}), "r2t2.answer_check", "valid boolean"),
     (body(r2t2={"k": "5"}), "r2t2.k", "valid integer"),
     (body(stream_options={"include_usage": True}), None, "stream=true"),
+    # Empty texts are refused where the document says so (a pattern), naming the text.
+    (json.dumps({"model": "m", "messages": [{"role": "user", "content": " "}]}).encode(), "messages.0.content",
+     "the text is empty"),
+    (json.dumps({"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": ""}]}]}).encode(),
+     "messages.0.content.0.text", "the text is empty"),
     (json.dumps({"model": "m", "messages": [{"role": "user", "content": [{"type": "video"}]}]}).encode(),
      "messages.0.content.0", "does not match"),
     (json.dumps({"model": "m", "messages": [{"role": "user", "content": [
@@ -127,13 +132,19 @@ def test_parse_body_errors_name_the_field(raw: bytes, param: str | None, fragmen
     assert caught.value.status == 400
 
 
+def test_integral_numbers_are_integers_as_json_schema_counts_them() -> None:
+    request = parse_body(body(max_tokens=3.0, n=2.0, seed=7.0, r2t2={"k": 4.0, "lm_layers": [1.0]}))
+    assert (request.max_tokens, request.n, request.seed) == (3, 2, 7)
+    assert request.r2t2.k == 4 and request.r2t2.lm_layers == (1,)
+    assert all(isinstance(v, int) for v in (request.max_tokens, request.n, request.seed, request.r2t2.k))
+
+
 IMAGE = {"type": "image_url", "image_url": {"url": "data:x"}}
 
 
 @pytest.mark.parametrize("messages,fragment,param", [
     ([{"role": "assistant", "content": "hi"}], "the last message must be the user's question", "messages.0.role"),
     ([{"role": "user", "content": [IMAGE]}], "no question", "messages.0.content"),
-    ([{"role": "user", "content": [{"type": "text", "text": "  "}]}], "no question", "messages.0.content"),
     ([{"role": "user", "content": [{"type": "text", "text": "q"}, IMAGE, IMAGE]}], "at most one image_url",
      "messages.0.content"),
     ([{"role": "user", "content": "q"}, {"role": "assistant", "content": [IMAGE]}, {"role": "user", "content": "q"}],

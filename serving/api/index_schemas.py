@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSche
 from indexes.specs import DATASET_SCHEMA
 from indexes.vectors import INDEX_TYPES
 from serving.api.errors import InvalidRequest
+from serving.api.json_types import integer
 
 # Path and query parameters the index API parses itself (serving/deployments/ingress.py); the OpenAPI document
 # declares them.
@@ -31,7 +32,7 @@ class RebuildRequest(BaseModel):
                   {"source": "jsonl", "path": "refs.jsonl"}])
     model: str | None = Field(None, min_length=1, description="the served model to build for; default the "
                               "index's owner, or the only served model (with several, a new index needs it)")
-    cap: int = Field(5000, ge=1, le=1_000_000, description="most correctly answered samples kept")
+    cap: integer(ge=1, le=1_000_000) = Field(5000, description="most correctly answered samples kept")
     index_type: str = Field("auto", description=f"FAISS index: auto (by size) or one of {list(INDEX_TYPES)}",
                             json_schema_extra={"enum": ["auto", *INDEX_TYPES]})
 

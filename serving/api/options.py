@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from r2t2.routing import strategies
 from r2t2.routing.config import RerouteConfig
+from serving.api.json_types import integer
 
 
 class _Options(BaseModel):
@@ -62,8 +63,17 @@ def _field(field: dataclasses.Field, annotation: Any) -> tuple[Any, Any]:
     if field.name in ("strategy", "lm_strategy"):  # the registry's served ones, when the document is built
         return str | None, Field(None, description=description, json_schema_extra=_strategy_schema)
     choices = meta["choices"]
-    kind = Literal[choices] if choices else annotation  # type: ignore[valid-type]
-    return kind | None, Field(None, description=description, **meta["bounds"])
+    bounds = meta["bounds"]
+    value = next(a for a in typing.get_args(annotation) or (annotation,) if a is not type(None))  # X of `X | None`
+    if choices:
+        kind = Literal[choices]  # type: ignore[valid-type]
+    elif value is int:
+        kind, bounds = integer(**bounds), {}
+    elif value == tuple[int, ...]:
+        kind = tuple[integer(), ...]
+    else:
+        kind = value
+    return kind | None, Field(None, description=description, **bounds)
 
 
 def _options_model() -> type[BaseModel]:

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
 
 from serving.pipeline.record import R2T2Record
+from serving.api.json_types import integer
 from serving.api.options import R2T2Options
 
 MAX_CHOICES = 8  # most choices (n) one request may ask for
@@ -20,11 +21,15 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+# A message's text holds a character that is not a space: the question is read with its spaces stripped.
+Text = Annotated[str, Field(pattern=r"\S")]
+
+
 class TextPart(_Request):
     """Question text; several text parts are joined with spaces."""
 
     type: Literal["text"]
-    text: str
+    text: Text
 
 
 class ImageUrl(_Request):
@@ -50,7 +55,7 @@ class ChatMessage(_Request):
     (its record says so)."""
 
     role: Literal["system", "user", "assistant"]
-    content: str | list[ContentPart]
+    content: Text | list[ContentPart]
     name: str | None = None
 
 
@@ -84,21 +89,21 @@ class ChatCompletionRequest(_Request):
     messages: list[ChatMessage] = Field(min_length=1, description="the conversation; the last message is the "
                                         "user's question (its text), about the latest image sent, or answered "
                                         "without re-routing when none was (see ChatMessage)")
-    max_tokens: int | None = Field(None, ge=1, description="most tokens to generate; default the server's "
+    max_tokens: integer(ge=1) | None = Field(None, description="most tokens to generate; default the server's "
                                    "generation.max_tokens (16; /v1/models `defaults`). Prompt plus max_tokens must "
                                    "fit the model's `max_model_len`, else 400 context_length_exceeded")
-    max_completion_tokens: int | None = Field(None, ge=1, description="the same as max_tokens (give one of them)")
+    max_completion_tokens: integer(ge=1) | None = Field(None, description="the same as max_tokens (give one of them)")
     temperature: float | None = Field(None, ge=0, le=2, description="0 is greedy; default generation.temperature (0)")
     top_p: float | None = Field(None, gt=0, le=1, description="nucleus sampling; default generation.top_p (1)")
-    n: int = Field(1, ge=1, le=MAX_CHOICES, description=f"choices to generate (1 to {MAX_CHOICES}); they share one "
+    n: integer(ge=1, le=MAX_CHOICES) = Field(1, description=f"choices to generate (1 to {MAX_CHOICES}); they share one "
                                                         "re-routing. With a seed, choice i samples with seed + i")
     # The list first: a refused list's message is then its own ("at most 4 items"), not the string branch's.
     stop: Annotated[list[Annotated[str, Field(min_length=1)]], Field(max_length=4)] | str | None = Field(
         None, description="a string or up to 4 strings; generation ends before the first one (not included)")
-    seed: int | None = Field(None, ge=0, le=2**63 - 1, description="with temperature > 0, the same seed gives the "
+    seed: integer(ge=0, le=2**63 - 1) | None = Field(None, description="with temperature > 0, the same seed gives the "
                                                                    "same answer on the same server")
     logprobs: bool | None = Field(None, description="return each generated token's log-probability")
-    top_logprobs: int | None = Field(None, ge=0, le=20, description="with logprobs: also the most likely "
+    top_logprobs: integer(ge=0, le=20) | None = Field(None, description="with logprobs: also the most likely "
                                                                     "alternatives at each position")
     presence_penalty: float | None = Field(None, ge=-2, le=2, description="lowers the logits of tokens already "
                                                                           "generated (OpenAI's definition)")
