@@ -8,6 +8,8 @@ The verified answers go through the server's own path: rows made by `serving.pip
 written to a feedback log in a copy of the model's default index, read back by the pipeline's index registry.
 `--rule router` instead keeps, as an index build does, the rows the router answers right with the router's own
 routing (the rule a verified answer must beat). Fed and measured questions are split by image, seeded.
+`--check-split test` also measures that split's questions on the measured side's images, before any answer is fed
+and after the most, with the paired difference: what growth did to questions worded as the index's own.
 """
 from __future__ import annotations
 
@@ -106,6 +108,30 @@ def gaps(point: dict, configs: dict) -> None:
         entry["broken_share"] = round(entry["broken"] / right, 3) if right else None
 
 
+def in_distribution(pipeline, configs: dict, samples: list[Sample], split: str, log_path: Path,
+                    fed: list[Sample], rows: list[NewRow | None]) -> dict:
+    """`samples` measured with no answer fed and with all of `fed`; per strategy, both accuracies and the paired
+    difference (after - before) with its interval."""
+    runs = []
+    for n in (0, len(fed)):
+        feed(log_path, pipeline.model_name, fed[:n], rows[:n])
+        pipeline.refresh_indexes()
+        summary, _ = evaluate_samples(pipeline, configs, samples, f"{split} n={n}")
+        runs.append(summary["strategies"])
+    out = {"split": split, "measured": len(samples), "fed": len(fed), "strategies": {}}
+    for name in configs:
+        before, after = runs[0][name], runs[1][name]
+        out["strategies"][name] = {
+            "before": before["accuracy"], "before_interval": accuracy_interval(before["correct"]),
+            "after": after["accuracy"], "after_interval": accuracy_interval(after["correct"]),
+            "after_minus_before": paired_interval(after["correct"], before["correct"]),
+            "lost": sum(b and not a for a, b in zip(after["correct"], before["correct"])),
+            "gained": sum(a and not b for a, b in zip(after["correct"], before["correct"]))}
+    print(json.dumps({"check": split, **{k: [v["before"], v["after"], v["lost"], v["gained"]]
+                                         for k, v in out["strategies"].items()}}), flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="embedded")
@@ -116,6 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rules", default="fit")
     parser.add_argument("--strategies", default="none,kernel,ngd,oracle")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--check-split", default=None, help="also measure this split before and after the growth")
     parser.add_argument("--index-dir", default=None, help="where the model's default index is (copied, never changed)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
@@ -135,6 +162,8 @@ def main(argv: list[str] | None = None) -> None:
         fed, measured = split_by_image(load_split(args.split, limit=args.limit, seed=args.seed), args.seed)
         measured = measured[:args.measure]
         fed = fed[:max(counts)]
+        check = [] if args.check_split is None else \
+            split_by_image(load_split(args.check_split, limit=args.limit, seed=args.seed), args.seed)[1][:args.measure]
         counts = sorted({min(n, len(fed)) for n in counts})  # the split may hold fewer questions to feed
         configs = {s: pipeline.config_for(parse_variant(s)) for s in split_variants(args.strategies)}
         # The oracle uses the question's own label, never the index: measured once, at n = 0 of the first rule.
@@ -172,6 +201,10 @@ def main(argv: list[str] | None = None) -> None:
                                      for s, e in point["strategies"].items()}}), flush=True)
             report["rules"][rule] = {"rows_made": sum(r is not None for r in rows), "curve": curve,
                                      "how": [None if r is None else r.how for r in rows]}
+            if check:
+                served = {k: v for k, v in configs.items() if k not in ceilings}
+                report["rules"][rule]["check"] = in_distribution(pipeline, served, check, args.check_split, log_path,
+                                                                 fed[:counts[-1]], rows[:counts[-1]])
         if args.json:
             Path(args.json).write_text(json.dumps(report, indent=1))
 

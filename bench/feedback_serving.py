@@ -6,8 +6,9 @@ of any process does to them.
     python -m bench.feedback_serving server-kills  # answers while the whole server is SIGKILLed and started again
 
 `stream`: the throughput of `none` and `ngd` under closed-loop load, alone and while verified answers (questions of
-the paraphrase-val split, never asked by the load) arrive at `--rate` a second; and for each answer, the seconds from
-the reply that accepted it until a request re-routed with `kernel` lists its reference among its neighbours.
+the paraphrase-val split, never asked by the load) arrive at `--rate` a second, alternated `--rounds` times; and for
+every `--probe-every`-th answer of the stream, the seconds from the reply that accepted it until a request re-routed
+with `kernel` lists its reference among its neighbours.
 `kills`: a client sends verified answers one request at a time, retrying a request until it gets a reply (as a
 client that lost its connection would), while each process kind is killed `--kills` times as a crash would
 (`ray.kill`); at the end every answer the client was told about must be in the index's log exactly once: none
@@ -123,45 +124,75 @@ async def visible_after(client: httpx.AsyncClient, base: str, item: dict[str, st
     return None
 
 
-async def stream(base: str, seconds: float, rate: float, concurrency: int) -> dict:
-    items = verified_samples(int(seconds * rate) + 40)
-    results: dict = {"seconds": seconds, "rate": rate, "concurrency": concurrency, "throughput": {}}
+async def sent_and_seen(client: httpx.AsyncClient, base: str, item: dict[str, str], probe: bool) -> dict:
+    """Send one verified answer; with `probe`, also the seconds from its acceptance until re-routing sees it."""
+    fate, _ = await send(client, base, item)
+    seen = await visible_after(client, base, item, fate["id"]) if probe and fate["status"] == "accepted" else None
+    return {**fate, "visible_s": seen, "probed": probe}
+
+
+async def beside_load(base: str, strategy: str, concurrency: int, seconds: float, items: list[dict[str, str]],
+                      rate: float, probe_every: int) -> tuple[float, list[dict], int]:
+    """Closed-loop `strategy` load for `seconds`, with verified answers sent at `rate` a second from `items` (none when
+    rate is 0); (requests answered a second, the answers' fates, requests that failed)."""
+    loop = Loop(base, strategy, concurrency)
+    task = asyncio.create_task(loop.run())
+    await asyncio.sleep(5)  # warm
+    start_answered, started = loop.answered, time.perf_counter()
+    done: list[dict] = []
+    if rate:
+        async with httpx.AsyncClient(timeout=60) as client:
+            sends, next_at = [], time.perf_counter()
+            while time.perf_counter() - started < seconds:
+                probe = probe_every > 0 and len(sends) % probe_every == 0
+                sends.append(asyncio.create_task(sent_and_seen(client, base, items.pop(), probe)))
+                next_at += 1 / rate
+                await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+            answered_rate = (loop.answered - start_answered) / (time.perf_counter() - started)
+            done = await asyncio.gather(*sends)
+    else:
+        await asyncio.sleep(seconds)
+        answered_rate = (loop.answered - start_answered) / (time.perf_counter() - started)
+    loop._stop.set()
+    await task
+    return answered_rate, done, loop.failed
+
+
+async def stream(base: str, seconds: float, rate: float, concurrency: int, rounds: int, probe_every: int) -> dict:
+    """`none` and `ngd` under load, alone and beside a stream of verified answers, alternated `rounds` times; then,
+    in a phase of its own (its probes are load too), the stream beside `ngd` with every `probe_every`-th answer
+    probed for the seconds until re-routing lists it as a neighbour."""
+    items = verified_samples(int(seconds * rate) * (2 * rounds + 1) + 10)
+    results: dict = {"seconds": seconds, "rate": rate, "concurrency": concurrency, "rounds": rounds,
+                     "throughput": {}}
+    for _ in range(rounds):
+        for strategy in ("none", "ngd"):
+            for with_feedback in (False, True):
+                answered_rate, done, failed = await beside_load(base, strategy, concurrency, seconds, items,
+                                                        rate if with_feedback else 0, 0)
+                key = f"{strategy}{' + verified answers' if with_feedback else ''}"
+                results["throughput"].setdefault(key, []).append(round(answered_rate, 2))
+                if with_feedback:
+                    results.setdefault("accepted", []).append(sum(f["status"] == "accepted" for f in done))
+                results["failed"] = results.get("failed", 0) + failed
+                print(json.dumps({key: round(answered_rate, 2), "failed": failed}), flush=True)
     for strategy in ("none", "ngd"):
-        for with_feedback in (False, True):
-            loop = Loop(base, strategy, concurrency)
-            task = asyncio.create_task(loop.run())
-            await asyncio.sleep(5)  # warm
-            start_answered, started = loop.answered, time.perf_counter()
-            fates = []
-            if with_feedback:
-                async with httpx.AsyncClient(timeout=60) as client:
-                    next_at = time.perf_counter()
-                    while time.perf_counter() - started < seconds:
-                        item = items.pop()
-                        fates.append(asyncio.create_task(send(client, base, item)))
-                        next_at += 1 / rate
-                        await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
-                    done = await asyncio.gather(*fates)
-            else:
-                await asyncio.sleep(seconds)
-            rate_seen = (loop.answered - start_answered) / (time.perf_counter() - started)
-            loop._stop.set()
-            await task
-            key = f"{strategy}{' + verified answers' if with_feedback else ''}"
-            results["throughput"][key] = round(rate_seen, 2)
-            if with_feedback:
-                results[f"{strategy}: accepted"] = sum(f["status"] == "accepted" for f, _ in done)
-            print(json.dumps({key: round(rate_seen, 2), "failed": loop.failed}), flush=True)
+        alone = statistics.median(results["throughput"][strategy])
+        beside = statistics.median(results["throughput"][f"{strategy} + verified answers"])
+        results[f"{strategy}: with / without"] = round(beside / alone, 3)
+    _, done, _ = await beside_load(base, "ngd", concurrency, seconds, items, rate, probe_every)
+    probed = [fate for fate in done if fate["probed"]]
+    # A probed answer the fit refused never becomes a neighbour: only the added ones count.
     async with httpx.AsyncClient(timeout=60) as client:
-        probes = []
-        for item in items[:10]:
-            fate, _ = await send(client, base, item)
-            accepted_at = time.perf_counter()
-            seen = await visible_after(client, base, item, fate["id"])
-            probes.append(None if seen is None else round(time.perf_counter() - accepted_at, 2))
-    results["accepted_to_visible_s"] = probes
-    seen_times = [p for p in probes if p is not None]
-    results["accepted_to_visible_median_s"] = statistics.median(seen_times) if seen_times else None
+        reply = await client.get(f"{base}/v1/references", params={"model": MODEL},
+                                 headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    fates = {item["id"]: item["status"] for item in reply.json()["data"]}
+    added = [fate for fate in probed if fates.get(fate["id"]) == "added"]
+    seen = [fate["visible_s"] for fate in added if fate["visible_s"] is not None]
+    results["visibility"] = {"probed": len(probed), "added": len(added), "seen": len(seen),
+                             "accepted_to_visible_s": [round(s, 2) for s in seen],
+                             "median_s": round(statistics.median(seen), 2) if seen else None,
+                             "max_s": round(max(seen), 2) if seen else None}
     return results
 
 
@@ -270,6 +301,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--rate", type=float, default=10)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=2, help="stream: the four loads, alternated this many times")
+    parser.add_argument("--probe-every", type=int, default=5, help="stream: probe every this many answers")
     parser.add_argument("--count", type=int, default=500)
     parser.add_argument("--kills", type=int, default=5, help="kills of each process kind")
     args = parser.parse_args(argv)
@@ -278,7 +311,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     with local_server() as server:
         if args.mode == "stream":
-            result = asyncio.run(stream(server.base, args.seconds, args.rate, args.concurrency))
+            result = asyncio.run(stream(server.base, args.seconds, args.rate, args.concurrency, args.rounds,
+                                        args.probe_every))
         else:
             result = asyncio.run(kills(server.base, args.count, args.kills))
     print(json.dumps(result, indent=1))
