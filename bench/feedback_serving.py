@@ -254,14 +254,18 @@ def start_server(root: Path, port: int) -> subprocess.Popen:
 
 def kill_everything(process: subprocess.Popen) -> None:
     """SIGKILL the supervisor and every process below it (the server, Ray's daemons and workers, vLLM's engine)."""
-    family = [process.pid] + [child.pid for child in psutil.Process(process.pid).children(recursive=True)]
+    try:
+        family = [process.pid] + [child.pid for child in psutil.Process(process.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:  # the supervisor is gone already; Ray's processes are stopped below
+        family = []
     for pid in family:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
     process.wait()
-    subprocess.run(["ray", "stop", "--force"], capture_output=True)  # what a crashed node leaves, as after a reboot
+    # What a crashed node leaves behind goes, as after a reboot (the `ray` beside this interpreter: not always on PATH).
+    subprocess.run([str(Path(sys.executable).with_name("ray")), "stop", "--force"], capture_output=True)
 
 
 async def server_kills(count: int, kills: int) -> dict:
