@@ -28,5 +28,3 @@ class FeedbackOptions(Strict):
     batch_size: int = Field(16, ge=1)  # verified answers fitted together
     fit_steps: int = Field(20, ge=0, le=1000)  # Adam steps of a verified answer's vision-row fit
     margin_loss: float = Field(0.1, gt=0)  # the answer loss a fitted routing must reach
-    # The fitting thread's niceness (0-19): it takes CPU from serving only in this share under load.
-    worker_nice: int = Field(10, ge=0, le=19)

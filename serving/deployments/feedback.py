@@ -10,7 +10,6 @@ Re-routers read the logs themselves (indexes/registry.py), within a refresh inte
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections import OrderedDict
@@ -173,11 +172,9 @@ class FeedbackDesk:
 
     # ---- the worker ----------------------------------------------------------------------------------
     def _run(self) -> None:
-        if self._options.worker_nice:
-            try:
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self._options.worker_nice)
-            except OSError as err:
-                logger.warning("feedback worker: cannot lower its priority (%s)", err)
+        # At normal priority on purpose: a thread of lower priority that holds the GIL when the scheduler takes it
+        # off the CPU stalls this actor's other calls (the completions every chat reply hands over) until it runs
+        # again; under load that stalled serving (BENCHMARKS.md, verified answers).
         while True:
             with self._work:
                 while not self._stopping and not self._next_batch():
