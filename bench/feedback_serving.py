@@ -39,6 +39,7 @@ import httpx
 import psutil
 import yaml
 
+from bench import cpu_meter
 from bench.faults import ADMIN_TOKEN, MODEL, copy_or_build_index, kill_replica, local_server, replica_actors
 from bench.serving_bench import easy_vqa_requests
 
@@ -132,12 +133,15 @@ async def sent_and_seen(client: httpx.AsyncClient, base: str, item: dict[str, st
 
 
 async def beside_load(base: str, strategy: str, concurrency: int, seconds: float, items: list[dict[str, str]],
-                      rate: float, probe_every: int) -> tuple[float, list[dict], int]:
+                      rate: float, probe_every: int) -> tuple[float, list[dict], int, dict]:
     """Closed-loop `strategy` load for `seconds`, with verified answers sent at `rate` a second from `items` (none when
-    rate is 0); (requests answered a second, the answers' fates, requests that failed)."""
+    rate is 0); (requests answered a second, the answers' fates, requests that failed, where the CPU went: cores per
+    part of the server and verified answers processed a second)."""
+    await drained(base)  # the answers of an earlier phase are not this phase's cost
     loop = Loop(base, strategy, concurrency)
     task = asyncio.create_task(loop.run())
     await asyncio.sleep(5)  # warm
+    processed_before, cpu_before = await processed(base), cpu_meter.snapshot()
     start_answered, started = loop.answered, time.perf_counter()
     done: list[dict] = []
     if rate:
@@ -153,9 +157,34 @@ async def beside_load(base: str, strategy: str, concurrency: int, seconds: float
     else:
         await asyncio.sleep(seconds)
         answered_rate = (loop.answered - start_answered) / (time.perf_counter() - started)
+    elapsed = time.perf_counter() - started
+    cpu = cpu_meter.used(cpu_before, cpu_meter.snapshot(), elapsed)
+    budget = {"busy_percent": round(cpu.busy_percent), "processed_per_s": round((await processed(base) -
+                                                                                  processed_before) / elapsed, 2),
+              "cores": {part: round(seconds / elapsed, 3) for part, seconds in cpu.by_part.items() if seconds > 0.5}}
     loop._stop.set()
     await task
-    return answered_rate, done, loop.failed
+    return answered_rate, done, loop.failed, budget
+
+
+async def listed(base: str) -> list[dict]:
+    """The verified answers the server holds, with their status."""
+    async with httpx.AsyncClient(timeout=60) as client:
+        reply = await client.get(f"{base}/v1/references", params={"model": MODEL},
+                                 headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    return reply.json()["data"] if reply.status_code == 200 else []
+
+
+async def processed(base: str) -> int:
+    """Verified answers the server has fitted so far (added or refused)."""
+    return sum(item["status"] in ("added", "refused") for item in await listed(base))
+
+
+async def drained(base: str, timeout_s: float = 600) -> None:
+    """Wait until no verified answer is waiting to be fitted."""
+    deadline = time.monotonic() + timeout_s
+    while any(item["status"] == "accepted" for item in await listed(base)) and time.monotonic() < deadline:
+        await asyncio.sleep(1.0)
 
 
 async def stream(base: str, seconds: float, rate: float, concurrency: int, rounds: int, probe_every: int) -> dict:
@@ -168,19 +197,20 @@ async def stream(base: str, seconds: float, rate: float, concurrency: int, round
     for _ in range(rounds):
         for strategy in ("none", "ngd"):
             for with_feedback in (False, True):
-                answered_rate, done, failed = await beside_load(base, strategy, concurrency, seconds, items,
+                answered_rate, done, failed, budget = await beside_load(base, strategy, concurrency, seconds, items,
                                                         rate if with_feedback else 0, 0)
                 key = f"{strategy}{' + verified answers' if with_feedback else ''}"
                 results["throughput"].setdefault(key, []).append(round(answered_rate, 2))
                 if with_feedback:
                     results.setdefault("accepted", []).append(sum(f["status"] == "accepted" for f in done))
                 results["failed"] = results.get("failed", 0) + failed
-                print(json.dumps({key: round(answered_rate, 2), "failed": failed}), flush=True)
+                results.setdefault("cpu", {}).setdefault(key, []).append(budget)
+                print(json.dumps({key: round(answered_rate, 2), "failed": failed, **budget}), flush=True)
     for strategy in ("none", "ngd"):
         alone = statistics.median(results["throughput"][strategy])
         beside = statistics.median(results["throughput"][f"{strategy} + verified answers"])
         results[f"{strategy}: with / without"] = round(beside / alone, 3)
-    _, done, _ = await beside_load(base, "ngd", concurrency, seconds, items, rate, probe_every)
+    _, done, _, _ = await beside_load(base, "ngd", concurrency, seconds, items, rate, probe_every)
     probed = [fate for fate in done if fate["probed"]]
     # A probed answer the fit refused never becomes a neighbour: only the added ones count.
     async with httpx.AsyncClient(timeout=60) as client:
@@ -217,21 +247,13 @@ async def kills(base: str, count: int, kills_per_kind: int) -> dict:
 async def told_and_logged(base: str, told: dict[str, dict]) -> dict:
     """Wait until nothing is waiting to be fitted, then compare what the client was told with the log."""
     ids = {fate["id"] for fate in told.values() if fate.get("id")}
-    deadline = time.monotonic() + 600
-    listed: list[dict] = []
-    async with httpx.AsyncClient(timeout=60) as client:
-        while time.monotonic() < deadline:
-            reply = await client.get(f"{base}/v1/references", params={"model": MODEL},
-                                     headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
-            listed = reply.json()["data"] if reply.status_code == 200 else []
-            if listed and not [item for item in listed if item["status"] == "accepted"]:
-                break
-            await asyncio.sleep(2)
-    in_log = {item["id"] for item in listed}
+    await drained(base)
+    items = await listed(base)
+    in_log = {item["id"] for item in items}
     return {"told": len(told), "lost": sorted(ids - in_log), "duplicated": len(in_log) - len(ids),
-            "added": sum(item["status"] == "added" for item in listed),
-            "refused": sum(item["status"] == "refused" for item in listed),
-            "still_waiting": sum(item["status"] == "accepted" for item in listed),
+            "added": sum(item["status"] == "added" for item in items),
+            "refused": sum(item["status"] == "refused" for item in items),
+            "still_waiting": sum(item["status"] == "accepted" for item in items),
             "retried_requests": sum(fate["tries"] > 1 for fate in told.values())}
 
 
