@@ -42,7 +42,7 @@ bench-feedback: install
 	mkdir -p bench/results
 	PYTHONPATH=. $(PY) -m bench.feedback_curve --model embedded --split rephrased --limit 400 --measure 160 \
 		--fed $(FEEDBACK_FED) --strategies none,kernel,ngd,oracle,answer_space:target=lm,oracle:target=lm \
-		--json bench/results/feedback_embedded.json
+		--check-split test --json bench/results/feedback_embedded.json
 	PYTHONPATH=. $(PY) -m bench.feedback_curve --model quartet --split rephrased --limit 400 --measure 160 \
 		--fed $(FEEDBACK_FED) --strategies none,ngd,oracle,ngd:target=lm,oracle:target=lm \
 		--json bench/results/feedback_quartet.json

@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rule", default=None, help="the rule to plot (default: each report's first)")
     args = parser.parse_args(argv)
     reports = [json.load(open(path)) for path in args.reports]
-    fig, axes = plt.subplots(1, len(reports), figsize=(5.2 * len(reports), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(reports), figsize=(5.2 * len(reports), 4.8), squeeze=False)
     for ax, report in zip(axes[0], reports):
         rule = args.rule or next(iter(report["rules"]))
         curve = report["rules"][rule]["curve"]
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
         ax.set_xlabel(f"verified answers fed back (rule: {rule})")
         ax.set_ylabel("accuracy % on the other images' questions")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3)  # below: never on a line
     fig.tight_layout()
     fig.savefig(args.out, dpi=110)
     print(f"wrote {args.out}")
