@@ -67,8 +67,9 @@ def parse_body(body: bytes) -> ChatCompletionRequest:
         errors = err.errors(include_url=False)
         if errors[0]["type"] == "json_invalid":
             raise InvalidRequest(f"the request body is not valid JSON: {errors[0]['msg']}") from None
-        # With a union (string or parts) pydantic reports every member; the deepest error is the real one.
-        worst = max(errors, key=lambda e: len(e["loc"]))
+        # With a union (string or parts) pydantic reports every member; the deepest error is the real one, and
+        # among equals the one that is not a member's type mismatch ("a valid array" for a string that is too short).
+        worst = max(errors, key=lambda e: (len(e["loc"]), not e["type"].endswith("_type")))
         param = _clean_location(worst["loc"])
         where = f" at {param}" if param else ""
         raise InvalidRequest(f"invalid request{where}: {_message(worst)}", param=param) from None

@@ -58,8 +58,20 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 def event_stream(model: type[BaseModel]) -> dict[str, Any]:
-    """The `text/event-stream` content of a streaming 200: `data: <model JSON>` events, then `data: [DONE]`."""
-    return {"text/event-stream": {"schema": {"$ref": REF.format(model=model.__name__)}}}
+    """The `text/event-stream` content of a streaming 200, one event as OpenAPI models it (its SSE fields): `data`
+    holds a chunk's JSON (`model`), an error's JSON when the answer fails after the stream began, or `[DONE]` after
+    the last chunk."""
+    def json_of(name: str) -> dict[str, Any]:
+        return {"contentMediaType": "application/json", "contentSchema": {"$ref": REF.format(model=name)}}
+
+    return {"text/event-stream": {"schema": {
+        "type": "object", "required": ["data"],
+        "properties": {
+            "data": {"type": "string", "anyOf": [json_of(model.__name__), json_of(ErrorResponse.__name__),
+                                                 {"const": "[DONE]"}],
+                     "description": f"a {model.__name__} as JSON; an ErrorResponse as JSON if the answer fails "
+                                    "after the stream began; [DONE] after the last chunk"},
+            "event": {"type": "string"}, "id": {"type": "string"}, "retry": {"type": "integer"}}}}}
 
 
 def install(app: FastAPI) -> None:

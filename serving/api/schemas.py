@@ -98,7 +98,8 @@ class ChatCompletionRequest(_Request):
     n: integer(ge=1, le=MAX_CHOICES) = Field(1, description=f"choices to generate (1 to {MAX_CHOICES}); they share one "
                                                         "re-routing. With a seed, choice i samples with seed + i")
     # The list first: a refused list's message is then its own ("at most 4 items"), not the string branch's.
-    stop: Annotated[list[Annotated[str, Field(min_length=1)]], Field(max_length=4)] | str | None = Field(
+    stop: Annotated[list[Annotated[str, Field(min_length=1)]], Field(max_length=4)] | Annotated[
+        str, Field(min_length=1)] | None = Field(
         None, description="a string or up to 4 strings; generation ends before the first one (not included)")
     seed: integer(ge=0, le=2**63 - 1) | None = Field(None, description="with temperature > 0, the same seed gives the "
                                                                    "same answer on the same server")
