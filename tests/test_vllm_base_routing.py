@@ -113,6 +113,8 @@ def test_a_re_router_holding_only_the_tail_re_routes_from_the_engines_base_routi
                              bare.rerouted_many([Query(s.image, s.question, kernel, None) for s in samples])):
         assert [n.id for n in got.result.neighbours] == [n.id for n in expected.result.neighbours]
         assert torch.allclose(got.result.routing, expected.result.routing, atol=2e-3)
-    for refused in (config, bare.config_for({"strategy": "kernel", "alpha": 0.25, "guard": True})):  # NGD, the guard
+    # NGD, the guard: refused once a loss is needed (guard_min_shift 0: no request settled before any loss).
+    for refused in (bare.config_for({"strategy": "ngd", "steps": 3, "guard_min_shift": 0.0}),
+                    bare.config_for({"strategy": "kernel", "alpha": 0.25, "guard": True, "guard_min_shift": 0.0})):
         (outcome,) = bare.rerouted_many([Query(samples[0].image, samples[0].question, refused, None)])
         assert isinstance(outcome, ValueError) and "weights: none" in str(outcome)
