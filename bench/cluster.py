@@ -79,7 +79,7 @@ def served_on_cluster(root: Path, nodes: tuple[str, ...], sections: dict[str, An
                                         address], cwd=ROOT, stdin=subprocess.DEVNULL, stdout=output,
                                        stderr=subprocess.STDOUT, start_new_session=True,
                                        env={**os.environ, **ATTACH_ENV, "R2T2_ADMIN_TOKEN": ADMIN_TOKEN})
-        _wait_for_line(process, log, "r2t2 serving on")
+        wait_for_line(process, log, "r2t2 serving on")
         server = ClusterServer(f"http://127.0.0.1:{port}", cluster, index_dir, log, process)
         yield server
     finally:
@@ -104,7 +104,8 @@ def stop_server(process: subprocess.Popen) -> float:
     return time.monotonic() - started
 
 
-def _wait_for_line(process: subprocess.Popen, log: Path, line: str) -> None:
+def wait_for_line(process: subprocess.Popen, log: Path, line: str) -> None:
+    """Return once the server's log holds `line`; raise with the log's tail if it exits or takes too long."""
     deadline = time.monotonic() + START_TIMEOUT_S
     while line not in log.read_text(errors="replace"):
         if process.poll() is not None or time.monotonic() > deadline:

@@ -40,8 +40,10 @@ import psutil
 import yaml
 
 from bench import cpu_meter
+from bench.cluster import wait_for_line
 from bench.faults import ADMIN_TOKEN, MODEL, copy_or_build_index, kill_replica, local_server, replica_actors
 from bench.serving_bench import easy_vqa_requests
+from deploy.local_cluster import free_port
 
 INDEX = "embedded"
 
@@ -213,10 +215,7 @@ async def stream(base: str, seconds: float, rate: float, concurrency: int, round
     _, done, _, _ = await beside_load(base, "ngd", concurrency, seconds, items, rate, probe_every)
     probed = [fate for fate in done if fate["probed"]]
     # A probed answer the fit refused never becomes a neighbour: only the added ones count.
-    async with httpx.AsyncClient(timeout=60) as client:
-        reply = await client.get(f"{base}/v1/references", params={"model": MODEL},
-                                 headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
-    fates = {item["id"]: item["status"] for item in reply.json()["data"]}
+    fates = {item["id"]: item["status"] for item in await listed(base)}
     added = [fate for fate in probed if fates.get(fate["id"]) == "added"]
     seen = [fate["visible_s"] for fate in added if fate["visible_s"] is not None]
     results["visibility"] = {"probed": len(probed), "added": len(added), "seen": len(seen),
@@ -257,20 +256,15 @@ async def told_and_logged(base: str, told: dict[str, dict]) -> dict:
             "retried_requests": sum(fate["tries"] > 1 for fate in told.values())}
 
 
-def start_server(root: Path, port: int) -> subprocess.Popen:
-    """`python -m serving.run` on the embedded model, with the admin token; returns once it serves."""
-    log = root / "server.log"
-    log.touch()
-    before = log.stat().st_size  # the log of this start begins here
-    with log.open("ab") as output:
+def start_server(root: Path, start: int) -> subprocess.Popen:
+    """`python -m serving.run` on the embedded model, with the admin token, its log in server-<start>.log; returns
+    once it serves."""
+    log = root / f"server-{start}.log"
+    with log.open("wb") as output:
         process = subprocess.Popen([sys.executable, "-m", "serving.run", "--config", str(root / "server.yaml")],
                                    stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
                                    start_new_session=True, env={**os.environ, "R2T2_ADMIN_TOKEN": ADMIN_TOKEN})
-    deadline = time.monotonic() + 600
-    while "r2t2 serving on" not in log.read_bytes()[before:].decode(errors="replace"):
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"the server did not start:\n{log.read_text(errors='replace')[-3000:]}")
-        time.sleep(1)
+    wait_for_line(process, log, "r2t2 serving on")
     return process
 
 
@@ -295,12 +289,12 @@ async def server_kills(count: int, kills: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="r2t2-feedback-kills-") as temp:
         root = Path(temp)
         copy_or_build_index(root / "indexes")
-        port = 8000 + os.getpid() % 1000
+        port = free_port()
         root.joinpath("server.yaml").write_text(yaml.safe_dump({
             "host": "127.0.0.1", "port": port, "index_dir": str(root / "indexes"),
             "indexes": {"refresh_interval_s": 1.0}}))
         base = f"http://127.0.0.1:{port}"
-        process = start_server(root, port)
+        process = start_server(root, 0)
         at = {int((k + 1) * count / (kills + 1)) for k in range(kills)}
         told: dict[str, dict] = {}
         restarts = []
@@ -310,7 +304,7 @@ async def server_kills(count: int, kills: int) -> dict:
                     if n in at:
                         kill_everything(process)
                         started = time.perf_counter()
-                        process = start_server(root, port)
+                        process = start_server(root, len(restarts) + 1)
                         restarts.append(round(time.perf_counter() - started, 1))
                     fate, tries = await send(client, base, item, retry_s=600)
                     told[item["question"] + item["image"][-40:]] = {**fate, "tries": tries}
