@@ -35,7 +35,7 @@ browser:
 bench: install
 	$(PY) -m bench.index_bench
 
-# The learning curves of verified answers on the held-out rephrased split (BENCHMARKS.md, "Verified answers"): about
+# The learning curves of verified answers on the held-out rephrased split (docs/benchmark_diary.md, section 9): about
 # an hour on 2 cores. Each family's curve goes to bench/results/, the plot to docs/feedback_curves.png.
 FEEDBACK_FED := 0,10,20,40,80,160
 bench-feedback: install

@@ -3,7 +3,7 @@ panel per report (a family and a shifted set), a line per strategy, the oracle d
 
 Usage: python -m bench.feedback_plot OUT.png REPORT.json [REPORT.json ...] [--rule fit]
 Each REPORT.json comes from `python -m bench.feedback_curve --json`. Also prints each report's table (Markdown), the
-one BENCHMARKS.md shows.
+form docs/benchmark_diary.md, section 9, quotes.
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ ratio of `none`'s at the same concurrency in the same run, and after / before.
 
     .venv/bin/python -m bench.serving_compare before.json after.json
 
-Prints Markdown tables (the form BENCHMARKS.md keeps) with one row per strategy and concurrency level that
+Prints Markdown tables (the form docs/benchmark_diary.md keeps) with one row per strategy and concurrency level that
 both runs measured: throughput and latency, then (for runs that measured it) the CPU budget: the machine's busy
 share, CPU-ms per request, what a strategy adds over `none`, the share of the compute bound reached, the answers
 generated per request and the share decided before the strategy's steps.

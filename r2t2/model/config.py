@@ -67,7 +67,8 @@ class ModelConfig:
     # The LM's last `lm_routing_layers` MoE layers are routing rows too (their answer-position routing); 0: none.
     lm_routing_layers: int = 0
     # The re-routing settings (RerouteConfig fields) this family is served with, over the shipped ones: chosen per
-    # family on the tuning split (BENCHMARKS.md); a server config's `r2t2` and each request still override them.
+    # family on the tuning split (docs/benchmark_diary.md, section 1g); a server config's `r2t2` and each request
+    # still override them.
     r2t2_defaults: dict = field(default_factory=dict)
 
     @property

@@ -1,7 +1,7 @@
 """Answer-space descent: re-route until the request itself answers with an answer of its neighbours' kind.
 
 The neighbours' answer loss (NGD, kernel regression) asks a routing to suit other questions; on the language
-model's experts that does not carry over to this one (BENCHMARKS.md, section 1g). What does carry over is
+model's experts that does not carry over to this one (docs/benchmark_diary.md, section 1g). What does carry over is
 the *kind* of answer: a paraphrased colour question the router gets wrong is mostly answered with a word of
 another kind ("yes", "2"), and the neighbours' answers ("red", "teal", ...) say which kind is wanted.
 This strategy descends on the request's own loss of answering within that set,

@@ -45,7 +45,7 @@ class ServerConfig(Strict):
     rerouter: ReRouterOptions = ReRouterOptions(num_cpus=0.5)
     # Each stage takes every request the one before it can send (a request makes up to two generator calls:
     # the speculative answer and the re-routed one); a full replica makes Ray Serve's caller back off and
-    # retry, which at 64 concurrent clients halved the throughput (BENCHMARKS.md section 2).
+    # retry, which at 64 concurrent clients halved the throughput (docs/benchmark_diary.md, section 2).
     generator: DeploymentOptions = DeploymentOptions(num_cpus=0.5, max_ongoing_requests=128)
     indexes: IndexOptions = IndexOptions()
     feedback: FeedbackOptions = FeedbackOptions()

@@ -174,7 +174,7 @@ class FeedbackDesk:
     def _run(self) -> None:
         # At normal priority on purpose: a thread of lower priority that holds the GIL when the scheduler takes it
         # off the CPU stalls this actor's other calls (the completions every chat reply hands over) until it runs
-        # again; under load that stalled serving (BENCHMARKS.md, verified answers).
+        # again; under load that stalled serving (docs/benchmark_diary.md, section 9).
         while True:
             with self._work:
                 while not self._stopping and not self._next_batch():

@@ -177,7 +177,7 @@ def summarise(stats: dict[str, StrategyStats], tasks: Sequence[str], targets: di
 
 
 def format_table(report: dict) -> str:
-    """A Markdown table per split: the numbers BENCHMARKS.md records."""
+    """A Markdown table per split: the numbers docs/benchmark_diary.md records."""
     lines = []
     for split, data in report["splits"].items():
         lines.append(f"\n**{split}** ({data['samples']} questions)\n")
