@@ -31,9 +31,10 @@ test: install browser
 browser:
 	test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver; }
 
-# Self-contained benchmarks; the serving one needs a running server: see BENCHMARKS.md.
+# The summary at the top of BENCHMARKS.md and its plots, measured from the shipped defaults (about 30 minutes on 2
+# cores; run it on a quiet machine): every figure also goes to bench/results/summary.json.
 bench: install
-	$(PY) -m bench.index_bench
+	$(PY) -m bench.summary
 
 # The learning curves of verified answers on the held-out rephrased split (docs/benchmark_diary.md, section 9): about
 # an hour on 2 cores. Each family's curve goes to bench/results/, the plot to docs/feedback_curves.png.
