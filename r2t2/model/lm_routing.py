@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from r2t2.engine_prompt import LmPositions
 from r2t2.routing.layout import RoutingLayout
+from r2t2.routing.ties import largest
 
 
 @dataclass
@@ -119,7 +120,7 @@ def route_tokens(layer: int, logits: Tensor, top_k: int, normalise: bool,
     per_sample = active.rows[:, active.layers.index(layer), :logits.shape[-1]]  # [B, E]
     tokens_per_sample = active.answer.shape[1]
     wanted = per_sample.to(torch.float32).repeat_interleave(tokens_per_sample, dim=0)[answer]  # [A, E]
-    top, chosen = wanted.topk(top_k, dim=-1)
+    top, chosen = largest(wanted, top_k)
     if normalise:
         top = top / top.sum(-1, keepdim=True)
     weights = weights.clone()

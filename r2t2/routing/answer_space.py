@@ -28,6 +28,7 @@ from r2t2.routing.request import Placement, RerouteRequest
 from r2t2.routing.result import Neighbour, RerouteResult
 from r2t2.routing.simplex import one_hot_starts
 from r2t2.routing.strategies import Needs, Record, Strategy, register
+from r2t2.routing.ties import first_lowest
 
 
 def space_loss(per_answer: Tensor, answers: int) -> Tensor:
@@ -67,7 +68,7 @@ def answer_space_descent(model: RoutedModel, request: RerouteRequest) -> Reroute
     starts = one_hot_starts(request.r0, request.movable)
     with torch.no_grad():
         at_starts = losses(starts).nan_to_num(math.inf)
-    start = starts[int(at_starts.argmin())]
+    start = starts[first_lowest(at_starts)]
     settings = torch.tensor([config.lr, config.lr_min], dtype=start.dtype, device=start.device)
     (descent,) = projected_adam(lambda routing, _: losses(routing), start.unsqueeze(0), config.steps, settings[:1],
                                 settings[1:], None if request.movable is None else request.movable.unsqueeze(0))

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from r2t2.routing.simplex import project_to_simplex
+from r2t2.routing.ties import first_lowest
 
 BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults, as the paper uses
 ADAM_EPS = 1e-8
@@ -72,7 +73,7 @@ class _Trace:
         out = []
         for q, (losses, at) in enumerate(zip(self.losses, self.steps_of)):
             final = self.snapshots[at[-1]][q] if at else starts[q]
-            best_index = min(range(len(losses)), key=losses.__getitem__) if losses else None
+            best_index = first_lowest(losses) if losses else None  # the earlier iterate wins a near-tie
             best = starts[q] if best_index is None else self.snapshots[at[best_index]][q]
             out.append(Descent(final.clone(), best.clone(), math.inf if best_index is None else losses[best_index],
                                tuple(losses), steps if self.stopped_at[q] is None else self.stopped_at[q],

@@ -19,6 +19,7 @@ from r2t2.routing.request import Placement, RerouteRequest
 from r2t2.routing.result import LineSearchPoint, RerouteResult
 from r2t2.routing.simplex import confine
 from r2t2.routing.strategies import Needs, Record, Strategy, register
+from r2t2.routing.ties import first_lowest
 
 _INVERSE_GOLDEN = (math.sqrt(5.0) - 1) / 2
 
@@ -97,7 +98,7 @@ def _searched(request: RerouteRequest, chosen: WeightedNeighbours, r_hat: Tensor
         return RerouteResult(strategy="kernel", base_routing=r0, routing=r0.clone(), neighbours=neighbours,
                              line_search=tuple(evaluated), bandwidth=chosen.bandwidth, steps=len(evaluated),
                              fallback="non-finite neighbour loss at every alpha")
-    best = min(finite, key=lambda p: p.loss)
+    best = finite[first_lowest([p.loss for p in finite])]  # r0 (alpha 1, evaluated first) wins a near-tie
     return RerouteResult(strategy="kernel", base_routing=r0, routing=best.alpha * r0 + (1 - best.alpha) * r_hat,
                          neighbours=neighbours, alpha=best.alpha, line_search=tuple(evaluated),
                          bandwidth=chosen.bandwidth, steps=len(evaluated),

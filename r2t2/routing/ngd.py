@@ -19,6 +19,7 @@ from r2t2.routing.request import Placement, RerouteRequest, stacked_movable
 from r2t2.routing.result import RerouteResult
 from r2t2.routing.simplex import one_hot_starts
 from r2t2.routing.strategies import TOOK_NO_STEPS, Needs, Record, Strategy, register, step_trace
+from r2t2.routing.ties import first_lowest
 
 
 def neighbourhood_gradient_descent(model: RoutedModel, requests: Sequence[RerouteRequest]) -> list[RerouteResult]:
@@ -87,7 +88,7 @@ def _starts(model: RoutedModel, requests: Sequence[RerouteRequest],
         values = losses(torch.cat(candidates)).nan_to_num(torch.inf)
     offset = 0
     for q, candidate in zip(searching, candidates):
-        best = int(values[offset:offset + len(candidate)].argmin())
+        best = first_lowest(values[offset:offset + len(candidate)])
         if best != 0:  # candidate 0 is r0
             starts[q], r0_losses[q] = candidate[best], float(values[offset])
         offset += len(candidate)

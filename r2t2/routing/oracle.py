@@ -14,6 +14,7 @@ from r2t2.routing.request import Placement, RerouteRequest
 from r2t2.routing.result import RerouteResult
 from r2t2.routing.simplex import one_hot_starts
 from r2t2.routing.strategies import Needs, Strategy, register, step_trace
+from r2t2.routing.ties import first_lowest
 
 
 def oracle(model: RoutedModel, r0: Tensor, config: RerouteConfig, target: ReferenceBatch,
@@ -45,7 +46,7 @@ def oracle(model: RoutedModel, r0: Tensor, config: RerouteConfig, target: Refere
     if not finite.any():
         return RerouteResult(strategy="oracle", base_routing=r0, routing=r0.clone(),
                              fallback="non-finite target loss at every starting routing")
-    start_index = int(torch.where(finite, start_losses, torch.inf).argmin())
+    start_index = first_lowest(start_losses)
     settings = torch.tensor([config.oracle_lr, config.lr_min], dtype=r0.dtype, device=r0.device)
     (descent,) = projected_adam(descent_loss, starts[start_index].unsqueeze(0),
                                 config.oracle_steps, settings[:1], settings[1:],
