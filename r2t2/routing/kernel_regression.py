@@ -32,8 +32,8 @@ def kernel_regression(model: RoutedModel, requests: Sequence[RerouteRequest]) ->
     With `config.alpha` fixed that mix is returned directly. Otherwise alpha is searched on [0, 1]:
     both ends (plain regression, base routing) plus `line_search_steps` golden-section evaluations of
     the neighbour loss; the lowest-loss alpha wins. The searching requests (validated, all with the same
-    `line_search_steps`) evaluate in lockstep: each round is one batched loss over every request's
-    neighbours. An empty or weightless neighbourhood keeps r0 with the reason in `fallback`.
+    `line_search_steps`) evaluate in lockstep: each round is one loss call per request still searching, over its
+    own neighbours. An empty or weightless neighbourhood keeps r0 with the reason in `fallback`.
     """
     results: list[RerouteResult | None] = [None] * len(requests)
     searching: list[tuple[int, WeightedNeighbours, Tensor]] = []
@@ -64,8 +64,8 @@ def kernel_regression(model: RoutedModel, requests: Sequence[RerouteRequest]) ->
 
 def _line_searches(model: RoutedModel, requests: Sequence[RerouteRequest],
                    searching: list[tuple[int, WeightedNeighbours, Tensor]]) -> list[list[LineSearchPoint]]:
-    """Run every request's golden-section search in lockstep, one batched loss call per round over the requests
-    still searching. The first round evaluates r0 (alpha 1): a request the guard would keep at r0 stops there."""
+    """Run every request's golden-section search in lockstep, one loss call per round for each request still
+    searching. The first round evaluates r0 (alpha 1): a request the guard would keep at r0 stops there."""
     picked = [requests[i] for i, _, _ in searching]
     batches = [r.neighbourhood.batch[c.indices.tolist()] for r, (_, c, _) in zip(picked, searching)]
     losses = NeighbourLosses(model, batches, [c.weights for _, c, _ in searching], Placement.of(picked))

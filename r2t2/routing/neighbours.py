@@ -105,13 +105,12 @@ def weigh_neighbourhood(query: Tensor, neighbourhood: Neighbourhood, config: Rer
 class NeighbourLosses:
     """The weighted neighbours of Q queries, and their kernel-weighted neighbour loss under Q routings.
 
-    When the model can join batches (the optional `join_batches(batches) -> batch` of the RoutedModel
-    protocol) every evaluation is one model call over all neighbours of the queries it evaluates, each
-    sample under its own query's routing; otherwise one call per query. The same path serves a single
-    request (Q = 1), so a request's losses do not depend on which other requests share its batch. The
-    joined batch is kept, so whatever the model caches on it (e.g. prefix keys/values) is reused at every
-    step. With a `placement` the routings are blocks (routing/block.py), placed into each query's full
-    base routing before the model sees them.
+    Each query's neighbours are evaluated in a model call of their own, whatever other queries share the
+    group: a batched model call's float results depend on the batch's size and padding, so joining the
+    queries would make a request's routing depend on which requests share its batch (docs/method.md, batch
+    invariance). Each query's batch is kept, so whatever the model caches on it (e.g. prefix keys/values) is
+    reused at every step. With a `placement` the routings are blocks (routing/block.py), placed into each
+    query's full base routing before the model sees them.
     """
 
     def __init__(self, model: RoutedModel, batches: Sequence[ReferenceBatch], weights: Sequence[Tensor],
@@ -122,54 +121,25 @@ class NeighbourLosses:
         self.placement = placement
         self.batches = list(batches)
         self.weights = [w.detach() for w in weights]
-        self._part = self._joined(list(range(len(self.batches))))
-
-    def _joined(self, queries: list[int]) -> _Part:
-        """The neighbours of `queries` as one batch (None: the model cannot join), their owners and weights."""
-        picked = [self.batches[q] for q in queries]
-        sizes = torch.as_tensor([len(b) for b in picked])
-        weights = torch.cat([self.weights[q] for q in queries])
-        owner = torch.repeat_interleave(torch.as_tensor(queries), sizes).to(weights.device)
-        join = getattr(self.model, "join_batches", None)
-        joined = picked[0] if len(picked) == 1 else None if join is None else join(picked)
-        return _Part(queries, joined, owner, weights)
 
     def __call__(self, routings: Tensor, live: Sequence[int] | None = None) -> Tensor:
         """[Q] losses, query q's neighbours answered under `routings[q]` ([Q, L, E]).
 
-        `live` (None: every query) names the queries whose losses are wanted; the others' entries may be
-        anything. Once at most half of the queries evaluated so far are wanted, the evaluation narrows to
-        them for good: joining them again costs the model one pass over their prefixes (no backward), less
-        than the steps it saves.
+        `live` (None: every query) names the queries whose losses are wanted; the others' entries are 0 and
+        cost no model call.
         """
-        if live is not None and len(live) < len(self._part.queries) and 2 * len(live) <= len(self._part.queries):
-            self._part = self._joined(list(live))
-        part = self._part
-        owner = part.owner.to(routings.device)
+        wanted = range(len(self.batches)) if live is None else live
         if self.placement is not None:
             routings = self.placement.full(routings)
         block = None if self.placement is None else self.placement.block
-        if part.joined is not None:
-            losses = _checked(model_loss(self.model, part.joined, routings[owner], block), owner.shape[0])
-        else:
-            losses = torch.cat([
-                _checked(model_loss(self.model, self.batches[q],
-                                    routings[q].expand(len(self.batches[q]), *routings.shape[1:]), block),
-                         len(self.batches[q]))
-                for q in part.queries])
-        weights = part.weights.to(device=losses.device, dtype=losses.dtype)
-        return torch.zeros(routings.shape[0], dtype=losses.dtype, device=losses.device).index_add(
-            0, owner, weights * losses)
-
-
-@dataclass(frozen=True)
-class _Part:
-    """The queries a NeighbourLosses evaluates: their joined neighbours, each sample's query and weight."""
-
-    queries: list[int]
-    joined: ReferenceBatch | None
-    owner: Tensor  # [N] the query of each neighbour sample
-    weights: Tensor  # [N]
+        losses = [torch.zeros((), dtype=routings.dtype, device=routings.device)] * routings.shape[0]
+        for q in wanted:
+            batch = self.batches[q]
+            each = _checked(model_loss(self.model, batch, routings[q].expand(len(batch), *routings.shape[1:]),
+                                       block), len(batch))
+            weights = self.weights[q].to(device=each.device, dtype=each.dtype)
+            losses[q] = (weights * each).sum()
+        return torch.stack(losses)
 
 
 def model_loss(model: RoutedModel, batch: ReferenceBatch, routing: Tensor, block: RoutingBlock | None) -> Tensor:

@@ -27,8 +27,8 @@ def neighbourhood_gradient_descent(model: RoutedModel, requests: Sequence[Rerout
     `ngd_start` "vertices", from the best of r0 and its one-hot vertices), per request; a request stops early
     once a step would move its routing by less than `config.ngd_tol`.
 
-    The requests (validated, all with the same `steps`) descend together: each step is one batched
-    loss and one backward over every request's neighbours. Each returns its final iterate (not the best
+    The requests (validated, all with the same `steps`) descend together: each step is one loss call per
+    request over its own neighbours and one backward. Each returns its final iterate (not the best
     one: the neighbour loss is only a proxy for the query's). A request whose neighbourhood is empty or
     carries no kernel weight keeps r0 with the reason in `fallback`.
     """

@@ -50,9 +50,9 @@ class RoutedModel(Protocol):
     # `routing_loss(batch, routing, pinned=..., lm_positions=...)`: one bool per row, whether the routing's row
     # replaces the model's own routing there, and at which answer tokens (routing/block.py); they are only
     # passed when a request re-routes LM rows.
-    # Optional: `join_batches(batches) -> ReferenceBatch`, every sample of `batches` in order. A model
-    # that has it lets re-routing evaluate the neighbours of a whole batch of requests in one
-    # `routing_loss` call; without it each request costs its own call (same results, less throughput).
+    # Re-routing evaluates each request's neighbours in a `routing_loss` call of their own, never joined with another
+    # request's: a batched call's float results depend on the batch, and a request's routing must not
+    # (docs/method.md, batch invariance).
 
 
 @dataclass(frozen=True)

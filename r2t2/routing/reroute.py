@@ -2,8 +2,8 @@
 
 What a strategy needs, how its requests group and whether the evidence guard applies are its registry
 entry's (routing/strategies.py). `reroute_many` takes the requests of a batch: requests of one strategy and
-one group (e.g. NGD's step count) run together (one batched model call per step for all of them), each with
-its own settings and results. `reroute` is the same path with one request. A request whose `target` is only
+one group (e.g. NGD's step count) run together, in lockstep, each with its own settings, its own model calls and
+its own results, the same as alone (docs/method.md, batch invariance). `reroute` is the same path with one request. A request whose `target` is only
 part of the model's routing (routing/block.py) is re-routed within that block and placed back into its full
 base routing. Every tensor handed to a strategy is detached and in r0's dtype, so no strategy can reach the
 graph of whatever produced its inputs; the model itself is only ever called, never modified.
