@@ -28,8 +28,10 @@ def encode_queries(model: ServableModel, queries: Sequence[Query],
     together = getattr(model, "encode_queries", None)  # optional in the model protocol
     if together is None:
         return [_encoded_alone(model, query) for query in queries]
-    return batch_or_each(list(queries), lambda some: together([q.image for q in some], [q.question for q in some],
-                                                               [q.answer for q in some]))
+    # One call per query: a batched forward's float results depend on the batch's size and padding, and a
+    # request's routing must not depend on which requests share its batch (docs/method.md, batch invariance).
+    return [batch_or_each([query], lambda one: together([q.image for q in one], [q.question for q in one],
+                                                        [q.answer for q in one]))[0] for query in queries]
 
 
 def batch_or_each(items: list[Item], call: Callable[[list[Item]], Sequence[Any]]) -> list[Any]:

@@ -112,8 +112,8 @@ class ReroutePipeline:
                       on_encoded: Callable[[int, Found], None] | None = None) -> list[Rerouted | Exception]:
         """Re-route a batch of queries, each with its own settings; results (or that query's error) in order.
 
-        The queries are encoded together, each is searched on its own, then all are re-routed in one
-        `reroute_many` call, which shares model calls between requests of the same strategy. A failure of one
+        Each query is encoded and searched on its own, then all are re-routed in one `reroute_many` call, which runs
+        the requests of one strategy in lockstep; a query gets what it gets alone (docs/method.md, batch invariance). A failure of one
         query (e.g. a question too long, an unknown index) is its own result and never reaches the others.
         `on_encoded(position, found)` is told of each query as soon as it is encoded and searched, before any
         re-routing.
