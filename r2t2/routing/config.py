@@ -223,12 +223,13 @@ def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:
 
 # What the shipped families serve with. Their routers are confident (near a vertex of the simplex of their
 # experts): the paper's NGD learning rate (1e-2, cosine to 1e-5) moves each weight by at most ~0.06 in 10 Adam
-# steps, which cannot leave a vertex; 0.2 makes the cosine schedule's total step ~1, the simplex's own scale
-# (measured side by side in docs/benchmark_diary.md, section 1; requests can still ask for lr=0.01). The evidence
+# steps, which cannot leave a vertex. 2.0 was the most accurate of 0.01-10 in every family on paraphrase-val
+# (docs/benchmark_diary.md, section 10): its first projected step can reach another vertex, so NGD picks among
+# experts the neighbours' loss favours, and it settles in fewer steps (requests can still ask for lr=0.01). The evidence
 # guard (routing/guard.py) never cost accuracy net of broken answers on paraphrase-val (docs/benchmark_diary.md,
 # section 1c); the answer check replaced only answers of another kind and cost no fix at answer_space_k 16, 64 or
 # 256 (section 1d). A request turns either off with guard=false or answer_check=false. Neighbours whose weighted
 # routing lies within 0.2 of the router's are left alone before any model call: chosen on paraphrase-val among
 # 0-0.2, the most accurate in every family and strategy there (quartet NGD: 8 breaks to none), and it takes most of
 # re-routing's CPU off in-distribution questions (docs/benchmark_diary.md, sections 2 and 10).
-SHIPPED_FAMILY_DEFAULTS: dict[str, Any] = {"lr": 0.2, "guard": True, "answer_check": True, "guard_min_shift": 0.2}
+SHIPPED_FAMILY_DEFAULTS: dict[str, Any] = {"lr": 2.0, "guard": True, "answer_check": True, "guard_min_shift": 0.2}
