@@ -19,6 +19,7 @@ import json
 import shutil
 import sys
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
 from r2t2.compat import install_torchvision_fix
@@ -170,7 +171,8 @@ def main(argv: list[str] | None = None) -> None:
         ceilings = {name: config for name, config in configs.items() if name.split(":")[0] == "oracle"}
         oracle_points: dict[str, dict] = {}
         report = {"model": args.model, "split": args.split, "fed_pool": len(fed), "measured": len(measured),
-                  "seed": args.seed, "rules": {}}
+                  "seed": args.seed, "configs": {name: asdict(config) for name, config in configs.items()},
+                  "rules": {}}
         for rule in rules:
             torch.manual_seed(args.seed)
             feed(log_path, pipeline.model_name, [], [])

@@ -17,6 +17,7 @@ START, END = "<!-- summary:start -->", "<!-- summary:end -->"
 SPLIT_NAMES = {"test": "test", "paraphrase": "paraphrase", "rephrased": "rephrased (held out)"}
 FEEDBACK = ("embedded", "quartet", "qwen3vl")
 REPOSITORY = Path(__file__).resolve().parent.parent
+TRACKED_SETTINGS = ("lr", "guard_min_shift")  # shipped defaults that changed since curves were first recorded
 
 
 def write_summary(results: dict, page: Path, plots: Path) -> None:
@@ -152,8 +153,8 @@ def _feedback(plot: str) -> str:
     reports = [(family, path) for family, path in reports if path.exists()]
     if not reports:
         return "\n".join(lines + ["No learning curves recorded yet."])
-    lines += ["| family | strategy | before | after | verified answers fed | oracle before | recorded |",
-              "|---|---|---|---|---|---|---|"]
+    lines += ["| family | strategy | before | after | verified answers fed | oracle before | recorded | with |",
+              "|---|---|---|---|---|---|---|---|"]
     for family, path in reports:
         report = json.loads(path.read_text())
         curve = next(iter(report["rules"].values()))["curve"]
@@ -164,10 +165,20 @@ def _feedback(plot: str) -> str:
             oracle = before["strategies"].get("oracle:target=lm" if ":target=lm" in name else "oracle")
             bound = f"{oracle['accuracy']:.1f}" if oracle else "-"
             lines.append(f"| {family} | {name} | {_interval(figures)} | {_interval(after['strategies'][name])} | "
-                         f"{after['fed']} | {bound} | {_recorded(path)} |")
-    lines += ["", f"Accuracy on half of the held-out rephrased split (its other half's answers fed back; the two "
-              f"halves never share an image). ![learning curves]({plot})"]
+                         f"{after['fed']} | {bound} | {_recorded(path)} | {_settings(report, name)} |")
+    lines += ["", "Accuracy on half of the held-out rephrased split (its other half's answers fed back; the two halves "
+              "never share an image). *With*: the settings that changed between releases, as the file records them "
+              "(*not recorded*: an older file; the benchmark diary's section 9 names them).", "",
+              f"![learning curves]({plot})"]
     return "\n".join(lines)
+
+
+def _settings(report: dict, strategy: str) -> str:
+    """The settings that differ between releases, as the curve's file records them (older files do not)."""
+    config = (report.get("configs") or {}).get(strategy)
+    if config is None:
+        return "not recorded"
+    return ", ".join(f"{name} {config[name]}" for name in TRACKED_SETTINGS if name in config)
 
 
 def _recorded(path: Path) -> str:
