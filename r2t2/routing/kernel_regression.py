@@ -98,7 +98,8 @@ def _searched(request: RerouteRequest, chosen: WeightedNeighbours, r_hat: Tensor
         return RerouteResult(strategy="kernel", base_routing=r0, routing=r0.clone(), neighbours=neighbours,
                              line_search=tuple(evaluated), bandwidth=chosen.bandwidth, steps=len(evaluated),
                              fallback="non-finite neighbour loss at every alpha")
-    best = finite[first_lowest([p.loss for p in finite])]  # r0 (alpha 1, evaluated first) wins a near-tie
+    nearest_r0_first = sorted(finite, key=lambda p: -p.alpha)  # on a near-tie, the mix nearest r0 wins
+    best = nearest_r0_first[first_lowest([p.loss for p in nearest_r0_first])]
     return RerouteResult(strategy="kernel", base_routing=r0, routing=best.alpha * r0 + (1 - best.alpha) * r_hat,
                          neighbours=neighbours, alpha=best.alpha, line_search=tuple(evaluated),
                          bandwidth=chosen.bandwidth, steps=len(evaluated),

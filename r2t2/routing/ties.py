@@ -13,18 +13,18 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-TIE = 1e-6  # relative to the lowest value's magnitude (absolute below 1): float32 noise is about 1e-7 of it
+TIE = 1e-6  # relative to the lowest value: a few float32 roundings (each 6e-8 of it), far below a real difference
 
 
 def first_lowest(values: Sequence[float] | Tensor, tolerance: float = TIE) -> int:
-    """The index of the first value within `tolerance` of the lowest; a non-finite value is never lowest (all
-    non-finite: 0)."""
+    """The index of the first value within `tolerance` (relative) of the lowest; a non-finite value is never lowest
+    (all non-finite: 0)."""
     listed = values.tolist() if isinstance(values, Tensor) else list(values)
     finite = [v for v in listed if math.isfinite(v)]
     if not finite:
         return 0
     lowest = min(finite)
-    bound = lowest + tolerance * max(1.0, abs(lowest))
+    bound = lowest + tolerance * abs(lowest)
     return next(i for i, v in enumerate(listed) if math.isfinite(v) and v <= bound)
 
 
