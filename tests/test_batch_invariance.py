@@ -46,12 +46,11 @@ def test_each_request_is_re_routed_and_answered_alike_alone_batched_and_reversed
     name, pipeline, samples = family
     options = [variant for variant, _ in zip(itertools.cycle(VARIANTS[name]), samples)]
     ways = three_ways(pipeline, samples, options)
+    assert ways.routing_gap() <= 1e-6 and ways.answers_differing() == 0
     for i, option in enumerate(options):
         alone = ways.alone[i].result
         for other in (ways.batched[i].result, ways.reversed[i].result):
-            assert float((alone.routing - other.routing).abs().max()) <= 1e-6, (name, i, option)
             assert (alone.steps, alone.fallback, alone.guard) == (other.steps, other.fallback, other.guard), option
-        assert ways.answers["alone"][i] == ways.answers["batched"][i] == ways.answers["reversed"][i], (name, option)
     assert ways.batched[0].batch_size == len(samples)
     assert any(not torch.equal(done.result.routing, done.result.base_routing) for done in ways.alone)  # some moved
 
