@@ -1,8 +1,8 @@
 """Discrete choices over float values, made the same way on every run, device and batch.
 
 A choice among losses (which start to descend from, which line-search point or iterate to keep) must not be
-flipped by float noise: values within `TIE` of the lowest count as tied, and a tie goes to the earliest
-candidate (r0 before a vertex, an earlier iterate before a later one). A top-k among routing weights takes
+flipped by float noise: values within `TIE` of the lowest count as tied, and a tie goes to the first candidate in
+the caller's order, nearest r0 first (r0 before a vertex, the largest alpha, an earlier iterate). A top-k among routing weights takes
 equal weights by the lower expert index (torch's `topk` leaves the order of equal values open).
 """
 from __future__ import annotations

@@ -18,9 +18,8 @@ EngineBase = Callable[[list[EnginePrompt], tuple[int, ...]], list[dict[int, list
 
 def encode_queries(model: ServableModel, queries: Sequence[Query],
                    engine_base: EngineBase | None = None) -> list[RoutedQuery | Exception]:
-    """Every query encoded with its base routing, in one `encode_queries` call when the model has it; should
-    that call refuse the batch, each query alone, so only a bad one fails. A model without it: one
-    `encode_query` and `base_routing` per query. A model whose base routing comes from the engine
+    """Every query encoded with its base routing, each in an `encode_queries` call of its own when the model has
+    it (a refused query fails alone). A model without it: one `encode_query` and `base_routing` per query. A model whose base routing comes from the engine
     (`base_from_engine`, e.g. one holding only its layers from the first routed one on) has it read by
     `engine_base`, all the batch's prompts at once."""
     if getattr(model, "base_from_engine", False):
@@ -28,8 +27,8 @@ def encode_queries(model: ServableModel, queries: Sequence[Query],
     together = getattr(model, "encode_queries", None)  # optional in the model protocol
     if together is None:
         return [_encoded_alone(model, query) for query in queries]
-    # One call per query: a batched forward's float results depend on the batch's size and padding, and a
-    # request's routing must not depend on which requests share its batch (docs/method.md, batch invariance).
+    # A call per query: a batched forward's float results depend on the batch's size and padding, and a request's
+    # routing must not depend on which requests share its batch (docs/method.md, batch invariance).
     return [batch_or_each([query], lambda one: together([q.image for q in one], [q.question for q in one],
                                                         [q.answer for q in one]))[0] for query in queries]
 
