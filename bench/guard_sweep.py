@@ -26,6 +26,8 @@ MIN_GAINS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
 def fires(evidence: dict, max_spread: float, fit_loss: float, min_gain: float) -> bool:
     """The guard's rule (r2t2/routing/guard.py) on recorded evidence."""
     base, moved = evidence["neighbour_loss_base"], evidence["neighbour_loss_moved"]
+    if base is None or moved is None:  # decided before the steps (no loss after a move): kept as recorded
+        return evidence["fired"]
     return (evidence["neighbour_spread"] > max_spread or base <= fit_loss
             or not moved <= base - min_gain)
 
@@ -36,7 +38,8 @@ def sweep(records: list[dict], strategy: str, max_broken: float) -> list[dict]:
     right = sum(base)
     rows = []
     for spread, fit, gain in itertools.product(SPREADS, FIT_LOSSES, MIN_GAINS):
-        correct = [b if (r["strategies"][guarded]["guard"] and fires(r["strategies"][guarded]["guard"], spread, fit, gain))
+        correct = [b if (r["strategies"][guarded].get("guard")
+                         and fires(r["strategies"][guarded]["guard"], spread, fit, gain))
                    else r["strategies"][strategy]["correct"] for r, b in zip(records, base)]
         fixed, broken = fixed_broken(base, correct)
         rows.append({"max_spread": spread, "fit_loss": fit, "min_gain": gain,

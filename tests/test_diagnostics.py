@@ -5,8 +5,9 @@ from serving.pipeline.diagnostics import diagnose, fixed_broken, purity, read_du
 
 
 def _run(correct: bool, tasks: list[str], moved: float = 0.0, guard: dict | None = None) -> dict:
-    return {"answer": "x", "correct": correct, "base_routing": [[1.0, 0.0]], "routing": [[1 - moved, moved]],
-            "moved": moved, "fallback": None, "guard": guard,
+    """One strategy's entry of a dump line: the answer, whether it was right, and the fields of its `r2t2` record."""
+    return {"answer": "x", "correct": correct, "base_routing": {"a": 1.0, "b": 0.0},
+            "routing": {"a": 1 - moved, "b": moved}, "moved": moved, "fallback": None, "guard": guard,
             "neighbours": [{"id": f"n{i}", "question": "q", "answer": "a", "task": t, "weight": 1 / len(tasks)}
                            for i, t in enumerate(tasks)]}
 
@@ -55,6 +56,6 @@ def test_answer_check_counts_compare_answers_normalised() -> None:
     check = {"sent": "base", "reason": "outside_answer_space", "rerouted_answer": "circle", "base_answer": "two",
              "answer_space_size": 2}
     record = {"id": "a", "split": "s", "question": "q", "answer": "The Circle.", "task": "shape",
-              "strategies": {"ngd": {**_run(True, ["shape"]), "answer_check": check}}}
+              "strategies": {"ngd": _run(True, ["shape"], guard={"fired": False, "reason": None, "answer": check})}}
     counts = diagnose([record], ["ngd"])["ngd"]["answer_check"]
     assert counts == {"checked": 1, "replaced": 1, "fixes_dropped": 1, "breaks_prevented": 0}

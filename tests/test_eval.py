@@ -126,7 +126,7 @@ def test_guard_verdict_is_recorded_and_a_fired_guard_keeps_the_base_routing(repo
         assert run["guard"]["reason"] in (None, *REASONS)
         if run["guard"]["fired"]:
             assert run["routing"] == run["base_routing"]
-        assert record["strategies"]["ngd"]["guard"] is None
+        assert record["strategies"]["ngd"].get("guard") is None
 
 
 def test_prepare_gives_prompt_and_named_record(pipeline) -> None:

@@ -25,7 +25,8 @@ def register(verbs: argparse._SubParsersAction) -> None:
     ev.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                     help="the model's weights (routings and losses stay float32)")
     ev.add_argument("--json", default=None, help="write the full report here")
-    ev.add_argument("--dump", default=None, help="write one JSON record per query here (JSON Lines)")
+    ev.add_argument("--dump", default=None, help="write one JSON line per query here: its question and answer, and per "
+                    "strategy the answer, whether it was right and the r2t2 record a reply carries (docs/record.md)")
     ev.add_argument("--index", default=None, help="evaluate against this index instead of the family's default")
     ev.add_argument("--embedder", default=None,
                     help="the neighbour embedder --index was built with (default: the server's default)")

@@ -1,8 +1,9 @@
 """Why R2-T2 fixed or broke an answer: per-query records and the diagnostics `r2t2 eval` derives from them.
 
-A record holds what is needed to read one failure instead of guessing it: the question, each
-strategy's answer, base and final routing, how far the routing moved and in how many steps, the neighbours
-(id, question, answer, task, weight) and the guard's verdict. Diagnostics are computed from records only, so a dump
+A record holds what is needed to read one failure instead of guessing it: the question, its true answer and task,
+and for each strategy its answer, whether it was right, and the `r2t2` record a reply carries (docs/record.md: base
+and final routing, how far it moved and in how many steps, the neighbours with their question, answer and task, the
+guard's and the answer check's verdicts). Diagnostics are computed from records only, so a dump
 read back (`read_dump`) gives the same numbers as the run that wrote it.
 """
 from __future__ import annotations
@@ -71,9 +72,10 @@ def diagnose(records: Sequence[dict[str, Any]], strategies: Sequence[str]) -> di
 def _answer_checks(runs: Sequence[dict[str, Any]], records: Sequence[dict[str, Any]]) -> dict[str, int]:
     """How often the answer check sent the base answer instead of a changed one; of those, how many re-routed
     answers were right (fixes it dropped) and how many base answers were right (breaks it prevented)."""
-    replaced = [(run["answer_check"], record["answer"]) for run, record in zip(runs, records)
-                if (run.get("answer_check") or {}).get("sent") == "base"]
-    return {"checked": sum(run.get("answer_check") is not None for run in runs), "replaced": len(replaced),
+    checks = [(run.get("guard") or {}).get("answer") for run in runs]
+    replaced = [(check, record["answer"]) for check, record in zip(checks, records)
+                if (check or {}).get("sent") == "base"]
+    return {"checked": sum(check is not None for check in checks), "replaced": len(replaced),
             "fixes_dropped": sum(same_answer(check["rerouted_answer"], truth) for check, truth in replaced),
             "breaks_prevented": sum(same_answer(check["base_answer"], truth) for check, truth in replaced)}
 

@@ -22,10 +22,12 @@ from r2t2.data import load_samples
 from r2t2.data.answers import same_answer
 from r2t2.data.sample import Sample
 from r2t2.routing import RerouteConfig
+from r2t2.routing.layout import RoutingLayout
 from serving.pipeline.diagnostics import BASE, diagnose
 from serving.pipeline.intervals import accuracy_interval, paired_interval
 from serving.pipeline.request_path import ReroutePipeline
 from serving.pipeline.query import Rerouted
+from serving.pipeline.record import build_record
 
 
 @dataclass
@@ -110,7 +112,7 @@ def evaluate_samples(pipeline: ReroutePipeline, configs: dict[str, RerouteConfig
             stats[name].fallbacks += done.result.fallback is not None
             stats[name].routing_before.append(done.result.base_routing.tolist())
             stats[name].routing_after.append(done.result.routing.tolist())
-            records[-1]["strategies"][name] = _run_record(done, answer, correct, verdict)
+            records[-1]["strategies"][name] = _run_record(done, answer, correct, verdict, pipeline.layout)
     summary = summarise(stats, tasks, {name: config.target for name, config in configs.items()})
     summary["diagnostics"] = diagnose(records, list(configs))
     return summary, records
@@ -121,16 +123,14 @@ def _record(sample: Sample) -> dict:
             "task": sample.task, "strategies": {}}
 
 
-def _run_record(done: Rerouted, answer: str, correct: bool, verdict: AnswerVerdict | None) -> dict:
-    """One strategy's account of one query: its answer, routings, the neighbours it used and the answer check."""
-    result = done.result.to_dict()
-    return {"answer": answer, "correct": correct, "base_routing": result["base_routing"],
-            "routing": result["routing"], "moved": result["moved"], "steps_taken": result.get("steps_taken"),
-            "fallback": result["fallback"], "guard": result.get("guard"), "answer_check": None if verdict is None else verdict.model_dump(),
-            "neighbours": [{"id": n["id"], "question": done.neighbours.get(n["id"], {}).get("question"),
-                            "answer": done.neighbours.get(n["id"], {}).get("answer"),
-                            "task": done.neighbours.get(n["id"], {}).get("task"), "weight": n["weight"]}
-                           for n in result["neighbours"]]}
+def _run_record(done: Rerouted, answer: str, correct: bool, verdict: AnswerVerdict | None,
+                layout: RoutingLayout) -> dict:
+    """One strategy's account of one query: its answer, whether it was right, and the `r2t2` record a reply to the
+    same request carries (docs/record.md), the answer check's verdict included."""
+    record = build_record(done, layout)
+    if verdict is not None:
+        record.checked(verdict)
+    return {"answer": answer, "correct": correct, **record.public()}
 
 
 def _accuracy(flags: Sequence[bool]) -> float:
