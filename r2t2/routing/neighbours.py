@@ -142,6 +142,20 @@ class NeighbourLosses:
         return torch.stack(losses)
 
 
+def losses_under(model: RoutedModel, batch: ReferenceBatch, weights: Tensor, routings: Tensor,
+                 placement: Placement | None = None) -> Tensor:
+    """[C] one request's kernel-weighted neighbour loss under each of `routings` [C, L, E] (blocks placed by the
+    request's own `placement`), in one model call over its neighbours repeated per routing: it depends on that
+    request alone, so several candidate routings cost one call without mixing requests."""
+    count, size = routings.shape[0], len(batch)
+    if placement is not None:
+        routings = placement.full(routings, torch.zeros(count, dtype=torch.long))
+    block = None if placement is None else placement.block
+    losses = _checked(model_loss(model, batch[list(range(size)) * count], routings.repeat_interleave(size, dim=0),
+                                 block), count * size)
+    return (losses.view(count, size) * weights.to(device=losses.device, dtype=losses.dtype)).sum(-1)
+
+
 def model_loss(model: RoutedModel, batch: ReferenceBatch, routing: Tensor, block: RoutingBlock | None) -> Tensor:
     """`model.routing_loss`, told which rows to apply and where when the request's `block` says (a model without
     LM rows is never told, so its `routing_loss` needs no `pinned` or `lm_positions` parameter)."""

@@ -13,7 +13,8 @@ from torch import Tensor
 from r2t2.routing.config import RerouteConfig
 from r2t2.routing.descent import projected_adam
 from r2t2.routing.guard import fits_at_base
-from r2t2.routing.neighbours import NeighbourLosses, NoUsableNeighbours, WeightedNeighbours, weigh_neighbourhood
+from r2t2.routing.neighbours import (NeighbourLosses, NoUsableNeighbours, WeightedNeighbours, losses_under,
+                                     weigh_neighbourhood)
 from r2t2.routing.protocol import RoutedModel
 from r2t2.routing.request import Placement, RerouteRequest, stacked_movable
 from r2t2.routing.result import RerouteResult
@@ -71,27 +72,20 @@ def _starts(model: RoutedModel, requests: Sequence[RerouteRequest],
     """[Q, L, E] where each request descends from, and r0's neighbour loss where that is not r0 (else None).
 
     A request with `ngd_start` "vertices" starts from the lowest-loss of r0 and its one-hot vertices (one
-    no-grad call over every candidate's neighbours); the others start from r0.
+    no-grad call over its own neighbours, repeated for each candidate); the others start from r0.
     """
     starts = [r.r0 for r in requests]
     r0_losses: list[float | None] = [None] * len(requests)
-    searching = [q for q, r in enumerate(requests) if r.config.ngd_start == "vertices"]
-    if not searching:
-        return torch.stack(starts), r0_losses
-    candidates = [one_hot_starts(requests[q].r0, requests[q].movable) for q in searching]
-    owner = torch.repeat_interleave(torch.as_tensor(searching), torch.as_tensor([len(c) for c in candidates]))
-    placement = Placement.of(requests)
-    losses = NeighbourLosses(model, [requests[q].neighbourhood.batch[chosen[q].indices.tolist()] for q in owner],
-                             [chosen[q].weights for q in owner],
-                             None if placement is None else Placement(placement.block, placement.bases[owner]))
-    with torch.no_grad():
-        values = losses(torch.cat(candidates)).nan_to_num(torch.inf)
-    offset = 0
-    for q, candidate in zip(searching, candidates):
-        best = first_lowest(values[offset:offset + len(candidate)])
+    for q, request in enumerate(requests):
+        if request.config.ngd_start != "vertices":
+            continue
+        candidates = one_hot_starts(request.r0, request.movable)
+        with torch.no_grad():
+            values = losses_under(model, request.neighbourhood.batch[chosen[q].indices.tolist()], chosen[q].weights,
+                                  candidates, Placement.of([request])).nan_to_num(torch.inf)
+        best = first_lowest(values)
         if best != 0:  # candidate 0 is r0
-            starts[q], r0_losses[q] = candidate[best], float(values[offset])
-        offset += len(candidate)
+            starts[q], r0_losses[q] = candidates[best], float(values[0])
     return torch.stack(starts), r0_losses
 
 

@@ -23,7 +23,7 @@ from r2t2.routing.block import block_for
 from r2t2.routing.config import RerouteConfig
 from r2t2.routing.guard import GuardSettings, decided_without_loss, judge, neighbour_spread, router_shift
 from r2t2.routing.layout import RoutingLayout, vision_layout
-from r2t2.routing.neighbours import NeighbourLosses, NoUsableNeighbours, WeightedNeighbours, weigh_neighbourhood
+from r2t2.routing.neighbours import NoUsableNeighbours, WeightedNeighbours, losses_under, weigh_neighbourhood
 from r2t2.routing.protocol import Neighbourhood, ReferenceBatch, RoutedModel, is_valid_routing
 from r2t2.routing.request import Placement, RerouteRequest
 from r2t2.routing.result import RerouteResult
@@ -196,9 +196,9 @@ def guarded(model: RoutedModel, request: RerouteRequest, result: RerouteResult) 
         def losses(_: Tensor) -> Tensor:
             return torch.tensor(known, dtype=request.r0.dtype)
     else:
-        indices = chosen.indices.tolist()
-        placement = Placement.of([request, request])
-        losses = NeighbourLosses(model, [request.neighbourhood.batch[indices]] * 2, [chosen.weights] * 2, placement)
+        def losses(routings: Tensor) -> Tensor:
+            return losses_under(model, request.neighbourhood.batch[chosen.indices.tolist()], chosen.weights, routings,
+                                Placement.of([request]))
     verdict = judge(request.r0, result.routing, chosen.weights, neighbour_routings, losses, GuardSettings.of(config))
     if result.settled_at_base:
         verdict = dataclasses.replace(verdict, before_steps=True)
