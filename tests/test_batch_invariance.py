@@ -17,7 +17,8 @@ from routing_toys import LabelledBatch, TinyMixtureNet, make_neighbourhood, rand
 QUESTIONS = {"embedded": 16, "quartet": 16, "qwen3vl": 8}  # qwen3vl's answer-space descent is the slow one
 VARIANTS = {  # each family's request options, given to its questions in turn
     "embedded": [{"strategy": "kernel"}, {"strategy": "ngd", "target": "vision"}, {"strategy": "ngd", "target": "lm"},
-                 {"strategy": "ngd", "target": "both"}, {"strategy": "answer_space"}],
+                 {"strategy": "ngd", "target": "both"}, {"strategy": "answer_space"},
+                 {"strategy": "ngd", "target": "lm", "core_experts": 2}],  # beside target lm, which marks none
     "quartet": [{"strategy": "kernel"}, {"strategy": "ngd", "target": "vision"}, {"strategy": "ngd", "target": "lm"},
                 {"strategy": "ngd", "target": "both"}, {"strategy": "answer_space"}],
     "qwen3vl": [{"strategy": "answer_space"}, {"strategy": "ngd"}, {"strategy": "kernel"}],

@@ -42,8 +42,10 @@ class RoutingBlock:
         return len(self.rows), self.width
 
     def group_key(self) -> tuple:
-        """Requests whose blocks share this key can be re-routed in one batched model call."""
-        return self.rows, self.width, self.pinned, self.lm_positions
+        """Requests whose blocks share this key are re-routed together: the same block shape, and all with movable
+        entries marked or none (a group's masks are stacked, and an all-true mask takes another float path than
+        none, which would make a request's routing depend on its group)."""
+        return self.rows, self.width, self.pinned, self.lm_positions, self.movable is None
 
     def fits(self, shape: tuple[int, int]) -> bool:
         """Whether the block lies inside a routing of this (L, E) shape."""
