@@ -18,19 +18,14 @@ EngineBase = Callable[[list[EnginePrompt], tuple[int, ...]], list[dict[int, list
 
 def encode_queries(model: ServableModel, queries: Sequence[Query],
                    engine_base: EngineBase | None = None) -> list[RoutedQuery | Exception]:
-    """Every query encoded with its base routing, each in an `encode_queries` call of its own when the model has
-    it (a refused query fails alone). A model without it: one `encode_query` and `base_routing` per query. A model whose base routing comes from the engine
-    (`base_from_engine`, e.g. one holding only its layers from the first routed one on) has it read by
-    `engine_base`, all the batch's prompts at once."""
+    """Every query encoded with its base routing in calls of its own (`_encoded_alone`; a refused query fails
+    alone). A model whose base routing comes from the engine (`base_from_engine`, e.g. one holding only its layers
+    from the first routed one on) has it read by `engine_base`, all the batch's prompts at once."""
     if getattr(model, "base_from_engine", False):
         return _with_engine_base(model, queries, engine_base)
-    together = getattr(model, "encode_queries", None)  # optional in the model protocol
-    if together is None:
-        return [_encoded_alone(model, query) for query in queries]
     # A call per query: a batched forward's float results depend on the batch's size and padding, and a request's
     # routing must not depend on which requests share its batch (docs/method.md, batch invariance).
-    return [batch_or_each([query], lambda one: together([q.image for q in one], [q.question for q in one],
-                                                        [q.answer for q in one]))[0] for query in queries]
+    return [_encoded_alone(model, query) for query in queries]
 
 
 def batch_or_each(items: list[Item], call: Callable[[list[Item]], Sequence[Any]]) -> list[Any]:
@@ -75,8 +70,12 @@ def _with_engine_base(model: ServableModel, queries: Sequence[Query],
 
 
 def _encoded_alone(model: ServableModel, query: Query) -> RoutedQuery | Exception:
-    """One query through `encode_query` and `base_routing` (a model without `encode_queries`), or its error."""
+    """One query in calls of its own, or its error: the model's `encode_queries` (optional in the model protocol)
+    given it alone, else `encode_query` and `base_routing`."""
+    together = getattr(model, "encode_queries", None)
     try:
+        if together is not None:
+            return together([query.image], [query.question], [query.answer])[0]
         encoded = model.encode_query(query.image, query.question, query.answer)
         return RoutedQuery(encoded, model.base_routing(encoded.batch))
     except Exception as err:  # noqa: BLE001 (the query's own error, returned in its slot)
