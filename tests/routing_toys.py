@@ -114,6 +114,22 @@ class TinyMixtureNet(nn.Module):
         return nn.functional.cross_entropy(self.head(hidden), batch.labels, reduction="none")
 
 
+class JoiningNet(TinyMixtureNet):
+    """TinyMixtureNet that can join batches, as the shipped families can (re-routing must never join requests'
+    neighbours), and records the batch size of every routing_loss call."""
+
+    def __init__(self, **sizes: int) -> None:
+        super().__init__(**sizes)
+        self.calls: list[int] = []
+
+    def routing_loss(self, batch: LabelledBatch, routing: Tensor) -> Tensor:
+        self.calls.append(len(batch))
+        return super().routing_loss(batch, routing)
+
+    def join_batches(self, batches: Sequence[LabelledBatch]) -> LabelledBatch:
+        return LabelledBatch(torch.cat([b.features for b in batches]), torch.cat([b.labels for b in batches]))
+
+
 def random_routings(count: int, layers: int, experts: int, generator: torch.Generator,
                     sharpness: float = 1.0) -> Tensor:
     """`count` valid routings [count, L, E] (softmax of scaled Gaussian noise)."""

@@ -12,7 +12,7 @@ from hypothesis import given, settings, strategies as st
 
 from batch_invariance import three_ways
 from r2t2.routing import RerouteConfig, RerouteRequest, reroute_many
-from routing_toys import LabelledBatch, TinyMixtureNet, make_neighbourhood, random_routings
+from routing_toys import JoiningNet, LabelledBatch, make_neighbourhood, random_routings
 
 QUESTIONS = {"embedded": 16, "quartet": 16, "qwen3vl": 8}  # qwen3vl's answer-space descent is the slow one
 VARIANTS = {  # each family's request options, given to its questions in turn
@@ -58,13 +58,6 @@ def test_each_request_is_re_routed_and_answered_alike_alone_batched_and_reversed
 
 # ---- the same on a toy model, over any order of a mixed batch --------------------------------------------------
 L, E, D = 2, 4, 6
-
-
-class JoiningNet(TinyMixtureNet):
-    """A torch model that can join batches, as the shipped families can: re-routing must not join requests' neighbours."""
-
-    def join_batches(self, batches: list[LabelledBatch]) -> LabelledBatch:
-        return LabelledBatch(torch.cat([b.features for b in batches]), torch.cat([b.labels for b in batches]))
 
 
 def _toy_requests(seed: int, count: int) -> tuple[JoiningNet, list[RerouteRequest]]:

@@ -6,25 +6,10 @@ import pytest
 import torch
 
 from r2t2.routing import RerouteConfig, RerouteRequest, is_valid_routing, reroute, reroute_many
-from routing_toys import (BestRoutingBatch, LabelledBatch, QuadraticModel, TinyMixtureNet, make_neighbourhood,
+from routing_toys import (BestRoutingBatch, JoiningNet, LabelledBatch, QuadraticModel, make_neighbourhood,
                           random_routings)
 
 L, E, D = 2, 3, 6
-
-
-class JoiningNet(TinyMixtureNet):
-    """TinyMixtureNet that can join batches (the optional protocol method) and counts its loss calls."""
-
-    def __init__(self) -> None:
-        super().__init__(layers=L, experts=E, features=D)
-        self.calls: list[int] = []
-
-    def routing_loss(self, batch: LabelledBatch, routing: torch.Tensor) -> torch.Tensor:
-        self.calls.append(len(batch))
-        return super().routing_loss(batch, routing)
-
-    def join_batches(self, batches: list[LabelledBatch]) -> LabelledBatch:
-        return LabelledBatch(torch.cat([b.features for b in batches]), torch.cat([b.labels for b in batches]))
 
 
 def requests(seed: int = 0) -> list[RerouteRequest]:
