@@ -14,17 +14,13 @@ import asyncio
 import base64
 import io
 import json
-import os
-import signal
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import httpx
 
-from bench.cluster import wait_for_line
-from bench.startup_bench import free_port
+from bench.cluster import start_server, stop_server
+from deploy.local_cluster import free_port
 from r2t2.compat import install_torchvision_fix
 
 VARIANTS = ({"strategy": "none"}, {"strategy": "kernel"}, {"strategy": "ngd"}, {"strategy": "ngd", "target": "both"})
@@ -88,19 +84,13 @@ def main(argv: list[str] | None = None) -> None:
     requests = bodies(args.split, args.requests)
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="r2t2-batch-http-") as scratch:
-        log = Path(scratch) / "server.log"
-        with log.open("w") as sink:
-            server = subprocess.Popen([sys.executable, "-m", "serving.run", "--port", str(port)],
-                                      env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=sink,
-                                      stderr=subprocess.STDOUT, start_new_session=True)
+        server = start_server(["--port", str(port)], Path(scratch) / "server.log")
         try:
-            wait_for_line(server, log, "r2t2 serving on ")
             base = f"http://127.0.0.1:{port}"
             alone = asyncio.run(send_all(base, requests, 1))
             together = asyncio.run(send_all(base, requests, args.concurrency))
         finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(90)
+            stop_server(server)
     print(json.dumps(compare(alone, together)))
 
 

@@ -91,6 +91,17 @@ def served_on_cluster(root: Path, nodes: tuple[str, ...], sections: dict[str, An
             server.down_s, server.forced = time.monotonic() - started, forced
 
 
+def start_server(args: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`python -m serving.run ARGS` as a user starts it, in a session of its own with its output in `log` (and `env`
+    over this environment); returns once it serves."""
+    with log.open("wb") as output:
+        process = subprocess.Popen([sys.executable, "-m", "serving.run", *args], stdin=subprocess.DEVNULL,
+                                   stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+                                   env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+    wait_for_line(process, log, "r2t2 serving on ")
+    return process
+
+
 def stop_server(process: subprocess.Popen) -> float:
     """SIGTERM the server, SIGKILL its group if it has not exited after STOP_TIMEOUT_S; seconds it took."""
     started = time.monotonic()

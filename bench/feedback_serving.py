@@ -39,8 +39,7 @@ import httpx
 import psutil
 import yaml
 
-from bench import cpu_meter
-from bench.cluster import wait_for_line
+from bench import cluster, cpu_meter
 from bench.faults import ADMIN_TOKEN, MODEL, copy_or_build_index, kill_replica, local_server, replica_actors
 from bench.serving_bench import easy_vqa_requests
 from deploy.local_cluster import free_port
@@ -259,13 +258,8 @@ async def told_and_logged(base: str, told: dict[str, dict]) -> dict:
 def start_server(root: Path, start: int) -> subprocess.Popen:
     """`python -m serving.run` on the embedded model, with the admin token, its log in server-<start>.log; returns
     once it serves."""
-    log = root / f"server-{start}.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen([sys.executable, "-m", "serving.run", "--config", str(root / "server.yaml")],
-                                   stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
-                                   start_new_session=True, env={**os.environ, "R2T2_ADMIN_TOKEN": ADMIN_TOKEN})
-    wait_for_line(process, log, "r2t2 serving on")
-    return process
+    return cluster.start_server(["--config", str(root / "server.yaml")], root / f"server-{start}.log",
+                                  {"R2T2_ADMIN_TOKEN": ADMIN_TOKEN})
 
 
 def kill_everything(process: subprocess.Popen) -> None:

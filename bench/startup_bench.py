@@ -18,7 +18,6 @@ import json
 import os
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,8 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from deploy.local_cluster import free_port
 
 READY = re.compile(r"^r2t2 serving on ")
 PHASE = re.compile(r"^r2t2 \[ *[\d.]+ s\] (?P<phase>.+?) (?:ready |built |done )?in (?P<seconds>[\d.]+) s")
@@ -41,12 +42,6 @@ class Run:
     stopped_s: float | None  # seconds from SIGTERM to the process's exit
     phases: dict[str, float] = field(default_factory=dict)  # phase -> seconds, from the progress lines
     lines: list[tuple[float, str]] = field(default_factory=list)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_once(kind: str, source: Path, index_dir: Path, extra: list[str]) -> Run:

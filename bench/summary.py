@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import platform
-import signal
 import subprocess
 import sys
 import tempfile
@@ -27,9 +25,9 @@ from pathlib import Path
 
 import psutil
 
-from bench.cluster import wait_for_line
+from bench.cluster import start_server, stop_server
 from bench.memory_meter import memory_by_part
-from bench.startup_bench import free_port
+from deploy.local_cluster import free_port
 from r2t2.compat import install_torchvision_fix
 
 RESULTS = Path("bench/results/summary.json")
@@ -44,7 +42,6 @@ FAMILIES: dict[str, tuple[tuple[str, ...], int]] = {
 STRATEGY_FIGURES = ("accuracy", "interval", "vs_none", "fixed", "broken", "gap_closed", "median_ms", "fallbacks")
 SERVED_STRATEGIES = ("none", "kernel", "ngd")
 CONCURRENCY = (1, 4, 16)
-STOP_TIMEOUT_S = 90
 
 
 def served_default(family: str) -> str:
@@ -80,13 +77,8 @@ def measure_startup(index_dir: Path, restarts: int, scratch: Path) -> list[dict]
 def measure_serving(index_dir: Path, requests: int, scratch: Path) -> tuple[dict, dict]:
     """Start the embedded default server, run the serving bench on both loads, read each part's memory, stop it."""
     port = free_port()
-    log = scratch / "server.log"
-    env = {**os.environ, "R2T2_INDEX_DIR": str(index_dir), "PYTHONUNBUFFERED": "1"}
-    with log.open("w") as sink:
-        server = subprocess.Popen([sys.executable, "-m", "serving.run", "--port", str(port)], env=env, stdout=sink,
-                                  stderr=subprocess.STDOUT, start_new_session=True)
+    server = start_server(["--port", str(port)], scratch / "server.log", {"R2T2_INDEX_DIR": str(index_dir)})
     try:
-        wait_for_line(server, log, "r2t2 serving on ")
         loads = {}
         for load in ("test", "shifted"):
             out = scratch / f"serving-{load}.json"
@@ -98,12 +90,7 @@ def measure_serving(index_dir: Path, requests: int, scratch: Path) -> tuple[dict
         time.sleep(5)  # let the last batch's buffers go back before memory is read
         memory = {part: asdict(found) for part, found in memory_by_part().items()}
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        stop_server(server)
     return loads, memory
 
 
