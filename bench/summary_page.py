@@ -158,14 +158,14 @@ def _feedback(plot: str) -> str:
     for family, path in reports:
         report = json.loads(path.read_text())
         curve = next(iter(report["rules"].values()))["curve"]
-        before, after = curve[0], curve[-1]
+        before, after, recorded = curve[0], curve[-1], _recorded(path)
         for name, figures in before["strategies"].items():
             if name == "none" or name.startswith("oracle"):
                 continue
             oracle = before["strategies"].get("oracle:target=lm" if ":target=lm" in name else "oracle")
             bound = f"{oracle['accuracy']:.1f}" if oracle else "-"
             lines.append(f"| {family} | {name} | {_interval(figures)} | {_interval(after['strategies'][name])} | "
-                         f"{after['fed']} | {bound} | {_recorded(path)} | {_settings(report, name)} |")
+                         f"{after['fed']} | {bound} | {recorded} | {_settings(report, name)} |")
     lines += ["", "Accuracy on half of the held-out rephrased split (its other half's answers fed back; the two halves "
               "never share an image). *With*: the settings that changed between releases, as the file records them "
               "(*not recorded*: an older file; the benchmark diary's section 9 names them).", "",
